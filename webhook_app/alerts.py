@@ -1,0 +1,241 @@
+"""Turns a TradingView alert body into an authenticated, validated ``MarginRequest``.
+
+Order matters and is the contract: the body must parse (400), then carry the
+right secret (401), then every field must be valid (422). Nothing here sends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Optional, Sequence
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
+from marshmallow.validate import Length, OneOf, Range
+
+from .okx import MarginRequest
+
+INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance",
+                    "percentage_investment", "percentage_position")
+REINVEST_TYPE = "percentage_investment"
+ALIASES = (("action", "type"), ("amount", "amt"))  # (canonical, OKX's name)
+MAX_SIGNIFICANT_DIGITS = 16
+MAX_DECIMAL_PLACES = 16
+MAX_AMOUNT_VALUE = Decimal(10) ** 12
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
+_ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
+
+
+class InvalidBody(Exception):
+    """The body is not a JSON object (400)."""
+
+
+class Unauthorized(Exception):
+    """The secret is missing, not a string, or wrong (401)."""
+
+
+class InvalidAlert(Exception):
+    """One or more fields are invalid (422). ``errors`` is [{"field", "message"}]."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    request: MarginRequest
+    dedup_key: str
+    alert_id: Optional[str] = None
+    timestamp: Optional[datetime] = None
+    max_lag: Optional[int] = None
+    investment_type: Optional[str] = None
+
+
+def parse_body(raw: bytes) -> dict:
+    """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal)."""
+    if not raw.strip():
+        raise InvalidBody("the body is empty; send the alert message as JSON")
+    try:
+        # parse_constant turns NaN/Infinity into Decimals that the amount check refuses (422).
+        payload = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=Decimal)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidBody("the body is not valid JSON (check the alert message for unquoted "
+                          "placeholders or a trailing comma)") from None
+    if not isinstance(payload, dict):
+        raise InvalidBody("the body must be a JSON object")
+    return payload
+
+
+def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
+    """Name of the accepted secret the payload carries; raises ``Unauthorized`` otherwise."""
+    given = payload.get("secret")
+    if given is None:
+        raise Unauthorized("secret is missing")
+    if not isinstance(given, str):
+        raise Unauthorized("secret must be a string")
+    # Compare bytes: compare_digest raises TypeError on non-ASCII str. surrogatepass keeps
+    # lone surrogates (legal in JSON escapes) from raising instead of failing to match.
+    given_bytes = given.encode("utf-8", "surrogatepass")
+    matched = None
+    for name, value in accepted:  # check all of them: timing must not say which one matched
+        if hmac.compare_digest(given_bytes, value.encode("utf-8")) and matched is None:
+            matched = name
+    if matched is None:
+        raise Unauthorized("secret is wrong")
+    return matched
+
+
+def load_alert(payload: dict) -> Alert:
+    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``."""
+    try:
+        data = _SCHEMA.load(payload)
+    except ValidationError as exc:
+        raise InvalidAlert(_flatten(exc.messages)) from None
+    allow = data.get("allow_reinvest")
+    request = MarginRequest(
+        algo_id=data["algo_id"], type=data["action"], amt=data["amount"],
+        # Sent only to percentage_investment bots, the only ones OKX applies it to.
+        allow_reinvest=allow if data.get("investment_type") == REINVEST_TYPE else None,
+    )
+    return Alert(request=request, dedup_key=dedup_key(payload, data.get("alert_id")),
+                 alert_id=data.get("alert_id"), timestamp=data.get("timestamp"),
+                 max_lag=data.get("max_lag"), investment_type=data.get("investment_type"))
+
+
+def dedup_key(payload: dict, alert_id: Optional[str]) -> str:
+    """The alert's own ``id`` when given, else a fingerprint of the alert without its secret."""
+    if alert_id is not None:
+        return "id:" + alert_id
+    unsigned = {k: v for k, v in payload.items() if k != "secret"}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), default=str)
+    return "fp:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def plain_amount(value: Decimal) -> str:
+    """Decimal as a plain string, never with an exponent: 1E+2 -> "100", 10.50 -> "10.5"."""
+    return format(value.normalize(), "f")
+
+
+class _AlgoId(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("must be the bot's algo ID: digits, as a string or a whole number")
+        text = str(value)
+        if not _ALGO_ID.match(text):
+            raise ValidationError("must be the bot's algo ID: 1 to 32 digits")
+        return text
+
+
+class _Action(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or value.lower() not in ("add", "reduce"):
+            raise ValidationError('must be "add" or "reduce"')
+        return value.lower()
+
+
+class _Amount(fields.Field):
+    """A positive decimal from a string or a JSON number, never through float."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+            raise ValidationError("must be a positive decimal number such as 10 or 2.5")
+        if isinstance(value, str):
+            if "," in value:
+                raise ValidationError("must not contain thousands separators or commas: use 1000.5")
+            if not _PLAIN_DECIMAL.match(value):
+                raise ValidationError("must be a plain positive decimal such as 10 or 2.5 "
+                                      "(no sign, spaces, exponent or placeholders)")
+            value = Decimal(value)
+        amount = Decimal(value)
+        if not amount.is_finite():
+            raise ValidationError("must be a finite number")
+        if amount <= 0:
+            raise ValidationError("must be greater than zero")
+        if amount >= MAX_AMOUNT_VALUE:
+            raise ValidationError(f"must be less than {MAX_AMOUNT_VALUE:,.0f}")
+        exact = amount.normalize()
+        if len(exact.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
+            raise ValidationError(f"must have at most {MAX_SIGNIFICANT_DIGITS} significant digits")
+        if -exact.as_tuple().exponent > MAX_DECIMAL_PLACES:
+            raise ValidationError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
+        return plain_amount(exact)
+
+
+class _StrictBoolean(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValidationError("must be true or false")
+
+
+class _Timestamp(fields.Field):
+    """TradingView's {{timenow}} (2019-08-27T09:56:05Z), fractions and UTC offsets allowed."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or len(value) > 40:
+            raise ValidationError("must be an ISO 8601 time such as 2019-08-27T09:56:05Z")
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("must be an ISO 8601 time such as 2019-08-27T09:56:05Z") from None
+        if moment.tzinfo is None:
+            raise ValidationError("must say its time zone, e.g. end with Z for UTC")
+        return moment
+
+
+class AlertSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # a trader's own fields (ticker, close, ...) are ignored, never forwarded
+
+    algo_id = _AlgoId(data_key="algoId", required=True)
+    action = _Action(data_key="action", required=True)
+    amount = _Amount(data_key="amount", required=True)
+    investment_type = fields.String(data_key="investmentType", validate=OneOf(INVESTMENT_TYPES))
+    allow_reinvest = _StrictBoolean(data_key="allowReinvest")
+    alert_id = fields.String(data_key="id", validate=Length(min=1, max=128))
+    timestamp = _Timestamp(data_key="timestamp")
+    max_lag = fields.Integer(data_key="maxLag", strict=True, validate=Range(min=1, max=3600))
+
+    @pre_load
+    def resolve_aliases(self, data, **kwargs):
+        data = dict(data)
+        for canonical, alias in ALIASES:
+            if alias not in data:
+                continue
+            value = data.pop(alias)
+            if canonical in data and data[canonical] != value:
+                raise ValidationError(f'"{alias}" is another name for "{canonical}" and the two differ; '
+                                      f"send one of them", field_name=canonical)
+            data.setdefault(canonical, value)
+        return data
+
+    @validates_schema
+    def reinvest_only_for_percentage_investment(self, data, **kwargs):
+        if data.get("allow_reinvest") is True and data.get("investment_type") != REINVEST_TYPE:
+            raise ValidationError(
+                'true is only allowed with "investmentType": "percentage_investment"; OKX applies '
+                "allowReinvest only to such bots, so this alert would not do what it says",
+                field_name="allowReinvest")
+
+
+_SCHEMA = AlertSchema()
+
+
+def _flatten(messages, prefix: str = "") -> list[dict]:
+    errors = []
+    items = messages.items() if isinstance(messages, dict) else [("", messages)]
+    for field, problems in items:
+        name = "body" if field == "_schema" else f"{prefix}{field}"
+        if isinstance(problems, dict):
+            errors.extend(_flatten(problems, prefix=f"{name}."))
+        else:
+            for problem in (problems if isinstance(problems, list) else [problems]):
+                errors.append({"field": name, "message": str(problem)})
+    return errors

@@ -1,0 +1,208 @@
+"""HTTP layer: routes and the one place where error types become HTTP replies."""
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import time
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, NotFound
+
+from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
+from .config import Config
+from .delivery import Delivery
+from .journal import STATES, Journal, JournalUnavailable, Record
+from .okx import MARGIN_BALANCE_PATH
+
+log = logging.getLogger("webhook_app")
+bp = Blueprint("webhook", __name__)
+
+# Final and pending states -> HTTP status of the reply to TradingView. 503 makes TradingView
+# resend after 5 s; only "failed" (OKX certainly did not act) gets it.
+STATE_STATUS = {"ok": 200, "dry_run": 200, "rejected": 424, "unknown": 202, "queued": 202,
+                "sending": 202, "failed": 503, "expired": 410}
+
+
+@dataclasses.dataclass
+class Services:
+    config: Config
+    journal: Journal
+    delivery: Delivery
+
+
+class DuplicateAlert(Exception):
+    """The alert repeats one already journaled (409)."""
+
+    def __init__(self, original: Record):
+        super().__init__(f"duplicate of alert {original.id}")
+        self.original = original
+
+
+class AdminUnauthorized(Exception):
+    """Missing or wrong ADMIN_TOKEN bearer (401)."""
+
+
+def services() -> Services:
+    return current_app.extensions["webhook"]
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok", dry_run=services().config.dry_run)
+
+
+@bp.post("/webhook")
+def webhook():
+    svc = services()
+    svc.delivery.start()  # no-op once running; recovers the journal first when it is not
+    config = svc.config
+    payload = parse_body(request.get_data(cache=False))
+    secret_name = verify_secret(payload, [("WEBHOOK_SECRET", config.webhook_secret)])
+    alert = load_alert(payload)
+    req = alert.request
+    g.alert = {"algoId": req.algo_id, "action": req.type, "amount": req.amt}
+    now = time.time()
+    reference = alert.timestamp.timestamp() if alert.timestamp else now
+    window = None if alert.alert_id else config.dedup_window
+    record, created = svc.journal.add(
+        dedup_key=alert.dedup_key, dedup_since=0.0 if window is None else now - window,
+        algo_id=req.algo_id, action=req.type, amount=req.amt,
+        request_body=req.body_bytes().decode(), expires_at=reference + (alert.max_lag or config.max_lag),
+        secret_name=secret_name, now=now)
+    if not created:
+        raise DuplicateAlert(record)
+    svc.delivery.submit(record)
+    remaining = config.reply_deadline - (time.monotonic() - g.started)
+    record = svc.delivery.wait(record.id, remaining) or record
+    return _alert_reply(record)
+
+
+@bp.get("/alerts")
+def list_alerts():
+    _require_admin()
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        raise InvalidAlert([{"field": "limit", "message": "must be a whole number"}]) from None
+    if not 1 <= limit <= 1000:
+        raise InvalidAlert([{"field": "limit", "message": "must be from 1 to 1000"}])
+    state = request.args.get("state") or None
+    if state is not None and state not in STATES:
+        raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
+    records = services().journal.recent(limit, state)
+    return jsonify(status="ok", alerts=[r.to_json() for r in records])
+
+
+@bp.get("/alerts/<int:alert_id>")
+def show_alert(alert_id: int):
+    _require_admin()
+    record = services().journal.get(alert_id)
+    if record is None:
+        raise NotFound(f"no alert {alert_id}")
+    return jsonify(status="ok", alert=record.to_json())
+
+
+def _require_admin() -> None:
+    token = services().config.admin_token
+    if not token:
+        raise NotFound()  # the endpoints are off without ADMIN_TOKEN
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")):
+        raise AdminUnauthorized()
+
+
+def _alert_reply(record: Record):
+    body = {"status": record.state, "id": record.id, "algoId": record.algo_id}
+    if record.state == "dry_run":
+        body["message"] = "dry run: nothing was sent to OKX"
+        body["request"] = {"method": "POST", "path": MARGIN_BALANCE_PATH, "body": record.request}
+    elif record.state == "ok":
+        body["okx"] = {"code": "0"}
+    elif record.okx_code or record.okx_msg:
+        body["okx"] = {"code": record.okx_code, "msg": record.okx_msg}
+    if record.state not in ("ok", "dry_run") and record.detail:
+        body["detail"] = record.detail
+    if record.state in ("queued", "sending"):
+        body["detail"] = "accepted; the outcome was not known within the reply deadline and will be journaled"
+    g.outcome = (record.state, record.okx_code, record.id)
+    return jsonify(body), STATE_STATUS[record.state]
+
+
+def _error(http_status: int, kind: str, message: str, **extra):
+    g.outcome = (kind, None, extra.get("id"))
+    return jsonify(status=kind, message=message, **extra), http_status
+
+
+@bp.app_errorhandler(InvalidBody)
+def _invalid_body(exc):
+    return _error(400, "invalid_body", str(exc), errors=[{"field": "body", "message": str(exc)}])
+
+
+@bp.app_errorhandler(Unauthorized)
+def _unauthorized(exc):
+    return _error(401, "unauthorized", str(exc), errors=[{"field": "secret", "message": str(exc)}])
+
+
+@bp.app_errorhandler(InvalidAlert)
+def _invalid_alert(exc):
+    return _error(422, "invalid", "the alert has invalid fields; nothing was sent", errors=exc.errors)
+
+
+@bp.app_errorhandler(DuplicateAlert)
+def _duplicate(exc):
+    original = exc.original
+    return _error(409, "duplicate", "this alert repeats one already received; it was not sent again",
+                  id=original.id, state=original.state)
+
+
+@bp.app_errorhandler(JournalUnavailable)
+def _journal_unavailable(exc):
+    log.error("journal unavailable: %s", exc)
+    return _error(503, "unavailable", "the alert could not be recorded, so it was not sent; "
+                                      "TradingView will resend it")
+
+
+@bp.app_errorhandler(AdminUnauthorized)
+def _admin_unauthorized(exc):
+    response, status = _error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response, status
+
+
+@bp.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    kind = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "error")
+    message = exc.description
+    if exc.code == 413:
+        message = f"the body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    elif exc.code is None or exc.code >= 500:
+        message = "internal error; see the service log"
+    response, status = _error(exc.code or 500, kind, message)
+    if exc.code == 405:
+        response.headers["Allow"] = ", ".join(exc.valid_methods or [])
+    return response, status
+
+
+@bp.app_errorhandler(Exception)
+def _unexpected(exc):
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return _error(500, "error", "internal error; nothing about it is shown here, see the service log")
+
+
+@bp.after_app_request
+def _log_alert(response):
+    if request.path == "/webhook" and request.method == "POST":
+        state, okx_code, alert_id = g.get("outcome", (None, None, None))
+        alert = g.get("alert", {})
+        log.info("alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f",
+                 response.status_code, state, alert_id, alert.get("algoId", "-"), alert.get("action", "-"),
+                 alert.get("amount", "-"), okx_code or "-", (time.monotonic() - g.started) * 1000)
+    return response
+
+
+@bp.before_app_request
+def _start_clock():
+    g.started = time.monotonic()
