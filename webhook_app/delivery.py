@@ -213,7 +213,7 @@ class Delivery:
             self._not_executed(record, exc, (time.monotonic() - started) * 1000)
             return
         except OkxError as exc:
-            self._finish(record, exc.state, exc.code, exc.message, exc.hint, started)
+            self._finish(record, exc.state, *_describe(exc), started)
             return
         except Exception:
             log.exception("unexpected error while sending alert %s", record.id)
@@ -239,13 +239,14 @@ class Delivery:
         else:
             delay = self._backoff(attempts)
         retry_at = self._clock() + delay
+        code, message, detail = _describe(exc)
         if attempts < self.max_attempts and retry_at < record.expires_at:
-            self.journal.requeue(record.id, exc.code, exc.message,
-                                 f"attempt {attempts} not executed by OKX; retrying in {delay:.2f} s")
+            self.journal.requeue(record.id, code, message,
+                                 f"attempt {attempts} not executed ({detail or message}); retrying in {delay:.2f} s")
             self._push(record.id, record.expires_at, retry_at)
             return
-        detail = f"OKX did not act after {attempts} attempt(s); not executed"
-        self._finish(record, "failed", exc.code, exc.message, exc.hint or detail, None, latency_ms)
+        detail = f"not executed: gave up after {attempts} attempt(s); last: {detail or message}"
+        self._finish(record, "failed", code, message, detail, None, latency_ms)
 
     def _backoff(self, attempts: int) -> float:
         # Exponential with jitter, so many alerts retrying at once do not return together.
@@ -281,3 +282,10 @@ class Delivery:
                 log.info("pruned %d finished alert(s) older than the retention period", removed)
         except JournalUnavailable as exc:
             log.error("could not prune the journal: %s", exc)
+
+
+def _describe(exc: OkxError) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(OKX code, OKX message, our detail): OKX's fields only when OKX said them."""
+    if exc.code and not exc.code.startswith("HTTP"):
+        return exc.code, exc.message, exc.hint or None
+    return None, None, exc.message
