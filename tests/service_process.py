@@ -1,0 +1,80 @@
+"""Runs the service as deployed: the Procfile's web command, gunicorn and its config file."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def procfile_command() -> list[str]:
+    for line in (REPO / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            argv = shlex.split(line[len("web:"):])
+            assert argv[0] == "gunicorn", argv
+            # The same command, run by this interpreter's gunicorn (the venv may not be on PATH).
+            return [sys.executable, "-m", "gunicorn", *argv[1:]]
+    raise AssertionError("Procfile has no web: line")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """gunicorn in its own process group, its stdout and stderr collected in a file."""
+
+    def __init__(self, env: dict, port: int | None = None):
+        self.port = port or free_port()
+        self.env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port)}
+        self.output = tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "ServiceProcess":
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(procfile_command(), cwd=REPO, env=self.env, stdout=self.output,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"service exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    self.ready_after = time.monotonic() - self.started_at
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"service did not answer /healthz within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return Path(self.output.name).read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30.0) -> float:
+        """SIGTERM, as a PaaS does on deploy; returns the seconds until it exited."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL to master and worker at once: a crash, no chance to clean up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)

@@ -1,0 +1,95 @@
+"""Settings come from the environment once; a bad one stops the start naming the variable."""
+import pytest
+
+from webhook_app import create_app
+from webhook_app.config import Config, ConfigError
+
+CREDS = {"OKX_API_KEY": "k" * 20, "OKX_API_SECRET": "s" * 32, "OKX_API_PASSPHRASE": "p" * 12}
+SECRET = {"WEBHOOK_SECRET": "w" * 24}
+
+
+def env(tmp_path, **values):
+    return {"DATABASE_URL": f"sqlite:///{tmp_path}/instance/alerts.db", **values}
+
+
+def test_empty_environment_starts_in_dry_run_with_a_generated_secret(tmp_path, capsys):
+    config = Config.from_env(env(tmp_path))
+    assert config.dry_run and not config.has_okx_credentials
+    assert config.webhook_secret_source == "generated" and len(config.webhook_secret) >= 16
+    app = create_app(config)
+    assert config.webhook_secret in capsys.readouterr().out  # printed once, for the new user
+    # the same secret on the next start (kept in the instance folder), and not printed again
+    again = Config.from_env(env(tmp_path))
+    assert again.webhook_secret == config.webhook_secret and again.webhook_secret_source == "stored"
+    create_app(again)
+    assert config.webhook_secret not in capsys.readouterr().out
+    app.extensions["webhook"].journal.close()
+
+
+def test_configured_secret_is_never_printed(tmp_path, capsys, caplog):
+    config = Config.from_env(env(tmp_path, **SECRET))
+    create_app(config).extensions["webhook"].journal.close()
+    assert SECRET["WEBHOOK_SECRET"] not in capsys.readouterr().out + caplog.text
+
+
+def test_credentials_make_it_live_and_dry_run_forces_dry_run(tmp_path):
+    assert Config.from_env(env(tmp_path, **CREDS, **SECRET)).dry_run is False
+    assert Config.from_env(env(tmp_path, **CREDS, **SECRET, DRY_RUN="1")).dry_run is True
+
+
+def test_defaults(tmp_path):
+    config = Config.from_env(env(tmp_path, **CREDS, **SECRET))
+    assert config.okx_base_url == "https://www.okx.com"
+    assert config.okx_demo is False and config.okx_rate_limit == 20 and config.reply_deadline == 2.5
+
+
+@pytest.mark.parametrize("values, variable", [
+    ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
+    ({**CREDS}, "WEBHOOK_SECRET"),
+    ({"OKX_API_KEY": "k" * 20, **SECRET}, "OKX_API_SECRET"),
+    ({"OKX_API_KEY": "k" * 20, "OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_PASSPHRASE"),
+    ({"OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_KEY"),
+    ({"OKX_BASE_URL": "http://www.okx.com", **SECRET}, "OKX_BASE_URL"),
+    ({"OKX_BASE_URL": "www.okx.com", **SECRET}, "OKX_BASE_URL"),
+    ({"OKX_BASE_URL": "https://www.okx.com/api/v5", **SECRET}, "OKX_BASE_URL"),
+    ({"OKX_DEMO": "maybe", **SECRET}, "OKX_DEMO"),
+    ({"OKX_DEMO": "[]", **SECRET}, "OKX_DEMO"),
+    ({"DRY_RUN": "2", **SECRET}, "DRY_RUN"),
+    ({"OKX_RATE_LIMIT": "0", **SECRET}, "OKX_RATE_LIMIT"),
+    ({"OKX_RATE_LIMIT": "20.5", **SECRET}, "OKX_RATE_LIMIT"),
+    ({"REPLY_DEADLINE": "3", **SECRET}, "REPLY_DEADLINE"),
+    ({"REPLY_DEADLINE": "1e400", **SECRET}, "REPLY_DEADLINE"),
+    ({"REPLY_DEADLINE": "NaN", **SECRET}, "REPLY_DEADLINE"),
+    ({"DEDUP_WINDOW": "-1", **SECRET}, "DEDUP_WINDOW"),
+    ({"MAX_LAG": "0", **SECRET}, "MAX_LAG"),
+    ({"ADMIN_TOKEN": "short", **SECRET}, "ADMIN_TOKEN"),
+    ({"DATABASE_URL": "postgres://db/alerts", **SECRET}, "DATABASE_URL"),
+])
+def test_bad_setting_fails_naming_the_variable_and_not_its_value(tmp_path, values, variable):
+    with pytest.raises(ConfigError) as failure:
+        Config.from_env(env(tmp_path, **values))
+    assert failure.value.variable == variable
+    assert str(failure.value).startswith(variable + ":")
+    for secret_name in ("WEBHOOK_SECRET", "OKX_API_SECRET", "OKX_API_PASSPHRASE", "ADMIN_TOKEN"):
+        if len(values.get(secret_name, "")) >= 5:
+            assert values[secret_name] not in str(failure.value)
+
+
+def test_regional_and_loopback_base_urls_are_accepted(tmp_path):
+    for url in ("https://eea.okx.com", "https://us.okx.com/", "http://127.0.0.1:8080"):
+        assert Config.from_env(env(tmp_path, OKX_BASE_URL=url, **SECRET)).okx_base_url == url.rstrip("/")
+
+
+def test_unusable_journal_path_fails_at_startup_naming_database_url(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = Config.from_env(env(tmp_path, **SECRET, DATABASE_URL=f"sqlite:///{blocker}/alerts.db"))
+    with pytest.raises(ConfigError) as failure:
+        create_app(config)
+    assert failure.value.variable == "DATABASE_URL"
+
+
+def test_repr_shows_no_secret(tmp_path):
+    config = Config.from_env(env(tmp_path, **CREDS, **SECRET, ADMIN_TOKEN="a" * 20))
+    text = repr(config)
+    assert all(secret not in text for secret in config.secret_values)

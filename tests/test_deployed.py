@@ -1,0 +1,106 @@
+"""The service as the Procfile starts it: gunicorn, its config, wsgi.py, environment variables."""
+import concurrent.futures
+import re
+import sqlite3
+import time
+
+import pytest
+import requests
+
+from tests.conftest import WEBHOOK_SECRET, make_alert
+from tests.okx_stand_in import Slow
+from tests.service_process import ServiceProcess
+
+
+def live_env(okx, tmp_path, **extra):
+    return {"WEBHOOK_SECRET": WEBHOOK_SECRET, "OKX_API_KEY": okx.api_key, "OKX_API_SECRET": okx.secret_key,
+            "OKX_API_PASSPHRASE": okx.passphrase, "OKX_BASE_URL": okx.base_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", **extra}
+
+
+@pytest.fixture
+def service_factory():
+    started = []
+
+    def start(env):
+        service = ServiceProcess(env).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.kill()
+
+
+def test_procfile_service_relays_an_alert_and_logs_no_secret(okx, tmp_path, service_factory):
+    service = service_factory(live_env(okx, tmp_path, ADMIN_TOKEN="admin-token-0123456789"))
+    ok = requests.post(service.url + "/webhook", json=make_alert(), timeout=5)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["status"] == "ok"
+    assert len(okx.executed) == 1
+    # failures too: wrong secret, bad field, not JSON, query string carrying a secret
+    assert requests.post(service.url + "/webhook", json=make_alert(secret="nope-" + WEBHOOK_SECRET),
+                         timeout=5).status_code == 401
+    assert requests.post(service.url + "/webhook", json=make_alert(amount="-1"), timeout=5).status_code == 422
+    assert requests.post(service.url + "/webhook", data=WEBHOOK_SECRET, timeout=5).status_code == 400
+    assert requests.post(service.url + f"/webhook?secret={WEBHOOK_SECRET}", json=make_alert(amount="7"),
+                         headers={"Content-Type": "text/plain"}, timeout=5).status_code == 200
+    elapsed = service.terminate()
+    log = service.log()
+    assert "alert http=200 status=ok" in log and "alert http=401" in log and "alert http=422" in log
+    assert '"POST /webhook"' in log  # access log: path only
+    signatures = [r.headers["OK-ACCESS-SIGN"] for r in okx.margin_requests()]
+    for secret in [WEBHOOK_SECRET, okx.secret_key, okx.passphrase, "admin-token-0123456789", *signatures]:
+        assert secret not in log
+    assert elapsed < 30  # inside a PaaS's stop window
+
+
+def test_fresh_machine_without_configuration_runs_in_dry_run(tmp_path, service_factory, okx):
+    service = service_factory({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db"})
+    log = service.log()
+    assert "DRY RUN" in log
+    secret = re.search(r"Generated a webhook secret.*: (\S+)", log).group(1)
+    response = requests.post(service.url + "/webhook", json=make_alert(secret=secret), timeout=5)
+    assert response.status_code == 200 and response.json()["status"] == "dry_run"
+    assert response.json()["request"]["body"] == {"algoId": "581628185981813760", "type": "add", "amt": "10"}
+    assert okx.received == []
+
+
+def test_bad_configuration_stops_the_start_with_one_line_naming_the_variable(tmp_path):
+    service = ServiceProcess({"WEBHOOK_SECRET": "short", "DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+    with pytest.raises(AssertionError) as failure:
+        service.start(timeout=15)
+    assert "WEBHOOK_SECRET: is too weak" in str(failure.value)
+    assert "short" not in str(failure.value).replace("WEBHOOK_SECRET: is too weak", "")
+
+
+def journal_states(tmp_path):
+    with sqlite3.connect(f"{tmp_path}/alerts.db") as db:
+        return dict(db.execute("SELECT id, state FROM alerts ORDER BY id").fetchall())
+
+
+def test_sigkill_with_alerts_in_flight_and_queued_then_restart(okx, tmp_path, service_factory):
+    """Killed mid-send: in-flight alerts end unknown (never resent), queued ones are sent once."""
+    # One request per 2 s: the first two go out at 0 s and 2 s and hang at OKX, the rest wait.
+    env = live_env(okx, tmp_path, OKX_RATE_LIMIT="1", OKX_READ_TIMEOUT="10")
+    service = service_factory(env)
+    okx.play(Slow(5), Slow(5))
+    alerts = [make_alert(amount=str(n)) for n in range(1, 7)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda a: requests.post(service.url + "/webhook", json=a, timeout=5), alerts))
+    assert all(r.status_code == 202 for r in replies), [r.text for r in replies]
+    states = journal_states(tmp_path)
+    assert sorted(states.values()) == ["queued"] * 4 + ["sending"] * 2, states
+    service.kill()
+    time.sleep(0.2)
+
+    service_factory(env)  # restart on the same journal
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = journal_states(tmp_path)
+        if all(s in ("ok", "rejected", "unknown", "expired", "failed") for s in states.values()):
+            break
+        time.sleep(0.1)
+    assert sorted(states.values()) == ["ok"] * 4 + ["unknown"] * 2, states
+    executed = sorted(float(body["amt"]) for body in okx.executed)
+    assert executed == [1, 2, 3, 4, 5, 6], executed  # each alert executed exactly once
