@@ -184,6 +184,8 @@ class OkxStandIn:
                 pass
 
             def do_GET(self):
+                with stand_in._lock:
+                    stand_in.received.append(Received(time.monotonic(), self.path, dict(self.headers), b"", "0"))
                 if self.path == TIME_PATH:
                     self._json(200, {"code": "0", "msg": "", "data": [{"ts": str(int(stand_in.now() * 1000))}]})
                 else:

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from .journal import STATES
 
@@ -16,6 +17,7 @@ def register(app: Flask) -> None:
 @click.command("alerts")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--state", type=click.Choice(STATES), help="only alerts in this state")
+@with_appcontext
 def alerts_command(limit: int, state: str | None) -> None:
     """Recent alerts, newest first: state, bot, action, amount, OKX's code."""
     records = current_app.extensions["webhook"].journal.recent(limit, state)
