@@ -14,23 +14,47 @@ from webhook_app.journal import Journal
 
 # -- pacing ---------------------------------------------------------------------------------
 
-def test_rate_limiter_never_books_more_than_the_limit_in_any_window():
-    now = [100.0]
-    limiter = RateLimiter(limit=20, window=2.0, margin=0.0, clock=lambda: now[0])
-    slots = [limiter.reserve() for _ in range(50)]
-    assert slots[:20] == [100.0] * 20
-    assert slots[20:40] == [102.0] * 20
-    assert slots[40:] == [104.0] * 10
-    for i, slot in enumerate(slots):
-        assert sum(1 for s in slots if slot <= s < slot + 2.0) <= 20, i
+class FakeClock:
+    def __init__(self, now=100.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
 
 
-def test_rate_limiter_hold_off_books_nothing_until_it_ends():
-    now = [0.0]
-    limiter = RateLimiter(limit=5, window=2.0, margin=0.0, clock=lambda: now[0])
-    limiter.reserve()
+def test_rate_limiter_holds_a_slot_until_window_after_the_reply():
+    clock = FakeClock()
+    limiter = RateLimiter(limit=3, window=2.0, margin=0.0, clock=clock)
+    slots = [limiter.take() for _ in range(3)]
+    assert limiter.free() == 0
+    assert limiter.opens_in() is None  # nothing frees until a reply comes back
+    clock.now = 100.3
+    limiter.release(slots[0])  # its reply arrived at 100.3
+    assert limiter.free() == 0 and limiter.opens_in() == pytest.approx(2.0)
+    clock.now = 102.29
+    assert limiter.free() == 0
+    clock.now = 102.3
+    assert limiter.free() == 1  # window after the reply, never earlier
+    limiter.release(slots[1])
+    limiter.release(slots[2])
+    assert limiter.free() == 1
+    clock.now = 104.3
+    assert limiter.free() == 3
+
+
+def test_rate_limiter_hold_off_starts_nothing_until_it_ends():
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(limit=5, window=2.0, margin=0.0, clock=clock)
     limiter.hold_off(2.0)
-    assert limiter.reserve() == pytest.approx(2.0)
+    assert limiter.free() == 0 and limiter.opens_in() == pytest.approx(2.0)
+    clock.now = 2.0
+    assert limiter.free() == 5
+
+
+def test_rate_limiter_projects_a_burst_tail_beyond_the_reply_deadline():
+    limiter = RateLimiter(limit=20, window=2.0, margin=0.0, clock=FakeClock())
+    assert limiter.projected(0) == 0.0 and limiter.projected(19) == 0.0
+    assert limiter.projected(20) == pytest.approx(2.0) and limiter.projected(45) == pytest.approx(4.0)
 
 
 def test_burst_of_50_alerts_is_sent_once_each_within_the_limit(make_app, okx):
@@ -213,7 +237,7 @@ def test_restart_recovery_sends_queued_expires_old_and_never_resends_sending(mak
     queued = add("1", now + 60)
     stale = add("2", now - 1, received_at=now - 120)
     in_flight = add("3", now + 60)
-    assert journal.claim(in_flight)
+    assert [r.id for r in journal.claim([in_flight])] == [in_flight]
     journal.close()
 
     app = make_app(database_url=f"sqlite:///{path}")
@@ -239,7 +263,7 @@ def test_retention_prunes_finished_alerts_only(tmp_path):
         record, _ = journal.add(dedup_key=amount, dedup_since=0, algo_id="1", action="add", amount=amount,
                                 request_body="{}", expires_at=0, now=1000.0)
         if state == "ok":
-            journal.claim(record.id)
+            journal.claim([record.id])
             journal.finish(record.id, "ok")
     assert journal.prune(before=2000.0) == 1
     assert [r.state for r in journal.recent()] == ["queued"]

@@ -81,8 +81,8 @@ def journal_states(tmp_path):
 
 def test_sigkill_with_alerts_in_flight_and_queued_then_restart(okx, tmp_path, service_factory):
     """Killed mid-send: in-flight alerts end unknown (never resent), queued ones are sent once."""
-    # One request per 2 s: the first two go out at 0 s and 2 s and hang at OKX, the rest wait.
-    env = live_env(okx, tmp_path, OKX_RATE_LIMIT="1", OKX_READ_TIMEOUT="10")
+    # Two requests per 2 s: the first two go out at once and hang at OKX, the rest wait.
+    env = live_env(okx, tmp_path, OKX_RATE_LIMIT="2", OKX_READ_TIMEOUT="10")
     service = service_factory(env)
     okx.play(Slow(5), Slow(5))
     alerts = [make_alert(amount=str(n)) for n in range(1, 7)]

@@ -27,35 +27,69 @@ PRUNE_EVERY = 3600.0
 
 
 class RateLimiter:
-    """At most ``limit`` slots in any ``window`` seconds. Slots are handed out in call order;
-    ``margin`` keeps network jitter from squeezing two windows' worth into one at OKX."""
+    """At most ``limit`` requests in any ``window`` seconds, as OKX counts them.
 
-    def __init__(self, limit: int, window: float = 2.0, margin: float = 0.05,
+    OKX counts a request when it arrives, which is some time between our send and its
+    reply. A request's slot is therefore held from the send until ``window`` after its
+    reply came back (or it failed): whatever the network's jitter, no ``limit + 1``
+    requests can arrive within one window."""
+
+    class Slot:
+        __slots__ = ("ended",)
+
+        def __init__(self, ended: Optional[float] = None):
+            self.ended = ended  # monotonic time the request's exchange ended; None while in flight
+
+    def __init__(self, limit: int, window: float = 2.0, margin: float = 0.01,
                  clock: Callable[[], float] = time.monotonic):
         self.limit = limit
-        self.window = window
-        self.margin = margin
+        self.window = window + margin
         self._clock = clock
-        self._slots: collections.deque[float] = collections.deque(maxlen=limit)
+        self._slots: collections.deque[RateLimiter.Slot] = collections.deque()
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
-        """Book the next free slot; returns the monotonic time at which it opens."""
+    def _busy(self, now: float) -> int:
+        while self._slots and self._slots[0].ended is not None and self._slots[0].ended + self.window <= now:
+            self._slots.popleft()
+        return sum(1 for s in self._slots if s.ended is None or s.ended + self.window > now)
+
+    def free(self) -> int:
+        """How many requests may start now."""
         with self._lock:
-            slot = self._clock()
-            if len(self._slots) == self.limit:
-                slot = max(slot, self._slots[0] + self.window + self.margin)
-            if self._slots:
-                slot = max(slot, self._slots[-1])
+            return max(self.limit - self._busy(self._clock()), 0)
+
+    def opens_in(self) -> Optional[float]:
+        """Seconds until a slot frees, 0 if one is free; None while only a reply can free one."""
+        with self._lock:
+            now = self._clock()
+            if self._busy(now) < self.limit:
+                return 0.0
+            ends = [s.ended + self.window for s in self._slots if s.ended is not None]
+            return max(min(ends) - now, 0.0) if ends else None
+
+    def take(self) -> "RateLimiter.Slot":
+        slot = RateLimiter.Slot()
+        with self._lock:
             self._slots.append(slot)
-            return slot
+        return slot
+
+    def release(self, slot: "RateLimiter.Slot") -> None:
+        """The request's exchange with OKX has ended (reply, error or never sent)."""
+        with self._lock:
+            slot.ended = self._clock()
 
     def hold_off(self, seconds: float) -> None:
-        """OKX said we were over its limit (other clients share the account): book nothing
-        for ``seconds``."""
+        """OKX said we were over its limit (other clients share the account): start
+        nothing for ``seconds``."""
         with self._lock:
-            until = self._clock() + seconds
-            self._slots.extend([until - self.window - self.margin] * self.limit)
+            ended = self._clock() + seconds - self.window
+            self._slots.extend(RateLimiter.Slot(ended) for _ in range(self.limit))
+
+    def projected(self, ahead: int) -> float:
+        """Roughly how many seconds from now a request queued behind ``ahead`` others starts."""
+        with self._lock:
+            position = self._busy(self._clock()) + ahead
+        return (position // self.limit) * self.window
 
 
 class Delivery:
@@ -112,21 +146,23 @@ class Delivery:
 
     # -- web side ---------------------------------------------------------------------
 
-    def submit(self, record: Record) -> None:
+    def submit(self, record: Record, wait: float = 0.0) -> Record:
+        """Queue a journaled alert; wait up to ``wait`` seconds for its outcome, unless its
+        turn under the rate limit comes later than that anyway (a burst's tail is answered
+        at once, so it does not hold a web thread for nothing). Returns its latest record."""
         self.start()
+        event = threading.Event()
         with self._cond:
-            self._done.setdefault(record.id, threading.Event())
-        self._push(record.id, record.expires_at, self._clock())
-
-    def wait(self, alert_id: int, timeout: float) -> Optional[Record]:
-        """The alert's record once it is final, or its current record after ``timeout``."""
+            ahead = len(self._queue)
+            self._done[record.id] = event
+            heapq.heappush(self._queue, (self._clock(), record.id, record.expires_at))
+            self._cond.notify_all()
+        turn_in = 0.0 if self.limiter is None else self.limiter.projected(ahead)
+        if wait > 0 and turn_in < wait:
+            event.wait(wait)
         with self._cond:
-            event = self._done.get(alert_id)
-        if event is not None:
-            event.wait(max(0.0, timeout))
-            with self._cond:  # one waiter per alert: done with it either way
-                self._done.pop(alert_id, None)
-        return self.journal.get(alert_id)
+            self._done.pop(record.id, None)
+        return self.journal.get(record.id) or record
 
     # -- dispatcher -------------------------------------------------------------------
 
@@ -135,60 +171,56 @@ class Delivery:
             heapq.heappush(self._queue, (not_before, alert_id, expires_at))
             self._cond.notify_all()
 
-    def _next_job(self) -> Optional[tuple[float, int, float]]:
+    def _next_batch(self) -> Optional[list[tuple[float, int, float]]]:
+        """Waits until alerts are due and the limit lets them go; pops as many as may start."""
         with self._cond:
             while not self._stopping:
-                if self._queue:
-                    wait = self._queue[0][0] - self._clock()
-                    if wait <= 0:
-                        return heapq.heappop(self._queue)
-                else:
-                    wait = 60.0
-                self._cond.wait(min(wait, 60.0))
+                now = self._clock()
+                timeout = 60.0
+                if self._queue and self._queue[0][0] <= now:
+                    free = self.limiter.free() if self.limiter is not None else len(self._queue)
+                    if free > 0:
+                        batch = []
+                        while self._queue and self._queue[0][0] <= now and len(batch) < free:
+                            batch.append(heapq.heappop(self._queue))
+                        return batch
+                    opens_in = self.limiter.opens_in()
+                    timeout = 0.5 if opens_in is None else max(opens_in, 0.001)  # a reply notifies us
+                elif self._queue:
+                    timeout = self._queue[0][0] - now
+                self._cond.wait(min(timeout, 60.0))
             return None
 
     def _dispatch(self) -> None:
         while True:
             self._maybe_prune()
-            job = self._next_job()
-            if job is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
             try:
-                self._dispatch_one(*job)
+                self._dispatch_batch(batch)
             except JournalUnavailable as exc:
-                # The alert stays queued in the journal; retry shortly, never send unrecorded.
-                log.error("journal unavailable while dispatching alert %s: %s", job[1], exc)
-                self._push(job[1], job[2], self._clock() + 1.0)
-            except Exception:  # keep the dispatcher alive whatever happens to one alert
-                log.exception("dispatcher failed on alert %s", job[1])
+                # They stay queued in the journal; try again shortly, never send unrecorded.
+                log.error("journal unavailable while dispatching: %s", exc)
+                for _, alert_id, expires_at in batch:
+                    self._push(alert_id, expires_at, self._clock() + 1.0)
+            except Exception:  # keep the dispatcher alive whatever happens to one batch
+                log.exception("dispatcher failed on alerts %s", [job[1] for job in batch])
 
-    def _dispatch_one(self, _not_before: float, alert_id: int, expires_at: float) -> None:
-        if self.limiter is not None:
-            slot = self.limiter.reserve()
-            delay = slot - time.monotonic()
-            if self._clock() + max(delay, 0.0) > expires_at:
+    def _dispatch_batch(self, batch: list[tuple[float, int, float]]) -> None:
+        now = self._clock()
+        due = []
+        for _, alert_id, expires_at in batch:
+            if now > expires_at:
                 self._expire(alert_id)
-                return
-            if delay > 0 and self._sleep(delay):
-                self._push(alert_id, expires_at, self._clock())  # stopping: leave it queued
-                return
-        elif self._clock() > expires_at:
-            self._expire(alert_id)
-            return
-        if not self.journal.claim(alert_id, self._clock()):
-            return  # no longer queued (finished elsewhere)
-        record = self.journal.get(alert_id)
-        future = self._senders.submit(self._send, record)
-        self._in_flight.add(future)
-        future.add_done_callback(self._in_flight.discard)
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep, waking early if asked to stop; True when stopping."""
-        with self._cond:
-            end = time.monotonic() + seconds
-            while not self._stopping and time.monotonic() < end:
-                self._cond.wait(end - time.monotonic())
-            return self._stopping
+            else:
+                due.append(alert_id)
+        # One journal transaction (one fsync) marks the whole batch "sending" before any send.
+        for record in self.journal.claim(due, now):
+            slot = self.limiter.take() if self.limiter is not None else None
+            future = self._senders.submit(self._send, record, slot)
+            self._in_flight.add(future)
+            future.add_done_callback(self._in_flight.discard)
 
     def _expire(self, alert_id: int) -> None:
         record = self.journal.get(alert_id)
@@ -202,26 +234,38 @@ class Delivery:
 
     # -- sender -----------------------------------------------------------------------
 
-    def _send(self, record: Record) -> None:
+    def _send(self, record: Record, slot: Optional[RateLimiter.Slot]) -> None:
         body = record.request
         request = MarginRequest(algo_id=body["algoId"], type=body["type"], amt=body["amt"],
                                 allow_reinvest=body.get("allowReinvest"))
         started = time.monotonic()
         try:
             ack = self.client.adjust_margin(request)
-        except OkxNotExecuted as exc:
-            self._not_executed(record, exc, (time.monotonic() - started) * 1000)
-            return
         except OkxError as exc:
-            self._finish(record, exc.state, *_describe(exc), started)
+            self._release(slot)
+            self._outcome_of_error(record, exc, started)
             return
         except Exception:
+            self._release(slot)
             log.exception("unexpected error while sending alert %s", record.id)
             self._finish(record, "unknown", None, None, "internal error while sending; check the bot on OKX",
                          started)
             return
+        self._release(slot)
         self._finish(record, "dry_run" if ack.dry_run else "ok", None if ack.dry_run else "0", "", None,
                      started)
+
+    def _release(self, slot: Optional[RateLimiter.Slot]) -> None:
+        if slot is not None:
+            self.limiter.release(slot)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _outcome_of_error(self, record: Record, exc: OkxError, started: float) -> None:
+        if isinstance(exc, OkxNotExecuted):
+            self._not_executed(record, exc, (time.monotonic() - started) * 1000)
+        else:
+            self._finish(record, exc.state, *_describe(exc), started)
 
     def _not_executed(self, record: Record, exc: OkxNotExecuted, latency_ms: float) -> None:
         attempts = record.attempts

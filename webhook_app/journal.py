@@ -139,13 +139,21 @@ class Journal:
 
         return self._transaction(step)
 
-    def claim(self, alert_id: int, now: Optional[float] = None) -> bool:
-        """queued -> sending, before a send. False if the alert is no longer queued."""
+    def claim(self, alert_ids: list[int], now: Optional[float] = None) -> list[Record]:
+        """queued -> sending, in one transaction, before they are sent. Returns the records
+        claimed, in the order given; an alert no longer queued is left out."""
         now = time.time() if now is None else now
-        return self._transaction(lambda db: db.execute(
-            "UPDATE alerts SET state = 'sending', attempts = attempts + 1, "
-            "first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ? AND state = 'queued'",
-            (now, alert_id)).rowcount == 1)
+
+        def step(db):
+            claimed = []
+            for alert_id in alert_ids:
+                if db.execute("UPDATE alerts SET state = 'sending', attempts = attempts + 1, "
+                              "first_sent_at = COALESCE(first_sent_at, ?) WHERE id = ? AND state = 'queued'",
+                              (now, alert_id)).rowcount == 1:
+                    claimed.append(self._get(db, alert_id))
+            return claimed
+
+        return self._transaction(step) if alert_ids else []
 
     def requeue(self, alert_id: int, okx_code: str, okx_msg: str, detail: str) -> None:
         """sending -> queued, after OKX certainly did not act."""

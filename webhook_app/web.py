@@ -72,9 +72,7 @@ def webhook():
         secret_name=secret_name, now=now)
     if not created:
         raise DuplicateAlert(record)
-    svc.delivery.submit(record)
-    remaining = config.reply_deadline - (time.monotonic() - g.started)
-    record = svc.delivery.wait(record.id, remaining) or record
+    record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))
     return _alert_reply(record)
 
 
