@@ -11,6 +11,7 @@ from .delivery import Delivery, RateLimiter
 from .journal import Journal, JournalUnavailable
 from .logs import configure_logging
 from .okx import OkxClient
+from .protection import Protection
 
 __all__ = ["create_app", "Config"]
 
@@ -41,10 +42,13 @@ def create_app(config: Optional[Config] = None) -> Flask:
 
     from . import cli, web  # imported here: they are the top of the one-way flow
 
-    app.extensions["webhook"] = web.Services(config=config, journal=journal, delivery=delivery)
+    protection = Protection(config)
+    app.extensions["webhook"] = web.Services(config=config, journal=journal, delivery=delivery,
+                                             protection=protection)
     app.register_blueprint(web.bp)
     cli.register(app)
     _announce(config, log)
+    log.info("%s", protection.describe())
     return app
 
 

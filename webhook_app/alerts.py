@@ -55,6 +55,10 @@ class Alert:
     max_lag: Optional[int] = None
     investment_type: Optional[str] = None
 
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.request.amt)
+
 
 def parse_body(raw: bytes) -> dict:
     """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal)."""

@@ -7,6 +7,7 @@ naming the variable. Secret values never appear in an error message.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
@@ -15,6 +16,8 @@ from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
 MIN_SECRET_LENGTH = 16
+# TradingView's published webhook senders (TradingView's support pages).
+TRADINGVIEW_ADDRESSES = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -52,6 +55,17 @@ class Config:
     max_lag: int = 60  # seconds an alert may wait before it is too old to send
     retention_days: float = 30.0
     max_body_bytes: int = 64 * 1024
+    # Protection (all optional; off or permissive by default).
+    webhook_secret_previous: str = dataclasses.field(default="", repr=False)
+    require_timestamp: bool = False
+    allowed_sources: tuple = ()  # ip_network objects; "tradingview" expands to its four senders
+    trusted_proxy_hops: int = 0
+    allowed_algo_ids: frozenset = frozenset()  # empty: any bot
+    max_amount: Optional[Decimal] = None
+    max_amount_per_day: Optional[Decimal] = None
+    lockout_threshold: int = 10  # wrong secrets from one address within lockout_window...
+    lockout_window: float = 300.0
+    lockout_seconds: float = 900.0  # ...lock it out for this long (never TradingView's addresses)
 
     def __repr__(self) -> str:  # never show secrets, whatever the field
         return (f"Config(dry_run={self.dry_run}, okx_base_url={self.okx_base_url!r}, "
@@ -64,8 +78,14 @@ class Config:
     @property
     def secret_values(self) -> tuple[str, ...]:
         """Every secret this config holds, for log scrubbing."""
-        return tuple(s for s in (self.webhook_secret, self.okx_api_secret,
+        return tuple(s for s in (self.webhook_secret, self.webhook_secret_previous, self.okx_api_secret,
                                  self.okx_api_passphrase, self.admin_token) if s)
+
+    @property
+    def accepted_secrets(self) -> tuple[tuple[str, str], ...]:
+        """(variable name, value) of each webhook secret accepted now."""
+        pairs = (("WEBHOOK_SECRET", self.webhook_secret), ("WEBHOOK_SECRET_PREVIOUS", self.webhook_secret_previous))
+        return tuple((name, value) for name, value in pairs if value)
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None,
@@ -101,6 +121,12 @@ class Config:
         elif len(secret) < MIN_SECRET_LENGTH:
             raise ConfigError("WEBHOOK_SECRET", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
 
+        previous = reader.text("WEBHOOK_SECRET_PREVIOUS")
+        if previous and len(previous) < MIN_SECRET_LENGTH:
+            raise ConfigError("WEBHOOK_SECRET_PREVIOUS", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
+        if previous and source != "environment":
+            raise ConfigError("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET to be set too")
+
         admin_token = reader.text("ADMIN_TOKEN")
         if admin_token and len(admin_token) < MIN_SECRET_LENGTH:
             raise ConfigError("ADMIN_TOKEN", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
@@ -124,6 +150,16 @@ class Config:
             dedup_window=reader.number("DEDUP_WINDOW", 60.0, 0, 86_400),
             max_lag=reader.integer("MAX_LAG", 60, 1, 3600),
             retention_days=reader.number("RETENTION_DAYS", 30.0, 0.01, 3650),
+            webhook_secret_previous=previous,
+            require_timestamp=reader.flag("REQUIRE_TIMESTAMP", False),
+            allowed_sources=reader.sources("ALLOWED_SOURCES"),
+            trusted_proxy_hops=reader.integer("TRUSTED_PROXY_HOPS", 0, 0, 10),
+            allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS"),
+            max_amount=reader.amount("MAX_AMOUNT"),
+            max_amount_per_day=reader.amount("MAX_AMOUNT_PER_DAY"),
+            lockout_threshold=reader.integer("LOCKOUT_THRESHOLD", 10, 1, 10_000),
+            lockout_window=reader.number("LOCKOUT_WINDOW", 300.0, 1, 86_400),
+            lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),
         )
         return config
 
@@ -186,6 +222,41 @@ class _Reader:
         if not raw.isdigit() or not (low <= int(raw) <= high):
             raise ConfigError(name, f"must be a whole number from {low} to {high}")
         return int(raw)
+
+    def _items(self, name: str) -> list[str]:
+        return [item for item in self.env.get(name, "").replace(",", " ").split() if item]
+
+    def sources(self, name: str) -> tuple:
+        networks = []
+        for item in self._items(name):
+            if item.lower() == "tradingview":
+                networks.extend(ipaddress.ip_network(a) for a in TRADINGVIEW_ADDRESSES)
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(name, f"{item!r} is not an IP address, a CIDR range or the word tradingview") \
+                    from None
+        return tuple(networks)
+
+    def algo_ids(self, name: str) -> frozenset:
+        items = self._items(name)
+        for item in items:
+            if not (item.isdigit() and len(item) <= 32):
+                raise ConfigError(name, f"{item!r} is not an algo ID (digits only)")
+        return frozenset(items)
+
+    def amount(self, name: str) -> Optional[Decimal]:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
+            raise ConfigError(name, "must be a positive decimal number such as 250 or 12.5")
+        return value
 
     def base_url(self, name: str, default: str) -> str:
         raw = self.env.get(name, "").strip() or default

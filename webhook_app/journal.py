@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -44,11 +45,26 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_dedup ON alerts (dedup_key, received_at);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received_at);
+CREATE INDEX IF NOT EXISTS alerts_bot ON alerts (algo_id, action, received_at);
 """
 
 
 class JournalUnavailable(Exception):
     """The journal cannot be read or written; nothing may be sent (503)."""
+
+
+class DailyCapExceeded(Exception):
+    """The alert would take its bot and direction over the 24-hour cap (422)."""
+
+    def __init__(self, cap: Decimal, used: Decimal):
+        remaining = max(cap - used, Decimal(0))
+        super().__init__(f"would exceed MAX_AMOUNT_PER_DAY ({cap}) for this bot and direction; "
+                         f"{remaining.normalize():f} remains in the last 24 h")
+        self.remaining = remaining
+
+
+# States whose amount counts against the daily cap: sent, about to be, or maybe executed.
+CAP_STATES = ("queued", "sending", "ok", "unknown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +136,12 @@ class Journal:
 
     def add(self, *, dedup_key: str, dedup_since: float, algo_id: str, action: str, amount: str,
             request_body: str, expires_at: float, state: str = "queued",
-            secret_name: Optional[str] = None, now: Optional[float] = None) -> tuple[Record, bool]:
+            secret_name: Optional[str] = None, daily_cap: Optional[Decimal] = None,
+            now: Optional[float] = None) -> tuple[Record, bool]:
         """Insert a new alert unless one with the same key is already journaled since
-        ``dedup_since`` (alerts that ended ``failed`` were never executed and do not count).
+        ``dedup_since`` (alerts that ended ``failed`` were never executed and do not count),
+        or unless it would take its bot and direction over ``daily_cap`` in the last 24 h
+        (``DailyCapExceeded``). One write transaction: concurrent alerts cannot both pass.
         Returns (record, created)."""
         now = time.time() if now is None else now
 
@@ -131,6 +150,12 @@ class Journal:
                              "ORDER BY id DESC LIMIT 1", (dedup_key, dedup_since)).fetchone()
             if row:
                 return Record(*row), False
+            if daily_cap is not None:
+                rows = db.execute("SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? "
+                                  f"AND state IN {CAP_STATES}", (algo_id, action, now - 86400)).fetchall()
+                used = sum((Decimal(r[0]) for r in rows), Decimal(0))  # exact: never SQLite's float SUM
+                if used + Decimal(amount) > daily_cap:
+                    raise DailyCapExceeded(daily_cap, used)
             cursor = db.execute(
                 "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
                 "expires_at, state, secret_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

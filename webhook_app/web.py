@@ -12,8 +12,9 @@ from werkzeug.exceptions import HTTPException, NotFound
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
 from .config import Config
 from .delivery import Delivery
-from .journal import STATES, Journal, JournalUnavailable, Record
+from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record
 from .okx import MARGIN_BALANCE_PATH
+from .protection import Forbidden, LockedOut, Protection, StaleAlert
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -29,6 +30,7 @@ class Services:
     config: Config
     journal: Journal
     delivery: Delivery
+    protection: Protection
 
 
 class DuplicateAlert(Exception):
@@ -56,12 +58,21 @@ def healthz():
 def webhook():
     svc = services()
     svc.delivery.start()  # no-op once running; recovers the journal first when it is not
-    config = svc.config
+    config, protection = svc.config, svc.protection
+    g.client = protection.client(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    protection.check_source(g.client)  # before the body is even read
+    protection.lockout.check(g.client)
     payload = parse_body(request.get_data(cache=False))
-    secret_name = verify_secret(payload, [("WEBHOOK_SECRET", config.webhook_secret)])
+    try:
+        g.secret_name = verify_secret(payload, config.accepted_secrets)
+    except Unauthorized:
+        if protection.lockout.failure(g.client):
+            log.warning("locked out %s after %d wrong secrets", g.client, config.lockout_threshold)
+        raise
     alert = load_alert(payload)
     req = alert.request
     g.alert = {"algoId": req.algo_id, "action": req.type, "amount": req.amt}
+    protection.check_alert(alert)
     now = time.time()
     reference = alert.timestamp.timestamp() if alert.timestamp else now
     window = None if alert.alert_id else config.dedup_window
@@ -69,7 +80,7 @@ def webhook():
         dedup_key=alert.dedup_key, dedup_since=0.0 if window is None else now - window,
         algo_id=req.algo_id, action=req.type, amount=req.amt,
         request_body=req.body_bytes().decode(), expires_at=reference + (alert.max_lag or config.max_lag),
-        secret_name=secret_name, now=now)
+        secret_name=g.secret_name, daily_cap=config.max_amount_per_day, now=now)
     if not created:
         raise DuplicateAlert(record)
     record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))
@@ -149,6 +160,29 @@ def _invalid_alert(exc):
     return _error(422, "invalid", "the alert has invalid fields; nothing was sent", errors=exc.errors)
 
 
+@bp.app_errorhandler(Forbidden)
+def _forbidden(exc):
+    return _error(403, exc.kind, str(exc), errors=[{"field": exc.field, "message": str(exc)}])
+
+
+@bp.app_errorhandler(LockedOut)
+def _locked_out(exc):
+    response, status = _error(429, "locked_out", str(exc))
+    response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
+    return response, status
+
+
+@bp.app_errorhandler(StaleAlert)
+def _stale(exc):
+    return _error(422, "stale", f"{exc}; nothing was sent", errors=[{"field": "timestamp", "message": str(exc)}])
+
+
+@bp.app_errorhandler(DailyCapExceeded)
+def _daily_cap(exc):
+    return _error(422, "over_daily_cap", f"{exc}; nothing was sent",
+                  errors=[{"field": "amount", "message": str(exc)}], remaining=f"{exc.remaining.normalize():f}")
+
+
 @bp.app_errorhandler(DuplicateAlert)
 def _duplicate(exc):
     original = exc.original
@@ -195,9 +229,10 @@ def _log_alert(response):
     if request.path == "/webhook" and request.method == "POST":
         state, okx_code, alert_id = g.get("outcome", (None, None, None))
         alert = g.get("alert", {})
-        log.info("alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f",
-                 response.status_code, state, alert_id, alert.get("algoId", "-"), alert.get("action", "-"),
-                 alert.get("amount", "-"), okx_code or "-", (time.monotonic() - g.started) * 1000)
+        log.info("alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f "
+                 "client=%s secret=%s", response.status_code, state, alert_id, alert.get("algoId", "-"),
+                 alert.get("action", "-"), alert.get("amount", "-"), okx_code or "-",
+                 (time.monotonic() - g.started) * 1000, g.get("client") or "-", g.get("secret_name") or "-")
     return response
 
 
