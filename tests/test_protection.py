@@ -1,0 +1,300 @@
+"""Limits on what a leaked or replayed alert can do."""
+import ipaddress
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import WEBHOOK_SECRET, make_alert, post_concurrently
+from tests.okx_stand_in import OkxReply
+from webhook_app.config import TRADINGVIEW_ADDRESSES
+from webhook_app.protection import Lockout, client_address
+
+TV = TRADINGVIEW_ADDRESSES[0]
+STRANGER = "203.0.113.9"
+PREVIOUS = "previous-secret-0123456789"
+
+
+def iso(delta_seconds=0.0, fmt="%Y-%m-%dT%H:%M:%SZ"):
+    return (datetime.now(timezone.utc) + timedelta(seconds=delta_seconds)).strftime(fmt)
+
+
+def post(client, alert, peer="127.0.0.1", forwarded=None):
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return client.post("/webhook", json=alert, headers=headers, environ_base={"REMOTE_ADDR": peer})
+
+
+def log_says(caplog, status):
+    return any(f"status={status}" in r.getMessage() for r in caplog.records)
+
+
+# -- stale and replayed ---------------------------------------------------------------------
+
+# Timestamps are made when the test runs (lambdas), not when pytest collects it.
+@pytest.mark.parametrize("timestamp", [
+    lambda: iso(-5), lambda: iso(-55), lambda: iso(3), lambda: iso(-2, "%Y-%m-%dT%H:%M:%S.123Z"),
+    lambda: datetime.now(timezone(timedelta(hours=2))).isoformat(timespec="seconds"),
+    lambda: datetime.now(timezone(timedelta(hours=-5))).isoformat(),
+], ids=["5s-ago", "55s-ago", "3s-ahead", "milliseconds", "plus-2h-offset", "minus-5h-microseconds"])
+def test_fresh_alert_passes_in_any_utc_offset_and_precision(client, okx, timestamp):
+    assert post(client, make_alert(timestamp=timestamp())).status_code == 200
+    assert len(okx.executed) == 1
+
+
+@pytest.mark.parametrize("delta, max_lag", [(-61, None), (-400, 300), (-3 * 3600, None), (30, None), (-20, 10)],
+                         ids=["61s-ago", "past-own-lag", "3h-ago", "30s-ahead", "20s-ago-lag-10"])
+def test_stale_or_future_alert_is_422_stale_and_not_sent(client, okx, caplog, delta, max_lag):
+    changes = {"timestamp": iso(delta)} | ({"maxLag": max_lag} if max_lag else {})
+    response = post(client, make_alert(**changes))
+    assert response.status_code == 422
+    assert response.json["status"] == "stale"
+    assert response.json["errors"][0]["field"] == "timestamp"
+    assert okx.received == []
+    assert log_says(caplog, "stale")
+
+
+def test_max_lag_widens_the_window(client, okx):
+    assert post(client, make_alert(timestamp=iso(-120), maxLag=300)).status_code == 200
+
+
+def test_max_lag_setting_is_the_default_lag(make_app, okx):
+    client = make_app(max_lag=10).test_client()
+    assert post(client, make_alert(timestamp=iso(-20))).status_code == 422
+    assert post(client, make_alert(timestamp=iso(-5))).status_code == 200
+
+
+def test_require_timestamp_refuses_alerts_without_one(make_app, okx):
+    client = make_app(require_timestamp=True).test_client()
+    response = post(client, make_alert())
+    assert response.status_code == 422 and response.json["errors"][0]["field"] == "timestamp"
+    assert okx.received == []
+    assert post(client, make_alert(timestamp=iso(-1))).status_code == 200
+
+
+# -- who may send ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("peer, forwarded, hops, expected", [
+    ("10.0.0.5", None, 0, "10.0.0.5"),
+    ("10.0.0.5", TV, 0, "10.0.0.5"),                              # no proxy trusted: header ignored
+    ("10.0.0.5", f"{STRANGER}, {TV}", 1, TV),                     # the router appended TV's address
+    ("10.0.0.5", f"{TV}, {STRANGER}", 1, STRANGER),               # forged TV entry stands left: not read
+    ("10.0.0.5", f"{TV}", 2, None),                               # fewer entries than trusted hops
+    ("10.0.0.5", f"{TV}, {STRANGER}, 10.1.1.1", 2, STRANGER),
+    ("10.0.0.5", f"{STRANGER}, {TV}, 10.1.1.1", 2, TV),
+    ("10.0.0.5", "not-an-ip", 1, None),
+    ("10.0.0.5", "", 1, None),
+])
+def test_client_address_counts_trusted_hops_from_the_right(peer, forwarded, hops, expected):
+    assert client_address(peer, [forwarded] if forwarded is not None else [], hops) == expected
+
+
+def source_app(make_app, hops, sources="tradingview"):
+    from webhook_app.config import Config
+    networks = Config.from_env({"WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_SOURCES": sources,
+                                "DATABASE_URL": "sqlite:///:memory:"}).allowed_sources
+    return make_app(allowed_sources=networks, trusted_proxy_hops=hops).test_client()
+
+
+@pytest.mark.parametrize("hops, peer, forwarded, allowed", [
+    (0, TV, None, True),
+    (0, STRANGER, TV, False),                      # forged header, no proxy trusted
+    (1, "10.0.0.1", f"{STRANGER}, {TV}", True),
+    (1, "10.0.0.1", f"{TV}, {STRANGER}", False),   # client wrote TV's address itself
+    (1, "10.0.0.1", None, False),
+    (2, "10.0.0.1", f"{TV}, {STRANGER}, 10.9.9.9", False),
+    (2, "10.0.0.1", f"{STRANGER}, {TV}, 10.9.9.9", True),
+])
+def test_forged_x_forwarded_for_cannot_pass_the_source_allowlist(make_app, okx, caplog, hops, peer, forwarded,
+                                                                 allowed):
+    client = source_app(make_app, hops)
+    response = post(client, make_alert(), peer=peer, forwarded=forwarded)
+    if allowed:
+        assert response.status_code == 200, response.json
+    else:
+        assert response.status_code == 403
+        assert response.json["status"] == "forbidden_source"
+        assert okx.received == []
+        assert log_says(caplog, "forbidden_source")
+
+
+def test_cidr_ranges_are_allowed(make_app, okx):
+    client = source_app(make_app, 0, sources="198.51.100.0/24, 2001:db8::/32")
+    assert post(client, make_alert(), peer="198.51.100.77").status_code == 200
+    assert post(client, make_alert(amount="2"), peer="2001:db8::5").status_code == 200
+    assert post(client, make_alert(amount="3"), peer="198.51.101.1").status_code == 403
+
+
+def test_source_is_refused_before_the_body_is_parsed(make_app, okx):
+    client = source_app(make_app, 0)
+    response = client.post("/webhook", data=b"not json", environ_base={"REMOTE_ADDR": STRANGER})
+    assert response.status_code == 403
+
+
+def test_wrong_secrets_lock_out_that_address_only(make_app, okx, caplog):
+    client = make_app(lockout_threshold=3, lockout_seconds=60).test_client()
+    for _ in range(3):
+        assert post(client, make_alert(secret="guess-0123456789abcdef"), peer=STRANGER).status_code == 401
+    locked = post(client, make_alert(), peer=STRANGER)  # even the right secret, while locked out
+    assert locked.status_code == 429
+    assert locked.json["status"] == "locked_out" and int(locked.headers["Retry-After"]) > 0
+    assert post(client, make_alert(amount="2"), peer="198.51.100.1").status_code == 200
+    assert len(okx.executed) == 1
+    assert any("locked out 203.0.113.9" in r.getMessage() for r in caplog.records)
+
+
+def test_tradingview_addresses_are_never_locked_out(make_app, okx):
+    client = make_app(lockout_threshold=3, trusted_proxy_hops=1).test_client()
+    for _ in range(10):  # anyone can aim wrong secrets at the URL through TradingView
+        assert post(client, make_alert(secret="guess-0123456789abcdef"), forwarded=TV).status_code == 401
+    assert post(client, make_alert(), forwarded=TV).status_code == 200
+    assert len(okx.executed) == 1
+
+
+def test_lockout_ends_and_forgets_old_failures():
+    now = [0.0]
+    lockout = Lockout(threshold=2, window=10, duration=30, clock=lambda: now[0])
+    lockout.failure(STRANGER)
+    now[0] = 11.0
+    assert lockout.failure(STRANGER) is False  # the first fell out of the window
+    assert lockout.failure(STRANGER) is True
+    now[0] = 41.5
+    lockout.check(STRANGER)  # no longer locked
+
+
+def test_lockout_memory_is_bounded():
+    lockout = Lockout(threshold=5, window=60, duration=60, max_tracked=100)
+    for i in range(1000):
+        lockout.failure(str(ipaddress.ip_address(0x0A000000 + i)))
+    assert len(lockout._failures) == 100
+
+
+# -- what a valid alert may do --------------------------------------------------------------
+
+def test_only_allowed_bots(make_app, okx, caplog):
+    client = make_app(allowed_algo_ids=frozenset({"581628185981813760"})).test_client()
+    response = post(client, make_alert(algoId="111"))
+    assert response.status_code == 403
+    assert response.json["status"] == "forbidden_bot" and response.json["errors"][0]["field"] == "algoId"
+    assert okx.received == [] and log_says(caplog, "forbidden_bot")
+    assert post(client, make_alert()).status_code == 200
+
+
+def test_max_amount(make_app, okx):
+    client = make_app(max_amount=Decimal("100")).test_client()
+    over = post(client, make_alert(amount="100.01"))
+    assert over.status_code == 422 and "MAX_AMOUNT" in over.json["errors"][0]["message"]
+    assert okx.received == []
+    assert post(client, make_alert(amount="100")).status_code == 200
+
+
+def test_daily_cap_per_bot_and_direction_with_remaining_allowance(make_app, okx, caplog):
+    client = make_app(max_amount_per_day=Decimal("100")).test_client()
+    assert post(client, make_alert(amount="60")).status_code == 200
+    assert post(client, make_alert(amount="30")).status_code == 200
+    over = post(client, make_alert(amount="20"))
+    assert over.status_code == 422
+    assert over.json["status"] == "over_daily_cap" and over.json["remaining"] == "10"
+    assert log_says(caplog, "over_daily_cap")
+    assert post(client, make_alert(amount="10")).status_code == 200              # exactly the cap
+    assert post(client, make_alert(amount="50", action="reduce")).status_code == 200  # other direction
+    assert post(client, make_alert(amount="50", algoId="42")).status_code == 200     # other bot
+    assert sum(Decimal(b["amt"]) for b in okx.executed if b["type"] == "add" and b["algoId"] != "42") == 100
+
+
+def test_refused_alerts_do_not_use_up_the_daily_cap(make_app, okx):
+    client = make_app(max_amount_per_day=Decimal("100")).test_client()
+    okx.play(OkxReply("51000", "Parameter error"))
+    assert post(client, make_alert(amount="80")).status_code == 424
+    assert post(client, make_alert(amount="90")).status_code == 200
+
+
+def test_daily_cap_holds_under_concurrency(make_app, okx):
+    app = make_app(max_amount_per_day=Decimal("100"))
+    replies = post_concurrently(app.test_client, [make_alert(amount="10", close=str(i)) for i in range(20)])
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses.count(422) == 10 and len([s for s in statuses if s in (200, 202)]) == 10, statuses
+    assert sum(Decimal(b["amt"]) for b in okx.executed) <= 100
+
+
+# -- secret rotation ------------------------------------------------------------------------
+
+def test_both_secrets_work_during_rotation_and_the_journal_says_which(make_app, okx, caplog):
+    app = make_app(webhook_secret_previous=PREVIOUS)
+    client = app.test_client()
+    new = post(client, make_alert())
+    old = post(client, make_alert(secret=PREVIOUS, amount="2"))
+    assert new.status_code == 200 and old.status_code == 200
+    journal = app.extensions["webhook"].journal
+    assert journal.get(new.json["id"]).secret_name == "WEBHOOK_SECRET"
+    assert journal.get(old.json["id"]).secret_name == "WEBHOOK_SECRET_PREVIOUS"
+    assert post(client, make_alert(secret="neither-0123456789abc")).status_code == 401
+    assert "secret=WEBHOOK_SECRET_PREVIOUS" in caplog.text
+    assert PREVIOUS not in caplog.text
+
+
+def test_startup_log_shows_protection_settings_but_no_secret(make_app, caplog):
+    caplog.set_level(logging.INFO)
+    make_app(webhook_secret_previous=PREVIOUS, max_amount=Decimal("250"), require_timestamp=True)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("protection:"))
+    assert "max amount=250" in line and "timestamp required" in line and "WEBHOOK_SECRET_PREVIOUS" in line
+    assert PREVIOUS not in caplog.text and WEBHOOK_SECRET not in caplog.text
+
+
+# -- properties -----------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+FIELDS = ["secret", "algoId", "action", "type", "amount", "amt", "investmentType", "allowReinvest", "id",
+          "timestamp", "maxLag"]
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
+                             suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def fuzz_app(make_app, okx):
+    okx.rate_limit = 10_000
+    return make_app(okx_rate_limit=10_000, allowed_algo_ids=frozenset({"581628185981813760", "7"}),
+                    max_amount=Decimal("1000"))
+
+
+def check_reply(response, okx, received_before):
+    text = response.get_data(as_text=True)
+    assert response.status_code < 500 or response.json["status"] in ("failed", "unavailable"), text
+    assert WEBHOOK_SECRET not in text and okx.secret_key not in text and okx.passphrase not in text
+    if response.status_code not in (200, 202, 424):
+        assert len(okx.received) == received_before, text
+    else:  # it reached OKX: then it was valid and allowed
+        body = json.loads(okx.margin_requests()[-1].body)
+        assert body["algoId"] in ("581628185981813760", "7") and Decimal(body["amt"]) <= 1000
+
+
+@PROPERTY_SETTINGS
+@given(field=st.sampled_from(FIELDS), value=json_values)
+def test_any_value_in_any_field_is_handled(fuzz_app, okx, field, value):
+    received_before = len(okx.received)
+    response = fuzz_app.test_client().post("/webhook", data=json.dumps(make_alert(**{field: value})))
+    check_reply(response, okx, received_before)
+
+
+@PROPERTY_SETTINGS
+@given(body=json_values)
+def test_any_json_body_is_handled(fuzz_app, okx, body):
+    received_before = len(okx.received)
+    response = fuzz_app.test_client().post("/webhook", data=json.dumps(body))
+    check_reply(response, okx, received_before)
+    assert len(okx.received) == received_before  # no random body carries the secret
+
+
+@PROPERTY_SETTINGS
+@given(body=st.binary(max_size=300))
+def test_any_bytes_are_handled(fuzz_app, okx, body):
+    received_before = len(okx.received)
+    response = fuzz_app.test_client().post("/webhook", data=body, content_type="text/plain")
+    check_reply(response, okx, received_before)
+    assert len(okx.received) == received_before
