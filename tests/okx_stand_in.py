@@ -24,6 +24,7 @@ from typing import Optional
 
 MARGIN_PATH = "/api/v5/tradingBot/signal/margin-balance"
 TIME_PATH = "/api/v5/public/time"
+STATS_PATH = "/_stand_in/stats"
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _AMT = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 
@@ -179,11 +180,14 @@ class OkxStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def log_message(self, *args):  # quiet
                 pass
 
             def do_GET(self):
+                if self.path == STATS_PATH:  # for benchmarks running the stand-in in its own process
+                    return self._json(200, stand_in.stats())
                 with stand_in._lock:
                     stand_in.received.append(Received(time.monotonic(), self.path, dict(self.headers), b"", "0"))
                 if self.path == TIME_PATH:
@@ -255,3 +259,24 @@ class OkxStandIn:
                 start += 1
             most = max(most, end - start + 1)
         return most
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"executed": len(self.executed), "amounts": [b["amt"] for b in self.executed],
+                    "counted_times": list(self.counted_times), "rate_limited": self.rate_limited,
+                    "max_in_window": self.max_in_any_window()}
+
+
+def main() -> None:
+    """Serve the stand-in in its own process: python -m tests.okx_stand_in --port P [--rate-limit N]."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rate-limit", type=int, default=20)
+    args = parser.parse_args()
+    OkxStandIn(rate_limit=args.rate_limit, port=args.port)._server.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    main()

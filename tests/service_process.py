@@ -16,11 +16,14 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 
 
-def procfile_command() -> list[str]:
+def procfile_command(app_spec: str | None = None) -> list[str]:
+    """The Procfile's web command; ``app_spec`` swaps the WSGI app (benchmarks' bare floor)."""
     for line in (REPO / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
             argv = shlex.split(line[len("web:"):])
-            assert argv[0] == "gunicorn", argv
+            assert argv[0] == "gunicorn" and argv[-1] == "wsgi:app", argv
+            if app_spec:
+                argv[-1] = app_spec
             # The same command, run by this interpreter's gunicorn (the venv may not be on PATH).
             return [sys.executable, "-m", "gunicorn", *argv[1:]]
     raise AssertionError("Procfile has no web: line")
@@ -35,7 +38,8 @@ def free_port() -> int:
 class ServiceProcess:
     """gunicorn in its own process group, its stdout and stderr collected in a file."""
 
-    def __init__(self, env: dict, port: int | None = None):
+    def __init__(self, env: dict, port: int | None = None, app_spec: str | None = None):
+        self.app_spec = app_spec
         self.port = port or free_port()
         self.env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port)}
         self.output = tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False)
@@ -47,7 +51,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> "ServiceProcess":
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(procfile_command(), cwd=REPO, env=self.env, stdout=self.output,
+        self.process = subprocess.Popen(procfile_command(self.app_spec), cwd=REPO, env=self.env, stdout=self.output,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -62,6 +66,20 @@ class ServiceProcess:
             time.sleep(0.05)
         self.kill()
         raise AssertionError(f"service did not answer /healthz within {timeout} s:\n{self.log()}")
+
+    def worker_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0])
+
+    def worker_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.worker_pid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def worker_cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.worker_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         return Path(self.output.name).read_text(errors="replace")

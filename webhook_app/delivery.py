@@ -149,7 +149,12 @@ class Delivery:
     def submit(self, record: Record, wait: float = 0.0) -> Record:
         """Queue a journaled alert; wait up to ``wait`` seconds for its outcome, unless its
         turn under the rate limit comes later than that anyway (a burst's tail is answered
-        at once, so it does not hold a web thread for nothing). Returns its latest record."""
+        at once, so it does not hold a web thread for nothing). Returns its latest record.
+
+        A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
+        if record.state == "dry_run":
+            self.client.adjust_margin(_margin_request(record))
+            return record
         self.start()
         event = threading.Event()
         with self._cond:
@@ -235,12 +240,9 @@ class Delivery:
     # -- sender -----------------------------------------------------------------------
 
     def _send(self, record: Record, slot: Optional[RateLimiter.Slot]) -> None:
-        body = record.request
-        request = MarginRequest(algo_id=body["algoId"], type=body["type"], amt=body["amt"],
-                                allow_reinvest=body.get("allowReinvest"))
         started = time.monotonic()
         try:
-            ack = self.client.adjust_margin(request)
+            ack = self.client.adjust_margin(_margin_request(record))
         except OkxError as exc:
             self._release(slot)
             self._outcome_of_error(record, exc, started)
@@ -333,3 +335,9 @@ def _describe(exc: OkxError) -> tuple[Optional[str], Optional[str], Optional[str
     if exc.code and not exc.code.startswith("HTTP"):
         return exc.code, exc.message, exc.hint or None
     return None, None, exc.message
+
+
+def _margin_request(record: Record) -> MarginRequest:
+    body = record.request
+    return MarginRequest(algo_id=body["algoId"], type=body["type"], amt=body["amt"],
+                         allow_reinvest=body.get("allowReinvest"))

@@ -184,7 +184,7 @@ class Journal:
         """sending -> queued, after OKX certainly did not act."""
         self._transaction(lambda db: db.execute(
             "UPDATE alerts SET state = 'queued', okx_code = ?, okx_msg = ?, detail = ? "
-            "WHERE id = ? AND state = 'sending'", (okx_code, okx_msg, detail, alert_id)))
+            "WHERE id = ? AND state = 'sending'", (okx_code, okx_msg, detail, alert_id)), durable=False)
 
     def finish(self, alert_id: int, state: str, *, okx_code: Optional[str] = None,
                okx_msg: Optional[str] = None, detail: Optional[str] = None,
@@ -199,7 +199,7 @@ class Journal:
                        (state, okx_code, okx_msg, detail, latency_ms, now, alert_id))
             return self._get(db, alert_id)
 
-        return self._transaction(step)
+        return self._transaction(step, durable=False)
 
     def get(self, alert_id: int) -> Optional[Record]:
         return self._transaction(lambda db: self._get(db, alert_id), write=False)
@@ -239,17 +239,29 @@ class Journal:
         row = db.execute(f"{_SELECT} WHERE id = ?", (alert_id,)).fetchone()
         return Record(*row) if row else None
 
-    def _transaction(self, step, write: bool = True):
+    def _transaction(self, step, write: bool = True, durable: bool = True):
+        """Run ``step`` in one transaction. ``durable=False`` skips the fsync: for writes whose
+        loss in a power cut is safe (an outcome not recorded leaves the alert ``sending``,
+        which reads as ``unknown`` at the next start; it is never resent)."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 try:
-                    result = step(self._db)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+                    return self._run(step, write)
+                finally:
+                    if not durable:
+                        self._db.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
                 raise JournalUnavailable(f"journal error: {exc}") from None
-            return result
+
+    def _run(self, step, write: bool):
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = step(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return result

@@ -80,7 +80,8 @@ def webhook():
         dedup_key=alert.dedup_key, dedup_since=0.0 if window is None else now - window,
         algo_id=req.algo_id, action=req.type, amount=req.amt,
         request_body=req.body_bytes().decode(), expires_at=reference + (alert.max_lag or config.max_lag),
-        secret_name=g.secret_name, daily_cap=config.max_amount_per_day, now=now)
+        state="dry_run" if config.dry_run else "queued", secret_name=g.secret_name,
+        daily_cap=config.max_amount_per_day, now=now)
     if not created:
         raise DuplicateAlert(record)
     record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))

@@ -1,0 +1,302 @@
+"""Benchmarks: the receiver against the framework's floor and OKX's limit. Loopback only.
+
+    bench/run            (installs what it needs, then runs this)
+    python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup]
+
+Starts the service exactly as deployed (the Procfile's gunicorn and gunicorn.conf.py), a stand-in
+OKX in its own process that answers at once, and wrk as the load generator. Comparisons run side
+by side, alternating, and report medians over rounds and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import WEBHOOK_SECRET
+from tests.service_process import ServiceProcess, free_port
+
+HERE = Path(__file__).resolve().parent
+KEY, SECRET, PASSPHRASE = "test-key-0123456789", "test-secret-0123456789abcdef", "test-passphrase-42"
+RESULTS: dict = {}
+
+
+class StandIn:
+    """tests.okx_stand_in in its own process, so it does not share a GIL with anything measured."""
+
+    def __init__(self, rate_limit: int):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port),
+                                         "--rate-limit", str(rate_limit)], cwd=HERE.parent)
+        for _ in range(200):
+            try:
+                self.stats()
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("stand-in did not start")
+
+    def stats(self) -> dict:
+        return requests.get(self.url + "/_stand_in/stats", timeout=10).json()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def service_env(folder: str, okx: StandIn | None = None, **extra) -> dict:
+    env = {"WEBHOOK_SECRET": WEBHOOK_SECRET, "DATABASE_URL": f"sqlite:///{folder}/alerts.db", **extra}
+    if okx:
+        env |= {"OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET, "OKX_API_PASSPHRASE": PASSPHRASE,
+                "OKX_BASE_URL": okx.url}
+    return env
+
+
+def wrk(url: str, path: str, connections: int, seconds: float, nonce: str) -> dict:
+    """wrk with a script that sends distinct valid alerts; returns req/s, p50, p99 (ms), errors."""
+    threads = min(connections, 2)
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+                          "-s", str(HERE / "alerts.lua"), url + path, "--", WEBHOOK_SECRET, nonce],
+                         capture_output=True, text=True, check=True).stdout
+    result = {"errors": 0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif parts[:1] == ["50%"]:
+            result["p50_ms"] = _ms(parts[1])
+        elif parts[:1] == ["99%"]:
+            result["p99_ms"] = _ms(parts[1])
+        elif line.strip().startswith("Non-2xx") or line.strip().startswith("Socket errors"):
+            result["errors"] += sum(int(p.strip(",")) for p in parts if p.strip(",").isdigit())
+    return result
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(text)
+
+
+def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: float) -> None:
+    """a, b: (label, url, path). Alternates which runs first each round; medians and ratio a/b."""
+    print(f"\n## {name}: {a[0]} vs {b[0]} (wrk, {seconds:g} s runs, median of {rounds} rounds)")
+    print(f"{'clients':>7} | {a[0] + ' req/s':>18} {'p50 ms':>8} {'p99 ms':>8} | {b[0] + ' req/s':>18} "
+          f"{'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} | {'errors':>6}")
+    RESULTS[name] = {}
+    for level in levels:
+        runs = {a[0]: [], b[0]: []}
+        for r in range(rounds):
+            order = (a, b) if r % 2 == 0 else (b, a)
+            for label, url, path in order:
+                runs[label].append(wrk(url, path, level, seconds, f"{name}-{level}-{r}-{label}-{time.time()}"))
+        med = {label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
+               for label, rs in runs.items()}
+        errors = sum(x["errors"] for rs in runs.values() for x in rs)
+        ratio = med[a[0]]["rps"] / med[b[0]]["rps"]
+        RESULTS[name][level] = {"medians": med, "ratio": ratio, "errors": errors}
+        print(f"{level:>7} | {med[a[0]]['rps']:>18.0f} {med[a[0]]['p50_ms']:>8.2f} {med[a[0]]['p99_ms']:>8.2f} | "
+              f"{med[b[0]]['rps']:>18.0f} {med[b[0]]['p50_ms']:>8.2f} {med[b[0]]['p99_ms']:>8.2f} | "
+              f"{ratio:>6.2f} | {errors:>6}", flush=True)
+
+
+def pipeline(args) -> None:
+    folder = tempfile.mkdtemp(prefix="bench-pipeline-")
+    service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
+    bare = ServiceProcess({}, app_spec="bench.bare_app:app").start()
+    try:
+        cpu0 = service.worker_cpu_seconds()
+        side_by_side("pipeline (dry-run: auth, validation, mapping, journal)", ("service", service.url, "/webhook"),
+                     ("bare flask", bare.url, "/webhook"), args.levels, args.rounds, args.seconds)
+        print(f"service worker CPU during the runs: {service.worker_cpu_seconds() - cpu0:.1f} s")
+    finally:
+        service.terminate()
+        bare.terminate()
+
+
+def relay(args) -> None:
+    okx = StandIn(rate_limit=1_000_000)
+    folder = tempfile.mkdtemp(prefix="bench-relay-")
+    service = ServiceProcess(service_env(folder, okx, OKX_RATE_LIMIT="10000")).start()
+    bare = ServiceProcess({"OKX_BASE_URL": okx.url, "OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET,
+                           "OKX_API_PASSPHRASE": PASSPHRASE}, app_spec="bench.bare_app:app").start()
+    try:
+        side_by_side("relay (signed and forwarded to the stand-in OKX)", ("service", service.url, "/webhook"),
+                     ("bare relay", bare.url, "/relay"), args.levels, args.rounds, args.seconds)
+    finally:
+        service.terminate()
+        bare.terminate()
+        okx.stop()
+
+
+async def _post(port: int, body: bytes) -> tuple[int, float]:
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    await reader.read()
+    writer.close()
+    return int(status_line.split()[1]), time.monotonic() - started
+
+
+async def _burst(port: int, size: int, nonce: str) -> list[tuple[int, float]]:
+    bodies = [json.dumps({"secret": WEBHOOK_SECRET, "algoId": "581628185981813760", "action": "add",
+                          "amount": str(i + 1), "id": f"{nonce}-{i}"}).encode() for i in range(size)]
+    return await asyncio.gather(*(_post(port, body) for body in bodies))
+
+
+def bursts(args) -> None:
+    print("\n## bursts with OKX's real pacing (20 requests / 2 s), stand-in answering at once")
+    print(f"{'alerts':>6} {'round':>5} | {'slowest reply':>13} {'p99 reply':>9} | {'last sent':>9} {'least':>6} "
+          f"{'ratio':>6} | {'max in 2s':>9} {'50011s':>6} {'sent once':>9} | replies")
+    RESULTS["bursts"] = []
+    for size in args.bursts:
+        for r in range(args.burst_rounds):
+            okx = StandIn(rate_limit=20)
+            folder = tempfile.mkdtemp(prefix="bench-burst-")
+            service = ServiceProcess(service_env(folder, okx, MAX_LAG="3600")).start()
+            try:
+                t0 = time.monotonic()
+                replies = asyncio.run(_burst(service.port, size, f"burst-{size}-{r}"))
+                end = time.monotonic() + 2.2 * size / 20 + 30
+                while (stats := okx.stats())["executed"] < size and time.monotonic() < end:
+                    time.sleep(0.25)
+                latencies = sorted(lat for _, lat in replies)
+                last = max(stats["counted_times"]) - t0
+                least = (math.ceil(size / 20) - 1) * 2.0
+                once = sorted(int(a) for a in stats["amounts"]) == list(range(1, size + 1))
+                codes = {c: [s for s, _ in replies].count(c) for c in sorted({s for s, _ in replies})}
+                row = {"size": size, "slowest_s": latencies[-1], "p99_s": latencies[int(0.99 * (size - 1))],
+                       "last_sent_s": last, "least_s": least, "ratio": last / least, "max_in_2s":
+                       stats["max_in_window"], "rate_limited": stats["rate_limited"], "sent_once": once,
+                       "replies": codes}
+                RESULTS["bursts"].append(row)
+                print(f"{size:>6} {r + 1:>5} | {row['slowest_s']:>12.3f}s {row['p99_s']:>8.3f}s | {last:>8.2f}s "
+                      f"{least:>5.0f}s {row['ratio']:>6.3f} | {row['max_in_2s']:>9} {row['rate_limited']:>6} "
+                      f"{str(once):>9} | {codes}", flush=True)
+            finally:
+                service.terminate()
+                okx.stop()
+
+
+def _fill_journal(path: str, count: int) -> None:
+    """Pre-fill a journal with ``count`` finished alerts, as months of use would."""
+    from webhook_app.journal import Journal
+    Journal(path).close()  # create the schema
+    now = time.time()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state, "
+            "attempts, okx_code, finished_at, latency_ms) VALUES (?, ?, '581628185981813760', 'add', ?, ?, ?, 'ok', "
+            "1, '0', ?, 12.5)",
+            ((now - 86400 * 20 + i, f"fp:{i:064x}", str(i % 97 + 1),
+              f'{{"algoId":"581628185981813760","type":"add","amt":"{i % 97 + 1}"}}', now, now)
+             for i in range(count)))
+
+
+def _drive(service: ServiceProcess, total: int, label: str) -> None:
+    """Send ``total`` distinct alerts through wrk at 8 connections (wrk runs for time, so loop)."""
+    sent = 0
+    while sent < total:
+        result = wrk(service.url, "/webhook", 8, 3, f"{label}-{sent}-{time.time()}")
+        sent += int(result["rps"] * 3)
+
+
+def memory(args) -> None:
+    print("\n## memory and growth (dry-run service, wrk at 8 connections)")
+    folder = tempfile.mkdtemp(prefix="bench-memory-")
+    db = f"{folder}/alerts.db"
+    service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
+    try:
+        rss = {"start": service.worker_rss_mib()}
+        for target in args.memory_steps:
+            _drive(service, target - _count(db), f"mem{target}")
+            rss[f"{_count(db)} alerts"] = service.worker_rss_mib()
+        size = sum(os.path.getsize(p) for p in (db, db + "-wal") if os.path.exists(p))
+        per_alert = size / _count(db)
+    finally:
+        service.terminate()
+    RESULTS["memory"] = {"rss_mib": rss, "journal_bytes_per_alert": per_alert}
+    print("worker RSS: " + ", ".join(f"{k}: {v:.1f} MiB" for k, v in rss.items()))
+    print(f"journal: {per_alert:.0f} bytes per alert (database and WAL)")
+
+    print(f"\n## time per alert, empty journal vs {args.prefill:,} alerts (alternating, median of {args.rounds})")
+    empty_folder, full_folder = tempfile.mkdtemp(prefix="bench-empty-"), tempfile.mkdtemp(prefix="bench-full-")
+    _fill_journal(f"{full_folder}/alerts.db", args.prefill)
+    empty = ServiceProcess(service_env(empty_folder, DRY_RUN="1")).start()
+    full = ServiceProcess(service_env(full_folder, DRY_RUN="1")).start()
+    try:
+        side_by_side(f"journal with {args.prefill:,} alerts", ("full", full.url, "/webhook"),
+                     ("empty", empty.url, "/webhook"), [8], args.rounds, args.seconds)
+    finally:
+        empty.terminate()
+        full.terminate()
+
+
+def _count(db: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+
+
+def startup(args) -> None:
+    print("\n## start-up: Popen of the Procfile command to the first 200 on /healthz")
+    times = []
+    for _ in range(5):
+        folder = tempfile.mkdtemp(prefix="bench-start-")
+        service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
+        times.append(service.ready_after)
+        service.terminate()
+    RESULTS["startup_s"] = {"median": statistics.median(times), "all": times}
+    print(f"median {statistics.median(times):.3f} s over 5 starts ({', '.join(f'{t:.3f}' for t in times)})")
+
+
+SECTIONS = {"pipeline": pipeline, "relay": relay, "bursts": bursts, "memory": memory, "startup": startup}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="shorter runs, smaller bursts (a smoke test)")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is missing: run bench/run, or apt-get install -y wrk", file=sys.stderr)
+        return 2
+    args.levels = [1, 8, 64]
+    args.rounds, args.seconds = (1, 2) if args.quick else (3, 5)
+    args.bursts, args.burst_rounds = ([50], 1) if args.quick else ([50, 200, 1000], 1)
+    args.memory_steps = [1000, 2000] if args.quick else [10_000, 50_000]
+    args.prefill = 10_000 if args.quick else 100_000
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {_cpu_model()}")
+    for name in args.sections.split(","):
+        SECTIONS[name](args)
+    out = Path(tempfile.gettempdir()) / "bench-results.json"
+    out.write_text(json.dumps(RESULTS, indent=2, default=str))
+    print(f"\nraw results: {out}")
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
