@@ -103,6 +103,14 @@ class Record:
         return out
 
 
+@dataclasses.dataclass
+class _PendingAdd:
+    params: dict
+    result: Optional[tuple[Record, bool]] = None
+    error: Optional[BaseException] = None
+    done: bool = False
+
+
 _COLUMNS = [f.name for f in dataclasses.fields(Record)]
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM alerts"
 
@@ -125,6 +133,8 @@ class Journal:
         except (OSError, sqlite3.Error) as exc:
             raise JournalUnavailable(f"cannot open the journal at {path}: {exc}") from None
         self._lock = threading.Lock()
+        self._pending: list[_PendingAdd] = []  # adds waiting for the next group commit
+        self._pending_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> "Journal":
@@ -141,28 +151,60 @@ class Journal:
         """Insert a new alert unless one with the same key is already journaled since
         ``dedup_since`` (alerts that ended ``failed`` were never executed and do not count),
         or unless it would take its bot and direction over ``daily_cap`` in the last 24 h
-        (``DailyCapExceeded``). One write transaction: concurrent alerts cannot both pass.
-        Returns (record, created)."""
-        now = time.time() if now is None else now
+        (``DailyCapExceeded``). Returns (record, created) once the insert is on disk.
 
+        Group commit: alerts arriving together are checked one after another inside one
+        write transaction, so duplicates and caps hold between them, and share one fsync."""
+        pending = _PendingAdd(dict(
+            dedup_key=dedup_key, dedup_since=dedup_since, algo_id=algo_id, action=action, amount=amount,
+            request_body=request_body, expires_at=expires_at, state=state, secret_name=secret_name,
+            daily_cap=daily_cap, now=time.time() if now is None else now))
+        with self._pending_lock:
+            self._pending.append(pending)
+        with self._lock:
+            if not pending.done:  # nobody took it into their batch: commit all that wait
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_adds(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _commit_adds(self, batch: list["_PendingAdd"]) -> None:
         def step(db):
-            row = db.execute(f"{_SELECT} WHERE dedup_key = ? AND received_at >= ? AND state != 'failed' "
-                             "ORDER BY id DESC LIMIT 1", (dedup_key, dedup_since)).fetchone()
-            if row:
-                return Record(*row), False
-            if daily_cap is not None:
-                rows = db.execute("SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? "
-                                  f"AND state IN {CAP_STATES}", (algo_id, action, now - 86400)).fetchall()
-                used = sum((Decimal(r[0]) for r in rows), Decimal(0))  # exact: never SQLite's float SUM
-                if used + Decimal(amount) > daily_cap:
-                    raise DailyCapExceeded(daily_cap, used)
-            cursor = db.execute(
-                "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
-                "expires_at, state, secret_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name))
-            return self._get(db, cursor.lastrowid), True
+            for pending in batch:
+                try:
+                    pending.result = self._add_one(db, **pending.params)
+                except DailyCapExceeded as exc:  # nothing of it was written; the others go on
+                    pending.error = exc
+        try:
+            self._locked_transaction(step, write=True, durable=True)
+        except JournalUnavailable as exc:
+            for pending in batch:
+                pending.error, pending.result = exc, None
+        finally:
+            for pending in batch:
+                pending.done = True
 
-        return self._transaction(step)
+    def _add_one(self, db, *, dedup_key, dedup_since, algo_id, action, amount, request_body, expires_at, state,
+                 secret_name, daily_cap, now) -> tuple[Record, bool]:
+        row = db.execute(f"{_SELECT} WHERE dedup_key = ? AND received_at >= ? AND state != 'failed' "
+                         "ORDER BY id DESC LIMIT 1", (dedup_key, dedup_since)).fetchone()
+        if row:
+            return Record(*row), False
+        if daily_cap is not None:
+            rows = db.execute("SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? "
+                              f"AND state IN {CAP_STATES}", (algo_id, action, now - 86400)).fetchall()
+            used = sum((Decimal(r[0]) for r in rows), Decimal(0))  # exact: never SQLite's float SUM
+            if used + Decimal(amount) > daily_cap:
+                raise DailyCapExceeded(daily_cap, used)
+        cursor = db.execute(
+            "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
+            "expires_at, state, secret_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name))
+        return Record(id=cursor.lastrowid, received_at=now, dedup_key=dedup_key, algo_id=algo_id, action=action,
+                      amount=amount, request_body=request_body, expires_at=expires_at, state=state,
+                      secret_name=secret_name), True
 
     def claim(self, alert_ids: list[int], now: Optional[float] = None) -> list[Record]:
         """queued -> sending, in one transaction, before they are sent. Returns the records
@@ -240,20 +282,23 @@ class Journal:
         return Record(*row) if row else None
 
     def _transaction(self, step, write: bool = True, durable: bool = True):
-        """Run ``step`` in one transaction. ``durable=False`` skips the fsync: for writes whose
-        loss in a power cut is safe (an outcome not recorded leaves the alert ``sending``,
-        which reads as ``unknown`` at the next start; it is never resent)."""
         with self._lock:
+            return self._locked_transaction(step, write, durable)
+
+    def _locked_transaction(self, step, write: bool = True, durable: bool = True):
+        """Run ``step`` in one transaction (the caller holds ``_lock``). ``durable=False`` skips
+        the fsync: for writes whose loss in a power cut is safe (an outcome not recorded leaves
+        the alert ``sending``, which reads as ``unknown`` at the next start; never resent)."""
+        try:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
+                return self._run(step, write)
+            finally:
                 if not durable:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    return self._run(step, write)
-                finally:
-                    if not durable:
-                        self._db.execute("PRAGMA synchronous=FULL")
-            except sqlite3.Error as exc:
-                raise JournalUnavailable(f"journal error: {exc}") from None
+                    self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"journal error: {exc}") from None
 
     def _run(self, step, write: bool):
         self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
