@@ -96,7 +96,7 @@ def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: fl
     """a, b: (label, url, path). Alternates which runs first each round; medians and ratio a/b."""
     print(f"\n## {name}: {a[0]} vs {b[0]} (wrk, {seconds:g} s runs, median of {rounds} rounds)")
     print(f"{'clients':>7} | {a[0] + ' req/s':>18} {'p50 ms':>8} {'p99 ms':>8} | {b[0] + ' req/s':>18} "
-          f"{'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} | {'errors':>6}")
+          f"{'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} | {'errors a/b':>10}")
     RESULTS[name] = {}
     for level in levels:
         runs = {a[0]: [], b[0]: []}
@@ -106,12 +106,12 @@ def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: fl
                 runs[label].append(wrk(url, path, level, seconds, f"{name}-{level}-{r}-{label}-{time.time()}"))
         med = {label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
                for label, rs in runs.items()}
-        errors = sum(x["errors"] for rs in runs.values() for x in rs)
+        errors = "/".join(str(sum(x["errors"] for x in runs[label])) for label in (a[0], b[0]))
         ratio = med[a[0]]["rps"] / med[b[0]]["rps"]
         RESULTS[name][level] = {"medians": med, "ratio": ratio, "errors": errors}
         print(f"{level:>7} | {med[a[0]]['rps']:>18.0f} {med[a[0]]['p50_ms']:>8.2f} {med[a[0]]['p99_ms']:>8.2f} | "
               f"{med[b[0]]['rps']:>18.0f} {med[b[0]]['p50_ms']:>8.2f} {med[b[0]]['p99_ms']:>8.2f} | "
-              f"{ratio:>6.2f} | {errors:>6}", flush=True)
+              f"{ratio:>6.2f} | {errors:>10}", flush=True)
 
 
 def pipeline(args) -> None:

@@ -104,3 +104,25 @@ def test_sigkill_with_alerts_in_flight_and_queued_then_restart(okx, tmp_path, se
     assert sorted(states.values()) == ["ok"] * 4 + ["unknown"] * 2, states
     executed = sorted(float(body["amt"]) for body in okx.executed)
     assert executed == [1, 2, 3, 4, 5, 6], executed  # each alert executed exactly once
+
+
+def test_sigterm_leaves_queued_alerts_queued_and_the_next_start_sends_them(okx, tmp_path, service_factory):
+    env = live_env(okx, tmp_path, OKX_RATE_LIMIT="1", REPLY_DEADLINE="0.5")  # one send per 2 s
+    service = service_factory(env)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda n: requests.post(service.url + "/webhook", json=make_alert(amount=str(n)),
+                                                        timeout=5), (1, 2, 3)))
+    assert sorted(r.status_code for r in replies) == [200, 202, 202]
+    elapsed = service.terminate()
+    assert elapsed < 20, elapsed  # inside gunicorn's graceful_timeout, well inside a PaaS's 30 s
+    states = sorted(journal_states(tmp_path).values())
+    # whatever was sent during the graceful stop finished; the rest waits in the journal
+    assert set(states) <= {"ok", "queued"} and "queued" in states, states
+    assert len(okx.executed) == states.count("ok")
+
+    service_factory(env)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sorted(journal_states(tmp_path).values()) != ["ok"] * 3:
+        time.sleep(0.1)
+    assert sorted(journal_states(tmp_path).values()) == ["ok"] * 3
+    assert sorted(b["amt"] for b in okx.executed) == ["1", "2", "3"]
