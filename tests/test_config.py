@@ -64,6 +64,17 @@ def test_defaults(tmp_path):
     ({"MAX_LAG": "0", **SECRET}, "MAX_LAG"),
     ({"ADMIN_TOKEN": "short", **SECRET}, "ADMIN_TOKEN"),
     ({"DATABASE_URL": "postgres://db/alerts", **SECRET}, "DATABASE_URL"),
+    ({"WEBHOOK_SECRET_PREVIOUS": "short", **SECRET}, "WEBHOOK_SECRET_PREVIOUS"),
+    ({"WEBHOOK_SECRET_PREVIOUS": "p" * 20}, "WEBHOOK_SECRET_PREVIOUS"),
+    ({"REQUIRE_TIMESTAMP": "maybe", **SECRET}, "REQUIRE_TIMESTAMP"),
+    ({"ALLOWED_SOURCES": "10.0.0.300", **SECRET}, "ALLOWED_SOURCES"),
+    ({"ALLOWED_SOURCES": "tradingview, heroku", **SECRET}, "ALLOWED_SOURCES"),
+    ({"TRUSTED_PROXY_HOPS": "one", **SECRET}, "TRUSTED_PROXY_HOPS"),
+    ({"ALLOWED_ALGO_IDS": "123, abc", **SECRET}, "ALLOWED_ALGO_IDS"),
+    ({"MAX_AMOUNT": "-1", **SECRET}, "MAX_AMOUNT"),
+    ({"MAX_AMOUNT": "1e400", **SECRET}, "MAX_AMOUNT"),
+    ({"MAX_AMOUNT_PER_DAY": "lots", **SECRET}, "MAX_AMOUNT_PER_DAY"),
+    ({"LOCKOUT_THRESHOLD": "0", **SECRET}, "LOCKOUT_THRESHOLD"),
 ])
 def test_bad_setting_fails_naming_the_variable_and_not_its_value(tmp_path, values, variable):
     with pytest.raises(ConfigError) as failure:
@@ -93,3 +104,14 @@ def test_repr_shows_no_secret(tmp_path):
     config = Config.from_env(env(tmp_path, **CREDS, **SECRET, ADMIN_TOKEN="a" * 20))
     text = repr(config)
     assert all(secret not in text for secret in config.secret_values)
+
+
+def test_protection_settings_are_parsed(tmp_path):
+    config = Config.from_env(env(tmp_path, **SECRET, ALLOWED_SOURCES="tradingview 198.51.100.0/24",
+                                 TRUSTED_PROXY_HOPS="1", ALLOWED_ALGO_IDS="1,22", MAX_AMOUNT="250.5",
+                                 MAX_AMOUNT_PER_DAY="1000", REQUIRE_TIMESTAMP="1",
+                                 WEBHOOK_SECRET_PREVIOUS="p" * 20))
+    assert len(config.allowed_sources) == 5 and config.trusted_proxy_hops == 1
+    assert config.allowed_algo_ids == {"1", "22"} and str(config.max_amount) == "250.5"
+    assert config.require_timestamp and [n for n, _ in config.accepted_secrets] == [
+        "WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"]

@@ -163,9 +163,6 @@ class Config:
         )
         return config
 
-    def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
-
 
 def generated_secret(path: Path) -> tuple[str, str]:
     """A random webhook secret for dry-run, kept in ``path`` so restarts and workers agree.
@@ -203,14 +200,20 @@ class _Reader:
             return False
         raise ConfigError(name, "must be 1 or 0 (also true/false, yes/no, on/off)")
 
-    def number(self, name: str, default: float, low: float, high: float) -> float:
+    def _decimal(self, name: str) -> Optional[Decimal]:
+        """The value as a Decimal (NaN when it is not a number), None when unset."""
         raw = self.env.get(name, "").strip()
         if not raw:
-            return default
+            return None
         try:
-            value = Decimal(raw)
+            return Decimal(raw)
         except InvalidOperation:
-            raise ConfigError(name, f"must be a number from {low} to {high}") from None
+            return Decimal("NaN")
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._decimal(name)
+        if value is None:
+            return default
         if not value.is_finite() or not (Decimal(str(low)) <= value <= Decimal(str(high))):
             raise ConfigError(name, f"must be a number from {low} to {high}")
         return float(value)
@@ -247,13 +250,9 @@ class _Reader:
         return frozenset(items)
 
     def amount(self, name: str) -> Optional[Decimal]:
-        raw = self.env.get(name, "").strip()
-        if not raw:
+        value = self._decimal(name)
+        if value is None:
             return None
-        try:
-            value = Decimal(raw)
-        except InvalidOperation:
-            value = Decimal("NaN")
         if not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
             raise ConfigError(name, "must be a positive decimal number such as 250 or 12.5")
         return value
