@@ -27,6 +27,9 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms'
 errorlog = "-"
 
+# gunicorn 25+ opens a control socket under $HOME; nothing here uses it.
+control_socket_disable = True
+
 
 def worker_exit(server, worker):
     """Leave queued alerts in the journal and let in-flight sends finish (bounded)."""

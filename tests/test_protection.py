@@ -67,11 +67,11 @@ def test_max_lag_setting_is_the_default_lag(make_app, okx):
     assert post(client, make_alert(timestamp=iso(-5))).status_code == 200
 
 
-def test_require_timestamp_refuses_alerts_without_one(make_app, okx):
+def test_require_timestamp_refuses_alerts_without_one(make_app, okx, caplog):
     client = make_app(require_timestamp=True).test_client()
     response = post(client, make_alert())
     assert response.status_code == 422 and response.json["errors"][0]["field"] == "timestamp"
-    assert okx.received == []
+    assert okx.received == [] and log_says(caplog, "invalid")
     assert post(client, make_alert(timestamp=iso(-1))).status_code == 200
 
 
@@ -141,6 +141,7 @@ def test_wrong_secrets_lock_out_that_address_only(make_app, okx, caplog):
     locked = post(client, make_alert(), peer=STRANGER)  # even the right secret, while locked out
     assert locked.status_code == 429
     assert locked.json["status"] == "locked_out" and int(locked.headers["Retry-After"]) > 0
+    assert log_says(caplog, "locked_out")
     assert post(client, make_alert(amount="2"), peer="198.51.100.1").status_code == 200
     assert len(okx.executed) == 1
     assert any("locked out 203.0.113.9" in r.getMessage() for r in caplog.records)
@@ -183,11 +184,11 @@ def test_only_allowed_bots(make_app, okx, caplog):
     assert post(client, make_alert()).status_code == 200
 
 
-def test_max_amount(make_app, okx):
+def test_max_amount(make_app, okx, caplog):
     client = make_app(max_amount=Decimal("100")).test_client()
     over = post(client, make_alert(amount="100.01"))
     assert over.status_code == 422 and "MAX_AMOUNT" in over.json["errors"][0]["message"]
-    assert okx.received == []
+    assert okx.received == [] and log_says(caplog, "invalid")
     assert post(client, make_alert(amount="100")).status_code == 200
 
 
