@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -77,3 +78,15 @@ def post_concurrently(client_factory, bodies):
     for t in threads:
         t.join()
     return results
+
+
+def wait_final(app, alert_id, timeout=10.0):
+    """The alert's journal record once it reaches a final state."""
+    journal = app.extensions["webhook"].journal
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        record = journal.get(alert_id)
+        if record.final:
+            return record
+        time.sleep(0.02)
+    raise AssertionError(f"alert {alert_id} still {record.state}")

@@ -1,13 +1,11 @@
 """Delivery guarantees: journaled first, sent at most once, paced, retried only when safe."""
 import sqlite3
-import threading
 import time
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, post_concurrently
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply, RawReply, Slow
-from tests.test_webhook import wait_final
 from webhook_app.delivery import RateLimiter
 from webhook_app.journal import Journal
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import DELETE, WEBHOOK_SECRET, make_alert
+from tests.conftest import DELETE, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import Drop, OkxReply, RawReply, Slow
 from webhook_app.okx import MARGIN_BALANCE_PATH
 
@@ -330,18 +330,6 @@ def test_reply_comes_by_the_deadline_while_okx_is_slow(make_app, okx):
     record = wait_final(client.application, response.json["id"])
     assert record.state == "ok"
     assert len(okx.executed) == 1
-
-
-def wait_final(app, alert_id, timeout=10.0):
-    import time
-    journal = app.extensions["webhook"].journal
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        record = journal.get(alert_id)
-        if record.final:
-            return record
-        time.sleep(0.02)
-    raise AssertionError(f"alert {alert_id} still {record.state}")
 
 
 def test_amount_is_kept_exact():

@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from .journal import Journal, JournalUnavailable, Record
-from .okx import (MarginRequest, OkxClient, OkxClockSkew, OkxError, OkxNotExecuted,
-                  OkxOutcomeUnknown)
+from .okx import MarginRequest, OkxClient, OkxClockSkew, OkxError, OkxNotExecuted
 
 log = logging.getLogger("webhook_app")
 
