@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from .journal import Journal, JournalUnavailable, Record
-from .okx import MarginRequest, OkxClient, OkxClockSkew, OkxError, OkxNotExecuted
+from .okx import MarginRequest, OkxClient, OkxClockSkew, OkxError, OkxNotExecuted, OkxOutcomeUnknown
 
 log = logging.getLogger("webhook_app")
 
@@ -240,33 +240,29 @@ class Delivery:
 
     def _send(self, record: Record, slot: Optional[RateLimiter.Slot]) -> None:
         started = time.monotonic()
+        failure: Optional[OkxError] = None
         try:
-            ack = self.client.adjust_margin(_margin_request(record))
+            self.client.adjust_margin(_margin_request(record))
         except OkxError as exc:
-            self._release(slot)
-            self._outcome_of_error(record, exc, started)
-            return
+            failure = exc
         except Exception:
-            self._release(slot)
             log.exception("unexpected error while sending alert %s", record.id)
-            self._finish(record, "unknown", None, None, "internal error while sending; check the bot on OKX",
-                         started)
-            return
-        self._release(slot)
-        self._finish(record, "dry_run" if ack.dry_run else "ok", None if ack.dry_run else "0", "", None,
-                     started)
+            failure = OkxOutcomeUnknown("internal error while sending; check the bot on OKX")
+        finally:
+            self._release(slot)  # whatever happened, the exchange with OKX is over
+        latency_ms = (time.monotonic() - started) * 1000
+        if failure is None:
+            self._finish(record, "ok", "0", "", None, latency_ms)
+        elif isinstance(failure, OkxNotExecuted):
+            self._not_executed(record, failure, latency_ms)
+        else:
+            self._finish(record, failure.state, *_describe(failure), latency_ms)
 
     def _release(self, slot: Optional[RateLimiter.Slot]) -> None:
         if slot is not None:
             self.limiter.release(slot)
             with self._cond:
                 self._cond.notify_all()
-
-    def _outcome_of_error(self, record: Record, exc: OkxError, started: float) -> None:
-        if isinstance(exc, OkxNotExecuted):
-            self._not_executed(record, exc, (time.monotonic() - started) * 1000)
-        else:
-            self._finish(record, exc.state, *_describe(exc), started)
 
     def _not_executed(self, record: Record, exc: OkxNotExecuted, latency_ms: float) -> None:
         attempts = record.attempts
@@ -291,17 +287,14 @@ class Delivery:
             self._push(record.id, record.expires_at, retry_at)
             return
         detail = f"not executed: gave up after {attempts} attempt(s); last: {detail or message}"
-        self._finish(record, "failed", code, message, detail, None, latency_ms)
+        self._finish(record, "failed", code, message, detail, latency_ms)
 
     def _backoff(self, attempts: int) -> float:
         # Exponential with jitter, so many alerts retrying at once do not return together.
         ceiling = self.base_backoff * (2 ** max(attempts - 1, 0))
         return random.uniform(ceiling / 2, ceiling)
 
-    def _finish(self, record: Record, state: str, code, message, detail, started,
-                latency_ms: Optional[float] = None) -> None:
-        if started is not None:
-            latency_ms = (time.monotonic() - started) * 1000
+    def _finish(self, record: Record, state: str, code, message, detail, latency_ms: float) -> None:
         try:
             self.journal.finish(record.id, state, okx_code=code, okx_msg=message, detail=detail,
                                 latency_ms=latency_ms, now=self._clock())
