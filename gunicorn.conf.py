@@ -1,7 +1,11 @@
 """gunicorn settings for the web process (Procfile). Read by gunicorn at start."""
-import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+from webhook_app import preflight
+
+# The whole configuration is checked here, before gunicorn binds: a bad setting stops the
+# start with one line per problem and exit status 2, not a worker traceback.
+_checked = preflight()
+bind = f"0.0.0.0:{_checked.port}"
 
 # One process: OKX's 20-requests-per-2-seconds limit is enforced by a limiter inside it,
 # and the journal's restart recovery assumes no other sender (README: scaling).
@@ -24,6 +28,8 @@ limit_request_fields = 50
 
 # Access log to stdout, path only (%(U)s): never the query string, never the body.
 accesslog = "-"
+# Both of gunicorn's logs go through the app's secret scrubber.
+logger_class = "webhook_app.logs.GunicornLogger"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms'
 errorlog = "-"
 

@@ -1,12 +1,16 @@
 """Benchmarks: the receiver against the framework's floor and OKX's limit. Loopback only.
 
     bench/run            (installs what it needs, then runs this)
-    python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup]
+    python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup,pipeline_pg,relay_pg,bursts_pg]
+
+The *_pg sections put the journal in PostgreSQL (BENCH_DATABASE_URL, by default the local
+server's database "test", in a schema of their own that is dropped afterwards).
 
 Starts the service exactly as deployed (the Procfile's gunicorn and gunicorn.conf.py), a stand-in
 OKX in its own process that answers at once, and wrk as the load generator. Comparisons run side
 by side, alternating, and report medians over rounds and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +43,10 @@ class StandIn:
     def __init__(self, rate_limit: int):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port),
-                                         "--rate-limit", str(rate_limit)], cwd=HERE.parent)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port), "--rate-limit", str(rate_limit)],
+            cwd=HERE.parent,
+        )
         for _ in range(200):
             try:
                 self.stats()
@@ -57,20 +63,57 @@ class StandIn:
         self.process.wait()
 
 
+PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class PgSchema:
+    """A schema of its own on the PostgreSQL server, for one benchmark."""
+
+    def __init__(self):
+        import psycopg
+
+        self.name = f"bench_{int(time.time() * 1000)}"
+        self._admin = psycopg.connect(PG_URL, autocommit=True)
+        self._admin.execute(f"CREATE SCHEMA {self.name}")
+        separator = "&" if "?" in PG_URL else "?"
+        self.url = f"{PG_URL}{separator}options=-csearch_path%3D{self.name}"
+
+    def drop(self) -> None:
+        self._admin.execute(f"DROP SCHEMA {self.name} CASCADE")
+        self._admin.close()
+
+
 def service_env(folder: str, okx: StandIn | None = None, **extra) -> dict:
     env = {"WEBHOOK_SECRET": WEBHOOK_SECRET, "DATABASE_URL": f"sqlite:///{folder}/alerts.db", **extra}
     if okx:
-        env |= {"OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET, "OKX_API_PASSPHRASE": PASSPHRASE,
-                "OKX_BASE_URL": okx.url}
+        env |= {"OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET, "OKX_API_PASSPHRASE": PASSPHRASE, "OKX_BASE_URL": okx.url}
     return env
 
 
 def wrk(url: str, path: str, connections: int, seconds: float, nonce: str) -> dict:
     """wrk with a script that sends distinct valid alerts; returns req/s, p50, p99 (ms), errors."""
     threads = min(connections, 2)
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-                          "-s", str(HERE / "alerts.lua"), url + path, "--", WEBHOOK_SECRET, nonce],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / "alerts.lua"),
+            url + path,
+            "--",
+            WEBHOOK_SECRET,
+            nonce,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result = {"errors": 0}
     for line in out.splitlines():
         parts = line.split()
@@ -95,8 +138,10 @@ def _ms(text: str) -> float:
 def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: float) -> None:
     """a, b: (label, url, path). Alternates which runs first each round; medians and ratio a/b."""
     print(f"\n## {name}: {a[0]} vs {b[0]} (wrk, {seconds:g} s runs, median of {rounds} rounds)")
-    print(f"{'clients':>7} | {a[0] + ' req/s':>18} {'p50 ms':>8} {'p99 ms':>8} | {b[0] + ' req/s':>18} "
-          f"{'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} | {'errors a/b':>10}")
+    print(
+        f"{'clients':>7} | {a[0] + ' req/s':>18} {'p50 ms':>8} {'p99 ms':>8} | {b[0] + ' req/s':>18} "
+        f"{'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} | {'errors a/b':>10}"
+    )
     RESULTS[name] = {}
     for level in levels:
         runs = {a[0]: [], b[0]: []}
@@ -104,50 +149,84 @@ def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: fl
             order = (a, b) if r % 2 == 0 else (b, a)
             for label, url, path in order:
                 runs[label].append(wrk(url, path, level, seconds, f"{name}-{level}-{r}-{label}-{time.time()}"))
-        med = {label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
-               for label, rs in runs.items()}
+        med = {
+            label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
+            for label, rs in runs.items()
+        }
         errors = "/".join(str(sum(x["errors"] for x in runs[label])) for label in (a[0], b[0]))
         ratio = med[a[0]]["rps"] / med[b[0]]["rps"]
         RESULTS[name][level] = {"medians": med, "ratio": ratio, "errors": errors}
-        print(f"{level:>7} | {med[a[0]]['rps']:>18.0f} {med[a[0]]['p50_ms']:>8.2f} {med[a[0]]['p99_ms']:>8.2f} | "
-              f"{med[b[0]]['rps']:>18.0f} {med[b[0]]['p50_ms']:>8.2f} {med[b[0]]['p99_ms']:>8.2f} | "
-              f"{ratio:>6.2f} | {errors:>10}", flush=True)
+        print(
+            f"{level:>7} | {med[a[0]]['rps']:>18.0f} {med[a[0]]['p50_ms']:>8.2f} {med[a[0]]['p99_ms']:>8.2f} | "
+            f"{med[b[0]]['rps']:>18.0f} {med[b[0]]['p50_ms']:>8.2f} {med[b[0]]['p99_ms']:>8.2f} | "
+            f"{ratio:>6.2f} | {errors:>10}",
+            flush=True,
+        )
 
 
-def pipeline(args) -> None:
+def pipeline(args, database_url: str | None = None, label: str = "SQLite") -> None:
     folder = tempfile.mkdtemp(prefix="bench-pipeline-")
-    service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
-    bare = ServiceProcess({}, app_spec="bench.bare_app:app").start()
+    extra = {"DATABASE_URL": database_url} if database_url else {}
+    service = ServiceProcess(service_env(folder, DRY_RUN="1", **extra)).start()
+    # The floor runs under the same gunicorn.conf.py, whose pre-start check wants a valid configuration.
+    bare = ServiceProcess(service_env(tempfile.mkdtemp(prefix="bench-bare-")), app_spec="bench.bare_app:app").start()
     try:
         cpu0 = service.worker_cpu_seconds()
-        side_by_side("pipeline (dry-run: auth, validation, mapping, journal)", ("service", service.url, "/webhook"),
-                     ("bare flask", bare.url, "/webhook"), args.levels, args.rounds, args.seconds)
+        side_by_side(
+            f"pipeline, {label} journal (dry-run: auth, validation, mapping, journal)",
+            ("service", service.url, "/webhook"),
+            ("bare flask", bare.url, "/webhook"),
+            args.levels,
+            args.rounds,
+            args.seconds,
+        )
         print(f"service worker CPU during the runs: {service.worker_cpu_seconds() - cpu0:.1f} s")
     finally:
         service.terminate()
         bare.terminate()
 
 
-def relay(args) -> None:
+def relay(args, database_url: str | None = None, label: str = "SQLite") -> None:
     okx = StandIn(rate_limit=1_000_000)
     folder = tempfile.mkdtemp(prefix="bench-relay-")
-    service = ServiceProcess(service_env(folder, okx, OKX_RATE_LIMIT="10000")).start()
-    bare = ServiceProcess({"OKX_BASE_URL": okx.url, "OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET,
-                           "OKX_API_PASSPHRASE": PASSPHRASE}, app_spec="bench.bare_app:app").start()
+    extra = {"DATABASE_URL": database_url} if database_url else {}
+    service = ServiceProcess(service_env(folder, okx, OKX_RATE_LIMIT="10000", **extra)).start()
+    bare = ServiceProcess(
+        service_env(tempfile.mkdtemp(prefix="bench-bare-"), okx), app_spec="bench.bare_app:app"
+    ).start()
     try:
-        side_by_side("relay (signed and forwarded to the stand-in OKX)", ("service", service.url, "/webhook"),
-                     ("bare relay", bare.url, "/relay"), args.levels, args.rounds, args.seconds)
+        side_by_side(
+            f"relay, {label} journal (signed and forwarded to the stand-in OKX)",
+            ("service", service.url, "/webhook"),
+            ("bare relay", bare.url, "/relay"),
+            args.levels,
+            args.rounds,
+            args.seconds,
+        )
     finally:
         service.terminate()
         bare.terminate()
         okx.stop()
 
 
+def _with_pg(section):
+    def run(args) -> None:
+        schema = PgSchema()
+        try:
+            section(args, schema.url, "PostgreSQL")
+        finally:
+            schema.drop()
+
+    return run
+
+
 async def _post(port: int, body: bytes) -> tuple[int, float]:
     started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    writer.write(
+        b"POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     await writer.drain()
     status_line = await reader.readline()
     await reader.read()
@@ -155,25 +234,43 @@ async def _post(port: int, body: bytes) -> tuple[int, float]:
     return int(status_line.split()[1]), time.monotonic() - started
 
 
-async def _burst(port: int, size: int, nonce: str) -> list[tuple[int, float]]:
-    bodies = [json.dumps({"secret": WEBHOOK_SECRET, "algoId": "581628185981813760", "action": "add",
-                          "amount": str(i + 1), "id": f"{nonce}-{i}"}).encode() for i in range(size)]
-    return await asyncio.gather(*(_post(port, body) for body in bodies))
+async def _burst(ports: list[int], size: int, nonce: str) -> list[tuple[int, float]]:
+    bodies = [
+        json.dumps(
+            {
+                "secret": WEBHOOK_SECRET,
+                "algoId": "581628185981813760",
+                "action": "add",
+                "amount": str(i + 1),
+                "id": f"{nonce}-{i}",
+            }
+        ).encode()
+        for i in range(size)
+    ]
+    return await asyncio.gather(*(_post(ports[i % len(ports)], body) for i, body in enumerate(bodies)))
 
 
-def bursts(args) -> None:
-    print("\n## bursts with OKX's real pacing (20 requests / 2 s), stand-in answering at once")
-    print(f"{'alerts':>6} {'round':>5} | {'slowest reply':>13} {'p99 reply':>9} | {'last sent':>9} {'least':>6} "
-          f"{'ratio':>6} | {'max in 2s':>9} {'50011s':>6} {'sent once':>9} | replies")
-    RESULTS["bursts"] = []
+def bursts(args, two: bool = False) -> None:
+    where = "two instances on one PostgreSQL journal, alerts alternating" if two else "one instance, SQLite"
+    print(f"\n## bursts with OKX's real pacing (20 requests / 2 s), stand-in answering at once; {where}")
+    print(
+        f"{'alerts':>6} {'round':>5} | {'slowest reply':>13} {'p99 reply':>9} | {'last sent':>9} {'least':>6} "
+        f"{'ratio':>6} | {'max in 2s':>9} {'50011s':>6} {'sent once':>9} | replies"
+    )
+    key = "bursts_pg" if two else "bursts"
+    RESULTS[key] = []
     for size in args.bursts:
         for r in range(args.burst_rounds):
             okx = StandIn(rate_limit=20)
             folder = tempfile.mkdtemp(prefix="bench-burst-")
-            service = ServiceProcess(service_env(folder, okx, MAX_LAG="3600")).start()
+            schema = PgSchema() if two else None
+            extra = {"DATABASE_URL": schema.url} if schema else {}
+            services = [ServiceProcess(service_env(folder, okx, MAX_LAG="3600", **extra)).start()]
+            if two:
+                services.append(ServiceProcess(service_env(folder, okx, MAX_LAG="3600", **extra)).start())
             try:
                 t0 = time.monotonic()
-                replies = asyncio.run(_burst(service.port, size, f"burst-{size}-{r}"))
+                replies = asyncio.run(_burst([s.port for s in services], size, f"burst-{size}-{r}"))
                 end = time.monotonic() + 2.2 * size / 20 + 30
                 while (stats := okx.stats())["executed"] < size and time.monotonic() < end:
                     time.sleep(0.25)
@@ -182,32 +279,56 @@ def bursts(args) -> None:
                 least = (math.ceil(size / 20) - 1) * 2.0
                 once = sorted(int(a) for a in stats["amounts"]) == list(range(1, size + 1))
                 codes = {c: [s for s, _ in replies].count(c) for c in sorted({s for s, _ in replies})}
-                row = {"size": size, "slowest_s": latencies[-1], "p99_s": latencies[int(0.99 * (size - 1))],
-                       "last_sent_s": last, "least_s": least, "ratio": last / least, "max_in_2s":
-                       stats["max_in_window"], "rate_limited": stats["rate_limited"], "sent_once": once,
-                       "replies": codes}
-                RESULTS["bursts"].append(row)
-                print(f"{size:>6} {r + 1:>5} | {row['slowest_s']:>12.3f}s {row['p99_s']:>8.3f}s | {last:>8.2f}s "
-                      f"{least:>5.0f}s {row['ratio']:>6.3f} | {row['max_in_2s']:>9} {row['rate_limited']:>6} "
-                      f"{str(once):>9} | {codes}", flush=True)
+                row = {
+                    "size": size,
+                    "slowest_s": latencies[-1],
+                    "p99_s": latencies[int(0.99 * (size - 1))],
+                    "last_sent_s": last,
+                    "least_s": least,
+                    "ratio": last / least,
+                    "max_in_2s": stats["max_in_window"],
+                    "rate_limited": stats["rate_limited"],
+                    "sent_once": once,
+                    "replies": codes,
+                }
+                RESULTS[key].append(row)
+                print(
+                    f"{size:>6} {r + 1:>5} | {row['slowest_s']:>12.3f}s {row['p99_s']:>8.3f}s | {last:>8.2f}s "
+                    f"{least:>5.0f}s {row['ratio']:>6.3f} | {row['max_in_2s']:>9} {row['rate_limited']:>6} "
+                    f"{str(once):>9} | {codes}",
+                    flush=True,
+                )
             finally:
-                service.terminate()
+                for service in services:
+                    service.terminate()
                 okx.stop()
+                if schema:
+                    schema.drop()
 
 
 def _fill_journal(path: str, count: int) -> None:
     """Pre-fill a journal with ``count`` finished alerts, as months of use would."""
-    from webhook_app.journal import Journal
-    Journal(path).close()  # create the schema
+    from webhook_app.journal.sqlite import SqliteJournal
+
+    SqliteJournal(path).close()  # create the schema
     now = time.time()
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state, "
             "attempts, okx_code, finished_at, latency_ms) VALUES (?, ?, '581628185981813760', 'add', ?, ?, ?, 'ok', "
             "1, '0', ?, 12.5)",
-            ((now - 86400 * 20 + i, f"fp:{i:064x}", str(i % 97 + 1),
-              f'{{"algoId":"581628185981813760","type":"add","amt":"{i % 97 + 1}"}}', now, now)
-             for i in range(count)))
+            (
+                (
+                    now - 86400 * 20 + i,
+                    f"fp:{i:064x}",
+                    str(i % 97 + 1),
+                    f'{{"algoId":"581628185981813760","type":"add","amt":"{i % 97 + 1}"}}',
+                    now,
+                    now,
+                )
+                for i in range(count)
+            ),
+        )
 
 
 def _drive(service: ServiceProcess, total: int, label: str) -> None:
@@ -242,8 +363,14 @@ def memory(args) -> None:
     empty = ServiceProcess(service_env(empty_folder, DRY_RUN="1")).start()
     full = ServiceProcess(service_env(full_folder, DRY_RUN="1")).start()
     try:
-        side_by_side(f"journal with {args.prefill:,} alerts", ("full", full.url, "/webhook"),
-                     ("empty", empty.url, "/webhook"), [8], args.rounds, args.seconds)
+        side_by_side(
+            f"journal with {args.prefill:,} alerts",
+            ("full", full.url, "/webhook"),
+            ("empty", empty.url, "/webhook"),
+            [8],
+            args.rounds,
+            args.seconds,
+        )
     finally:
         empty.terminate()
         full.terminate()
@@ -266,7 +393,16 @@ def startup(args) -> None:
     print(f"median {statistics.median(times):.3f} s over 5 starts ({', '.join(f'{t:.3f}' for t in times)})")
 
 
-SECTIONS = {"pipeline": pipeline, "relay": relay, "bursts": bursts, "memory": memory, "startup": startup}
+SECTIONS = {
+    "pipeline": pipeline,
+    "relay": relay,
+    "bursts": bursts,
+    "memory": memory,
+    "startup": startup,
+    "pipeline_pg": _with_pg(pipeline),
+    "relay_pg": _with_pg(relay),
+    "bursts_pg": lambda args: bursts(args, two=True),
+}
 
 
 def main(argv=None) -> int:

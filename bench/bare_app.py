@@ -1,10 +1,11 @@
 """The floor to compare against: bare Flask routes under the same gunicorn settings."""
+
 import base64
 import hashlib
 import hmac
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 from flask import Flask, jsonify, request
@@ -32,11 +33,18 @@ def parse_and_reply():
 def relay():
     """Signs and posts the same margin body to the stand-in with a plain requests.Session."""
     payload = request.get_json(force=True)
-    body = json.dumps({"algoId": str(payload["algoId"]), "type": payload["action"],
-                       "amt": str(payload["amount"])}, separators=(",", ":"))
-    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = json.dumps(
+        {"algoId": str(payload["algoId"]), "type": payload["action"], "amt": str(payload["amount"])},
+        separators=(",", ":"),
+    )
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     sign = base64.b64encode(hmac.new(SECRET.encode(), f"{ts}POST{PATH}{body}".encode(), hashlib.sha256).digest())
-    headers = {"OK-ACCESS-KEY": KEY, "OK-ACCESS-SIGN": sign.decode(), "OK-ACCESS-TIMESTAMP": ts,
-               "OK-ACCESS-PASSPHRASE": PASSPHRASE, "Content-Type": "application/json"}
+    headers = {
+        "OK-ACCESS-KEY": KEY,
+        "OK-ACCESS-SIGN": sign.decode(),
+        "OK-ACCESS-TIMESTAMP": ts,
+        "OK-ACCESS-PASSPHRASE": PASSPHRASE,
+        "Content-Type": "application/json",
+    }
     response = session.post(OKX_URL, data=body, headers=headers, timeout=(1, 10))
     return jsonify(status="ok", okx=response.json().get("code"))

@@ -1,10 +1,13 @@
+import os
 import threading
 import time
+import uuid
 
+import psycopg
 import pytest
 
-from webhook_app import Config, create_app
 from tests.okx_stand_in import OkxStandIn
+from webhook_app import Config, create_app
 
 WEBHOOK_SECRET = "tv-secret-0123456789-abcdef"
 ADMIN_TOKEN = "admin-token-0123456789-xyz"
@@ -13,14 +16,64 @@ DELETE = object()
 
 def make_alert(**changes):
     """A valid alert; each keyword changes one field (DELETE removes it)."""
-    alert = {"secret": WEBHOOK_SECRET, "algoId": "581628185981813760", "action": "add", "amount": "10",
-             "ticker": "BTCUSDT.P", "close": "64000.5"}
+    alert = {
+        "secret": WEBHOOK_SECRET,
+        "algoId": "581628185981813760",
+        "action": "add",
+        "amount": "10",
+        "ticker": "BTCUSDT.P",
+        "close": "64000.5",
+    }
     for key, value in changes.items():
         if value is DELETE:
             alert.pop(key, None)
         else:
             alert[key] = value
     return alert
+
+
+class MovableClock:
+    """Wall-clock time that a test can move forward, instead of sleeping."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+# The PostgreSQL server the journal's tests use. CI sets REQUIRE_POSTGRES=1, which turns
+# "not reachable" from a skip into a failure.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url():
+    """A URL to an empty schema of its own on the test PostgreSQL server, dropped afterwards."""
+    try:
+        admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL is not reachable at TEST_DATABASE_URL ({str(exc).strip().splitlines()[0]})"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in TEST_DATABASE_URL else "?"
+    yield f"{TEST_DATABASE_URL}{separator}options=-csearch_path%3D{schema}"
+    admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """Each journal backend in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/journal.db"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -35,14 +88,21 @@ def make_app(tmp_path, okx):
     """Build an app wired to the stand-in OKX; keyword arguments override Config fields."""
     apps = []
 
-    def build(**overrides):
+    def build(clock=None, **overrides):
         settings = dict(
-            webhook_secret=WEBHOOK_SECRET, okx_api_key=okx.api_key, okx_api_secret=okx.secret_key,
-            okx_api_passphrase=okx.passphrase, okx_base_url=okx.base_url, dry_run=False,
-            database_url=f"sqlite:///{tmp_path}/journal-{len(apps)}.db", admin_token=ADMIN_TOKEN,
-            okx_read_timeout=1.0, okx_connect_timeout=0.5)
+            webhook_secret=WEBHOOK_SECRET,
+            okx_api_key=okx.api_key,
+            okx_api_secret=okx.secret_key,
+            okx_api_passphrase=okx.passphrase,
+            okx_base_url=okx.base_url,
+            dry_run=False,
+            database_url=f"sqlite:///{tmp_path}/journal-{len(apps)}.db",
+            admin_token=ADMIN_TOKEN,
+            okx_read_timeout=1.0,
+            okx_connect_timeout=0.5,
+        )
         settings.update(overrides)
-        app = create_app(Config(**settings))
+        app = create_app(Config(**settings), clock=clock)
         apps.append(app)
         return app
 

@@ -6,6 +6,7 @@ enforces the 20-requests-per-2-seconds limit per key; and it plays scripted faul
 ``executed`` lists the requests after which OKX changed margin: the figure that must
 never count an alert twice.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,10 +21,12 @@ import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from urllib.parse import parse_qs
 
 MARGIN_PATH = "/api/v5/tradingBot/signal/margin-balance"
 TIME_PATH = "/api/v5/public/time"
+ACCOUNT_CONFIG_PATH = "/api/v5/account/config"
+BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
 STATS_PATH = "/_stand_in/stats"
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _AMT = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
@@ -31,17 +34,21 @@ _AMT = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 
 # -- scripted behaviours, consumed one per margin-balance request -------------------------
 
+
 @dataclasses.dataclass
 class OkxReply:
-    """OKX answers with this code (not executed, unless code is "0")."""
+    """OKX answers with this code (not executed, unless code is "0"), and ``data`` when given."""
+
     code: str
     msg: str = "scripted"
     http: int = 200
+    data: object = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class RawReply:
     """An answer without an OKX body, e.g. a 502 from a proxy. ``executed``: did OKX act first?"""
+
     http: int
     text: str = "<html>Bad Gateway</html>"
     executed: bool = True
@@ -50,6 +57,7 @@ class RawReply:
 @dataclasses.dataclass
 class Slow:
     """OKX acts, then answers after ``seconds``."""
+
     seconds: float
 
 
@@ -68,13 +76,27 @@ class Received:
 
 
 class OkxStandIn:
-    def __init__(self, api_key="test-key-0123456789", secret_key="test-secret-0123456789abcdef",
-                 passphrase="test-passphrase-42", demo=False, rate_limit=20, window=2.0,
-                 max_skew=30.0, port=0):
+    def __init__(
+        self,
+        api_key="test-key-0123456789",
+        secret_key="test-secret-0123456789abcdef",
+        passphrase="test-passphrase-42",
+        demo=False,
+        rate_limit=20,
+        window=2.0,
+        max_skew=30.0,
+        port=0,
+    ):
         self.api_key, self.secret_key, self.passphrase = api_key, secret_key, passphrase
         self.demo = demo
         self.rate_limit, self.window, self.max_skew = rate_limit, window, max_skew
         self.clock_offset = 0.0  # OKX's clock minus ours, to play 50102
+        # For the signed reads (readiness): the key's permissions, whether this caller's IP and
+        # region are the key's, and the signal bots of the account with their states.
+        self.perm = "read_only,trade"
+        self.ip_allowed = True
+        self.right_region = True
+        self.bots: dict[str, str] = {"581628185981813760": "running"}
         self.script: collections.deque = collections.deque()
         self.received: list[Received] = []
         self.executed: list[dict] = []
@@ -84,15 +106,14 @@ class OkxStandIn:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> "OkxStandIn":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+    def start(self) -> OkxStandIn:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -111,11 +132,15 @@ class OkxStandIn:
 
     # -- what OKX checks --------------------------------------------------------------
 
-    def check(self, method: str, path: str, headers, body: bytes) -> Optional[tuple[int, str, str]]:
+    def check(self, method: str, path: str, headers, body: bytes) -> tuple[int, str, str] | None:
         """None when the request is authentic and well formed, else (http, code, msg)."""
         h = {k.lower(): v for k, v in headers.items()}
-        for name, code in (("ok-access-key", "50103"), ("ok-access-passphrase", "50104"),
-                           ("ok-access-sign", "50106"), ("ok-access-timestamp", "50107")):
+        for name, code in (
+            ("ok-access-key", "50103"),
+            ("ok-access-passphrase", "50104"),
+            ("ok-access-sign", "50106"),
+            ("ok-access-timestamp", "50107"),
+        ):
             if not h.get(name):
                 return 401, code, f"Request header {name.upper()} cannot be empty"
         if h["ok-access-key"] != self.api_key:
@@ -143,7 +168,7 @@ class OkxStandIn:
         return None
 
     @staticmethod
-    def _check_margin_body(body: bytes) -> Optional[str]:
+    def _check_margin_body(body: bytes) -> str | None:
         try:
             data = json.loads(body)
         except ValueError:
@@ -190,10 +215,33 @@ class OkxStandIn:
                     return self._json(200, stand_in.stats())
                 with stand_in._lock:
                     stand_in.received.append(Received(time.monotonic(), self.path, dict(self.headers), b"", "0"))
-                if self.path == TIME_PATH:
-                    self._json(200, {"code": "0", "msg": "", "data": [{"ts": str(int(stand_in.now() * 1000))}]})
-                else:
-                    self._json(404, {"code": "50000", "msg": "not found", "data": []})
+                path, _, query = self.path.partition("?")
+                if path == TIME_PATH:
+                    return self._json(200, {"code": "0", "msg": "", "data": [{"ts": str(int(stand_in.now() * 1000))}]})
+                if path not in (ACCOUNT_CONFIG_PATH, BOT_DETAILS_PATH):
+                    return self._json(404, {"code": "50000", "msg": "not found", "data": []})
+                if not stand_in.right_region:  # OKX's other regional sites do not know the key
+                    return self._json(401, {"code": "50119", "msg": "API key doesn't exist", "data": []})
+                refusal = stand_in.check("GET", self.path, self.headers, b"")  # signed over path and query
+                if refusal is None and not stand_in.ip_allowed:
+                    refusal = (401, "50110", "Your IP 127.0.0.1 is not included in your API key's IP whitelist.")
+                if refusal:
+                    return self._json(refusal[0], {"code": refusal[1], "msg": refusal[2], "data": []})
+                if path == ACCOUNT_CONFIG_PATH:
+                    account = {
+                        "uid": "44705892343619584",
+                        "mainUid": "44705892343619584",
+                        "acctLv": "2",
+                        "perm": stand_in.perm,
+                        "ip": "",
+                        "label": "relay",
+                    }
+                    return self._json(200, {"code": "0", "msg": "", "data": [account]})
+                algo_id = parse_qs(query).get("algoId", [""])[0]
+                if algo_id not in stand_in.bots or "algoOrdType=contract" not in query:
+                    return self._json(200, {"code": "51293", "msg": "Bot does not exist", "data": []})
+                bot = {"algoId": algo_id, "state": stand_in.bots[algo_id], "investAmt": "100", "availBal": "40"}
+                self._json(200, {"code": "0", "msg": "", "data": [bot]})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
@@ -215,7 +263,9 @@ class OkxStandIn:
                     record.code = behaviour.code
                     if behaviour.code == "0":
                         stand_in._execute(body)
-                    return self._json(behaviour.http, {"code": behaviour.code, "msg": behaviour.msg, "data": []})
+                    return self._json(
+                        behaviour.http, {"code": behaviour.code, "msg": behaviour.msg, "data": behaviour.data}
+                    )
                 if isinstance(behaviour, RawReply):
                     if behaviour.executed:
                         stand_in._execute(body)
@@ -262,9 +312,13 @@ class OkxStandIn:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"executed": len(self.executed), "amounts": [b["amt"] for b in self.executed],
-                    "counted_times": list(self.counted_times), "rate_limited": self.rate_limited,
-                    "max_in_window": self.max_in_any_window()}
+            return {
+                "executed": len(self.executed),
+                "amounts": [b["amt"] for b in self.executed],
+                "counted_times": list(self.counted_times),
+                "rate_limited": self.rate_limited,
+                "max_in_window": self.max_in_any_window(),
+            }
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Runs the service as deployed: the Procfile's web command, gunicorn and its config file."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ def procfile_command(app_spec: str | None = None) -> list[str]:
     """The Procfile's web command; ``app_spec`` swaps the WSGI app (benchmarks' bare floor)."""
     for line in (REPO / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
-            argv = shlex.split(line[len("web:"):])
+            argv = shlex.split(line[len("web:") :])
             assert argv[0] == "gunicorn" and argv[-1] == "wsgi:app", argv
             if app_spec:
                 argv[-1] = app_spec
@@ -38,21 +39,30 @@ def free_port() -> int:
 class ServiceProcess:
     """gunicorn in its own process group, its stdout and stderr collected in a file."""
 
-    def __init__(self, env: dict, port: int | None = None, app_spec: str | None = None):
+    def __init__(self, env: dict, port: int | None = None, app_spec: str | None = None, cwd: Path = REPO):
         self.app_spec = app_spec
+        self.cwd = cwd
         self.port = port or free_port()
-        self.env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port)}
-        self.output = tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False)
+        inherited = {name: os.environ[name] for name in ("PATH", "PYTHONDONTWRITEBYTECODE") if name in os.environ}
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port)}
+        # Outlives this call (the process writes to it); discard() closes and removes it.
+        self.output = tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "ServiceProcess":
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(procfile_command(self.app_spec), cwd=REPO, env=self.env, stdout=self.output,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            procfile_command(self.app_spec),
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -60,6 +70,7 @@ class ServiceProcess:
             try:
                 if requests.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     self.ready_after = time.monotonic() - self.started_at
+                    self.worker_pid_at_start = self.worker_pid()
                     return self
             except requests.ConnectionError:
                 pass
@@ -96,3 +107,9 @@ class ServiceProcess:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+    def discard(self) -> None:
+        """Kill it if it still runs, and remove its log file."""
+        self.kill()
+        self.output.close()
+        Path(self.output.name).unlink(missing_ok=True)

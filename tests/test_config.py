@@ -1,4 +1,5 @@
 """Settings come from the environment once; a bad one stops the start naming the variable."""
+
 import pytest
 
 from webhook_app import create_app
@@ -17,7 +18,9 @@ def test_empty_environment_starts_in_dry_run_with_a_generated_secret(tmp_path, c
     assert config.dry_run and not config.has_okx_credentials
     assert config.webhook_secret_source == "generated" and len(config.webhook_secret) >= 16
     app = create_app(config)
-    assert config.webhook_secret in capsys.readouterr().out  # printed once, for the new user
+    printed = capsys.readouterr().out
+    assert config.webhook_secret in printed  # printed once, for the new user, naming the file that keeps it
+    assert f"kept in {tmp_path}/instance/webhook_secret)" in printed
     # the same secret on the next start (kept in the instance folder), and not printed again
     again = Config.from_env(env(tmp_path))
     assert again.webhook_secret == config.webhook_secret and again.webhook_secret_source == "stored"
@@ -43,39 +46,56 @@ def test_defaults(tmp_path):
     assert config.okx_demo is False and config.okx_rate_limit == 20 and config.reply_deadline == 2.5
 
 
-@pytest.mark.parametrize("values, variable", [
-    ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
-    ({**CREDS}, "WEBHOOK_SECRET"),
-    ({"OKX_API_KEY": "k" * 20, **SECRET}, "OKX_API_SECRET"),
-    ({"OKX_API_KEY": "k" * 20, "OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_PASSPHRASE"),
-    ({"OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_KEY"),
-    ({"OKX_BASE_URL": "http://www.okx.com", **SECRET}, "OKX_BASE_URL"),
-    ({"OKX_BASE_URL": "www.okx.com", **SECRET}, "OKX_BASE_URL"),
-    ({"OKX_BASE_URL": "https://www.okx.com/api/v5", **SECRET}, "OKX_BASE_URL"),
-    ({"OKX_DEMO": "maybe", **SECRET}, "OKX_DEMO"),
-    ({"OKX_DEMO": "[]", **SECRET}, "OKX_DEMO"),
-    ({"DRY_RUN": "2", **SECRET}, "DRY_RUN"),
-    ({"OKX_RATE_LIMIT": "0", **SECRET}, "OKX_RATE_LIMIT"),
-    ({"OKX_RATE_LIMIT": "20.5", **SECRET}, "OKX_RATE_LIMIT"),
-    ({"REPLY_DEADLINE": "3", **SECRET}, "REPLY_DEADLINE"),
-    ({"REPLY_DEADLINE": "1e400", **SECRET}, "REPLY_DEADLINE"),
-    ({"REPLY_DEADLINE": "NaN", **SECRET}, "REPLY_DEADLINE"),
-    ({"DEDUP_WINDOW": "-1", **SECRET}, "DEDUP_WINDOW"),
-    ({"MAX_LAG": "0", **SECRET}, "MAX_LAG"),
-    ({"ADMIN_TOKEN": "short", **SECRET}, "ADMIN_TOKEN"),
-    ({"DATABASE_URL": "postgres://db/alerts", **SECRET}, "DATABASE_URL"),
-    ({"WEBHOOK_SECRET_PREVIOUS": "short", **SECRET}, "WEBHOOK_SECRET_PREVIOUS"),
-    ({"WEBHOOK_SECRET_PREVIOUS": "p" * 20}, "WEBHOOK_SECRET_PREVIOUS"),
-    ({"REQUIRE_TIMESTAMP": "maybe", **SECRET}, "REQUIRE_TIMESTAMP"),
-    ({"ALLOWED_SOURCES": "10.0.0.300", **SECRET}, "ALLOWED_SOURCES"),
-    ({"ALLOWED_SOURCES": "tradingview, heroku", **SECRET}, "ALLOWED_SOURCES"),
-    ({"TRUSTED_PROXY_HOPS": "one", **SECRET}, "TRUSTED_PROXY_HOPS"),
-    ({"ALLOWED_ALGO_IDS": "123, abc", **SECRET}, "ALLOWED_ALGO_IDS"),
-    ({"MAX_AMOUNT": "-1", **SECRET}, "MAX_AMOUNT"),
-    ({"MAX_AMOUNT": "1e400", **SECRET}, "MAX_AMOUNT"),
-    ({"MAX_AMOUNT_PER_DAY": "lots", **SECRET}, "MAX_AMOUNT_PER_DAY"),
-    ({"LOCKOUT_THRESHOLD": "0", **SECRET}, "LOCKOUT_THRESHOLD"),
-])
+@pytest.mark.parametrize(
+    "values, variable",
+    [
+        ({"WEBHOOK_SECRET": "short"}, "WEBHOOK_SECRET"),
+        ({**CREDS}, "WEBHOOK_SECRET"),
+        ({"OKX_API_KEY": "k" * 20, **SECRET}, "OKX_API_SECRET"),
+        ({"OKX_API_KEY": "k" * 20, "OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_PASSPHRASE"),
+        ({"OKX_API_SECRET": "s" * 20, **SECRET}, "OKX_API_KEY"),
+        ({"OKX_BASE_URL": "http://www.okx.com", **SECRET}, "OKX_BASE_URL"),
+        ({"OKX_BASE_URL": "www.okx.com", **SECRET}, "OKX_BASE_URL"),
+        ({"OKX_BASE_URL": "https://www.okx.com/api/v5", **SECRET}, "OKX_BASE_URL"),
+        ({"OKX_DEMO": "maybe", **SECRET}, "OKX_DEMO"),
+        ({"OKX_DEMO": "[]", **SECRET}, "OKX_DEMO"),
+        ({"DRY_RUN": "2", **SECRET}, "DRY_RUN"),
+        ({"OKX_RATE_LIMIT": "0", **SECRET}, "OKX_RATE_LIMIT"),
+        ({"OKX_RATE_LIMIT": "20.5", **SECRET}, "OKX_RATE_LIMIT"),
+        ({"REPLY_DEADLINE": "3", **SECRET}, "REPLY_DEADLINE"),
+        ({"REPLY_DEADLINE": "1e400", **SECRET}, "REPLY_DEADLINE"),
+        ({"REPLY_DEADLINE": "NaN", **SECRET}, "REPLY_DEADLINE"),
+        ({"DEDUP_WINDOW": "-1", **SECRET}, "DEDUP_WINDOW"),
+        ({"MAX_LAG": "0", **SECRET}, "MAX_LAG"),
+        ({"ADMIN_TOKEN": "short", **SECRET}, "ADMIN_TOKEN"),
+        ({"DATABASE_URL": "mysql://db/alerts", **SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://user:hunter2-password@db", **SECRET}, "DATABASE_URL"),  # no database
+        ({"DATABASE_URL": "postgres://user:hunter2-password@db:port/x", **SECRET}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:///", **SECRET}, "DATABASE_URL"),
+        ({"NOTIFY_URLS": "tgram://123456:hunter2-token/42 not-a-url", **SECRET}, "NOTIFY_URLS"),
+        ({"NOTIFY_ON": "failed, sometimes", **SECRET}, "NOTIFY_ON"),
+        ({"WEBHOOK_SECRET_PREVIOUS": "short", **SECRET}, "WEBHOOK_SECRET_PREVIOUS"),
+        ({"WEBHOOK_SECRET_PREVIOUS": "p" * 20}, "WEBHOOK_SECRET_PREVIOUS"),
+        ({"REQUIRE_TIMESTAMP": "maybe", **SECRET}, "REQUIRE_TIMESTAMP"),
+        ({"ALLOWED_SOURCES": "10.0.0.300", **SECRET}, "ALLOWED_SOURCES"),
+        ({"ALLOWED_SOURCES": "tradingview, heroku", **SECRET}, "ALLOWED_SOURCES"),
+        ({"TRUSTED_PROXY_HOPS": "one", **SECRET}, "TRUSTED_PROXY_HOPS"),
+        ({"ALLOWED_ALGO_IDS": "123, abc", **SECRET}, "ALLOWED_ALGO_IDS"),
+        ({"MAX_AMOUNT": "-1", **SECRET}, "MAX_AMOUNT"),
+        ({"MAX_AMOUNT": "1e400", **SECRET}, "MAX_AMOUNT"),
+        ({"MAX_AMOUNT_PER_DAY": "lots", **SECRET}, "MAX_AMOUNT_PER_DAY"),
+        ({"LOCKOUT_THRESHOLD": "0", **SECRET}, "LOCKOUT_THRESHOLD"),
+        ({"OKX_RATE_LIMIT": "\u00b2", **SECRET}, "OKX_RATE_LIMIT"),  # str.isdigit() says yes, int() says no
+        ({"OKX_RATE_LIMIT": "\u0663", **SECRET}, "OKX_RATE_LIMIT"),  # Arabic-Indic three
+        ({"DEDUP_WINDOW": "5", **SECRET}, "DEDUP_WINDOW"),  # shorter than TradingView's resends
+        ({"PORT": "abc", **SECRET}, "PORT"),
+        ({"PORT": "70000", **SECRET}, "PORT"),
+        ({"RETENTION_DAYS": "0.01", **SECRET}, "RETENTION_DAYS"),
+        ({"ID_WINDOW": "10", **SECRET}, "ID_WINDOW"),
+        ({"ID_WINDOW": str(40 * 86400), "RETENTION_DAYS": "60", **SECRET}, "ID_WINDOW"),
+        ({"ID_WINDOW": str(3 * 86400), "RETENTION_DAYS": "2", **SECRET}, "ID_WINDOW"),
+    ],
+)
 def test_bad_setting_fails_naming_the_variable_and_not_its_value(tmp_path, values, variable):
     with pytest.raises(ConfigError) as failure:
         Config.from_env(env(tmp_path, **values))
@@ -84,6 +104,7 @@ def test_bad_setting_fails_naming_the_variable_and_not_its_value(tmp_path, value
     for secret_name in ("WEBHOOK_SECRET", "OKX_API_SECRET", "OKX_API_PASSPHRASE", "ADMIN_TOKEN"):
         if len(values.get(secret_name, "")) >= 5:
             assert values[secret_name] not in str(failure.value)
+    assert "hunter2" not in str(failure.value)  # a database password never
 
 
 def test_regional_and_loopback_base_urls_are_accepted(tmp_path):
@@ -107,11 +128,105 @@ def test_repr_shows_no_secret(tmp_path):
 
 
 def test_protection_settings_are_parsed(tmp_path):
-    config = Config.from_env(env(tmp_path, **SECRET, ALLOWED_SOURCES="tradingview 198.51.100.0/24",
-                                 TRUSTED_PROXY_HOPS="1", ALLOWED_ALGO_IDS="1,22", MAX_AMOUNT="250.5",
-                                 MAX_AMOUNT_PER_DAY="1000", REQUIRE_TIMESTAMP="1",
-                                 WEBHOOK_SECRET_PREVIOUS="p" * 20))
+    config = Config.from_env(
+        env(
+            tmp_path,
+            **SECRET,
+            ALLOWED_SOURCES="tradingview 198.51.100.0/24",
+            TRUSTED_PROXY_HOPS="1",
+            ALLOWED_ALGO_IDS="1,22",
+            MAX_AMOUNT="250.5",
+            MAX_AMOUNT_PER_DAY="1000",
+            REQUIRE_TIMESTAMP="1",
+            WEBHOOK_SECRET_PREVIOUS="p" * 20,
+        )
+    )
     assert len(config.allowed_sources) == 5 and config.trusted_proxy_hops == 1
     assert config.allowed_algo_ids == {"1", "22"} and str(config.max_amount) == "250.5"
     assert config.require_timestamp and [n for n, _ in config.accepted_secrets] == [
-        "WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"]
+        "WEBHOOK_SECRET",
+        "WEBHOOK_SECRET_PREVIOUS",
+    ]
+
+
+def test_every_bad_setting_is_named_at_once_one_line_each(tmp_path):
+    with pytest.raises(ConfigError) as failure:
+        Config.from_env(
+            env(
+                tmp_path,
+                WEBHOOK_SECRET="short",
+                PORT="abc",
+                OKX_RATE_LIMIT="\u00b2",
+                MAX_LAG="0",
+                OKX_DEMO="maybe",
+                ALLOWED_SOURCES="10.0.0.300",
+            )
+        )
+    assert failure.value.variables == [
+        "WEBHOOK_SECRET",
+        "OKX_DEMO",
+        "OKX_RATE_LIMIT",
+        "MAX_LAG",
+        "PORT",
+        "ALLOWED_SOURCES",
+    ]
+    lines = str(failure.value).splitlines()
+    assert len(lines) == 6 and lines[0] == "WEBHOOK_SECRET: is too weak: use at least 16 characters"
+    assert "short" not in str(failure.value).replace("is too weak", "")
+
+
+def test_a_pre_start_check_never_creates_the_dry_run_secret(tmp_path):
+    config = Config.from_env(env(tmp_path), generate_secret=False)
+    assert config.dry_run and not (tmp_path / "instance" / "webhook_secret").exists()
+
+
+@pytest.mark.parametrize(
+    "values, hops, platform",
+    [
+        ({}, 0, ""),
+        ({"DYNO": "web.1"}, 1, "Heroku"),
+        ({"DYNO": "web.1", "TRUSTED_PROXY_HOPS": "0"}, 0, "Heroku"),
+        ({"DYNO": "web.1", "TRUSTED_PROXY_HOPS": "2"}, 2, "Heroku"),
+    ],
+)
+def test_on_heroku_the_router_hop_is_trusted_by_default(tmp_path, values, hops, platform):
+    config = Config.from_env(env(tmp_path, **SECRET, **values))
+    assert (config.trusted_proxy_hops, config.platform) == (hops, platform)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://u:p4ss@db.example.com:5432/d1",  # the form PaaS add-ons set
+        "postgresql://u:p4ss@db.example.com/d1?sslmode=require",
+        "postgresql://u@localhost/d1",
+    ],
+)
+def test_postgres_urls_are_accepted_and_their_password_is_a_secret(tmp_path, url):
+    config = Config.from_env({"DATABASE_URL": url, **SECRET})
+    assert config.database_url == url
+    if "p4ss" in url:
+        assert "p4ss" in config.secret_values  # scrubbed from every log line
+        assert "p4ss" not in repr(config)
+
+
+def test_dry_run_on_postgres_keeps_its_generated_secret_in_the_database(tmp_path):
+    config = Config.from_env({"DATABASE_URL": "postgres://u:p@db.example.com/d1"})
+    assert config.webhook_secret_source == "database" and config.webhook_secret == ""
+    assert not (tmp_path / "instance").exists()
+
+
+def test_notify_urls_are_read_as_secrets_and_notify_on_has_a_default(tmp_path):
+    urls = "tgram://123456789:AAHtoken-hunter2/987654321, discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js"
+    config = Config.from_env(env(tmp_path, **SECRET, NOTIFY_URLS=urls, NOTIFY_ON="failed ok"))
+    assert len(config.notify_urls) == 2 and config.notify_on == {"failed", "ok"}
+    assert all(url in config.secret_values for url in config.notify_urls)  # tokens: scrubbed from every log line
+    assert "hunter2" not in repr(config)
+    assert Config.from_env(env(tmp_path, **SECRET)).notify_on == {
+        "failed",
+        "unknown",
+        "rejected",
+        "expired",
+        "lockout",
+        "readiness",
+    }

@@ -1,7 +1,10 @@
 """The service as the Procfile starts it: gunicorn, its config, wsgi.py, environment variables."""
+
 import concurrent.futures
+import os
 import re
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -9,13 +12,19 @@ import requests
 
 from tests.conftest import WEBHOOK_SECRET, make_alert
 from tests.okx_stand_in import Slow
-from tests.service_process import ServiceProcess
+from tests.service_process import REPO, ServiceProcess, procfile_command
 
 
 def live_env(okx, tmp_path, **extra):
-    return {"WEBHOOK_SECRET": WEBHOOK_SECRET, "OKX_API_KEY": okx.api_key, "OKX_API_SECRET": okx.secret_key,
-            "OKX_API_PASSPHRASE": okx.passphrase, "OKX_BASE_URL": okx.base_url,
-            "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", **extra}
+    return {
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "OKX_API_KEY": okx.api_key,
+        "OKX_API_SECRET": okx.secret_key,
+        "OKX_API_PASSPHRASE": okx.passphrase,
+        "OKX_BASE_URL": okx.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -29,7 +38,7 @@ def service_factory():
 
     yield start
     for service in started:
-        service.kill()
+        service.discard()
 
 
 def test_procfile_service_relays_an_alert_and_logs_no_secret(okx, tmp_path, service_factory):
@@ -39,12 +48,21 @@ def test_procfile_service_relays_an_alert_and_logs_no_secret(okx, tmp_path, serv
     assert ok.json()["status"] == "ok"
     assert len(okx.executed) == 1
     # failures too: wrong secret, bad field, not JSON, query string carrying a secret
-    assert requests.post(service.url + "/webhook", json=make_alert(secret="nope-" + WEBHOOK_SECRET),
-                         timeout=5).status_code == 401
+    assert (
+        requests.post(service.url + "/webhook", json=make_alert(secret="nope-" + WEBHOOK_SECRET), timeout=5).status_code
+        == 401
+    )
     assert requests.post(service.url + "/webhook", json=make_alert(amount="-1"), timeout=5).status_code == 422
     assert requests.post(service.url + "/webhook", data=WEBHOOK_SECRET, timeout=5).status_code == 400
-    assert requests.post(service.url + f"/webhook?secret={WEBHOOK_SECRET}", json=make_alert(amount="7"),
-                         headers={"Content-Type": "text/plain"}, timeout=5).status_code == 200
+    assert (
+        requests.post(
+            service.url + f"/webhook?secret={WEBHOOK_SECRET}",
+            json=make_alert(amount="7"),
+            headers={"Content-Type": "text/plain"},
+            timeout=5,
+        ).status_code
+        == 200
+    )
     elapsed = service.terminate()
     log = service.log()
     assert "alert http=200 status=ok" in log and "alert http=401" in log and "alert http=422" in log
@@ -69,9 +87,44 @@ def test_fresh_machine_without_configuration_runs_in_dry_run(tmp_path, service_f
 def test_bad_configuration_stops_the_start_with_one_line_naming_the_variable(tmp_path):
     service = ServiceProcess({"WEBHOOK_SECRET": "short", "DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
     with pytest.raises(AssertionError) as failure:
-        service.start(timeout=15)
+        try:
+            service.start(timeout=15)
+        finally:
+            service.discard()
     assert "WEBHOOK_SECRET: is too weak" in str(failure.value)
     assert "short" not in str(failure.value).replace("WEBHOOK_SECRET: is too weak", "")
+
+
+def test_every_bad_setting_is_named_before_gunicorn_binds_without_a_traceback(tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PORT": "abc",
+        "OKX_RATE_LIMIT": "\u00b2",
+        "WEBHOOK_SECRET": "short",
+        "DEDUP_WINDOW": "5",
+        "OKX_API_KEY": "k" * 20,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/a.db",
+    }
+    result = subprocess.run(procfile_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("configuration error: ")]
+    assert sorted(line.split(":")[1].strip() for line in errors) == sorted(
+        ["OKX_API_SECRET", "OKX_API_PASSPHRASE", "WEBHOOK_SECRET", "OKX_RATE_LIMIT", "DEDUP_WINDOW", "PORT"]
+    )
+    assert "Traceback" not in output and "Listening at" not in output and "Booting worker" not in output
+    assert "short" not in output.replace("WEBHOOK_SECRET: is too weak", "")
+
+
+def test_gunicorns_own_log_lines_are_scrubbed(okx, tmp_path, service_factory):
+    service = service_factory(live_env(okx, tmp_path))
+    assert requests.get(f"{service.url}/webhook/{WEBHOOK_SECRET}", timeout=5).status_code == 404
+    assert requests.post(f"{service.url}/{okx.passphrase}?x={okx.secret_key}", timeout=5).status_code == 404
+    service.terminate()
+    log = service.log()
+    assert '"GET /webhook/[redacted]" 404' in log  # the access line is there, scrubbed
+    for secret in (WEBHOOK_SECRET, okx.passphrase, okx.secret_key):
+        assert secret not in log
 
 
 def journal_states(tmp_path):
@@ -110,8 +163,11 @@ def test_sigterm_leaves_queued_alerts_queued_and_the_next_start_sends_them(okx, 
     env = live_env(okx, tmp_path, OKX_RATE_LIMIT="1", REPLY_DEADLINE="0.5")  # one send per 2 s
     service = service_factory(env)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        replies = list(pool.map(lambda n: requests.post(service.url + "/webhook", json=make_alert(amount=str(n)),
-                                                        timeout=5), (1, 2, 3)))
+        replies = list(
+            pool.map(
+                lambda n: requests.post(service.url + "/webhook", json=make_alert(amount=str(n)), timeout=5), (1, 2, 3)
+            )
+        )
     assert sorted(r.status_code for r in replies) == [200, 202, 202]
     elapsed = service.terminate()
     assert elapsed < 20, elapsed  # inside gunicorn's graceful_timeout, well inside a PaaS's 30 s

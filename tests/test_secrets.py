@@ -1,4 +1,5 @@
 """No secret in any log line, reply or error page, failures and tracebacks included."""
+
 import logging
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
@@ -8,11 +9,19 @@ from webhook_app.logs import REDACTED, scrubber
 
 def test_requests_of_every_outcome_leave_no_secret_in_logs_or_replies(client, okx, caplog):
     caplog.set_level(logging.DEBUG)
-    okx.play(OkxReply("0"), OkxReply("50113", "Invalid Sign", 401), RawReply(502), Drop(),
-             OkxReply("51000", "Parameter error"))
+    okx.play(
+        OkxReply("0"),
+        OkxReply("50113", "Invalid Sign", 401),
+        RawReply(502),
+        Drop(),
+        OkxReply("51000", "Parameter error"),
+    )
     bodies = [make_alert(amount=str(n)) for n in range(1, 6)] + [
-        make_alert(secret=WEBHOOK_SECRET[:-1] + "!"), make_alert(amount="-1"), make_alert(allowReinvest=True),
-        {"secret": WEBHOOK_SECRET}]
+        make_alert(secret=WEBHOOK_SECRET[:-1] + "!"),
+        make_alert(amount="-1"),
+        make_alert(allowReinvest=True),
+        {"secret": WEBHOOK_SECRET},
+    ]
     replies = [client.post("/webhook", json=b) for b in bodies]
     replies.append(client.post("/webhook", data=b'{"secret": "' + WEBHOOK_SECRET.encode() + b'"'))
     replies.append(client.get("/alerts", headers={"Authorization": "Bearer " + ADMIN_TOKEN}))

@@ -1,4 +1,5 @@
 """The receiver's public contract, through HTTP, against the loopback stand-in for OKX."""
+
 import json
 import socket
 from decimal import Decimal
@@ -15,6 +16,7 @@ def sent_bodies(okx):
 
 
 # -- accepted alerts ------------------------------------------------------------------------
+
 
 def test_valid_alert_is_signed_forwarded_once_and_answered_200(client, okx):
     response = client.post("/webhook", json=make_alert())
@@ -35,17 +37,23 @@ def test_body_is_parsed_whatever_the_content_type(client, okx, content_type):
     assert len(okx.executed) == 1
 
 
-@pytest.mark.parametrize("changes, sent", [
-    ({"action": "ADD"}, {"type": "add"}),
-    ({"action": "Reduce"}, {"type": "reduce"}),
-    ({"action": DELETE, "type": "reduce"}, {"type": "reduce"}),
-    ({"amount": DELETE, "amt": "2.5"}, {"amt": "2.5"}),
-    ({"action": "add", "type": "add"}, {"type": "add"}),
-    ({"algoId": 581628185981813760}, {"algoId": "581628185981813760"}),
-    ({"amount": "10.50"}, {"amt": "10.5"}),
-    ({"amount": "0.00000001"}, {"amt": "0.00000001"}),
-    ({"amount": "1234567890.123456"}, {"amt": "1234567890.123456"}),
-])
+@pytest.mark.parametrize(
+    "changes, sent",
+    [
+        ({"action": "ADD"}, {"type": "add"}),
+        ({"action": "Reduce"}, {"type": "reduce"}),
+        ({"action": DELETE, "type": "reduce"}, {"type": "reduce"}),
+        ({"amount": DELETE, "amt": "2.5"}, {"amt": "2.5"}),
+        ({"action": "add", "type": "add"}, {"type": "add"}),
+        ({"action": "ADD", "type": "add"}, {"type": "add"}),  # two spellings of one value (found by Hypothesis)
+        ({"amount": "10", "amt": 10}, {"amt": "10"}),
+        ({"amount": "10.50", "amt": "10.5"}, {"amt": "10.5"}),
+        ({"algoId": 581628185981813760}, {"algoId": "581628185981813760"}),
+        ({"amount": "10.50"}, {"amt": "10.5"}),
+        ({"amount": "0.00000001"}, {"amt": "0.00000001"}),
+        ({"amount": "1234567890.123456"}, {"amt": "1234567890.123456"}),
+    ],
+)
 def test_field_mapping(client, okx, changes, sent):
     response = client.post("/webhook", json=make_alert(**changes))
     assert response.status_code == 200, response.json
@@ -53,8 +61,9 @@ def test_field_mapping(client, okx, changes, sent):
     assert sent_bodies(okx) == [expected]
 
 
-@pytest.mark.parametrize("raw_amount, sent", [("2.5", "2.5"), ("1e2", "100"), ("15", "15"), ("1E-3", "0.001"),
-                                              ("0.1000", "0.1")])
+@pytest.mark.parametrize(
+    "raw_amount, sent", [("2.5", "2.5"), ("1e2", "100"), ("15", "15"), ("1E-3", "0.001"), ("0.1000", "0.1")]
+)
 def test_json_number_amounts_never_go_through_float_or_exponent(client, okx, raw_amount, sent):
     body = json.dumps(make_alert(amount="X")).replace('"X"', raw_amount)
     response = client.post("/webhook", data=body)
@@ -62,16 +71,19 @@ def test_json_number_amounts_never_go_through_float_or_exponent(client, okx, raw
     assert sent_bodies(okx)[0]["amt"] == sent
 
 
-@pytest.mark.parametrize("changes, allow_reinvest", [
-    ({"investmentType": "percentage_investment", "allowReinvest": True}, True),
-    ({"investmentType": "percentage_investment", "allowReinvest": "true"}, True),
-    ({"investmentType": "percentage_investment", "allowReinvest": False}, False),
-    ({"investmentType": "percentage_investment", "allowReinvest": "FALSE"}, False),
-    ({"investmentType": "percentage_investment"}, None),
-    ({"investmentType": "margin", "allowReinvest": False}, None),
-    ({"allowReinvest": False}, None),
-    ({"investmentType": "contract"}, None),
-])
+@pytest.mark.parametrize(
+    "changes, allow_reinvest",
+    [
+        ({"investmentType": "percentage_investment", "allowReinvest": True}, True),
+        ({"investmentType": "percentage_investment", "allowReinvest": "true"}, True),
+        ({"investmentType": "percentage_investment", "allowReinvest": False}, False),
+        ({"investmentType": "percentage_investment", "allowReinvest": "FALSE"}, False),
+        ({"investmentType": "percentage_investment"}, None),
+        ({"investmentType": "margin", "allowReinvest": False}, None),
+        ({"allowReinvest": False}, None),
+        ({"investmentType": "contract"}, None),
+    ],
+)
 def test_allow_reinvest_is_sent_only_to_percentage_investment_bots(client, okx, changes, allow_reinvest):
     response = client.post("/webhook", json=make_alert(**changes))
     assert response.status_code == 200, response.json
@@ -104,18 +116,48 @@ def test_dry_run_shows_the_exact_body_and_sends_nothing(make_app, okx):
     response = client.post("/webhook", json=make_alert(amount="100", action="REDUCE"))
     assert response.status_code == 200, response.json
     assert response.json["status"] == "dry_run"
-    assert response.json["request"] == {"method": "POST", "path": MARGIN_BALANCE_PATH,
-                                        "body": {"algoId": "581628185981813760", "type": "reduce", "amt": "100"}}
+    assert response.json["request"] == {
+        "method": "POST",
+        "path": MARGIN_BALANCE_PATH,
+        "body": {"algoId": "581628185981813760", "type": "reduce", "amt": "100"},
+    }
     assert okx.received == []
 
 
 # -- refused before OKX ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("body", [b"", b"   \n", b"not json", b"{'secret': 1}", b"[1, 2]", b'"text"', b"42",
-                                  b"null", b"\xff\xfe{}", b'{"secret": "a",}', b"[" * 5000 + b"]" * 5000,
-                                  b'{"amount": 1' + b"0" * 5000 + b"}"],
-                         ids=["empty", "blank", "text", "single-quotes", "array", "string", "number", "null",
-                              "not-utf8", "trailing-comma", "deep-nesting", "huge-integer"])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"   \n",
+        b"not json",
+        b"{'secret': 1}",
+        b"[1, 2]",
+        b'"text"',
+        b"42",
+        b"null",
+        b"\xff\xfe{}",
+        b'{"secret": "a",}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"amount": 1' + b"0" * 5000 + b"}",
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "text",
+        "single-quotes",
+        "array",
+        "string",
+        "number",
+        "null",
+        "not-utf8",
+        "trailing-comma",
+        "deep-nesting",
+        "huge-integer",
+    ],
+)
 def test_body_that_is_not_a_json_object_is_400(client, okx, body):
     response = client.post("/webhook", data=body, content_type="text/plain")
     assert response.status_code == 400
@@ -124,11 +166,39 @@ def test_body_that_is_not_a_json_object_is_400(client, okx, body):
     assert okx.received == []
 
 
-@pytest.mark.parametrize("secret", [DELETE, None, "", "wrong-secret-0123456789", WEBHOOK_SECRET + "x",
-                                    WEBHOOK_SECRET[:-1], WEBHOOK_SECRET.upper(), 12345, ["x"], {"a": 1}, True,
-                                    "ключ-секрет-0123456789", "\ud800"],
-                         ids=["missing", "null", "empty", "wrong", "longer", "shorter", "case", "int", "list",
-                              "object", "bool", "non-ascii", "lone-surrogate"])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        DELETE,
+        None,
+        "",
+        "wrong-secret-0123456789",
+        WEBHOOK_SECRET + "x",
+        WEBHOOK_SECRET[:-1],
+        WEBHOOK_SECRET.upper(),
+        12345,
+        ["x"],
+        {"a": 1},
+        True,
+        "ключ-секрет-0123456789",
+        "\ud800",
+    ],
+    ids=[
+        "missing",
+        "null",
+        "empty",
+        "wrong",
+        "longer",
+        "shorter",
+        "case",
+        "int",
+        "list",
+        "object",
+        "bool",
+        "non-ascii",
+        "lone-surrogate",
+    ],
+)
 def test_bad_secret_is_401_and_nothing_is_sent(client, okx, secret):
     body = json.dumps(make_alert(secret=secret))  # json.dumps escapes the lone surrogate as \ud800
     response = client.post("/webhook", data=body)
@@ -194,6 +264,8 @@ BAD_FIELDS = [
     ("id", {"id": ""}),
     ("id", {"id": 7}),
     ("id", {"id": "x" * 129}),
+    ("id", {"id": "{{strategy.order.id}}"}),
+    ("id", {"id": "BTC-{{timenow}}"}),
     ("maxLag", {"maxLag": 0}),
     ("maxLag", {"maxLag": 3601}),
     ("maxLag", {"maxLag": "60"}),
@@ -245,14 +317,20 @@ def test_other_methods_are_405(client, okx, method):
 
 # -- OKX's answers --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("code, msg, hint_word", [
-    ("51000", "Parameter amt error", None),
-    ("51291", "This bot does not exist or has stopped", None),
-    ("50113", "Invalid Sign", "OKX_API_SECRET"),
-    ("50119", "API key doesn't exist", "OKX_BASE_URL"),
-    ("50101", "APIKey does not match current environment.", "OKX_DEMO"),
-    ("51008_1000", "Insufficient balance", None),
-])
+
+@pytest.mark.parametrize(
+    "code, msg, hint_word",
+    [
+        ("51000", "Parameter amt error", None),
+        ("51291", "This bot does not exist or has stopped", None),
+        ("50113", "Invalid Sign", "OKX_API_SECRET"),
+        ("50119", "API key doesn't exist", "OKX_BASE_URL"),
+        ("50101", "APIKey does not match current environment.", "OKX_DEMO"),
+        ("51008_1000", "Insufficient balance", None),
+        ("51288", "Bot is stopping", None),
+        ("59999", "a code not in any table, with HTTP 200", None),
+    ],
+)
 def test_okx_refusal_is_424_with_its_code_message_and_hint(client, okx, code, msg, hint_word):
     okx.play(OkxReply(code, msg, http=401 if code.startswith("501") else 200))
     response = client.post("/webhook", json=make_alert())
@@ -280,11 +358,35 @@ def test_demo_key_without_demo_mode_is_424_with_hint(client, okx):
     assert "OKX_DEMO" in response.json["detail"]
 
 
-@pytest.mark.parametrize("behaviour", [
-    RawReply(502), RawReply(500, "oops"), OkxReply("50004", "API endpoint request timeout", 200),
-    OkxReply("51149", "Order timed out"), OkxReply("50026", "System error", 500),
-    OkxReply("51054", "Request timed out", 500), Slow(1.5), Drop(),
-], ids=["502-html", "500-text", "50004", "51149", "50026", "51054", "read-timeout", "dropped"])
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        RawReply(502),
+        RawReply(500, "oops"),
+        OkxReply("50004", "API endpoint request timeout", 200),
+        OkxReply("51149", "Order timed out"),
+        OkxReply("50026", "System error", 500),
+        OkxReply("51054", "Request timed out", 500),
+        Slow(1.5),
+        Drop(),
+        OkxReply("59999", "unlisted", 500),
+        OkxReply("51000", "unlisted with 503", 503),
+        RawReply(200, "<html>ok</html>"),
+    ],
+    ids=[
+        "502-html",
+        "500-text",
+        "50004",
+        "51149",
+        "50026",
+        "51054",
+        "read-timeout",
+        "dropped",
+        "unlisted-code-500",
+        "refusal-code-503",
+        "200-not-okx",
+    ],
+)
 def test_outcome_unknown_is_202_unknown_and_never_resent(client, okx, behaviour):
     okx.play(behaviour)
     response = client.post("/webhook", json=make_alert())
@@ -293,21 +395,68 @@ def test_outcome_unknown_is_202_unknown_and_never_resent(client, okx, behaviour)
     assert len(okx.margin_requests()) == 1
 
 
-@pytest.mark.parametrize("code, http", [("50011", 429), ("50011", 200), ("50013", 200), ("50001", 503),
-                                        ("50040", 200)])
+@pytest.mark.parametrize("code, http", [("50013", 200), ("50001", 503), ("50040", 200)])
 def test_okx_did_not_act_is_retried_then_503_failed_when_it_never_does(make_app, okx, code, http):
     client = make_app(okx_max_attempts=2).test_client()
     okx.play(*[OkxReply(code, "busy", http)] * 5)
     response = client.post("/webhook", json=make_alert())
-    if response.status_code == 202:  # 50011 waits 2 s between tries: outcome lands after the reply
-        record = wait_final(client.application, response.json["id"])
-        assert record.state == "failed"
-    else:
-        assert response.status_code == 503, response.json
-        assert response.json["status"] == "failed"
-        assert response.json["okx"]["code"] == code
+    assert response.status_code == 503, response.json
+    assert response.json["status"] == "failed"
+    assert response.json["okx"]["code"] == code
     assert len(okx.margin_requests()) == 2
     assert okx.executed == []
+
+
+@pytest.mark.parametrize("http", [429, 200])
+def test_rate_limited_by_okx_waits_out_its_window_so_the_reply_is_202_then_failed(make_app, okx, http):
+    client = make_app(okx_max_attempts=2, reply_deadline=1.0).test_client()
+    okx.play(*[OkxReply("50011", "Too Many Requests", http)] * 5)
+    response = client.post("/webhook", json=make_alert())
+    assert response.status_code == 202, response.json  # the retry waits 2 s, past the reply deadline
+    assert response.json["status"] in ("queued", "sending")  # "sending" while attempt 1's outcome is recorded
+    record = wait_final(client.application, response.json["id"])
+    assert (record.state, record.okx_code, record.attempts) == ("failed", "50011", 2)
+    assert len(okx.margin_requests()) == 2
+    assert okx.executed == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"algoId": "581628185981813760"}, 5, None, "x", [1], [], [{"algoId": 7}]],
+    ids=["object", "number", "null", "string", "list-of-number", "empty", "algoId-not-string"],
+)
+def test_okx_success_is_ok_whatever_the_shape_of_its_data(client, okx, data):
+    okx.play(OkxReply("0", "", data=data))
+    response = client.post("/webhook", json=make_alert())
+    assert response.status_code == 200, response.json
+    assert response.json["status"] == "ok"
+    assert len(okx.executed) == 1
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        RawReply(403, "<html>Forbidden by the CDN</html>", executed=False),
+        RawReply(407, "Proxy Authentication Required", executed=False),
+        RawReply(404, "<html>Not Found</html>", executed=False),
+    ],
+    ids=["cdn-403", "proxy-407", "404-page"],
+)
+def test_a_page_that_never_came_from_okx_is_not_executed_and_retried(client, okx, page):
+    okx.play(page)
+    response = client.post("/webhook", json=make_alert())
+    assert response.status_code == 200, response.json
+    assert len(okx.margin_requests()) == 2
+    assert len(okx.executed) == 1
+
+
+def test_bot_engine_upgrading_51290_is_retried_later(client, okx):
+    okx.play(OkxReply("51290", "Bot engine is being upgraded"))
+    response = client.post("/webhook", json=make_alert())
+    record = wait_final(client.application, response.json["id"])
+    assert record.state == "ok"
+    assert [r.code for r in okx.margin_requests()] == ["51290", "0"]
+    assert len(okx.executed) == 1
 
 
 def test_okx_unreachable_is_503_failed_and_nothing_was_received(make_app, okx):
@@ -332,7 +481,35 @@ def test_reply_comes_by_the_deadline_while_okx_is_slow(make_app, okx):
     assert len(okx.executed) == 1
 
 
-def test_amount_is_kept_exact():
-    from webhook_app.alerts import plain_amount
-    assert plain_amount(Decimal("1E+2")) == "100"
-    assert plain_amount(Decimal("0.10")) == "0.1"
+@pytest.mark.parametrize(
+    "value, plain",
+    [
+        ("1E+2", "100"),
+        ("0.10", "0.1"),
+        ("0", "0"),
+        ("0.000", "0"),
+        ("0.99999999999999999999999999999", "0.99999999999999999999999999999"),
+        ("123456789012345678901234567890.5", "123456789012345678901234567890.5"),
+    ],
+)
+def test_amounts_are_written_exactly_never_rounded(value, plain):
+    from webhook_app.okx import plain_decimal
+
+    assert plain_decimal(Decimal(value)) == plain
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"0.99999999999999999999999999999"',
+        "0.99999999999999999999999999999",
+        '"1.00000000000000000000000000001"',
+        '"9999999999.9999999999999999999"',
+    ],
+)
+def test_an_amount_too_precise_is_refused_never_rounded(client, okx, raw):
+    body = json.dumps(make_alert(amount="X")).replace('"X"', raw)
+    response = client.post("/webhook", data=body)
+    assert response.status_code == 422, response.json
+    assert response.json["errors"][0]["field"] == "amount"
+    assert okx.received == []

@@ -1,23 +1,35 @@
 """TradingView alerts -> OKX signal-bot margin changes. ``create_app`` wires the parts."""
+
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Optional
+import secrets
+import sys
+import time
+from collections.abc import Callable
 
 from flask import Flask
 
 from .config import Config, ConfigError
-from .delivery import Delivery, RateLimiter
-from .journal import Journal, JournalUnavailable
-from .logs import configure_logging
+from .delivery import Delivery
+from .journal import Journal, JournalUnavailable, open_journal
+from .logs import configure_logging, scrubber
+from .membership import Membership
+from .notify import Notifier
 from .okx import OkxClient
+from .outcomes import OutcomePolicy
+from .pacing import MemoryPacer
 from .protection import Protection
+from .readiness import Readiness
 
-__all__ = ["create_app", "Config"]
+__all__ = ["create_app", "start_delivery", "preflight", "Config"]
 
 
-def create_app(config: Optional[Config] = None) -> Flask:
-    """Build the app from ``config``, or from the environment when none is given.
+def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
+    """Build the app from ``config``, or from the environment when none is given. ``clock``
+    says when alerts are received (their age, duplicate windows); tests move it forward. By
+    default: the journal's clock for the journal, this host's for an alert's age.
 
     The delivery thread starts on the first alert, or at once through ``start_delivery``
     (wsgi.py does that, so queued alerts left by a previous process are sent at start)."""
@@ -27,24 +39,52 @@ def create_app(config: Optional[Config] = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
 
-    try:
-        journal = Journal.from_url(config.database_url)
-    except JournalUnavailable as exc:
-        raise ConfigError("DATABASE_URL", str(exc)) from None
-    client = OkxClient(config.okx_base_url, config.okx_api_key, config.okx_api_secret,
-                       config.okx_api_passphrase, demo=config.okx_demo, dry_run=config.dry_run,
-                       connect_timeout=config.okx_connect_timeout, read_timeout=config.okx_read_timeout,
-                       pool_size=min(max(config.okx_rate_limit, 4), 32))
-    limiter = None if config.dry_run else RateLimiter(config.okx_rate_limit, config.okx_rate_window)
-    delivery = Delivery(journal, client, limiter, max_attempts=config.okx_max_attempts,
-                        senders=min(max(config.okx_rate_limit, 4), 32),
-                        retention=config.retention_days * 86400)
+    journal = _open_journal(config)
+    if config.webhook_secret_source == "database":
+        config = _secret_from_journal(config, journal)
+        scrubber.add(config.secret_values)
+    client = OkxClient(
+        config.okx_base_url,
+        config.okx_api_key,
+        config.okx_api_secret,
+        config.okx_api_passphrase,
+        demo=config.okx_demo,
+        dry_run=config.dry_run,
+        connect_timeout=config.okx_connect_timeout,
+        read_timeout=config.okx_read_timeout,
+        pool_size=min(max(config.okx_rate_limit, 4), 32),
+    )
+    notifier = Notifier(config.notify_urls, config.notify_on, scrub=scrubber.scrub)
+    pacer = None
+    if not config.dry_run:  # one budget per API key: shared through the journal where instances share it
+        limit, window = config.okx_rate_limit, config.okx_rate_window
+        pacer = journal.pacer(config.okx_api_key, limit, window) or MemoryPacer(limit, window)
+    delivery = Delivery(
+        journal,
+        client,
+        pacer,
+        OutcomePolicy(config.okx_max_attempts, sync_clock=client.sync_clock),
+        Membership(journal),
+        # Never fewer senders than rate slots: a claimed alert must start at once,
+        # or a stop could find it claimed ("sending") but not sent.
+        senders=max(config.okx_rate_limit, 4),
+        retention=config.retention_days * 86400,
+        on_final=notifier.alert_finished,
+    )
 
     from . import cli, web  # imported here: they are the top of the one-way flow
 
-    protection = Protection(config)
-    app.extensions["webhook"] = web.Services(config=config, journal=journal, delivery=delivery,
-                                             protection=protection)
+    readiness = Readiness(config, client, journal, on_change=notifier.readiness_changed)
+    protection = Protection(config, clock=clock or time.time, lockout_store=journal.lockout_store())
+    app.extensions["webhook"] = web.Services(
+        config=config,
+        journal=journal,
+        delivery=delivery,
+        protection=protection,
+        readiness=readiness,
+        notifier=notifier,
+        clock=clock,
+    )
     app.register_blueprint(web.bp)
     cli.register(app)
     _announce(config, log)
@@ -52,22 +92,69 @@ def create_app(config: Optional[Config] = None) -> Flask:
     return app
 
 
+def _open_journal(config: Config) -> Journal:
+    try:
+        return open_journal(config.database_url)
+    except JournalUnavailable as exc:
+        raise ConfigError("DATABASE_URL", str(exc)) from None
+
+
+def _secret_from_journal(config: Config, journal: Journal) -> Config:
+    """Dry-run on PostgreSQL: the generated secret lives in the database, so it survives a
+    wiped disk and every instance accepts the same one."""
+    made = secrets.token_urlsafe(24)
+    value = journal.stored_secret("webhook_secret", lambda: made)
+    return dataclasses.replace(
+        config,
+        webhook_secret=value,
+        webhook_secret_source="generated" if value == made else "stored",
+        webhook_secret_file="the database (table settings)",
+    )
+
+
+def preflight(environ=None) -> Config:
+    """Check the whole configuration before gunicorn binds its port (gunicorn.conf.py), and bring
+    the journal's schema up to date. On a problem: every one on its own line on stderr, no
+    traceback, exit status 2."""
+    try:
+        config = Config.from_env(environ, generate_secret=False)  # the worker generates it, and says so
+        _open_journal(config).close()
+    except ConfigError as exc:
+        for variable, problem in exc.problems:
+            print(f"configuration error: {variable}: {problem}", file=sys.stderr, flush=True)
+        print(f"the service did not start: fix the {len(exc.problems)} setting(s) above", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    scrubber.add(config.secret_values)
+    return config
+
+
 def start_delivery(app: Flask) -> Flask:
-    app.extensions["webhook"].delivery.start()
+    """Start sending (queued alerts left by a previous process go now) and the readiness checks
+    (in the background: they never hold up the start)."""
+    services = app.extensions["webhook"]
+    services.delivery.start()
+    services.readiness.start()
     return app
 
 
 def _announce(config: Config, log: logging.Logger) -> None:
     if config.dry_run:
         reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
-        log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX",
-                    reason)
+        log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
     else:
-        log.info("live: forwarding to %s%s, at most %d requests per %g s", config.okx_base_url,
-                 " (demo trading)" if config.okx_demo else "", config.okx_rate_limit, config.okx_rate_window)
+        log.info(
+            "live: forwarding to %s%s, at most %d requests per %g s",
+            config.okx_base_url,
+            " (demo trading)" if config.okx_demo else "",
+            config.okx_rate_limit,
+            config.okx_rate_window,
+        )
     if config.webhook_secret_source == "generated":
         # Printed, not logged: the log scrubber would (rightly) hide it. Dry-run only.
-        print(f"Generated a webhook secret for this dry run (kept in the instance folder): "
-              f"{config.webhook_secret}\nPut it in your alert message as \"secret\".", flush=True)
+        print(
+            f"Generated a webhook secret for this dry run (kept in {config.webhook_secret_file}): "
+            f'{config.webhook_secret}\nPut it in your alert message as "secret".',
+            flush=True,
+        )
     elif config.webhook_secret_source == "stored":
-        log.info("using the dry-run webhook secret generated earlier (instance/webhook_secret)")
+        log.info("using the dry-run webhook secret generated earlier (%s)", config.webhook_secret_file)

@@ -3,6 +3,7 @@
 Order matters and is the contract: the body must parse (400), then carry the
 right secret (401), then every field must be valid (422). Nothing here sends.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,17 +11,16 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Optional, Sequence
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
-from marshmallow.validate import Length, OneOf, Range
+from marshmallow.validate import OneOf, Range
 
-from .okx import MarginRequest
+from .okx import MarginRequest, plain_decimal, significant
 
-INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance",
-                    "percentage_investment", "percentage_position")
+INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance", "percentage_investment", "percentage_position")
 REINVEST_TYPE = "percentage_investment"
 ALIASES = (("action", "type"), ("amount", "amt"))  # (canonical, OKX's name)
 MAX_SIGNIFICANT_DIGITS = 16
@@ -28,6 +28,7 @@ MAX_DECIMAL_PLACES = 16
 MAX_AMOUNT_VALUE = Decimal(10) ** 12
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
+_PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 
 
 class InvalidBody(Exception):
@@ -50,10 +51,10 @@ class InvalidAlert(Exception):
 class Alert:
     request: MarginRequest
     dedup_key: str
-    alert_id: Optional[str] = None
-    timestamp: Optional[datetime] = None
-    max_lag: Optional[int] = None
-    investment_type: Optional[str] = None
+    alert_id: str | None = None
+    timestamp: datetime | None = None
+    max_lag: int | None = None
+    investment_type: str | None = None
 
     @property
     def amount(self) -> Decimal:
@@ -68,8 +69,9 @@ def parse_body(raw: bytes) -> dict:
         # parse_constant turns NaN/Infinity into Decimals that the amount check refuses (422).
         payload = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=Decimal)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidBody("the body is not valid JSON (check the alert message for unquoted "
-                          "placeholders or a trailing comma)") from None
+        raise InvalidBody(
+            "the body is not valid JSON (check the alert message for unquoted placeholders or a trailing comma)"
+        ) from None
     if not isinstance(payload, dict):
         raise InvalidBody("the body must be a JSON object")
     return payload
@@ -102,27 +104,30 @@ def load_alert(payload: dict) -> Alert:
         raise InvalidAlert(_flatten(exc.messages)) from None
     allow = data.get("allow_reinvest")
     request = MarginRequest(
-        algo_id=data["algo_id"], type=data["action"], amt=data["amount"],
+        algo_id=data["algo_id"],
+        type=data["action"],
+        amt=data["amount"],
         # Sent only to percentage_investment bots, the only ones OKX applies it to.
         allow_reinvest=allow if data.get("investment_type") == REINVEST_TYPE else None,
     )
-    return Alert(request=request, dedup_key=dedup_key(payload, data.get("alert_id")),
-                 alert_id=data.get("alert_id"), timestamp=data.get("timestamp"),
-                 max_lag=data.get("max_lag"), investment_type=data.get("investment_type"))
+    return Alert(
+        request=request,
+        dedup_key=dedup_key(payload, request.algo_id, data.get("alert_id")),
+        alert_id=data.get("alert_id"),
+        timestamp=data.get("timestamp"),
+        max_lag=data.get("max_lag"),
+        investment_type=data.get("investment_type"),
+    )
 
 
-def dedup_key(payload: dict, alert_id: Optional[str]) -> str:
-    """The alert's own ``id`` when given, else a fingerprint of the alert without its secret."""
+def dedup_key(payload: dict, algo_id: str, alert_id: str | None) -> str:
+    """The alert's own ``id`` for its bot when given (two bots may both use "Long"), else a
+    fingerprint of the alert without its secret."""
     if alert_id is not None:
-        return "id:" + alert_id
+        return f"id:{algo_id}:{alert_id}"
     unsigned = {k: v for k, v in payload.items() if k != "secret"}
     canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), default=str)
     return "fp:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def plain_amount(value: Decimal) -> str:
-    """Decimal as a plain string, never with an exponent: 1E+2 -> "100", 10.50 -> "10.5"."""
-    return format(value.normalize(), "f")
 
 
 class _AlgoId(fields.Field):
@@ -152,8 +157,9 @@ class _Amount(fields.Field):
             if "," in value:
                 raise ValidationError("must not contain thousands separators or commas: use 1000.5")
             if not _PLAIN_DECIMAL.match(value):
-                raise ValidationError("must be a plain positive decimal such as 10 or 2.5 "
-                                      "(no sign, spaces, exponent or placeholders)")
+                raise ValidationError(
+                    "must be a plain positive decimal such as 10 or 2.5 (no sign, spaces, exponent or placeholders)"
+                )
             value = Decimal(value)
         amount = Decimal(value)
         if not amount.is_finite():
@@ -162,12 +168,27 @@ class _Amount(fields.Field):
             raise ValidationError("must be greater than zero")
         if amount >= MAX_AMOUNT_VALUE:
             raise ValidationError(f"must be less than {MAX_AMOUNT_VALUE:,.0f}")
-        exact = amount.normalize()
+        exact = significant(amount)  # refused below if too precise: never rounded
         if len(exact.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
             raise ValidationError(f"must have at most {MAX_SIGNIFICANT_DIGITS} significant digits")
         if -exact.as_tuple().exponent > MAX_DECIMAL_PLACES:
             raise ValidationError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
-        return plain_amount(exact)
+        return plain_decimal(exact)
+
+
+class _TraderId(fields.String):
+    """The trader's own id for the alert: 1-128 characters, every placeholder filled in."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not 1 <= len(text) <= 128:
+            raise ValidationError("must be 1 to 128 characters")
+        if _PLACEHOLDER.search(text):
+            raise ValidationError(
+                "holds a TradingView placeholder that was not filled in, such as "
+                f"{_PLACEHOLDER.search(text).group(0)}: check the alert's message"
+            )
+        return text
 
 
 class _StrictBoolean(fields.Field):
@@ -203,7 +224,7 @@ class AlertSchema(Schema):
     amount = _Amount(data_key="amount", required=True)
     investment_type = fields.String(data_key="investmentType", validate=OneOf(INVESTMENT_TYPES))
     allow_reinvest = _StrictBoolean(data_key="allowReinvest")
-    alert_id = fields.String(data_key="id", validate=Length(min=1, max=128))
+    alert_id = _TraderId(data_key="id")
     timestamp = _Timestamp(data_key="timestamp")
     max_lag = fields.Integer(data_key="maxLag", strict=True, validate=Range(min=1, max=3600))
 
@@ -214,9 +235,11 @@ class AlertSchema(Schema):
             if alias not in data:
                 continue
             value = data.pop(alias)
-            if canonical in data and data[canonical] != value:
-                raise ValidationError(f'"{alias}" is another name for "{canonical}" and the two differ; '
-                                      f"send one of them", field_name=canonical)
+            if canonical in data and not _same_value(data[canonical], value):
+                raise ValidationError(
+                    f'"{alias}" is another name for "{canonical}" and the two differ; send one of them',
+                    field_name=canonical,
+                )
             data.setdefault(canonical, value)
         return data
 
@@ -226,10 +249,25 @@ class AlertSchema(Schema):
             raise ValidationError(
                 'true is only allowed with "investmentType": "percentage_investment"; OKX applies '
                 "allowReinvest only to such bots, so this alert would not do what it says",
-                field_name="allowReinvest")
+                field_name="allowReinvest",
+            )
 
 
 _SCHEMA = AlertSchema()
+
+
+def _same_value(a, b) -> bool:
+    """Whether two spellings of one field mean the same: "10" and 10, "ADD" and "add"."""
+    if a == b:
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    if isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower():
+        return True
+    try:
+        return Decimal(str(a)) == Decimal(str(b))
+    except (ArithmeticError, ValueError):
+        return False
 
 
 def _flatten(messages, prefix: str = "") -> list[dict]:
@@ -240,6 +278,6 @@ def _flatten(messages, prefix: str = "") -> list[dict]:
         if isinstance(problems, dict):
             errors.extend(_flatten(problems, prefix=f"{name}."))
         else:
-            for problem in (problems if isinstance(problems, list) else [problems]):
+            for problem in problems if isinstance(problems, list) else [problems]:
                 errors.append({"field": name, "message": str(problem)})
     return errors

@@ -1,33 +1,81 @@
-"""Operator commands: ``flask --app webhook_app alerts``."""
-from __future__ import annotations
+"""Operator commands: ``flask --app webhook_app alerts``. Tables go to stdout, logs to stderr."""
 
-from datetime import datetime, timezone
+from __future__ import annotations
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from .journal import STATES
+from .journal import STATES, iso_time
+
+COLUMNS = ("id", "received (UTC)", "state", "algoId", "action", "amount", "tries", "okx", "trader id", "detail")
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(alerts_command)
+    app.cli.add_command(db_group)
+    app.cli.add_command(check_command)
+
+
+@click.command("check")
+@with_appcontext
+def check_command() -> None:
+    """Is the service ready? OKX reachable and the clock, the API key (region, demo, IP, Trade
+    permission), each bot in ALLOWED_ALGO_IDS, the journal. One line each; exit 0 only if all pass."""
+    results = current_app.extensions["webhook"].readiness.refresh()
+    for check in results:
+        click.echo(check.line())
+    if not all(check.ok for check in results):
+        raise SystemExit(1)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The journal's schema."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade_command() -> None:
+    """Bring the journal's schema up to date (the Procfile's release phase runs this).
+
+    Opening the journal migrates it, under a lock that instances starting at the same time
+    respect; this command does only that, and says where the schema stands."""
+    journal = current_app.extensions["webhook"].journal
+    click.echo(f"journal schema at version {journal.schema_version()}")
 
 
 @click.command("alerts")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--state", type=click.Choice(STATES), help="only alerts in this state")
+@click.option("--trader-id", help='only alerts with this "id" (the one in the alert message)')
 @with_appcontext
-def alerts_command(limit: int, state: str | None) -> None:
-    """Recent alerts, newest first: state, bot, action, amount, OKX's code."""
-    records = current_app.extensions["webhook"].journal.recent(limit, state)
+def alerts_command(limit: int, state: str | None, trader_id: str | None) -> None:
+    """Recent alerts, newest first: state, bot, action, amount, OKX's code and message, in full."""
+    records = current_app.extensions["webhook"].journal.recent(limit, state, trader_id=trader_id)
     if not records:
-        click.echo("no alerts journaled" + (f" in state {state}" if state else ""))
+        click.echo(
+            "no alerts journaled"
+            + (f" in state {state}" if state else "")
+            + (f" with id {trader_id!r}" if trader_id else "")
+        )
         return
-    click.echo(f"{'id':>6}  {'received (UTC)':19}  {'state':9}  {'algoId':20}  {'action':6}  "
-               f"{'amount':>12}  {'tries':>5}  {'okx':8}  detail")
-    for r in records:
-        received = datetime.fromtimestamp(r.received_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        detail = r.okx_msg or r.detail or ""
-        click.echo(f"{r.id:>6}  {received:19}  {r.state:9}  {r.algo_id:20}  {r.action:6}  {r.amount:>12}  "
-                   f"{r.attempts:>5}  {r.okx_code or '-':8}  {detail[:60]}")
+    rows = [
+        (
+            str(r.id),
+            iso_time(r.received_at),
+            r.state,
+            r.algo_id,
+            r.action,
+            r.amount,
+            str(r.attempts),
+            r.okx_code or "-",
+            r.trader_id or "-",
+            " ".join(part for part in (r.okx_msg, r.detail) if part) or "-",
+        )
+        for r in records
+    ]
+    # Every column as wide as its widest cell; the last one (detail) is never cut.
+    widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS) - 1)]
+    for row in [COLUMNS, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])

@@ -4,31 +4,41 @@ Every value is parsed explicitly (never through ``json.loads``, unlike Flask's
 ``from_prefixed_env``), and a bad value stops the start with a ``ConfigError``
 naming the variable. Secret values never appear in an error message.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
 import os
+import re
 import secrets
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 MIN_SECRET_LENGTH = 16
+MIN_DEDUP_WINDOW = 20  # TradingView resends a 5xx after 5 s, up to 3 times
 # TradingView's published webhook senders (TradingView's support pages).
 TRADINGVIEW_ADDRESSES = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_ASCII_DIGITS = re.compile(r"[0-9]+\Z")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the variable."""
+    """One or more settings are missing or malformed. ``problems`` holds (variable, problem)
+    pairs, every one found, in the order read; the message is one line per problem."""
 
-    def __init__(self, variable: str, problem: str):
-        super().__init__(f"{variable}: {problem}")
+    def __init__(self, variable: str, problem: str, *more: tuple[str, str]):
+        self.problems = [(variable, problem), *more]
         self.variable = variable
+        super().__init__("\n".join(f"{name}: {text}" for name, text in self.problems))
+
+    @property
+    def variables(self) -> list[str]:
+        return [name for name, _ in self.problems]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Config:
     dry_run: bool = True
     # Where the webhook secret came from: "environment", "generated" (now) or "stored" (earlier).
     webhook_secret_source: str = "environment"
+    webhook_secret_file: str = ""  # where a generated dry-run secret is kept
     database_url: str = "sqlite:///instance/alerts.db"
     admin_token: str = dataclasses.field(default="", repr=False)
     # Delivery.
@@ -51,25 +62,33 @@ class Config:
     okx_connect_timeout: float = 1.0
     okx_read_timeout: float = 10.0
     okx_max_attempts: int = 4
-    dedup_window: float = 60.0
+    dedup_window: float = 60.0  # at least MIN_DEDUP_WINDOW: TradingView resends for 15 s
+    id_window: float = 86_400.0  # seconds a trader's own id stays taken, per bot
     max_lag: int = 60  # seconds an alert may wait before it is too old to send
     retention_days: float = 30.0
     max_body_bytes: int = 64 * 1024
+    port: int = 8000
     # Protection (all optional; off or permissive by default).
     webhook_secret_previous: str = dataclasses.field(default="", repr=False)
     require_timestamp: bool = False
     allowed_sources: tuple = ()  # ip_network objects; "tradingview" expands to its four senders
     trusted_proxy_hops: int = 0
+    platform: str = ""  # the PaaS recognised from its environment ("Heroku"), for the startup log
     allowed_algo_ids: frozenset = frozenset()  # empty: any bot
-    max_amount: Optional[Decimal] = None
-    max_amount_per_day: Optional[Decimal] = None
+    max_amount: Decimal | None = None
+    max_amount_per_day: Decimal | None = None
     lockout_threshold: int = 10  # wrong secrets from one address within lockout_window...
     lockout_window: float = 300.0
     lockout_seconds: float = 900.0  # ...lock it out for this long (never TradingView's addresses)
+    # Notifications (Apprise URLs hold tokens: secrets).
+    notify_urls: tuple = dataclasses.field(default=(), repr=False)
+    notify_on: frozenset = frozenset({"failed", "unknown", "rejected", "expired", "lockout", "readiness"})
 
     def __repr__(self) -> str:  # never show secrets, whatever the field
-        return (f"Config(dry_run={self.dry_run}, okx_base_url={self.okx_base_url!r}, "
-                f"okx_demo={self.okx_demo}, database_url={self.database_url!r})")
+        return (
+            f"Config(dry_run={self.dry_run}, okx_base_url={self.okx_base_url!r}, "
+            f"okx_demo={self.okx_demo}, database_url={redacted_url(self.database_url)!r})"
+        )
 
     @property
     def has_okx_credentials(self) -> bool:
@@ -78,8 +97,19 @@ class Config:
     @property
     def secret_values(self) -> tuple[str, ...]:
         """Every secret this config holds, for log scrubbing."""
-        return tuple(s for s in (self.webhook_secret, self.webhook_secret_previous, self.okx_api_secret,
-                                 self.okx_api_passphrase, self.admin_token) if s)
+        return tuple(
+            s
+            for s in (
+                urlsplit(self.database_url).password if "://" in self.database_url else None,
+                self.webhook_secret,
+                self.webhook_secret_previous,
+                self.okx_api_secret,
+                self.okx_api_passphrase,
+                self.admin_token,
+                *self.notify_urls,
+            )
+            if s
+        )
 
     @property
     def accepted_secrets(self) -> tuple[tuple[str, str], ...]:
@@ -88,8 +118,11 @@ class Config:
         return tuple((name, value) for name, value in pairs if value)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None,
-                 instance_path: Optional[Path] = None) -> "Config":
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None, generate_secret: bool = True
+    ) -> Config:
+        """Read every variable; raise one ``ConfigError`` naming every bad one. With
+        ``generate_secret=False`` a missing dry-run secret is not created (a pre-start check)."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
 
@@ -98,42 +131,60 @@ class Config:
         passphrase = reader.text("OKX_API_PASSPHRASE")
         given = {"OKX_API_KEY": key, "OKX_API_SECRET": api_secret, "OKX_API_PASSPHRASE": passphrase}
         if any(given.values()) and not all(given.values()):
-            missing = next(name for name, value in given.items() if not value)
-            raise ConfigError(missing, "is required when any OKX credential is set "
-                                       "(set all three of OKX_API_KEY, OKX_API_SECRET, OKX_API_PASSPHRASE, or none)")
+            for name in (name for name, value in given.items() if not value):
+                reader.bad(
+                    name,
+                    "is required when any OKX credential is set "
+                    "(set all three of OKX_API_KEY, OKX_API_SECRET, OKX_API_PASSPHRASE, or none)",
+                )
         dry_run = reader.flag("DRY_RUN", False) or not all(given.values())
 
-        database_url = reader.text("DATABASE_URL") or "sqlite:///instance/alerts.db"
-        if not database_url.startswith("sqlite:///"):
-            raise ConfigError("DATABASE_URL", "only sqlite:///PATH is supported")
+        database_url = reader.database_url("DATABASE_URL", "sqlite:///instance/alerts.db")
 
         secret = reader.text("WEBHOOK_SECRET")
-        source = "environment"
+        source, secret_file = "environment", ""
         if not secret:
             if not dry_run:
-                raise ConfigError("WEBHOOK_SECRET", "is required when OKX credentials are set")
-            folder = instance_path or Path(database_url[len("sqlite:///"):]).parent
-            try:
-                secret, source = generated_secret(Path(folder) / "webhook_secret")
-            except OSError as exc:
-                raise ConfigError("WEBHOOK_SECRET", f"is not set and no secret could be generated "
-                                                    f"in {folder}: {exc.strerror}") from None
+                reader.bad("WEBHOOK_SECRET", "is required when OKX credentials are set")
+            elif not database_url.startswith("sqlite:///"):
+                source = "database"  # generated into the journal at start: a PaaS disk does not keep it
+            else:
+                folder = Path(instance_path or Path(database_url[len("sqlite:///") :]).parent)
+                secret_file = str(folder / "webhook_secret")
+                try:
+                    secret, source = generated_secret(Path(secret_file), create=generate_secret)
+                except OSError as exc:
+                    reader.bad(
+                        "WEBHOOK_SECRET", f"is not set and no secret could be generated in {folder}: {exc.strerror}"
+                    )
         elif len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError("WEBHOOK_SECRET", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
+            reader.bad("WEBHOOK_SECRET", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
 
         previous = reader.text("WEBHOOK_SECRET_PREVIOUS")
         if previous and len(previous) < MIN_SECRET_LENGTH:
-            raise ConfigError("WEBHOOK_SECRET_PREVIOUS", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
-        if previous and source != "environment":
-            raise ConfigError("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET to be set too")
+            reader.bad("WEBHOOK_SECRET_PREVIOUS", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
+        elif previous and source != "environment":
+            reader.bad("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET to be set too")
 
         admin_token = reader.text("ADMIN_TOKEN")
         if admin_token and len(admin_token) < MIN_SECRET_LENGTH:
-            raise ConfigError("ADMIN_TOKEN", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
+            reader.bad("ADMIN_TOKEN", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
+
+        # Behind Heroku's router every request comes from the router; it appends the client's
+        # address to X-Forwarded-For. Trusting that one hop is the only safe default there.
+        platform = "Heroku" if env.get("DYNO") else ""
+        retention_days = reader.number("RETENTION_DAYS", 30.0, 1, 3650)
+        id_window = reader.number("ID_WINDOW", 86_400.0, 60, 30 * 86_400)
+        if id_window > retention_days * 86_400:
+            reader.bad(
+                "ID_WINDOW",
+                "must not be longer than RETENTION_DAYS: an id must stay in the journal for as long as it is taken",
+            )
 
         config = cls(
             webhook_secret=secret,
             webhook_secret_source=source,
+            webhook_secret_file=secret_file,
             okx_api_key=key,
             okx_api_secret=api_secret,
             okx_api_passphrase=passphrase,
@@ -147,30 +198,50 @@ class Config:
             okx_connect_timeout=reader.number("OKX_CONNECT_TIMEOUT", 1.0, 0.05, 10),
             okx_read_timeout=reader.number("OKX_READ_TIMEOUT", 10.0, 0.05, 60),
             okx_max_attempts=reader.integer("OKX_MAX_ATTEMPTS", 4, 1, 10),
-            dedup_window=reader.number("DEDUP_WINDOW", 60.0, 0, 86_400),
+            dedup_window=reader.number("DEDUP_WINDOW", 60.0, MIN_DEDUP_WINDOW, 86_400),
+            id_window=id_window,
             max_lag=reader.integer("MAX_LAG", 60, 1, 3600),
-            retention_days=reader.number("RETENTION_DAYS", 30.0, 0.01, 3650),
+            retention_days=retention_days,
+            port=reader.integer("PORT", 8000, 1, 65535),
             webhook_secret_previous=previous,
             require_timestamp=reader.flag("REQUIRE_TIMESTAMP", False),
             allowed_sources=reader.sources("ALLOWED_SOURCES"),
-            trusted_proxy_hops=reader.integer("TRUSTED_PROXY_HOPS", 0, 0, 10),
+            trusted_proxy_hops=reader.integer("TRUSTED_PROXY_HOPS", 1 if platform else 0, 0, 10),
+            platform=platform,
             allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS"),
             max_amount=reader.amount("MAX_AMOUNT"),
             max_amount_per_day=reader.amount("MAX_AMOUNT_PER_DAY"),
             lockout_threshold=reader.integer("LOCKOUT_THRESHOLD", 10, 1, 10_000),
             lockout_window=reader.number("LOCKOUT_WINDOW", 300.0, 1, 86_400),
             lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),
+            notify_urls=reader.notify_urls("NOTIFY_URLS"),
+            notify_on=reader.notify_on("NOTIFY_ON"),
         )
+        if reader.problems:
+            raise ConfigError(*reader.problems[0], *reader.problems[1:])
         return config
 
 
-def generated_secret(path: Path) -> tuple[str, str]:
+def redacted_url(url: str) -> str:
+    """A database URL without its password, for messages and the startup log."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparseable URL)"
+    if not password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
+
+
+def generated_secret(path: Path, create: bool = True) -> tuple[str, str]:
     """A random webhook secret for dry-run, kept in ``path`` so restarts and workers agree.
-    Returns (secret, "generated" | "stored")."""
+    Returns (secret, "generated" | "stored"), or ("", "generated") when absent and not ``create``."""
     try:
         return path.read_text().strip(), "stored"
     except FileNotFoundError:
-        pass
+        if not create:
+            return "", "generated"
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
     try:
@@ -183,8 +254,15 @@ def generated_secret(path: Path) -> tuple[str, str]:
 
 
 class _Reader:
+    """Parses variables, collecting every problem instead of stopping at the first; a bad
+    value reads as the default so the others are still checked."""
+
     def __init__(self, env: Mapping[str, str]):
         self.env = env
+        self.problems: list[tuple[str, str]] = []
+
+    def bad(self, name: str, problem: str) -> None:
+        self.problems.append((name, problem))
 
     def text(self, name: str) -> str:
         return self.env.get(name, "").strip()
@@ -198,9 +276,10 @@ class _Reader:
             return True
         if value in _FALSE:
             return False
-        raise ConfigError(name, "must be 1 or 0 (also true/false, yes/no, on/off)")
+        self.bad(name, "must be 1 or 0 (also true/false, yes/no, on/off)")
+        return default
 
-    def _decimal(self, name: str) -> Optional[Decimal]:
+    def _decimal(self, name: str) -> Decimal | None:
         """The value as a Decimal (NaN when it is not a number), None when unset."""
         raw = self.env.get(name, "").strip()
         if not raw:
@@ -215,15 +294,18 @@ class _Reader:
         if value is None:
             return default
         if not value.is_finite() or not (Decimal(str(low)) <= value <= Decimal(str(high))):
-            raise ConfigError(name, f"must be a number from {low} to {high}")
+            self.bad(name, f"must be a number from {low:g} to {high:g}")
+            return default
         return float(value)
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.env.get(name, "").strip()
         if not raw:
             return default
-        if not raw.isdigit() or not (low <= int(raw) <= high):
-            raise ConfigError(name, f"must be a whole number from {low} to {high}")
+        # ASCII digits only: str.isdigit() also admits "²", which int() then refuses.
+        if not _ASCII_DIGITS.match(raw) or not (low <= int(raw) <= high):
+            self.bad(name, f"must be a whole number from {low} to {high}")
+            return default
         return int(raw)
 
     def _items(self, name: str) -> list[str]:
@@ -238,32 +320,75 @@ class _Reader:
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise ConfigError(name, f"{item!r} is not an IP address, a CIDR range or the word tradingview") \
-                    from None
+                self.bad(name, f"{item!r} is not an IP address, a CIDR range or the word tradingview")
         return tuple(networks)
 
     def algo_ids(self, name: str) -> frozenset:
         items = self._items(name)
         for item in items:
-            if not (item.isdigit() and len(item) <= 32):
-                raise ConfigError(name, f"{item!r} is not an algo ID (digits only)")
+            if not (_ASCII_DIGITS.match(item) and len(item) <= 32):
+                self.bad(name, f"{item!r} is not an algo ID (digits only)")
         return frozenset(items)
 
-    def amount(self, name: str) -> Optional[Decimal]:
+    def amount(self, name: str) -> Decimal | None:
         value = self._decimal(name)
         if value is None:
             return None
         if not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
-            raise ConfigError(name, "must be a positive decimal number such as 250 or 12.5")
+            self.bad(name, "must be a positive decimal number such as 250 or 12.5")
+            return None
         return value
+
+    def notify_urls(self, name: str) -> tuple:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return ()
+        # Apprise URLs, separated by spaces, or by commas before the next scheme.
+        urls = tuple(u for u in re.split(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", raw) if u)
+        from .notify import invalid_urls
+
+        for position in invalid_urls(urls):  # never echo a URL: it holds the service's token
+            self.bad(name, f"URL number {position} is not one Apprise understands (see its wiki for the format)")
+        return urls
+
+    def notify_on(self, name: str) -> frozenset:
+        from .notify import DEFAULT_EVENTS, EVENTS
+
+        items = [item.lower() for item in self._items(name)]
+        if not items:
+            return DEFAULT_EVENTS
+        unknown = [item for item in items if item not in EVENTS]
+        if unknown:
+            self.bad(name, f"{', '.join(unknown)}: not an event; choose from {', '.join(EVENTS)}")
+        return frozenset(items) - set(unknown)
+
+    def database_url(self, name: str, default: str) -> str:
+        raw = self.env.get(name, "").strip() or default
+        if raw.startswith("sqlite:///"):
+            if len(raw) == len("sqlite:///"):
+                self.bad(name, "sqlite:///PATH needs a path, e.g. sqlite:///instance/alerts.db")
+            return raw
+        if raw.startswith(("postgres://", "postgresql://")):
+            try:
+                parts = urlsplit(raw)
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                self.bad(name, f"is not a valid PostgreSQL URL ({redacted_url(raw)})")
+                return raw
+            if not parts.hostname or parts.path in ("", "/"):
+                self.bad(name, "a PostgreSQL URL needs a host and a database: postgres://USER:PASSWORD@HOST:5432/DB")
+            return raw
+        self.bad(name, "must be sqlite:///PATH, postgres://… or postgresql://… (the form PaaS add-ons set)")
+        return default
 
     def base_url(self, name: str, default: str) -> str:
         raw = self.env.get(name, "").strip() or default
         parts = urlsplit(raw)
         plain_http_ok = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
         if parts.scheme != "https" and not plain_http_ok:
-            raise ConfigError(name, "must be an https:// URL such as https://www.okx.com "
-                                    "(plain http only for a loopback test server)")
-        if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError(name, "must be a bare origin such as https://eea.okx.com, without a path")
+            self.bad(
+                name, "must be an https:// URL such as https://www.okx.com (plain http only for a loopback test server)"
+            )
+        elif not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+            self.bad(name, "must be a bare origin such as https://eea.okx.com, without a path")
         return raw.rstrip("/")

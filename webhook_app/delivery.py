@@ -1,154 +1,121 @@
-"""Between the journal and OKX: order, pacing, retries, deadlines and restart recovery.
+"""Between the journal and OKX: dispatching, within OKX's rate budget, and the reply deadline.
 
-One dispatcher thread takes queued alerts oldest first, waits for a slot under OKX's
-rate limit, marks the alert ``sending`` in the journal, and hands it to a sender
-thread. Resends happen only where OKX certainly did not act; anything after which
-OKX may have acted ends as ``unknown``. The limiter lives in this process, which is
-why the Procfile runs exactly one worker process (README: scaling).
+A dispatcher thread asks the journal for due alerts, takes as many slots of the rate budget
+(``pacing``) as it may use, claims that many alerts (``sending``, durably, before any byte
+leaves) and hands each to a sender thread. What an answer means (a final state, or a retry)
+is ``outcomes``'s job; who else is alive is ``membership``'s. The queue is the journal's, so
+with PostgreSQL any instance may send an alert that another one received.
 """
+
 from __future__ import annotations
 
-import collections
-import heapq
 import logging
-import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional
 
 from .journal import Journal, JournalUnavailable, Record
-from .okx import MarginRequest, OkxClient, OkxClockSkew, OkxError, OkxNotExecuted, OkxOutcomeUnknown
+from .membership import Membership
+from .okx import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
+from .outcomes import OutcomePolicy
+from .pacing import Pacer
 
 log = logging.getLogger("webhook_app")
 
 PRUNE_EVERY = 3600.0
-
-
-class RateLimiter:
-    """At most ``limit`` requests in any ``window`` seconds, as OKX counts them.
-
-    OKX counts a request when it arrives, which is some time between our send and its
-    reply. A request's slot is therefore held from the send until ``window`` after its
-    reply came back (or it failed): whatever the network's jitter, no ``limit + 1``
-    requests can arrive within one window."""
-
-    class Slot:
-        __slots__ = ("ended",)
-
-        def __init__(self, ended: Optional[float] = None):
-            self.ended = ended  # monotonic time the request's exchange ended; None while in flight
-
-    def __init__(self, limit: int, window: float = 2.0, margin: float = 0.01,
-                 clock: Callable[[], float] = time.monotonic):
-        self.limit = limit
-        self.window = window + margin
-        self._clock = clock
-        self._slots: collections.deque[RateLimiter.Slot] = collections.deque()
-        self._lock = threading.Lock()
-
-    def _busy(self, now: float) -> int:
-        while self._slots and self._slots[0].ended is not None and self._slots[0].ended + self.window <= now:
-            self._slots.popleft()
-        return sum(1 for s in self._slots if s.ended is None or s.ended + self.window > now)
-
-    def free(self) -> int:
-        """How many requests may start now."""
-        with self._lock:
-            return max(self.limit - self._busy(self._clock()), 0)
-
-    def opens_in(self) -> Optional[float]:
-        """Seconds until a slot frees, 0 if one is free; None while only a reply can free one."""
-        with self._lock:
-            now = self._clock()
-            if self._busy(now) < self.limit:
-                return 0.0
-            ends = [s.ended + self.window for s in self._slots if s.ended is not None]
-            return max(min(ends) - now, 0.0) if ends else None
-
-    def take(self) -> "RateLimiter.Slot":
-        slot = RateLimiter.Slot()
-        with self._lock:
-            self._slots.append(slot)
-        return slot
-
-    def release(self, slot: "RateLimiter.Slot") -> None:
-        """The request's exchange with OKX has ended (reply, error or never sent)."""
-        with self._lock:
-            slot.ended = self._clock()
-
-    def hold_off(self, seconds: float) -> None:
-        """OKX said we were over its limit (other clients share the account): start
-        nothing for ``seconds``."""
-        with self._lock:
-            ended = self._clock() + seconds - self.window
-            self._slots.extend(RateLimiter.Slot(ended) for _ in range(self.limit))
-
-    def projected(self, ahead: int) -> float:
-        """Roughly how many seconds from now a request queued behind ``ahead`` others starts."""
-        with self._lock:
-            position = self._busy(self._clock()) + ahead
-        return (position // self.limit) * self.window
+EXPIRE_EVERY = 0.5  # seconds between sweeps that mark overdue queued alerts expired
 
 
 class Delivery:
-    def __init__(self, journal: Journal, client: OkxClient, limiter: Optional[RateLimiter], *,
-                 max_attempts: int = 4, senders: int = 20, retention: float = 30 * 86400,
-                 base_backoff: float = 0.25, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        journal: Journal,
+        client: OkxClient,
+        pacer: Pacer | None,
+        policy: OutcomePolicy,
+        membership: Membership,
+        *,
+        senders: int = 20,
+        retention: float = 30 * 86400,
+        on_final: Callable[[Record], None] | None = None,
+    ):
         self.journal = journal
         self.client = client
-        self.limiter = limiter
-        self.max_attempts = max_attempts
+        self.pacer = pacer  # None in dry-run: nothing is ever sent
+        self.policy = policy
+        self.membership = membership
         self.retention = retention
-        self.base_backoff = base_backoff
-        self._clock = clock
-        self._queue: list[tuple[float, int, float]] = []  # (not_before, id, expires_at)
+        self.senders = senders
+        self._on_final = on_final  # told of every alert that reaches its final state (notifications)
+        self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
+        self._woken = False
         self._done: dict[int, threading.Event] = {}
-        self._senders = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
-        self._in_flight: set = set()
-        self._thread: Optional[threading.Thread] = None
+        self._in_flight: dict = {}  # sender future -> alert id
+        self._thread: threading.Thread | None = None
+        self._started = False
         self._stopping = False
         self._start_lock = threading.Lock()
+        self._dispatching = threading.Lock()  # taking slots and claiming, as one step for this process
         self._last_prune = 0.0
+        self._last_expiry = 0.0
+
+    @property
+    def instance(self) -> str:
+        return self.membership.instance
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous process left, then start dispatching. Idempotent."""
+        """Join the instances sending from the journal, then start dispatching. Idempotent.
+        In dry-run, queued live alerts are left queued: they wait for live mode."""
         with self._start_lock:
-            if self._thread is not None:
+            if self._started:
                 return
-            interrupted, queued = self.journal.recover(self._clock())
-            for record in interrupted:
-                log.warning("alert %s was being sent when the service stopped: now unknown, "
-                            "not resent (check bot %s on OKX)", record.id, record.algo_id)
-            for record in queued:
-                self._push(record.id, record.expires_at, self._clock())
-            if queued:
-                log.info("recovered %d queued alert(s) from the journal", len(queued))
+            self.membership.join()
+            self._started = True
+            if self.pacer is None:
+                waiting = self.journal.count_due(self.journal.now())
+                if waiting:
+                    log.warning(
+                        "%d queued alert(s) in the journal wait for live mode: in dry-run nothing is sent; "
+                        "they are sent, or expire, at the first live start",
+                        waiting,
+                    )
+                return
             self._thread = threading.Thread(target=self._dispatch, name="okx-dispatcher", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking alerts off the queue (they stay queued in the journal for the next
-        start) and wait up to ``timeout`` for sends already under way."""
+        """Stop claiming (queued alerts stay in the journal, for the others or the next start),
+        put back any claimed send that had not started, wait up to ``timeout`` for sends under
+        way, and leave the instances."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        not_started = [alert_id for future, alert_id in list(self._in_flight.items()) if future.cancel()]
+        if not_started:
+            try:
+                self.journal.unclaim(not_started)
+                log.info("stopping: claimed alerts %s had not been sent yet and are queued again", not_started)
+            except JournalUnavailable as exc:
+                log.error("stopping: alerts %s were never sent but could not be queued again (%s)", not_started, exc)
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
-        self._senders.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False)
+        if self._started:
+            self.membership.leave()
 
     # -- web side ---------------------------------------------------------------------
 
     def submit(self, record: Record, wait: float = 0.0) -> Record:
-        """Queue a journaled alert; wait up to ``wait`` seconds for its outcome, unless its
-        turn under the rate limit comes later than that anyway (a burst's tail is answered
-        at once, so it does not hold a web thread for nothing). Returns its latest record.
+        """A journaled alert is due: wake the dispatcher, and wait up to ``wait`` seconds for its
+        outcome, whichever instance sends it, unless its turn under the rate limit comes later
+        than that anyway (a burst's tail is answered at once). Returns its latest record.
 
         A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
         if record.state == "dry_run":
@@ -157,92 +124,119 @@ class Delivery:
         self.start()
         event = threading.Event()
         with self._cond:
-            ahead = len(self._queue)
             self._done[record.id] = event
-            heapq.heappush(self._queue, (self._clock(), record.id, record.expires_at))
-            self._cond.notify_all()
-        turn_in = 0.0 if self.limiter is None else self.limiter.projected(ahead)
-        if wait > 0 and turn_in < wait:
-            event.wait(wait)
+        self._wake()
+        try:
+            # The journal first: the alert was due from its commit on, so a dispatcher may already
+            # have claimed or even sent it, before ``event`` was registered (that signal went to nobody).
+            # Under the dispatch lock: between taking slots and claiming, a slot would count
+            # against an alert that is about to be sent.
+            with self._dispatching:
+                current = self.journal.get(record.id) or record
+                if current.final or wait <= 0 or self.pacer is None:
+                    return current
+                if current.state == "queued":  # its turn under the rate limit: answer at once if it is far off
+                    ahead = self.journal.count_due(before_id=record.id)
+                    if self.pacer.projected(ahead) >= wait:
+                        return current
+            latest = self._wait_final(record.id, event, time.monotonic() + wait)
+            return latest or self.journal.get(record.id) or current
+        except JournalUnavailable as exc:
+            # It is journaled and queued, and will be sent: the reply must not say otherwise.
+            log.error(
+                "could not follow alert %s for its reply (%s); answering with its state at receipt", record.id, exc
+            )
+            return record
+        finally:
+            with self._cond:
+                self._done.pop(record.id, None)
+
+    def _wait_final(self, alert_id: int, event: threading.Event, deadline: float) -> Record | None:
+        # Sent here, the event says so. Sent by another instance (PostgreSQL), only the journal
+        # knows: look there until it is final, or until it turns out to be ours after all.
+        step = self.journal.poll_interval if self.journal.shared else None
+        while (remaining := deadline - time.monotonic()) > 0:
+            if event.wait(remaining if step is None else min(step, remaining)):
+                return None
+            if step is not None:
+                latest = self.journal.get(alert_id)
+                if latest is not None and latest.final:
+                    return latest
+                if latest is not None and latest.claimed_by == self.instance:
+                    step = None  # ours: the event will say when it is done
+        return None
+
+    def _wake(self) -> None:
         with self._cond:
-            self._done.pop(record.id, None)
-        return self.journal.get(record.id) or record
+            self._woken = True
+            self._cond.notify_all()
 
     # -- dispatcher -------------------------------------------------------------------
 
-    def _push(self, alert_id: int, expires_at: float, not_before: float) -> None:
-        with self._cond:
-            heapq.heappush(self._queue, (not_before, alert_id, expires_at))
-            self._cond.notify_all()
-
-    def _next_batch(self) -> Optional[list[tuple[float, int, float]]]:
-        """Waits until alerts are due and the limit lets them go; pops as many as may start."""
-        with self._cond:
-            while not self._stopping:
-                now = self._clock()
-                timeout = 60.0
-                if self._queue and self._queue[0][0] <= now:
-                    free = self.limiter.free() if self.limiter is not None else len(self._queue)
-                    if free > 0:
-                        batch = []
-                        while self._queue and self._queue[0][0] <= now and len(batch) < free:
-                            batch.append(heapq.heappop(self._queue))
-                        return batch
-                    opens_in = self.limiter.opens_in()
-                    timeout = 0.5 if opens_in is None else max(opens_in, 0.001)  # a reply notifies us
-                elif self._queue:
-                    timeout = self._queue[0][0] - now
-                self._cond.wait(min(timeout, 60.0))
-            return None
-
     def _dispatch(self) -> None:
         while True:
-            self._maybe_prune()
-            batch = self._next_batch()
-            if batch is None:
-                return
             try:
-                self._dispatch_batch(batch)
-            except JournalUnavailable as exc:
-                # They stay queued in the journal; try again shortly, never send unrecorded.
+                pause = self._dispatch_once()
+            except JournalUnavailable as exc:  # nothing is claimed unrecorded; look again shortly
                 log.error("journal unavailable while dispatching: %s", exc)
-                for _, alert_id, expires_at in batch:
-                    self._push(alert_id, expires_at, self._clock() + 1.0)
-            except Exception:  # keep the dispatcher alive whatever happens to one batch
-                log.exception("dispatcher failed on alerts %s", [job[1] for job in batch])
+                pause = 1.0
+            except Exception:  # keep the dispatcher alive whatever happens
+                log.exception("dispatcher failed")
+                pause = 1.0
+            with self._cond:
+                if self._stopping:
+                    return
+                if not self._woken and pause > 0:
+                    self._cond.wait(pause)
+                self._woken = False
+                if self._stopping:
+                    return
 
-    def _dispatch_batch(self, batch: list[tuple[float, int, float]]) -> None:
-        now = self._clock()
-        due = []
-        for _, alert_id, expires_at in batch:
-            if now > expires_at:
-                self._expire(alert_id)
-            else:
-                due.append(alert_id)
-        # One journal transaction (one fsync) marks the whole batch "sending" before any send.
-        for record in self.journal.claim(due, now):
-            slot = self.limiter.take() if self.limiter is not None else None
-            future = self._senders.submit(self._send, record, slot)
-            self._in_flight.add(future)
-            future.add_done_callback(self._in_flight.discard)
+    def _dispatch_once(self) -> float:
+        """Claims and starts what may go now; returns how long to wait before looking again."""
+        poll = self.journal.poll_interval
+        now = self.journal.now()
+        self._maybe_prune(now)
+        if now - self._last_expiry >= EXPIRE_EVERY:  # an alert is never claimed late anyway (claim_due checks)
+            self._last_expiry = now
+            for record in self.journal.expire_overdue(now):
+                self._finished(record)
+        due = self.journal.count_due(now)
+        if not due:
+            upcoming = self.journal.next_due_at()
+            return poll if upcoming is None else min(max(upcoming - now, 0.001), poll)
+        with self._dispatching:
+            slots = self.pacer.acquire(self.instance, min(due, self.senders))
+            if not slots:
+                opens_in = self.pacer.opens_in()  # a reply here wakes us sooner
+                return poll if opens_in is None else min(max(opens_in, 0.001), poll)
+            records = self.journal.claim_due(self.instance, len(slots), now)
+            self.pacer.cancel(slots[len(records) :])  # another instance was quicker to some
+        for record, slot in zip(records, slots, strict=False):
+            future = self._pool.submit(self._send, record, slot)
+            self._in_flight[future] = record.id
+            future.add_done_callback(self._sent)
+        return 0.0
 
-    def _expire(self, alert_id: int) -> None:
-        record = self.journal.get(alert_id)
-        if record is None or record.state != "queued":
-            return
-        record = self.journal.finish(alert_id, "expired", now=self._clock(),
-                                     detail="too old to send: it waited past its lag")
-        log.warning("alert %s expired before it could be sent (bot %s, %s %s): not sent",
-                    alert_id, record.algo_id, record.action, record.amount)
-        self._signal(alert_id)
+    def _sent(self, future) -> None:
+        alert_id = self._in_flight.pop(future, None)
+        if not future.cancelled() and future.exception() is not None:
+            # Never swallowed by the pool: the alert may be stuck in "sending" (unknown once we are gone).
+            log.error("sender failed on alert %s", alert_id, exc_info=future.exception())
 
     # -- sender -----------------------------------------------------------------------
 
-    def _send(self, record: Record, slot: Optional[RateLimiter.Slot]) -> None:
+    def _send(self, record: Record, slot) -> None:
         started = time.monotonic()
-        failure: Optional[OkxError] = None
+        failure: OkxError | None = None
         try:
-            self.client.adjust_margin(_margin_request(record))
+            ack = self.client.adjust_margin(_margin_request(record))
+            if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
+                self.pacer.cancel([slot])
+                slot = None
+                self.journal.unclaim([record.id])
+                log.warning("alert %s was not sent: the OKX client is in dry-run; it stays queued", record.id)
+                return
         except OkxError as exc:
             failure = exc
         except Exception:
@@ -251,57 +245,52 @@ class Delivery:
         finally:
             self._release(slot)  # whatever happened, the exchange with OKX is over
         latency_ms = (time.monotonic() - started) * 1000
-        if failure is None:
-            self._finish(record, "ok", "0", "", None, latency_ms)
-        elif isinstance(failure, OkxNotExecuted):
-            self._not_executed(record, failure, latency_ms)
-        else:
-            self._finish(record, failure.state, *_describe(failure), latency_ms)
-
-    def _release(self, slot: Optional[RateLimiter.Slot]) -> None:
-        if slot is not None:
-            self.limiter.release(slot)
-            with self._cond:
-                self._cond.notify_all()
-
-    def _not_executed(self, record: Record, exc: OkxNotExecuted, latency_ms: float) -> None:
-        attempts = record.attempts
-        if isinstance(exc, OkxClockSkew):
-            try:
-                offset = self.client.sync_clock()
-                log.warning("OKX said our clock is off (50102): offset now %.3f s", offset)
-                delay = 0.0
-            except OkxNotExecuted:
-                delay = self._backoff(attempts)
-        elif exc.retry_after:
-            delay = exc.retry_after
-            if self.limiter is not None:
-                self.limiter.hold_off(exc.retry_after)
-        else:
-            delay = self._backoff(attempts)
-        retry_at = self._clock() + delay
-        code, message, detail = _describe(exc)
-        if attempts < self.max_attempts and retry_at < record.expires_at:
-            self.journal.requeue(record.id, code, message,
-                                 f"attempt {attempts} not executed ({detail or message}); retrying in {delay:.2f} s")
-            self._push(record.id, record.expires_at, retry_at)
+        # The journal's clock, read only when a retry needs a time.
+        now = self.journal.now() if isinstance(failure, OkxNotExecuted) else 0.0
+        outcome = self.policy.judge(failure, record.attempts, record.expires_at, now)
+        if outcome.hold_off:
+            self.pacer.hold_off(outcome.hold_off)
+        if outcome.state is None:
+            self.journal.requeue(record.id, outcome.okx_code, outcome.okx_msg, outcome.detail, outcome.retry_at)
+            self._wake()
             return
-        detail = f"not executed: gave up after {attempts} attempt(s); last: {detail or message}"
-        self._finish(record, "failed", code, message, detail, latency_ms)
-
-    def _backoff(self, attempts: int) -> float:
-        # Exponential with jitter, so many alerts retrying at once do not return together.
-        ceiling = self.base_backoff * (2 ** max(attempts - 1, 0))
-        return random.uniform(ceiling / 2, ceiling)
-
-    def _finish(self, record: Record, state: str, code, message, detail, latency_ms: float) -> None:
         try:
-            self.journal.finish(record.id, state, okx_code=code, okx_msg=message, detail=detail,
-                                latency_ms=latency_ms, now=self._clock())
+            record = self.journal.finish(
+                record.id,
+                outcome.state,
+                okx_code=outcome.okx_code,
+                okx_msg=outcome.okx_msg,
+                detail=outcome.detail,
+                latency_ms=latency_ms,
+            )
+            self._finished(record)
         except JournalUnavailable:
-            # It stays "sending" in the journal, which reads as unknown at the next start.
-            log.error("could not journal the outcome of alert %s: %s (OKX code %s)", record.id, state, code)
+            # It stays "sending" in the journal, which reads as unknown once this instance is gone.
+            log.error(
+                "could not journal the outcome of alert %s: %s (OKX code %s)",
+                record.id,
+                outcome.state,
+                outcome.okx_code,
+            )
+            self._signal(record.id)  # the reply reads what the journal has
+
+    def _release(self, slot) -> None:
+        if slot is None:
+            return
+        try:
+            self.pacer.release(slot)
+        except JournalUnavailable as exc:
+            log.error("could not record the end of a request in the pacing ledger: %s", exc)
+        self._wake()
+
+    def _finished(self, record: Record) -> None:
+        log_outcome(record)
         self._signal(record.id)
+        if self._on_final is not None:
+            try:
+                self._on_final(record)
+            except Exception:
+                log.exception("telling of alert %s's outcome failed", record.id)
 
     def _signal(self, alert_id: int) -> None:
         with self._cond:
@@ -309,8 +298,7 @@ class Delivery:
         if event is not None:
             event.set()
 
-    def _maybe_prune(self) -> None:
-        now = self._clock()
+    def _maybe_prune(self, now: float) -> None:
         if now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
@@ -322,14 +310,29 @@ class Delivery:
             log.error("could not prune the journal: %s", exc)
 
 
-def _describe(exc: OkxError) -> tuple[Optional[str], Optional[str], Optional[str]]:
-    """(OKX code, OKX message, our detail): OKX's fields only when OKX said them."""
-    if exc.code and not exc.code.startswith("HTTP"):
-        return exc.code, exc.message, exc.hint or None
-    return None, None, exc.message
+def log_outcome(record: Record) -> None:
+    """One line per alert as it reaches its final state; WARNING unless OKX executed it."""
+    level = logging.INFO if record.state in ("ok", "dry_run") else logging.WARNING
+    log.log(
+        level,
+        "alert %s final state=%s algoId=%s action=%s amount=%s attempts=%s okx_code=%s okx_msg=%s "
+        "latency_ms=%s detail=%s instance=%s",
+        record.id,
+        record.state,
+        record.algo_id,
+        record.action,
+        record.amount,
+        record.attempts,
+        record.okx_code or "-",
+        record.okx_msg or "-",
+        "-" if record.latency_ms is None else f"{record.latency_ms:.1f}",
+        record.detail or "-",
+        record.claimed_by or "-",
+    )
 
 
 def _margin_request(record: Record) -> MarginRequest:
     body = record.request
-    return MarginRequest(algo_id=body["algoId"], type=body["type"], amt=body["amt"],
-                         allow_reinvest=body.get("allowReinvest"))
+    return MarginRequest(
+        algo_id=body["algoId"], type=body["type"], amt=body["amt"], allow_reinvest=body.get("allowReinvest")
+    )

@@ -1,9 +1,13 @@
-"""Logging to stdout for the PaaS log, with every known secret scrubbed from every line."""
+"""Logging to stderr for the PaaS log, with every known secret scrubbed from every line,
+ours and gunicorn's alike."""
+
 from __future__ import annotations
 
 import logging
 import sys
 import threading
+
+from gunicorn.glogging import Logger as _GunicornLogger
 
 REDACTED = "[redacted]"
 
@@ -43,7 +47,8 @@ scrubber = SecretScrubber()
 
 
 def configure_logging(secrets) -> logging.Logger:
-    """The app's logger, "webhook_app": INFO to stdout unless logging is already set up."""
+    """The app's logger, "webhook_app": INFO to stderr unless logging is already set up.
+    (stdout is left to command output, such as the CLI's tables.)"""
     logger = logging.getLogger("webhook_app")
     scrubber.add(secrets)
     if scrubber not in logger.filters:
@@ -51,8 +56,20 @@ def configure_logging(secrets) -> logging.Logger:
     logger.setLevel(logging.INFO)
     root = logging.getLogger()
     if not root.handlers and not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     return logger
+
+
+class GunicornLogger(_GunicornLogger):
+    """gunicorn's error and access logs through the same scrubber (gunicorn.conf.py's
+    ``logger_class``): a secret in a URL path, or in a request line gunicorn complains
+    about, never reaches the log."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            if scrubber not in logger.filters:
+                logger.addFilter(scrubber)

@@ -1,18 +1,22 @@
 """What a leaked or replayed alert can do: who may send, how old an alert may be, which
 bots and how much, and lockout of addresses that guess the secret."""
+
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
+import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Callable, Iterable, Optional
 
 from .alerts import Alert, InvalidAlert
 from .config import TRADINGVIEW_ADDRESSES, Config
 
 FUTURE_TOLERANCE = 5.0  # seconds an alert may be dated ahead of our clock
+log = logging.getLogger("webhook_app")
 _TRADINGVIEW = frozenset(ipaddress.ip_address(a) for a in TRADINGVIEW_ADDRESSES)
 
 
@@ -36,7 +40,7 @@ class LockedOut(Exception):
         self.retry_after = retry_after
 
 
-def client_address(peer: Optional[str], forwarded_for: Iterable[str], trusted_hops: int) -> Optional[str]:
+def client_address(peer: str | None, forwarded_for: Iterable[str], trusted_hops: int) -> str | None:
     """The client's address: the TCP peer, or behind ``trusted_hops`` proxies the entry the
     outermost trusted proxy appended to X-Forwarded-For, counted from the right. Entries a
     client wrote itself stand further left and are never read. None when it cannot be told."""
@@ -53,11 +57,76 @@ def client_address(peer: Optional[str], forwarded_for: Iterable[str], trusted_ho
         return None
 
 
-def is_tradingview(address: Optional[str]) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Sender:
+    """Who sent a request, as far as can be told. ``lockout_key`` is None when the address
+    is not the client's own but a proxy's that every client shares: locking that out
+    would lock everyone out."""
+
+    address: str | None
+    lockout_key: str | None
+
+
+def _ip(address: str | None):
+    """The address as an ip_address, or None when there is none or it is not one."""
     try:
-        return address is not None and ipaddress.ip_address(address) in _TRADINGVIEW
+        return ipaddress.ip_address(address) if address else None
     except ValueError:
-        return False
+        return None
+
+
+def is_tradingview(address: str | None) -> bool:
+    return _ip(address) in _TRADINGVIEW
+
+
+# Where a platform's router or a local proxy connects from: RFC 1918, shared (RFC 6598) and
+# unique-local IPv6 ranges. (ipaddress's is_private also counts documentation ranges.)
+_INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def _is_internal(address: str | None) -> bool:
+    ip = _ip(address)
+    return ip is not None and (ip.is_loopback or ip.is_link_local or any(ip in n for n in _INTERNAL_NETWORKS))
+
+
+class MemoryLockoutStore:
+    """Wrong-secret counts and lockouts in this process's memory (one process, forgotten at
+    restart); PostgreSQL's journal keeps a shared one (``journal.lockout_store()``)."""
+
+    def __init__(self, max_tracked: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.max_tracked = max_tracked
+        self._clock = clock
+        self._failures: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+        self._locked_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def remaining(self, address: str) -> float:
+        with self._lock:
+            until = self._locked_until.get(address)
+            if until is None:
+                return 0.0
+            remaining = until - self._clock()
+            if remaining <= 0:
+                del self._locked_until[address]
+            return max(remaining, 0.0)
+
+    def failure(self, address: str, threshold: int, window: float, duration: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            failures = self._failures.pop(address, None) or collections.deque()
+            failures.append(now)
+            while failures and now - failures[0] > window:
+                failures.popleft()
+            self._failures[address] = failures  # most recent last
+            while len(self._failures) > self.max_tracked:  # bounded memory under a spray of addresses
+                self._failures.popitem(last=False)
+            if len(failures) >= threshold:
+                self._locked_until[address] = now + duration
+                del self._failures[address]
+                return True
+            return False
 
 
 class Lockout:
@@ -68,65 +137,54 @@ class Lockout:
     URL through TradingView. Guessing through them is bounded by TradingView's own alert
     limits and the secret's length (at least 16 characters)."""
 
-    def __init__(self, threshold: int, window: float, duration: float, max_tracked: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, threshold: int, window: float, duration: float, store=None):
         self.threshold, self.window, self.duration = threshold, window, duration
-        self.max_tracked = max_tracked
-        self._clock = clock
-        self._failures: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
-        self._locked_until: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.store = store or MemoryLockoutStore()
 
-    def check(self, address: Optional[str]) -> None:
+    def check(self, address: str | None) -> None:
         if address is None or is_tradingview(address):
             return
-        with self._lock:
-            until = self._locked_until.get(address)
-            if until is None:
-                return
-            remaining = until - self._clock()
-            if remaining <= 0:
-                del self._locked_until[address]
-                return
-        raise LockedOut(remaining)
+        remaining = self.store.remaining(address)
+        if remaining > 0:
+            raise LockedOut(remaining)
 
-    def failure(self, address: Optional[str]) -> bool:
+    def failure(self, address: str | None) -> bool:
         """Count a wrong secret; True when it locked the address out."""
         if address is None or is_tradingview(address):
             return False
-        with self._lock:
-            now = self._clock()
-            failures = self._failures.pop(address, None) or collections.deque()
-            failures.append(now)
-            while failures and now - failures[0] > self.window:
-                failures.popleft()
-            self._failures[address] = failures  # most recent last
-            while len(self._failures) > self.max_tracked:  # bounded memory under a spray of addresses
-                self._failures.popitem(last=False)
-            if len(failures) >= self.threshold:
-                self._locked_until[address] = now + self.duration
-                del self._failures[address]
-                return True
-            return False
+        return self.store.failure(address, self.threshold, self.window, self.duration)
 
 
 class Protection:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, lockout_store=None):
         self.config = config
         self._clock = clock
-        self.lockout = Lockout(config.lockout_threshold, config.lockout_window, config.lockout_seconds)
+        self.lockout = Lockout(config.lockout_threshold, config.lockout_window, config.lockout_seconds, lockout_store)
+        self._untrusted_forwarding_warned = False
 
-    def client(self, peer: Optional[str], forwarded_for: Iterable[str]) -> Optional[str]:
-        return client_address(peer, forwarded_for, self.config.trusted_proxy_hops)
+    def sender(self, peer: str | None, forwarded_for: Iterable[str]) -> Sender:
+        forwarded = [header for header in forwarded_for if header.strip()]
+        hops = self.config.trusted_proxy_hops
+        address = client_address(peer, forwarded, hops)
+        if hops == 0 and forwarded and _is_internal(peer):
+            # A proxy in front of us (Heroku's router, say) that we were not told to trust: every
+            # request comes from it. Never lock it out; say once how to see the real clients.
+            if not self._untrusted_forwarding_warned:
+                self._untrusted_forwarding_warned = True
+                log.warning(
+                    "requests arrive through a proxy (%s adds X-Forwarded-For) but TRUSTED_PROXY_HOPS=0: "
+                    "every request seems to come from the proxy, so the lockout is off for them and "
+                    "ALLOWED_SOURCES sees the proxy; set TRUSTED_PROXY_HOPS=1 behind one router",
+                    peer,
+                )
+            return Sender(address, None)
+        return Sender(address, address)
 
-    def check_source(self, address: Optional[str]) -> None:
+    def check_source(self, address: str | None) -> None:
         sources = self.config.allowed_sources
         if not sources:
             return
-        try:
-            ip = ipaddress.ip_address(address) if address else None
-        except ValueError:
-            ip = None
+        ip = _ip(address)
         if ip is None or not any(ip in network for network in sources):
             raise Forbidden("source", "this address may not send alerts (ALLOWED_SOURCES)", "forbidden_source")
 
@@ -134,14 +192,30 @@ class Protection:
         config = self.config
         if alert.timestamp is None:
             if config.require_timestamp:
-                raise InvalidAlert([{"field": "timestamp", "message": "is required (REQUIRE_TIMESTAMP=1); "
-                                                                      "add \"timestamp\": \"{{timenow}}\""}])
+                raise InvalidAlert(
+                    [
+                        {
+                            "field": "timestamp",
+                            "message": 'is required (REQUIRE_TIMESTAMP=1); add "timestamp": "{{timenow}}"',
+                        }
+                    ]
+                )
         else:
             self._check_age(alert.timestamp, alert.max_lag or config.max_lag)
         if config.allowed_algo_ids and alert.request.algo_id not in config.allowed_algo_ids:
             raise Forbidden("algoId", "this bot is not in ALLOWED_ALGO_IDS", "forbidden_bot")
         if config.max_amount is not None and alert.amount > config.max_amount:
             raise InvalidAlert([{"field": "amount", "message": f"is over MAX_AMOUNT ({config.max_amount})"}])
+
+    def duplicate_since(self, alert: Alert, now: float) -> float:
+        """Since when an earlier alert with the same key makes this one a duplicate: the trader's
+        id stays taken for ID_WINDOW, a fingerprint for DEDUP_WINDOW; and a timestamped alert
+        for as long as it would still pass as fresh, so a captured one cannot be replayed."""
+        since = now - (self.config.id_window if alert.alert_id is not None else self.config.dedup_window)
+        if alert.timestamp is not None:
+            # A first copy can only have been accepted from FUTURE_TOLERANCE before its timestamp on.
+            since = min(since, alert.timestamp.timestamp() - FUTURE_TOLERANCE)
+        return since
 
     def _check_age(self, fired: datetime, lag: int) -> None:
         age = self._clock() - fired.timestamp()
@@ -154,10 +228,13 @@ class Protection:
         """The settings in force, for the startup log (no secret among them)."""
         c = self.config
         sources = ", ".join(str(n) for n in c.allowed_sources) or "any"
-        return (f"protection: sources={sources}; trusted proxy hops={c.trusted_proxy_hops}; "
-                f"bots={'any' if not c.allowed_algo_ids else len(c.allowed_algo_ids)}; "
-                f"max amount={c.max_amount or 'none'}; per bot and direction per 24 h="
-                f"{c.max_amount_per_day or 'none'}; max lag={c.max_lag} s; "
-                f"timestamp {'required' if c.require_timestamp else 'optional'}; lockout after "
-                f"{c.lockout_threshold} wrong secrets in {c.lockout_window:g} s for {c.lockout_seconds:g} s; "
-                f"secrets accepted: {', '.join(name for name, _ in c.accepted_secrets)}")
+        platform = f" ({c.platform} recognised)" if c.platform else ""
+        return (
+            f"protection: sources={sources}; trusted proxy hops={c.trusted_proxy_hops}{platform}; "
+            f"bots={'any' if not c.allowed_algo_ids else len(c.allowed_algo_ids)}; "
+            f"max amount={c.max_amount or 'none'}; per bot and direction per 24 h="
+            f"{c.max_amount_per_day or 'none'}; max lag={c.max_lag} s; "
+            f"timestamp {'required' if c.require_timestamp else 'optional'}; lockout after "
+            f"{c.lockout_threshold} wrong secrets in {c.lockout_window:g} s for {c.lockout_seconds:g} s; "
+            f"secrets accepted: {', '.join(name for name, _ in c.accepted_secrets)}"
+        )

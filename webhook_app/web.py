@@ -1,10 +1,14 @@
 """HTTP layer: routes and the one place where error types become HTTP replies."""
+
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import json
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, NotFound
@@ -12,17 +16,27 @@ from werkzeug.exceptions import HTTPException, NotFound
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
 from .config import Config
 from .delivery import Delivery
-from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record
-from .okx import MARGIN_BALANCE_PATH
+from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record, iso_time
+from .notify import Notifier
+from .okx import MARGIN_BALANCE_PATH, plain_decimal
 from .protection import Forbidden, LockedOut, Protection, StaleAlert
+from .readiness import Readiness
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
 
 # Final and pending states -> HTTP status of the reply to TradingView. 503 makes TradingView
 # resend after 5 s; only "failed" (OKX certainly did not act) gets it.
-STATE_STATUS = {"ok": 200, "dry_run": 200, "rejected": 424, "unknown": 202, "queued": 202,
-                "sending": 202, "failed": 503, "expired": 410}
+STATE_STATUS = {
+    "ok": 200,
+    "dry_run": 200,
+    "rejected": 424,
+    "unknown": 202,
+    "queued": 202,
+    "sending": 202,
+    "failed": 503,
+    "expired": 410,
+}
 
 
 @dataclasses.dataclass
@@ -31,6 +45,9 @@ class Services:
     journal: Journal
     delivery: Delivery
     protection: Protection
+    readiness: Readiness
+    notifier: Notifier
+    clock: Callable[[], float] | None = None  # when alerts are received; None: the journal's clock
 
 
 class DuplicateAlert(Exception):
@@ -49,6 +66,30 @@ def services() -> Services:
     return current_app.extensions["webhook"]
 
 
+# The HTTP contract (README's reply tables, as OpenAPI 3), read once; checked by schemathesis in CI.
+OPENAPI = json.loads(Path(__file__).with_name("openapi.json").read_text(encoding="utf-8"))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready to move money? From the background checks' latest results (never a check on this
+    request, so no visitor spends OKX's rate budget); the details only with the admin token."""
+    readiness = services().readiness
+    if readiness.results is None:
+        body, status = {"status": "starting", "message": "the first check has not finished yet"}, 503
+    else:
+        body = {"status": "ready" if readiness.ready else "not_ready", "checked_at": iso_time(readiness.checked_at)}
+        status = 200 if readiness.ready else 503
+        if _is_admin():
+            body["checks"] = [dataclasses.asdict(check) for check in readiness.results]
+    return jsonify(body), status
+
+
 @bp.get("/healthz")
 def healthz():
     return jsonify(status="ok", dry_run=services().config.dry_run)
@@ -59,48 +100,69 @@ def webhook():
     svc = services()
     svc.delivery.start()  # no-op once running; recovers the journal first when it is not
     config, protection = svc.config, svc.protection
-    g.client = protection.client(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
-    protection.check_source(g.client)  # before the body is even read
-    protection.lockout.check(g.client)
+    sender = protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    g.client = sender.address
+    protection.check_source(sender.address)  # before the body is even read
+    protection.lockout.check(sender.lockout_key)
     payload = parse_body(request.get_data(cache=False))
     try:
         g.secret_name = verify_secret(payload, config.accepted_secrets)
     except Unauthorized:
-        if protection.lockout.failure(g.client):
-            log.warning("locked out %s after %d wrong secrets", g.client, config.lockout_threshold)
+        if protection.lockout.failure(sender.lockout_key):
+            log.warning("locked out %s after %d wrong secrets", sender.lockout_key, config.lockout_threshold)
+            svc.notifier.lockout(sender.lockout_key, config.lockout_threshold)
         raise
     alert = load_alert(payload)
     req = alert.request
     g.alert = {"algoId": req.algo_id, "action": req.type, "amount": req.amt}
     protection.check_alert(alert)
-    now = time.time()
+    # The journal's clock, so that instances on one database agree on duplicate windows (tests move their own).
+    now = svc.clock() if svc.clock else svc.journal.now()
     reference = alert.timestamp.timestamp() if alert.timestamp else now
-    window = None if alert.alert_id else config.dedup_window
     record, created = svc.journal.add(
-        dedup_key=alert.dedup_key, dedup_since=0.0 if window is None else now - window,
-        algo_id=req.algo_id, action=req.type, amount=req.amt,
-        request_body=req.body_bytes().decode(), expires_at=reference + (alert.max_lag or config.max_lag),
-        state="dry_run" if config.dry_run else "queued", secret_name=g.secret_name,
-        daily_cap=config.max_amount_per_day, now=now)
+        dedup_key=alert.dedup_key,
+        dedup_since=protection.duplicate_since(alert, now),
+        algo_id=req.algo_id,
+        action=req.type,
+        amount=req.amt,
+        request_body=req.body_bytes().decode(),
+        expires_at=reference + (alert.max_lag or config.max_lag),
+        state="dry_run" if config.dry_run else "queued",
+        secret_name=g.secret_name,
+        daily_cap=config.max_amount_per_day,
+        trader_id=alert.alert_id,
+        now=now,
+    )
     if not created:
         raise DuplicateAlert(record)
     record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))
     return _alert_reply(record)
 
 
+ALERTS_QUERY = ("limit", "state", "trader_id")
+
+
 @bp.get("/alerts")
 def list_alerts():
     _require_admin()
+    unknown = sorted(set(request.args) - set(ALERTS_QUERY))
+    if unknown:  # a typo such as ?stat=ok must not silently list everything
+        raise InvalidAlert(
+            [{"field": name[:64], "message": f"is not a filter; use {', '.join(ALERTS_QUERY)}"} for name in unknown]
+        )
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
         raise InvalidAlert([{"field": "limit", "message": "must be a whole number"}]) from None
     if not 1 <= limit <= 1000:
         raise InvalidAlert([{"field": "limit", "message": "must be from 1 to 1000"}])
-    state = request.args.get("state") or None
+    state = request.args.get("state")
     if state is not None and state not in STATES:
         raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
-    records = services().journal.recent(limit, state)
+    trader_id = request.args.get("trader_id")
+    if trader_id is not None and not 1 <= len(trader_id) <= 128:
+        raise InvalidAlert([{"field": "trader_id", "message": "must be 1 to 128 characters"}])
+    records = services().journal.recent(limit, state, trader_id=trader_id)
     return jsonify(status="ok", alerts=[r.to_json() for r in records])
 
 
@@ -113,14 +175,21 @@ def show_alert(alert_id: int):
     return jsonify(status="ok", alert=record.to_json())
 
 
+def _is_admin() -> bool:
+    token = services().config.admin_token
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8"))
+    )
+
+
 def _require_admin() -> None:
     token = services().config.admin_token
     if not token:
         raise NotFound()  # the endpoints are off without ADMIN_TOKEN
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")):
+    if not _is_admin():
         raise AdminUnauthorized()
 
 
@@ -180,22 +249,41 @@ def _stale(exc):
 
 @bp.app_errorhandler(DailyCapExceeded)
 def _daily_cap(exc):
-    return _error(422, "over_daily_cap", f"{exc}; nothing was sent",
-                  errors=[{"field": "amount", "message": str(exc)}], remaining=f"{exc.remaining.normalize():f}")
+    return _error(
+        422,
+        "over_daily_cap",
+        f"{exc}; nothing was sent",
+        errors=[{"field": "amount", "message": str(exc)}],
+        remaining=plain_decimal(exc.remaining),
+    )
 
 
 @bp.app_errorhandler(DuplicateAlert)
 def _duplicate(exc):
     original = exc.original
-    return _error(409, "duplicate", "this alert repeats one already received; it was not sent again",
-                  id=original.id, state=original.state)
+    if original.dedup_key.startswith("id:"):
+        matched, message = (
+            "id",
+            (
+                f'this bot already received an alert with "id" {original.trader_id!r} '
+                f"(ids stay taken for ID_WINDOW); it was not sent again"
+            ),
+        )
+    else:
+        matched, message = (
+            "fingerprint",
+            (
+                "this alert repeats one already received with the same fields "
+                "(a resend or a replay); it was not sent again"
+            ),
+        )
+    return _error(409, "duplicate", message, id=original.id, state=original.state, matched=matched)
 
 
 @bp.app_errorhandler(JournalUnavailable)
 def _journal_unavailable(exc):
     log.error("journal unavailable: %s", exc)
-    return _error(503, "unavailable", "the alert could not be recorded, so it was not sent; "
-                                      "TradingView will resend it")
+    return _error(503, "unavailable", "the alert could not be recorded, so it was not sent; TradingView will resend it")
 
 
 @bp.app_errorhandler(AdminUnauthorized)
@@ -230,10 +318,20 @@ def _log_alert(response):
     if request.path == "/webhook" and request.method == "POST":
         state, okx_code, alert_id = g.get("outcome", (None, None, None))
         alert = g.get("alert", {})
-        log.info("alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f "
-                 "client=%s secret=%s", response.status_code, state, alert_id, alert.get("algoId", "-"),
-                 alert.get("action", "-"), alert.get("amount", "-"), okx_code or "-",
-                 (time.monotonic() - g.started) * 1000, g.get("client") or "-", g.get("secret_name") or "-")
+        log.info(
+            "alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f "
+            "client=%s secret=%s",
+            response.status_code,
+            state,
+            alert_id,
+            alert.get("algoId", "-"),
+            alert.get("action", "-"),
+            alert.get("amount", "-"),
+            okx_code or "-",
+            (time.monotonic() - g.started) * 1000,
+            g.get("client") or "-",
+            g.get("secret_name") or "-",
+        )
     return response
 
 

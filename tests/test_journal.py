@@ -1,0 +1,286 @@
+"""The journal's contract, against each backend: SQLite on a file, PostgreSQL over a real
+connection (CI's server on 127.0.0.1:5432; skipped with the reason elsewhere)."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from webhook_app.journal import DailyCapExceeded, JournalInUse, JournalUnavailable, open_journal
+from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from webhook_app.journal.postgres import PostgresJournal
+
+BODY = '{"algoId":"1","type":"add","amt":"1"}'
+
+
+def opened_journals(url):
+    """A factory of journals on one database, each as another instance would open it; all closed after."""
+    opened = []
+
+    def make():
+        journal = open_journal(url)
+        opened.append(journal)
+        return journal
+
+    yield make
+    for journal in opened:
+        journal.close()
+
+
+@pytest.fixture
+def journals(database_url):
+    yield from opened_journals(database_url)
+
+
+def add(journal, key="fp:1", amount="1", since=0.0, expires_in=600.0, cap=None, algo_id="1", **extra):
+    now = journal.now()
+    return journal.add(
+        dedup_key=key,
+        dedup_since=since,
+        algo_id=algo_id,
+        action="add",
+        amount=amount,
+        request_body=BODY,
+        expires_at=now + expires_in,
+        daily_cap=cap,
+        **extra,
+    )
+
+
+def test_an_alert_is_added_once_and_a_repeat_returns_the_original(journals):
+    journal = journals()
+    first, created = add(journal, key="id:1:Long", trader_id="Long")
+    again, created_again = add(journal, key="id:1:Long")
+    assert created and not created_again and again.id == first.id and again.trader_id == "Long"
+    other, created_other = add(journal, key="id:7:Long")
+    assert created_other and other.id > first.id
+
+
+def test_a_failed_alert_does_not_count_as_a_duplicate(journals):
+    journal = journals()
+    first, _ = add(journal)
+    journal.finish(first.id, "failed", detail="not executed")
+    assert add(journal)[1] is True
+
+
+def test_the_window_bounds_duplicates(journals):
+    journal = journals()
+    add(journal)
+    assert add(journal, since=journal.now() + 1)[1] is True  # the earlier one is outside the window
+
+
+def test_ten_identical_alerts_through_two_instances_at_once_make_one(journals):
+    instances = [journals(), journals()]
+    barrier = threading.Barrier(10)
+
+    def one(i):
+        barrier.wait()
+        return add(instances[i % 2], key="fp:same")[1]
+
+    with ThreadPoolExecutor(10) as pool:
+        created = list(pool.map(one, range(10)))
+    assert created.count(True) == 1
+
+
+def test_the_daily_cap_holds_across_two_instances(journals):
+    instances = [journals(), journals()]
+    barrier = threading.Barrier(20)
+
+    def one(i):
+        barrier.wait()
+        try:
+            return add(instances[i % 2], key=f"fp:{i}", amount="10", cap=Decimal("100"))[1]
+        except DailyCapExceeded:
+            return False
+
+    with ThreadPoolExecutor(20) as pool:
+        accepted = list(pool.map(one, range(20)))
+    assert accepted.count(True) == 10
+
+
+def test_claims_take_due_alerts_oldest_first_and_mark_who_claimed(journals):
+    journal = journals()
+    ids = [add(journal, key=f"fp:{n}")[0].id for n in range(5)]
+    now = journal.now()
+    assert journal.count_due(now) == 5 and journal.count_due(now, before_id=ids[2]) == 2
+    claimed = journal.claim_due("instance-a", 2, now)
+    assert [r.id for r in claimed] == ids[:2]
+    assert {(r.state, r.attempts, r.claimed_by) for r in claimed} == {("sending", 1, "instance-a")}
+    assert journal.count_due(now) == 3
+
+
+def test_a_send_never_starts_before_its_alert_was_received(journals):
+    journal = journals()
+    read_clock_at = journal.now()  # the sender read its clock; the alert arrived just after
+    time.sleep(0.01)
+    received = add(journal)[0]
+    (claimed,) = journal.claim_due("instance-a", 1, read_clock_at)
+    assert claimed.first_sent_at >= received.received_at
+
+
+def test_two_claimants_never_claim_one_alert(journals):
+    instances = [journals(), journals()]
+    ids = {add(instances[0], key=f"fp:{n}")[0].id for n in range(60)}
+    claimed = {0: [], 1: []}
+
+    def drain(i):
+        while True:
+            got = instances[i].claim_due(f"instance-{i}", 3, instances[i].now())
+            if not got:
+                return
+            claimed[i].extend(r.id for r in got)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(claimed[0]) | set(claimed[1]) == ids
+    assert not set(claimed[0]) & set(claimed[1])
+    assert len(claimed[0]) + len(claimed[1]) == 60
+
+
+def test_a_requeued_alert_waits_for_its_time_and_an_unclaimed_one_is_as_before(journals):
+    journal = journals()
+    record, _ = add(journal)
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    journal.requeue(claimed.id, "50013", "busy", "attempt 1 not executed", not_before=journal.now() + 60)
+    assert journal.count_due(journal.now()) == 0
+    assert journal.next_due_at() == pytest.approx(journal.now() + 60, abs=1)
+    assert journal.claim_due("a", 1, journal.now() + 61)[0].attempts == 2
+    journal.unclaim([record.id])
+    back = journal.get(record.id)
+    assert (back.state, back.attempts, back.claimed_by) == ("queued", 1, None)
+
+
+def test_alerts_past_their_lag_expire_and_are_never_claimed(journals):
+    journal = journals()
+    late, _ = add(journal, key="fp:late", expires_in=-1)
+    fresh, _ = add(journal, key="fp:fresh")
+    now = journal.now()
+    assert [r.id for r in journal.claim_due("a", 5, now)] == [fresh.id]
+    assert [(r.id, r.state) for r in journal.expire_overdue(now)] == [(late.id, "expired")]
+
+
+def test_prune_removes_finished_alerts_only(journals):
+    journal = journals()
+    done, _ = add(journal, key="fp:done")
+    journal.finish(done.id, "ok")
+    waiting, _ = add(journal, key="fp:waiting")
+    assert journal.prune(before=journal.now() + 1) == 1
+    assert [r.id for r in journal.recent()] == [waiting.id]
+
+
+def test_recent_filters_by_state_and_trader_id(journals):
+    journal = journals()
+    a, _ = add(journal, key="fp:a", trader_id="A")
+    b, _ = add(journal, key="fp:b", trader_id="B")
+    journal.finish(b.id, "ok")
+    assert [r.id for r in journal.recent()] == [b.id, a.id]
+    assert [r.id for r in journal.recent(state="ok")] == [b.id]
+    assert [r.id for r in journal.recent(trader_id="A")] == [a.id]
+    assert journal.get(2**70) is None
+
+
+def test_the_schema_version_is_recorded(journals):
+    journal = journals()
+    assert journal.schema_version() >= 1
+
+
+# -- PostgreSQL: several instances ---------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_journals(pg_url):
+    yield from opened_journals(pg_url)
+
+
+def test_recovery_never_touches_what_a_live_instance_is_sending(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    a.register("a")
+    add(a)
+    (sending,) = a.claim_due("a", 1, a.now())
+    b.register("b")
+    assert b.recover("b", dead_after=15) == []  # a heartbeats: its send is its own
+    assert b.get(sending.id).state == "sending"
+    time.sleep(1.1)  # a falls silent...
+    b.heartbeat("b")
+    (taken_over,) = b.recover("b", dead_after=1)  # ...and is found dead
+    assert (taken_over.id, taken_over.state, taken_over.claimed_by) == (sending.id, "unknown", "a")
+    assert "stopped while it was being sent" in b.get(sending.id).detail
+
+
+def test_migrations_run_once_when_instances_start_together(pg_url):
+    with ThreadPoolExecutor(4) as pool:
+        journals = list(pool.map(lambda _: PostgresJournal(pg_url), range(4)))
+    assert {j.schema_version() for j in journals} == {PG_SCHEMA_VERSION}
+    for journal in journals:
+        journal.close()
+
+
+def test_the_rate_budget_is_one_for_all_instances(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    pacer_a, pacer_b = a.pacer("the-api-key", 5, 2.0), b.pacer("the-api-key", 5, 2.0)
+    first = pacer_a.acquire("a", 3)
+    second = pacer_b.acquire("b", 3)
+    assert (len(first), len(second)) == (3, 2)
+    assert pacer_a.acquire("a", 1) == [] and pacer_b.opens_in() is None  # all in flight
+    pacer_b.cancel(second)
+    assert len(pacer_a.acquire("a", 5)) == 2
+    assert b.pacer("another-key", 5, 2.0).acquire("b", 5) != []  # each API key has its own budget
+
+
+def test_a_slot_is_held_until_the_window_after_the_reply(pg_journals):
+    journal = pg_journals()
+    pacer = journal.pacer("k", 1, 0.5)
+    (slot,) = pacer.acquire("a", 1)
+    pacer.release(slot)
+    assert pacer.acquire("a", 1) == [] and 0 < pacer.opens_in() <= 0.52
+    time.sleep(0.55)
+    assert len(pacer.acquire("a", 1)) == 1
+
+
+def test_hold_off_stops_every_instance(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    a.pacer("k", 5, 0.3).hold_off(0.6)
+    assert b.pacer("k", 5, 0.3).acquire("b", 1) == []
+    time.sleep(0.65)
+    assert len(b.pacer("k", 5, 0.3).acquire("b", 5)) == 5
+
+
+def test_lockouts_are_shared_and_survive_a_restart(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    for _ in range(2):
+        assert a.lockout_store().failure("203.0.113.9", 3, 60, 120) is False
+    assert b.lockout_store().failure("203.0.113.9", 3, 60, 120) is True  # the third, through another instance
+    assert 110 < pg_journals().lockout_store().remaining("203.0.113.9") <= 120
+    assert a.lockout_store().remaining("198.51.100.1") == 0
+
+
+def test_the_generated_secret_is_one_for_all_instances(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    assert a.stored_secret("webhook_secret", lambda: "first-secret-0123456789") == "first-secret-0123456789"
+    assert b.stored_secret("webhook_secret", lambda: "second-secret-0123456789") == "first-secret-0123456789"
+
+
+def test_an_unreachable_server_is_named_without_its_password():
+    with pytest.raises(JournalUnavailable) as failure:
+        PostgresJournal("postgres://app:s3cret-pw@127.0.0.1:1/db", connect_timeout=1)
+    assert "s3cret-pw" not in str(failure.value) and "127.0.0.1:1/db" in str(failure.value)
+
+
+# -- SQLite: one sender per file -----------------------------------------------------------------
+
+
+def test_a_second_sender_on_one_sqlite_file_is_refused(tmp_path):
+    first, second = open_journal(f"sqlite:///{tmp_path}/j.db"), open_journal(f"sqlite:///{tmp_path}/j.db")
+    first.register("a")
+    with pytest.raises(JournalInUse, match="SQLite serves one process"):
+        second.register("b")
+    assert second.recent() == []  # reading is fine: the CLI does it while the service runs
+    first.deregister("a")
+    second.register("b")  # once the first has stopped
+    first.close()
+    second.close()

@@ -1,0 +1,158 @@
+"""Notifications through Apprise to a loopback JSON receiver (json://127.0.0.1:PORT/...)."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
+from tests.okx_stand_in import OkxReply, RawReply
+from webhook_app.journal import Record
+from webhook_app.notify import Notifier
+
+
+class Receiver:
+    """An HTTP endpoint on 127.0.0.1 that keeps every JSON message posted to it."""
+
+    def __init__(self):
+        self.messages: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.messages.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/notify"
+
+    def wait_for(self, count, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.messages
+
+    def text(self) -> str:
+        return json.dumps(self.messages)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "behaviour, state, words",
+    [
+        (OkxReply("51000", "Parameter amt error"), "rejected", ["51000", "Parameter amt error", "refused"]),
+        (RawReply(502), "unknown", ["may have acted", "Check the bot"]),
+        (OkxReply("50013", "Systems busy"), "failed", ["50013", "did not act"]),
+        (None, "ok", ["OKX said 0", "Nothing to do"]),
+    ],
+    ids=["rejected", "unknown", "failed", "ok"],
+)
+def test_each_outcome_is_notified_with_the_bot_what_okx_said_and_what_to_do(
+    make_app, okx, receiver, behaviour, state, words
+):
+    events = frozenset({"ok", "failed", "unknown", "rejected", "expired"})
+    app = make_app(notify_urls=(receiver.url,), notify_on=events, okx_max_attempts=1)
+    if behaviour is not None:
+        okx.play(behaviour)
+    reply = app.test_client().post("/webhook", json=make_alert(amount="25"))
+    wait_final(app, reply.json["id"])
+    (message,) = receiver.wait_for(1)
+    assert f"Alert {reply.json['id']} {state}: bot 581628185981813760, add 25" in message["title"]
+    for word in words:
+        assert word in message["message"], message
+    assert WEBHOOK_SECRET not in receiver.text() and okx.secret_key not in receiver.text()
+
+
+def test_ok_is_not_notified_unless_asked(make_app, okx, receiver):
+    app = make_app(notify_urls=(receiver.url,))  # the default events
+    reply = app.test_client().post("/webhook", json=make_alert())
+    wait_final(app, reply.json["id"])
+    time.sleep(0.3)
+    assert receiver.messages == []
+
+
+def test_an_expired_alert_is_notified(make_app, okx, receiver):
+    app = make_app(notify_urls=(receiver.url,), okx_rate_limit=1, reply_deadline=0.2)
+    client = app.test_client()
+    client.post("/webhook", json=make_alert(amount="1"))
+    late = client.post("/webhook", json=make_alert(amount="2", maxLag=1))
+    assert wait_final(app, late.json["id"]).state == "expired"
+    (message,) = receiver.wait_for(1)
+    assert message["title"].startswith(f"Alert {late.json['id']} expired") and "not sent" in message["message"]
+
+
+def test_a_lockout_and_readiness_turning_red_are_notified(make_app, okx, receiver):
+    app = make_app(notify_urls=(receiver.url,), lockout_threshold=2, allowed_algo_ids=frozenset({"581628185981813760"}))
+    client = app.test_client()
+    for _ in range(2):
+        client.post(
+            "/webhook", json=make_alert(secret="guess-0123456789abcdef"), environ_base={"REMOTE_ADDR": "203.0.113.7"}
+        )
+    okx.bots.clear()
+    app.extensions["webhook"].readiness.refresh()
+    messages = receiver.wait_for(2)
+    titles = sorted(m["title"] for m in messages)
+    assert titles == ["Address 203.0.113.7 locked out", "Not ready to move money"]
+    assert "ALLOWED_ALGO_IDS" in next(m["message"] for m in messages if m["title"].startswith("Not ready"))
+    assert "guess-0123456789abcdef" not in receiver.text() and ADMIN_TOKEN not in receiver.text()
+
+
+def record(n, state="failed"):
+    return Record(
+        id=n,
+        received_at=0,
+        dedup_key="",
+        algo_id="7",
+        action="add",
+        amount="5",
+        request_body="{}",
+        expires_at=0,
+        state=state,
+        okx_code="50013",
+        okx_msg="Systems busy",
+        detail="gave up",
+    )
+
+
+def test_a_burst_of_50_failures_is_coalesced_into_two_messages(receiver):
+    notifier = Notifier((receiver.url,), coalesce=0.5)
+    for n in range(1, 51):
+        notifier.alert_finished(record(n))
+    messages = receiver.wait_for(2, timeout=5)
+    time.sleep(0.7)  # a third message, if any, would have come by now
+    assert len(receiver.messages) == 2
+    assert messages[0]["title"].startswith("Alert 1 failed")
+    assert messages[1]["title"] == "49 more failed event(s) in the last 0.5 s"
+    assert "Alert 2 failed" in messages[1]["message"] and messages[1]["message"].endswith("... and 29 more")
+
+
+def test_a_dead_receiver_changes_no_outcome_and_holds_up_no_reply(make_app, okx, caplog):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    app = make_app(notify_urls=(f"json://127.0.0.1:{dead}/x",))
+    okx.play(OkxReply("51000", "Parameter amt error"))
+    reply = app.test_client().post("/webhook", json=make_alert())
+    assert reply.status_code == 424 and reply.json["status"] == "rejected"  # the outcome, as without notifications
+    notifier = app.extensions["webhook"].notifier
+    deadline = time.monotonic() + 10
+    while notifier.undelivered == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert notifier.undelivered == 1 and notifier.delivered == 0
+    assert "could not be delivered" in caplog.text

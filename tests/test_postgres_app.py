@@ -1,0 +1,74 @@
+"""The app on the PostgreSQL journal, through HTTP, against the loopback OKX stand-in."""
+
+from tests.conftest import make_alert, post_concurrently, wait_final
+from tests.okx_stand_in import OkxReply
+from webhook_app import Config, create_app
+
+
+def test_an_alert_is_relayed_and_journaled_in_postgres(make_app, okx, pg_url):
+    app = make_app(database_url=pg_url)
+    response = app.test_client().post("/webhook", json=make_alert(id="BTC-1"))
+    assert response.status_code == 200, response.json
+    record = app.extensions["webhook"].journal.get(response.json["id"])
+    assert (record.state, record.okx_code, record.trader_id) == ("ok", "0", "BTC-1")
+    assert record.claimed_by == app.extensions["webhook"].delivery.instance
+    assert len(okx.executed) == 1
+
+
+def test_ten_identical_alerts_at_once_are_sent_once(make_app, okx, pg_url):
+    app = make_app(database_url=pg_url)
+    replies = post_concurrently(app.test_client, [make_alert()] * 10)
+    assert sorted(r.status_code for r in replies) == [200] + [409] * 9
+    assert len(okx.executed) == 1
+
+
+def test_a_burst_of_50_stays_within_okxs_limit(make_app, okx, pg_url):
+    app = make_app(database_url=pg_url)
+    replies = post_concurrently(app.test_client, [make_alert(amount=str(n)) for n in range(1, 51)])
+    for reply in replies:
+        wait_final(app, reply.json["id"], timeout=15)
+    assert okx.rate_limited == 0 and okx.max_in_any_window() <= 20
+    assert sorted(int(b["amt"]) for b in okx.executed) == list(range(1, 51))
+
+
+def test_not_executed_is_retried_through_the_journals_queue(make_app, okx, pg_url):
+    okx.play(OkxReply("50013", "busy"))
+    app = make_app(database_url=pg_url)
+    response = app.test_client().post("/webhook", json=make_alert())
+    assert response.status_code == 200, response.json
+    assert [r.code for r in okx.margin_requests()] == ["50013", "0"]
+
+
+def test_lockout_and_dry_run_secret_live_in_the_database(make_app, okx, pg_url, capsys):
+    first = create_app(Config.from_env({"DATABASE_URL": pg_url, "LOCKOUT_THRESHOLD": "2"}))
+    printed = capsys.readouterr().out
+    secret = first.extensions["webhook"].config.webhook_secret
+    assert secret in printed and "the database" in printed
+    client = first.test_client()
+    for _ in range(2):
+        client.post(
+            "/webhook", json=make_alert(secret="guess-0123456789abcdef"), environ_base={"REMOTE_ADDR": "203.0.113.5"}
+        )
+    # A new instance, on a fresh disk: the same secret, and the address still locked out.
+    second = create_app(Config.from_env({"DATABASE_URL": pg_url, "LOCKOUT_THRESHOLD": "2"}))
+    assert second.extensions["webhook"].config.webhook_secret == secret
+    assert secret not in capsys.readouterr().out  # printed once, by the instance that made it
+    other = second.test_client()
+    locked = other.post("/webhook", json=make_alert(secret=secret), environ_base={"REMOTE_ADDR": "203.0.113.5"})
+    assert locked.status_code == 429
+    ok = other.post("/webhook", json=make_alert(secret=secret), environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert ok.status_code == 200 and ok.json["status"] == "dry_run"
+    for app in (first, second):
+        app.extensions["webhook"].delivery.stop(timeout=1)
+        app.extensions["webhook"].journal.close()
+
+
+def test_an_alert_retried_later_is_sent_by_whichever_instance_is_free(make_app, okx, pg_url):
+    a, b = make_app(database_url=pg_url, reply_deadline=0.3), make_app(database_url=pg_url)
+    b.extensions["webhook"].delivery.start()
+    okx.play(OkxReply("50011", "Too Many Requests", 429))
+    response = a.test_client().post("/webhook", json=make_alert())
+    a.extensions["webhook"].delivery.stop(timeout=1)  # a stops; the retry is b's to send
+    record = wait_final(b, response.json["id"], timeout=10)
+    assert record.state == "ok" and record.claimed_by == b.extensions["webhook"].delivery.instance
+    assert len(okx.executed) == 1

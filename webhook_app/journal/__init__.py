@@ -1,0 +1,242 @@
+"""The journal's contract: records, states, errors and the interface every backend implements.
+
+Every valid alert is written here before anything is sent, and its state follows it:
+queued -> sending -> ok | rejected | unknown | failed, queued -> expired, and dry_run for
+alerts that were never meant to leave. The queue itself lives here (``claim_due``), so
+several instances on one database share it; an alert is claimed by exactly one instance.
+
+Backends: ``sqlite.py`` (one process; the default, no setup) and ``postgres.py`` (any
+number of instances on one database). ``open_journal`` picks one from ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from ..okx import plain_decimal
+
+FINAL_STATES = ("ok", "rejected", "unknown", "failed", "expired", "dry_run")
+STATES = ("queued", "sending") + FINAL_STATES
+# States whose amount counts against the daily cap: sent, about to be, or maybe executed.
+CAP_STATES = ("queued", "sending", "ok", "unknown")
+INTERRUPTED_DETAIL = "the instance sending it stopped while it was being sent; check the bot on OKX"
+
+
+class JournalUnavailable(Exception):
+    """The journal cannot be read or written; nothing may be sent (503)."""
+
+
+class JournalInUse(JournalUnavailable):
+    """Another process already sends from this journal, and the backend serves one only."""
+
+
+class DailyCapExceeded(Exception):
+    """The alert would take its bot and direction over the 24-hour cap (422)."""
+
+    def __init__(self, cap: Decimal, used: Decimal):
+        remaining = max(cap - used, Decimal(0))
+        super().__init__(
+            f"would exceed MAX_AMOUNT_PER_DAY ({cap}) for this bot and direction; "
+            f"{plain_decimal(remaining)} remains in the last 24 h"
+        )
+        self.remaining = remaining
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    id: int
+    received_at: float
+    dedup_key: str
+    algo_id: str
+    action: str
+    amount: str
+    request_body: str
+    expires_at: float
+    state: str
+    attempts: int = 0
+    okx_code: str | None = None
+    okx_msg: str | None = None
+    detail: str | None = None
+    secret_name: str | None = None
+    first_sent_at: float | None = None
+    finished_at: float | None = None
+    latency_ms: float | None = None
+    trader_id: str | None = None  # the alert's own "id" field, as the trader sent it
+    claimed_by: str | None = None  # the instance that sent (or is sending) it
+    not_before: float = 0.0  # a retry waits until then
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def request(self) -> dict:
+        return json.loads(self.request_body)
+
+    def to_json(self) -> dict:
+        """The record for operators, times in ISO 8601 UTC: no secret is ever stored, so all of it may be shown."""
+        out = dataclasses.asdict(self)
+        out.pop("dedup_key")
+        out.pop("not_before")
+        out["request"] = json.loads(out.pop("request_body"))
+        for name in ("received_at", "expires_at", "first_sent_at", "finished_at"):
+            out[name] = iso_time(out[name])
+        return out
+
+
+COLUMNS = tuple(f.name for f in dataclasses.fields(Record))
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """2026-11-24T12:00:00.123Z, or None."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Journal(abc.ABC):
+    """What the web and delivery layers may ask of storage, whatever the engine.
+
+    Times are epoch seconds from ``now()``: the database's clock where instances share one."""
+
+    shared: bool = False  # True when several processes may send from it at once
+    poll_interval: float = 1.0  # how often a dispatcher looks for work others may have queued
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add(
+        self,
+        *,
+        dedup_key: str,
+        dedup_since: float,
+        algo_id: str,
+        action: str,
+        amount: str,
+        request_body: str,
+        expires_at: float,
+        state: str = "queued",
+        secret_name: str | None = None,
+        daily_cap: Decimal | None = None,
+        trader_id: str | None = None,
+        now: float | None = None,
+    ) -> tuple[Record, bool]:
+        """Insert a new alert unless one with the same key was journaled since ``dedup_since``
+        (alerts that ended ``failed`` were never executed and do not count), or unless it
+        would take its bot and direction over ``daily_cap`` in the last 24 h
+        (``DailyCapExceeded``). Atomic against every other writer. Returns (record, created)
+        once the insert is durable; ``record`` is the earlier alert when not created."""
+
+    @abc.abstractmethod
+    def get(self, alert_id: int) -> Record | None: ...
+
+    @abc.abstractmethod
+    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
+        """Newest first, optionally one state and/or one trader id."""
+
+    @abc.abstractmethod
+    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
+        """Queued alerts whose turn has come (``not_before`` passed, not yet expired), or only
+        those ahead of alert ``before_id``."""
+
+    @abc.abstractmethod
+    def next_due_at(self) -> float | None:
+        """When the earliest queued alert may go, or None when none is queued."""
+
+    @abc.abstractmethod
+    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+        """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
+        ``instance``, in one durable transaction before any is sent. No two instances ever
+        claim the same alert."""
+
+    @abc.abstractmethod
+    def expire_overdue(self, now: float) -> list[Record]:
+        """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
+
+    @abc.abstractmethod
+    def unclaim(self, alert_ids: list[int]) -> None:
+        """sending -> queued for claimed alerts whose send never started: as if never claimed."""
+
+    @abc.abstractmethod
+    def requeue(self, alert_id: int, okx_code: str | None, okx_msg: str | None, detail: str, not_before: float) -> None:
+        """sending -> queued after OKX certainly did not act; due again at ``not_before``."""
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        alert_id: int,
+        state: str,
+        *,
+        okx_code: str | None = None,
+        okx_msg: str | None = None,
+        detail: str | None = None,
+        latency_ms: float | None = None,
+        now: float | None = None,
+    ) -> Record: ...
+
+    @abc.abstractmethod
+    def prune(self, before: float) -> int:
+        """Delete finished alerts received before ``before``; queued and sending ones stay."""
+
+    # -- instances ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The journal's clock."""
+
+    @abc.abstractmethod
+    def register(self, instance: str) -> None:
+        """This instance will send from the journal (``JournalInUse`` if the backend cannot share)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, instance: str) -> None: ...
+
+    @abc.abstractmethod
+    def deregister(self, instance: str) -> None:
+        """A clean stop: this instance claims nothing more; its queued alerts are others' to send."""
+
+    @abc.abstractmethod
+    def recover(self, instance: str, dead_after: float) -> list[Record]:
+        """Alerts left ``sending`` by instances no longer alive (no heartbeat for
+        ``dead_after`` seconds) become ``unknown``, never resent; returns them. Alerts that a
+        live instance is sending are never touched."""
+
+    # -- small shared state -----------------------------------------------------------------
+
+    def stored_secret(self, name: str, make: Callable[[], str]) -> str | None:
+        """A generated secret kept in the journal, made once by whichever instance comes first;
+        None where the backend keeps none (SQLite keeps it in a file beside the journal)."""
+        return None
+
+    def pacer(self, account: str, limit: int, window: float):
+        """OKX's rate budget shared by every instance on this journal (a ``pacing.Pacer``), or
+        None where one process sends and keeps it in memory."""
+        return None
+
+    def lockout_store(self):
+        """Wrong-secret counts shared by every instance, or None: kept in process memory."""
+        return None
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def open_journal(url: str) -> Journal:
+    """The backend for ``DATABASE_URL``: sqlite:///PATH, or postgres(ql)://..."""
+    if url.startswith("sqlite:///"):
+        from .sqlite import SqliteJournal
+
+        return SqliteJournal(url[len("sqlite:///") :])
+    if url.startswith(("postgres://", "postgresql://")):
+        from .postgres import PostgresJournal
+
+        return PostgresJournal(url)
+    raise JournalUnavailable("DATABASE_URL must be sqlite:///PATH, postgres://… or postgresql://…")

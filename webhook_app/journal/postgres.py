@@ -1,0 +1,572 @@
+"""The PostgreSQL journal: any number of instances on one database keep every guarantee.
+
+- Duplicates and the daily cap: the check and the insert run under a transaction-scoped
+  advisory lock on the dedup key and on (bot, direction), so under READ COMMITTED two
+  instances cannot both pass a check and both insert.
+- The queue: ``claim_due`` takes due alerts with FOR UPDATE SKIP LOCKED: one claimant each.
+- Liveness: each instance heartbeats in ``instances``; a survivor marks the alerts a dead
+  one was sending ``unknown`` and closes its pacing slots.
+- OKX's rate budget: one ledger of slots per API key (``PostgresPacer``).
+- Time is the database's (clock_timestamp()), never one host's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..config import redacted_url
+from ..pacing import Pacer
+from . import (
+    CAP_STATES,
+    COLUMNS,
+    FINAL_STATES,
+    INTERRUPTED_DETAIL,
+    DailyCapExceeded,
+    Journal,
+    JournalUnavailable,
+    Record,
+)
+
+NOW = "extract(epoch from clock_timestamp())::double precision"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
+_RETURNING = f"RETURNING {', '.join(COLUMNS)}"
+# Advisory-lock namespaces (first key of pg_advisory_xact_lock(int, int)).
+LOCK_DEDUP, LOCK_CAP, LOCK_PACING, LOCK_RECOVERY, LOCK_MIGRATION = 7101, 7102, 7103, 7104, 7105
+
+MIGRATIONS = (
+    (
+        1,
+        f"""
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    dedup_key TEXT NOT NULL,
+    algo_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    request_body TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    okx_code TEXT,
+    okx_msg TEXT,
+    detail TEXT,
+    secret_name TEXT,
+    first_sent_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION,
+    trader_id TEXT,
+    claimed_by TEXT,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE INDEX alerts_dedup ON alerts (dedup_key, received_at);
+CREATE INDEX alerts_queue ON alerts (state, not_before, id);
+CREATE INDEX alerts_received ON alerts (received_at);
+CREATE INDEX alerts_bot ON alerts (algo_id, action, received_at);
+CREATE INDEX alerts_trader ON alerts (trader_id, id);
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL DEFAULT {NOW},
+    heartbeat_at DOUBLE PRECISION NOT NULL DEFAULT {NOW}
+);
+CREATE TABLE okx_pacing (
+    id BIGSERIAL PRIMARY KEY,
+    account TEXT NOT NULL,
+    instance TEXT,
+    started_at DOUBLE PRECISION NOT NULL DEFAULT {NOW},
+    ended_at DOUBLE PRECISION
+);
+CREATE INDEX okx_pacing_account ON okx_pacing (account, ended_at);
+CREATE TABLE lockouts (
+    address TEXT PRIMARY KEY,
+    failures DOUBLE PRECISION[] NOT NULL DEFAULT '{{}}',
+    locked_until DOUBLE PRECISION
+);
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+""",
+    ),
+    # The two hot paths as functions: one round trip each instead of five or six.
+    (
+        2,
+        f"""
+CREATE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[])
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    -- Every writer of this key waits here, so the check and the insert are one step.
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        -- numeric: exact, whatever the number of decimals
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+CREATE FUNCTION pacing_acquire(p_account TEXT, p_instance TEXT, p_wanted INTEGER, p_limit INTEGER,
+    p_window DOUBLE PRECISION)
+RETURNS SETOF BIGINT LANGUAGE plpgsql AS $$
+DECLARE v_now DOUBLE PRECISION; v_free INTEGER;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_PACING}, hashtext(p_account));
+    v_now := {NOW};
+    -- No request is in flight longer than 60 s (the longest read time-out): one that seems to be
+    -- lost its end to an error; count it as ended then, so the budget is never lost for good.
+    UPDATE okx_pacing SET ended_at = started_at + 60
+        WHERE account = p_account AND ended_at IS NULL AND started_at < v_now - 60;
+    DELETE FROM okx_pacing WHERE account = p_account AND ended_at IS NOT NULL AND ended_at + p_window <= v_now;
+    SELECT LEAST(p_wanted, p_limit - count(*)) INTO v_free FROM okx_pacing WHERE account = p_account;
+    IF v_free > 0 THEN
+        RETURN QUERY INSERT INTO okx_pacing (account, instance, started_at)
+            SELECT p_account, p_instance, v_now FROM generate_series(1, v_free) RETURNING id;
+    END IF;
+END $$;
+""",
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def connection_url(url: str) -> str:
+    """PaaS add-ons write postgres://; libpq takes both, but say postgresql:// everywhere."""
+    return "postgresql://" + url[len("postgres://") :] if url.startswith("postgres://") else url
+
+
+class PostgresJournal(Journal):
+    shared = True
+    poll_interval = 0.1  # other instances queue alerts too: look for them often
+
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
+        self.url = connection_url(url)
+        self.display_url = redacted_url(self.url)
+        try:
+            self._pool = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
+                timeout=connect_timeout,
+                open=False,
+            )
+            self._pool.open(wait=True, timeout=connect_timeout)
+            # Writes whose loss in a database crash is safe skip the commit's WAL flush: an outcome
+            # not recorded leaves the alert "sending", which reads as unknown, never resent; a pacing
+            # slot is only ever over-counted. What must survive (the alert, its claim) uses _pool.
+            self._lazy_pool = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
+                configure=lambda conn: conn.execute("SET synchronous_commit TO off"),
+                timeout=connect_timeout,
+                open=False,
+            )
+            self._lazy_pool.open(wait=True, timeout=connect_timeout)
+            self.migrate()
+        except Exception as exc:  # psycopg errors, OS errors, and the pool's own PoolTimeout
+            self._close_quietly()
+            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = urlsplit(self.url).password
+        return text.replace(password, "***") if password else text
+
+    def _close_quietly(self) -> None:
+        for pool in (getattr(self, "_pool", None), getattr(self, "_lazy_pool", None)):
+            try:
+                if pool is not None:
+                    pool.close()
+            except Exception:
+                pass
+
+    def migrate(self) -> int:
+        """Bring the database to SCHEMA_VERSION under a session advisory lock, so instances
+        starting together (or the release phase beside them) do not race. Returns the version."""
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, 0)", (LOCK_MIGRATION,))
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+                if version > SCHEMA_VERSION:
+                    raise JournalUnavailable(
+                        f"the database is at schema version {version}, newer than this release's "
+                        f"{SCHEMA_VERSION}: run the newer release"
+                    )
+                for target, script in MIGRATIONS:
+                    if target > version:
+                        with conn.transaction():
+                            conn.execute(script)
+                            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (target,))
+                        version = target
+                return version
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, 0)", (LOCK_MIGRATION,))
+
+    def schema_version(self) -> int:
+        return self._one("SELECT max(version) FROM schema_version")[0]
+
+    def close(self) -> None:
+        self._pool.close()
+        self._lazy_pool.close()
+
+    def now(self) -> float:
+        return self._one(f"SELECT {NOW}")[0]
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        *,
+        dedup_key,
+        dedup_since,
+        algo_id,
+        action,
+        amount,
+        request_body,
+        expires_at,
+        state="queued",
+        secret_name=None,
+        daily_cap: Decimal | None = None,
+        trader_id=None,
+        now=None,
+    ) -> tuple[Record, bool]:
+        # journal_add (migration 2) checks and inserts under advisory locks, in one statement.
+        created, used, alert_id = self._one(
+            "SELECT created, used, alert_id FROM journal_add(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                dedup_key,
+                dedup_since,
+                algo_id,
+                action,
+                amount,
+                request_body,
+                expires_at,
+                state,
+                secret_name,
+                daily_cap,
+                trader_id,
+                now,
+                list(CAP_STATES),
+            ),
+        )
+        if alert_id is None:
+            raise DailyCapExceeded(daily_cap, Decimal(used))
+        return self.get(alert_id), created
+
+    def get(self, alert_id: int) -> Record | None:
+        if not 0 <= alert_id < 2**63:
+            return None
+        row = self._one(f"{_SELECT} WHERE id = %s", (alert_id,))
+        return Record(*row) if row else None
+
+    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
+        filters = [(c, v) for c, v in (("state", state), ("trader_id", trader_id)) if v is not None]
+        where = " AND ".join(f"{column} = %s" for column, _ in filters)
+        rows = self._all(
+            f"{_SELECT} {'WHERE ' + where if where else ''} ORDER BY id DESC LIMIT %s",
+            (*[value for _, value in filters], limit),
+        )
+        return [Record(*row) for row in rows]
+
+    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
+        return self._one(
+            f"SELECT count(*) FROM alerts, (SELECT COALESCE(%s, {NOW}) AS t) clock WHERE state = 'queued' "
+            "AND not_before <= clock.t AND expires_at >= clock.t AND id < %s",
+            (now, 2**63 - 1 if before_id is None else before_id),
+        )[0]
+
+    def next_due_at(self) -> float | None:
+        return self._one("SELECT min(not_before) FROM alerts WHERE state = 'queued'")[0]
+
+    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+        if limit <= 0:
+            return []
+        # A MATERIALIZED CTE: as an IN (subquery) the planner may run the locking subquery again,
+        # and each run skips the rows the last one locked, claiming more than ``limit``.
+        rows = self._transaction(
+            lambda conn: conn.execute(
+                "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND not_before <= %s "
+                "AND expires_at >= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = %s, "
+                "first_sent_at = COALESCE(first_sent_at, GREATEST(%s, received_at)) "  # never before it arrived
+                "FROM picked WHERE alerts.id = picked.id "
+                f"RETURNING {', '.join('alerts.' + c for c in COLUMNS)}",
+                (now, now, limit, instance, now),
+            ).fetchall(),
+            atomic=False,
+        )
+        return sorted((Record(*row) for row in rows), key=lambda r: r.id)
+
+    def expire_overdue(self, now: float) -> list[Record]:
+        rows = self._transaction(
+            lambda conn: conn.execute(
+                "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND expires_at < %s "
+                "FOR UPDATE SKIP LOCKED) UPDATE alerts SET state = 'expired', finished_at = %s, "
+                "detail = 'too old to send: it waited past its lag; not sent' FROM picked WHERE alerts.id = picked.id "
+                f"RETURNING {', '.join('alerts.' + c for c in COLUMNS)}",
+                (now, now),
+            ).fetchall(),
+            atomic=False,
+            durable=False,
+        )
+        return [Record(*row) for row in rows]
+
+    def unclaim(self, alert_ids: list[int]) -> None:
+        self._transaction(
+            lambda conn: conn.execute(
+                "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
+                "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
+                "WHERE id = ANY(%s) AND state = 'sending'",
+                (list(alert_ids),),
+            ),
+            atomic=False,
+            durable=False,
+        )
+
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
+        self._transaction(
+            lambda conn: conn.execute(
+                "UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, not_before = %s "
+                "WHERE id = %s AND state = 'sending'",
+                (okx_code, okx_msg, detail, not_before, alert_id),
+            ),
+            atomic=False,
+        )
+
+    def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
+        assert state in FINAL_STATES, state
+        row = self._transaction(
+            lambda conn: conn.execute(
+                "UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), okx_msg = COALESCE(%s, okx_msg), "
+                f"detail = %s, latency_ms = COALESCE(%s, latency_ms), finished_at = COALESCE(%s, {NOW}) "
+                f"WHERE id = %s {_RETURNING}",
+                (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
+            ).fetchone(),
+            atomic=False,
+            durable=False,
+        )
+        return Record(*row)
+
+    def prune(self, before: float) -> int:
+        return self._transaction(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM alerts WHERE received_at < %s AND state NOT IN ('queued', 'sending')", (before,)
+                ).rowcount
+            ),
+            atomic=False,
+        )
+
+    # -- instances ------------------------------------------------------------------------
+
+    def register(self, instance: str) -> None:
+        self._transaction(
+            lambda conn: conn.execute(
+                f"INSERT INTO instances (id, host) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}",
+                (instance, socket.gethostname()[:200]),
+            ),
+            atomic=False,
+        )
+
+    def heartbeat(self, instance: str) -> None:
+        updated = self._transaction(
+            lambda conn: conn.execute(f"UPDATE instances SET heartbeat_at = {NOW} WHERE id = %s", (instance,)).rowcount,
+            atomic=False,
+            durable=False,
+        )
+        if not updated:  # the others took us for dead (a long pause): we are alive again
+            self.register(instance)
+
+    def deregister(self, instance: str) -> None:
+        self._transaction(lambda conn: conn.execute("DELETE FROM instances WHERE id = %s", (instance,)), atomic=False)
+
+    def recover(self, instance: str, dead_after: float) -> list[Record]:
+        def step(conn):
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_RECOVERY,))
+            conn.execute(f"DELETE FROM instances WHERE heartbeat_at < {NOW} - %s AND id != %s", (dead_after, instance))
+            rows = conn.execute(
+                f"UPDATE alerts SET state = 'unknown', finished_at = {NOW}, detail = %s WHERE state = 'sending' "
+                f"AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM instances)) {_RETURNING}",
+                (INTERRUPTED_DETAIL,),
+            ).fetchall()
+            # A dead instance's requests in flight: their exchange with OKX is over now.
+            conn.execute(
+                f"UPDATE okx_pacing SET ended_at = {NOW} WHERE ended_at IS NULL "
+                "AND (instance IS NULL OR instance NOT IN (SELECT id FROM instances))"
+            )
+            return rows
+
+        return sorted((Record(*row) for row in self._transaction(step)), key=lambda r: r.id)
+
+    # -- shared state -------------------------------------------------------------------------
+
+    def stored_secret(self, name, make):
+        def step(conn):
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make())
+            )
+            return conn.execute("SELECT value FROM settings WHERE name = %s", (name,)).fetchone()[0]
+
+        return self._transaction(step)
+
+    def pacer(self, account: str, limit: int, window: float) -> PostgresPacer:
+        return PostgresPacer(self, account, limit, window)
+
+    def lockout_store(self) -> PostgresLockoutStore:
+        return PostgresLockoutStore(self)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _transaction(self, step, atomic: bool = True, durable: bool = True):
+        """Run ``step`` on a pooled connection: in a transaction, or (``atomic=False``, for one
+        statement, atomic by itself) without BEGIN and COMMIT, two round trips fewer. ``durable=False``:
+        committed without waiting for the WAL flush (see ``_lazy_pool``)."""
+        try:
+            with (self._pool if durable else self._lazy_pool).connection() as conn:
+                if not atomic:
+                    return step(conn)
+                with conn.transaction():
+                    return step(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout: no connection in time
+                raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
+            raise
+
+    def _one(self, sql, params=()):
+        return self._transaction(lambda conn: conn.execute(sql, params).fetchone(), atomic=False)
+
+    def _all(self, sql, params=()):
+        return self._transaction(lambda conn: conn.execute(sql, params).fetchall(), atomic=False)
+
+    def _statement(self, sql, params=(), durable: bool = True):
+        return self._transaction(lambda conn: conn.execute(sql, params), atomic=False, durable=durable)
+
+
+class PostgresPacer(Pacer):
+    """OKX's rate budget for one API key, shared by every instance on the database."""
+
+    def __init__(self, journal: PostgresJournal, account: str, limit: int, window: float = 2.0, margin: float = 0.01):
+        self.journal = journal
+        # The ledger names the account by a hash of its API key, never the key itself.
+        self.account = hashlib.sha256(account.encode()).hexdigest()[:16]
+        self.limit = limit
+        self.window = window + margin
+
+    def _locked(self, conn) -> float:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_PACING, self.account))
+        now = conn.execute(f"SELECT {NOW}").fetchone()[0]
+        conn.execute(
+            "DELETE FROM okx_pacing WHERE account = %s AND ended_at IS NOT NULL AND ended_at + %s <= %s",
+            (self.account, self.window, now),
+        )
+        return now
+
+    def acquire(self, instance: str, wanted: int) -> list:
+        if wanted <= 0:
+            return []
+        rows = self.journal._transaction(
+            lambda conn: conn.execute(
+                "SELECT pacing_acquire(%s, %s, %s, %s, %s)", (self.account, instance, wanted, self.limit, self.window)
+            ).fetchall(),
+            atomic=False,
+            durable=False,
+        )
+        return [row[0] for row in rows]
+
+    def release(self, slot) -> None:
+        self.journal._statement(f"UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s", (slot,), durable=False)
+
+    def cancel(self, slots: list) -> None:
+        if slots:
+            self.journal._statement("DELETE FROM okx_pacing WHERE id = ANY(%s)", (slots,), durable=False)
+
+    def hold_off(self, seconds: float) -> None:
+        def step(conn):
+            now = self._locked(conn)
+            conn.execute(
+                "INSERT INTO okx_pacing (account, instance, ended_at) SELECT %s, NULL, %s FROM generate_series(1, %s)",
+                (self.account, now + seconds - self.window, self.limit),
+            )
+
+        self.journal._transaction(step)
+
+    def busy(self) -> int:
+        return self.journal._one(
+            f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})",
+            (self.account, self.window),
+        )[0]
+
+    def opens_in(self) -> float | None:
+        busy, first_opening, now = self.journal._one(
+            f"SELECT count(*), min(ended_at) + %s, {NOW} FROM okx_pacing WHERE account = %s "
+            f"AND (ended_at IS NULL OR ended_at + %s > {NOW})",
+            (self.window, self.account, self.window),
+        )
+        if busy < self.limit:
+            return 0.0
+        return None if first_opening is None else max(first_opening - now, 0.0)
+
+
+class PostgresLockoutStore:
+    """Wrong-secret counts and lockouts, shared by every instance and kept across restarts."""
+
+    def __init__(self, journal: PostgresJournal):
+        self.journal = journal
+
+    def remaining(self, address: str) -> float:
+        def step(conn):
+            row = conn.execute(f"SELECT locked_until - {NOW} FROM lockouts WHERE address = %s", (address,)).fetchone()
+            return max(row[0] or 0.0, 0.0) if row else 0.0
+
+        return self.journal._transaction(step)
+
+    def failure(self, address: str, threshold: int, window: float, duration: float) -> bool:
+        def step(conn):
+            now = conn.execute(f"SELECT {NOW}").fetchone()[0]
+            row = conn.execute(
+                "INSERT INTO lockouts (address, failures) VALUES (%s, ARRAY[%s]::double precision[]) "
+                "ON CONFLICT (address) DO UPDATE SET failures = "
+                "array_append(ARRAY(SELECT f FROM unnest(lockouts.failures) f WHERE f > %s), %s) "
+                "RETURNING cardinality(failures)",
+                (address, now, now - window, now),
+            ).fetchone()
+            if row[0] >= threshold:
+                conn.execute(
+                    "UPDATE lockouts SET failures = '{}', locked_until = %s WHERE address = %s",
+                    (now + duration, address),
+                )
+                return True
+            return False
+
+        return self.journal._transaction(step)

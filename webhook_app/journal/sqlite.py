@@ -1,0 +1,400 @@
+"""The SQLite journal: the embedded default, for one process.
+
+One connection, serialised by a lock; BEGIN IMMEDIATE makes each check and its write one
+step. WAL with synchronous=FULL: a journaled alert survives a power cut. Alerts arriving
+together share one fsync (group commit). One process sends from a file: ``register`` takes
+an exclusive lock beside it, so a second sender refuses to start instead of pacing itself to
+a second, silent rate limit. Readers (the CLI) need no lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from . import (
+    CAP_STATES,
+    COLUMNS,
+    FINAL_STATES,
+    INTERRUPTED_DETAIL,
+    DailyCapExceeded,
+    Journal,
+    JournalInUse,
+    JournalUnavailable,
+    Record,
+)
+
+# Schema versions, kept in SQLite's user_version; each step runs once, in order, at open.
+# Version 1 is the first release's schema (IF NOT EXISTS: a file from before versions were
+# kept is at version 0 and already has it).
+MIGRATIONS = (
+    (
+        1,
+        """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    dedup_key TEXT NOT NULL,
+    algo_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    request_body TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    okx_code TEXT,
+    okx_msg TEXT,
+    detail TEXT,
+    secret_name TEXT,
+    first_sent_at REAL,
+    finished_at REAL,
+    latency_ms REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_dedup ON alerts (dedup_key, received_at);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received_at);
+CREATE INDEX IF NOT EXISTS alerts_bot ON alerts (algo_id, action, received_at);
+""",
+    ),
+    # The trader's own "id", shown and searchable (the dedup key holds it only in a prefixed form).
+    (2, "ALTER TABLE alerts ADD COLUMN trader_id TEXT; CREATE INDEX alerts_trader ON alerts (trader_id, id);"),
+    # The queue lives in the journal: who claimed an alert, and when a retry is due.
+    (
+        3,
+        "ALTER TABLE alerts ADD COLUMN claimed_by TEXT; "
+        "ALTER TABLE alerts ADD COLUMN not_before REAL NOT NULL DEFAULT 0; "
+        "CREATE INDEX alerts_queue ON alerts (state, not_before, id);",
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
+
+
+@dataclasses.dataclass
+class _PendingAdd:
+    params: dict
+    result: tuple[Record, bool] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class SqliteJournal(Journal):
+    def __init__(self, path: str, busy_timeout: float = 1.0):
+        self.path = path
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a journaled alert survives a power cut, not only a process crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalUnavailable(f"cannot open the journal at {path}: {exc}") from None
+        self._lock = threading.Lock()
+        self._pending: list[_PendingAdd] = []  # adds waiting for the next group commit
+        self._pending_lock = threading.Lock()
+        self._sender_lock: int | None = None  # the fd holding the one-sender lock
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION under the write lock, so two processes opening one
+        file at once do not both migrate it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"the journal is at schema version {version}, newer than this "
+                    f"release's {SCHEMA_VERSION}: run the newer release"
+                )
+            for target, script in MIGRATIONS:
+                if target > version:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {target}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return self._transaction(lambda db: db.execute("PRAGMA user_version").fetchone()[0], write=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._release_sender_lock()
+
+    def now(self) -> float:
+        return time.time()
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def add(self, *, now: float | None = None, **params) -> tuple[Record, bool]:
+        # Group commit: alerts arriving together are checked one after another inside one write
+        # transaction, so duplicates and caps hold between them, and they share one fsync.
+        pending = _PendingAdd({**params, "now": time.time() if now is None else now})
+        with self._pending_lock:
+            self._pending.append(pending)
+        with self._lock:
+            if not pending.done:  # nobody took it into their batch: commit all that wait
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_adds(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def _commit_adds(self, batch: list[_PendingAdd]) -> None:
+        def step(db):
+            for pending in batch:
+                try:
+                    pending.result = self._add_one(db, **pending.params)
+                except DailyCapExceeded as exc:  # nothing of it was written; the others go on
+                    pending.error = exc
+
+        try:
+            self._locked_transaction(step, write=True, durable=True)
+        except JournalUnavailable as exc:
+            for pending in batch:
+                pending.error, pending.result = exc, None
+        finally:
+            for pending in batch:
+                pending.done = True
+
+    def _add_one(
+        self,
+        db,
+        *,
+        dedup_key,
+        dedup_since,
+        algo_id,
+        action,
+        amount,
+        request_body,
+        expires_at,
+        state="queued",
+        secret_name=None,
+        daily_cap=None,
+        trader_id=None,
+        now,
+    ) -> tuple[Record, bool]:
+        row = db.execute(
+            f"{_SELECT} WHERE dedup_key = ? AND received_at >= ? AND state != 'failed' ORDER BY id DESC LIMIT 1",
+            (dedup_key, dedup_since),
+        ).fetchone()
+        if row:
+            return Record(*row), False
+        if daily_cap is not None:
+            rows = db.execute(
+                f"SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? AND state IN "
+                f"{CAP_STATES}",
+                (algo_id, action, now - 86400),
+            ).fetchall()
+            used = sum((Decimal(r[0]) for r in rows), Decimal(0))  # exact: never SQLite's float SUM
+            if used + Decimal(amount) > daily_cap:
+                raise DailyCapExceeded(daily_cap, used)
+        cursor = db.execute(
+            "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
+            "expires_at, state, secret_name, trader_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name, trader_id),
+        )
+        return self._get(db, cursor.lastrowid), True
+
+    def get(self, alert_id: int) -> Record | None:
+        if not 0 <= alert_id < 2**63:  # beyond SQLite's INTEGER: no such alert, not an error
+            return None
+        return self._transaction(lambda db: self._get(db, alert_id), write=False)
+
+    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
+        filters = [(c, v) for c, v in (("state", state), ("trader_id", trader_id)) if v is not None]
+        where = " AND ".join(f"{column} = ?" for column, _ in filters)
+
+        def step(db):
+            rows = db.execute(
+                f"{_SELECT} {'WHERE ' + where if where else ''} ORDER BY id DESC LIMIT ?",
+                (*[value for _, value in filters], limit),
+            )
+            return [Record(*row) for row in rows.fetchall()]
+
+        return self._transaction(step, write=False)
+
+    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
+        now = time.time() if now is None else now
+        return self._transaction(
+            lambda db: db.execute(
+                "SELECT count(*) FROM alerts WHERE state = 'queued' AND not_before <= ? AND expires_at >= ? AND id < ?",
+                (now, now, 2**63 - 1 if before_id is None else before_id),
+            ).fetchone()[0],
+            write=False,
+        )
+
+    def next_due_at(self) -> float | None:
+        return self._transaction(
+            lambda db: db.execute("SELECT min(not_before) FROM alerts WHERE state = 'queued'").fetchone()[0],
+            write=False,
+        )
+
+    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+        def step(db):
+            # ``now`` was read before the claim: an alert received since then still never shows
+            # a send that started before it arrived.
+            rows = db.execute(
+                "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = ?, "
+                "first_sent_at = COALESCE(first_sent_at, MAX(?, received_at)) "
+                "WHERE id IN (SELECT id FROM alerts WHERE state = 'queued' "
+                f"AND not_before <= ? AND expires_at >= ? ORDER BY id LIMIT ?) RETURNING {', '.join(COLUMNS)}",
+                (instance, now, now, now, limit),
+            ).fetchall()
+            return sorted((Record(*row) for row in rows), key=lambda r: r.id)
+
+        return self._transaction(step) if limit > 0 else []
+
+    def expire_overdue(self, now: float) -> list[Record]:
+        return self._transaction(
+            lambda db: [
+                Record(*row)
+                for row in db.execute(
+                    "UPDATE alerts SET state = 'expired', finished_at = ?, "
+                    "detail = 'too old to send: it waited past its lag; not sent' "
+                    f"WHERE state = 'queued' AND expires_at < ? RETURNING {', '.join(COLUMNS)}",
+                    (now, now),
+                ).fetchall()
+            ],
+            durable=False,
+        )
+
+    def unclaim(self, alert_ids: list[int]) -> None:
+        self._transaction(
+            lambda db: db.executemany(
+                "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
+                "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
+                "WHERE id = ? AND state = 'sending'",
+                [(i,) for i in alert_ids],
+            )
+        )
+
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
+        # Durable: losing it would leave the alert "sending", to be called unknown although OKX did not act.
+        self._transaction(
+            lambda db: db.execute(
+                "UPDATE alerts SET state = 'queued', okx_code = ?, okx_msg = ?, detail = ?, not_before = ? "
+                "WHERE id = ? AND state = 'sending'",
+                (okx_code, okx_msg, detail, not_before, alert_id),
+            )
+        )
+
+    def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
+        assert state in FINAL_STATES, state
+        now = time.time() if now is None else now
+
+        def step(db):
+            db.execute(
+                "UPDATE alerts SET state = ?, okx_code = COALESCE(?, okx_code), okx_msg = COALESCE(?, okx_msg), "
+                "detail = ?, latency_ms = COALESCE(?, latency_ms), finished_at = ? WHERE id = ?",
+                (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
+            )
+            return self._get(db, alert_id)
+
+        # No fsync: an outcome lost in a power cut leaves the alert "sending", which reads as
+        # unknown at the next start; never resent.
+        return self._transaction(step, durable=False)
+
+    def prune(self, before: float) -> int:
+        return self._transaction(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM alerts WHERE received_at < ? AND state NOT IN ('queued', 'sending')", (before,)
+                ).rowcount
+            )
+        )
+
+    # -- instances: one sender per file ------------------------------------------------------
+
+    def register(self, instance: str) -> None:
+        if self.path == ":memory:" or self._sender_lock is not None:
+            return
+        lock_path = self.path + ".sender.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise JournalInUse(
+                f"the SQLite journal {self.path} is already sending in {holder}; SQLite serves one process "
+                "(one rate limit, one recovery): run one gunicorn worker and one instance, or use PostgreSQL "
+                "to run several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._sender_lock = fd
+
+    def _release_sender_lock(self) -> None:
+        if self._sender_lock is not None:
+            os.close(self._sender_lock)  # closing the fd releases the flock
+            self._sender_lock = None
+
+    def heartbeat(self, instance: str) -> None:
+        pass  # the lock is the heartbeat: the kernel drops it when the process dies
+
+    def deregister(self, instance: str) -> None:
+        self._release_sender_lock()
+
+    def recover(self, instance: str, dead_after: float) -> list[Record]:
+        # Holding the sender lock, no other process sends: every other claim is a dead one's.
+        now = time.time()
+
+        def step(db):
+            return [
+                Record(*row)
+                for row in db.execute(
+                    "UPDATE alerts SET state = 'unknown', finished_at = ?, detail = ? WHERE state = 'sending' "
+                    f"AND (claimed_by IS NULL OR claimed_by != ?) RETURNING {', '.join(COLUMNS)}",
+                    (now, INTERRUPTED_DETAIL, instance),
+                ).fetchall()
+            ]
+
+        return sorted(self._transaction(step), key=lambda r: r.id)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _get(self, db, alert_id: int) -> Record | None:
+        row = db.execute(f"{_SELECT} WHERE id = ?", (alert_id,)).fetchone()
+        return Record(*row) if row else None
+
+    def _transaction(self, step, write: bool = True, durable: bool = True):
+        with self._lock:
+            return self._locked_transaction(step, write, durable)
+
+    def _locked_transaction(self, step, write: bool = True, durable: bool = True):
+        """Run ``step`` in one transaction (the caller holds ``_lock``); ``durable=False`` skips the fsync."""
+        try:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._run(step, write)
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"journal error: {exc}") from None
+
+    def _run(self, step, write: bool):
+        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = step(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return result

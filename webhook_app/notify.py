@@ -1,0 +1,144 @@
+"""Notifications through Apprise (Telegram, Discord, Slack, email, ntfy, a JSON webhook, ...).
+
+Sent from a background thread, never delaying a reply; at most one message per event kind per
+``coalesce`` seconds (the ones in between are counted and summed up in the next); a message that
+cannot be delivered is logged and changes nothing else. Messages carry no secret: they are built
+from journal records, which hold none, and pass the log scrubber's secret check before leaving.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import apprise
+
+log = logging.getLogger("webhook_app")
+
+EVENTS = ("ok", "failed", "unknown", "rejected", "expired", "lockout", "readiness")
+DEFAULT_EVENTS = frozenset(EVENTS) - {"ok"}
+COALESCE_SECONDS = 10.0
+
+WHAT_TO_DO = {
+    "ok": "Nothing to do.",
+    "failed": "OKX did not act on it. TradingView may resend it; else adjust the margin by hand if still wanted.",
+    "unknown": "OKX may have acted. Check the bot's margin on OKX before sending it again; it is never resent.",
+    "rejected": "OKX refused it and did not act. Fix what OKX's message names (see the detail) before the next alert.",
+    "expired": "It waited past its lag and was not sent. Check the service's pacing and OKX's rate limit.",
+}
+
+
+def invalid_urls(urls: tuple[str, ...]) -> list[int]:
+    """Positions (1-based) of the URLs Apprise does not understand (the URLs hold tokens: never echo them)."""
+    return [i for i, url in enumerate(urls, 1) if not apprise.Apprise().add(url)]
+
+
+class Notifier:
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        events: frozenset[str] = DEFAULT_EVENTS,
+        coalesce: float = COALESCE_SECONDS,
+        scrub: Callable[[str], str] = lambda text: text,
+    ):
+        self.events = events
+        self.coalesce = coalesce
+        self._scrub = scrub
+        self._apprise = apprise.Apprise()
+        for url in urls:
+            self._apprise.add(url)
+        self.enabled = bool(urls)
+        self._queue: queue.Queue = queue.Queue(maxsize=10_000)
+        self._last_sent: dict[str, float] = {}
+        self._held: dict[str, list[tuple[str, str]]] = {}  # kind -> messages waiting for the window to end
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+        self.undelivered = 0
+
+    # -- events (called from request and sender threads; never block) --------------------------
+
+    def alert_finished(self, record) -> None:
+        if record.state not in self.events:
+            return
+        okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
+        title = f"Alert {record.id} {record.state}: bot {record.algo_id}, {record.action} {record.amount}"
+        parts = [f"{title}.", f"{okx}.", record.detail or "", WHAT_TO_DO.get(record.state, "")]
+        body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
+        self._put(record.state, title, body)
+
+    def lockout(self, address: str, failures: int) -> None:
+        if "lockout" in self.events:
+            title = f"Address {address} locked out"
+            body = (
+                f"{title} after {failures} wrong secrets. If it is yours, the alert's message carries an old secret: "
+                "fix it in TradingView. If not, someone is guessing: consider ALLOWED_SOURCES=tradingview."
+            )
+            self._put("lockout", title, body)
+
+    def readiness_changed(self, ready: bool, failures: list[str]) -> None:
+        if "readiness" in self.events and not ready:
+            title = "Not ready to move money"
+            self._put("readiness", title, f"{title}: " + "; ".join(failures))
+
+    def _put(self, kind: str, title: str, body: str) -> None:
+        if not self.enabled:
+            return
+        self.start()
+        try:
+            self._queue.put_nowait((kind, self._scrub(title), self._scrub(body)))
+        except queue.Full:
+            self.undelivered += 1
+
+    # -- the background sender -------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                kind, title, body = self._queue.get(timeout=self._next_flush())
+            except queue.Empty:
+                self._flush_due()
+                continue
+            now = time.monotonic()
+            if now - self._last_sent.get(kind, -1e9) >= self.coalesce and not self._held.get(kind):
+                self._last_sent[kind] = now
+                self._deliver(title, body)
+            else:
+                self._held.setdefault(kind, []).append((title, body))
+            self._flush_due()
+
+    def _next_flush(self) -> float:
+        if not any(self._held.values()):
+            return 1.0
+        ends = [self._last_sent[k] + self.coalesce for k, held in self._held.items() if held]
+        return max(min(ends) - time.monotonic(), 0.01)
+
+    def _flush_due(self) -> None:
+        now = time.monotonic()
+        for kind, held in list(self._held.items()):
+            if held and now - self._last_sent.get(kind, -1e9) >= self.coalesce:
+                self._held[kind] = []
+                self._last_sent[kind] = now
+                title = f"{len(held)} more {kind} event(s) in the last {self.coalesce:g} s"
+                lines = "\n".join(body for _, body in held[:20])
+                more = f"\n... and {len(held) - 20} more" if len(held) > 20 else ""
+                self._deliver(title, f"{title}:\n{lines}{more}")
+
+    def _deliver(self, title: str, body: str) -> None:
+        try:
+            ok = self._apprise.notify(title=title, body=body)
+        except Exception:  # a notification must never take anything else down
+            log.exception("notification could not be sent")
+            ok = False
+        if ok:
+            self.delivered += 1
+        else:
+            self.undelivered += 1
+            log.warning("a notification could not be delivered (%s); nothing else is affected", title)

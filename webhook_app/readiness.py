@@ -1,0 +1,168 @@
+"""Is this service ready to move money? Checks the OKX key, region, clock and bots, and the
+journal, each with a hint naming the setting to fix. ``flask --app webhook_app check`` runs
+them once; ``/readyz`` answers from results refreshed in the background, so no visitor can
+spend OKX's rate budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+
+from .config import Config
+from .journal import Journal, JournalUnavailable
+from .okx import ACCOUNT_CONFIG_PATH, BOT_DETAILS_PATH, HINTS, SERVER_TIME_PATH, OkxClient, OkxError
+
+log = logging.getLogger("webhook_app")
+
+MAX_CLOCK_OFFSET = 5.0  # seconds; OKX refuses beyond 30
+REFRESH_EVERY = 55.0  # seconds: results are never older than a minute, OKX is asked once a minute at most
+BOT_HINTS = {
+    "51291": "the bot does not exist or has stopped: check ALLOWED_ALGO_IDS and the bot on OKX",
+    "51293": "the bot does not exist: check ALLOWED_ALGO_IDS (the algo ID of a signal bot of this account)",
+    "51289": "the bot's configuration does not exist: check ALLOWED_ALGO_IDS",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}" + (f" -> {self.hint}" if self.hint else "")
+
+
+def run_checks(config: Config, client: OkxClient, journal: Journal) -> list[Check]:
+    if not config.has_okx_credentials:  # a dry run without a key never talks to OKX
+        return [Check("okx", True, "dry-run without OKX credentials: OKX is not contacted"), _journal(journal)]
+    clock = _clock(client)  # first: it also corrects the offset the signed reads below use
+    key = _api_key(client)
+    checks = [clock, key]
+    for algo_id in sorted(config.allowed_algo_ids):
+        if key.ok:
+            checks.append(_bot(client, algo_id))
+        else:  # it could only fail for the key's reason, and send the operator after the wrong setting
+            checks.append(Check(f"bot {algo_id}", False, "not checked: the API key was refused", "fix the key first"))
+    checks.append(_journal(journal))
+    return checks
+
+
+def _clock(client: OkxClient) -> Check:
+    try:
+        offset = client.sync_clock()
+    except OkxError:
+        return Check(
+            "okx_reachable",
+            False,
+            f"no answer from {client.base_url}{SERVER_TIME_PATH}",
+            "check OKX_BASE_URL and this server's network (HTTPS_PROXY if one is needed)",
+        )
+    if abs(offset) > MAX_CLOCK_OFFSET:
+        return Check(
+            "okx_reachable",
+            False,
+            f"reachable, but this server's clock is {offset:+.3f} s off OKX's",
+            "fix this server's clock (NTP); OKX refuses requests more than 30 s off",
+        )
+    return Check("okx_reachable", True, f"reachable, clock offset {offset:+.3f} s")
+
+
+def _api_key(client: OkxClient) -> Check:
+    try:
+        payload = client.get_signed(ACCOUNT_CONFIG_PATH)
+    except OkxError as exc:
+        hint = HINTS.get(exc.code, "").format(base_url=client.base_url) or "check the OKX API key settings"
+        return Check("api_key", False, f"OKX refused the key: {exc.code or ''} {exc.message}".strip(), hint)
+    data = payload.get("data")
+    account = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+    permissions = {p.strip() for p in str(account.get("perm", "")).split(",") if p.strip()}
+    if "trade" not in permissions:
+        return Check(
+            "api_key",
+            False,
+            f"the key's permissions are {sorted(permissions) or 'unknown'}",
+            "give the API key the Trade permission (margin-balance needs it)",
+        )
+    mode = "demo" if client.demo else "live"
+    return Check("api_key", True, f"key, signature and passphrase accepted ({mode}, permissions {sorted(permissions)})")
+
+
+def _bot(client: OkxClient, algo_id: str) -> Check:
+    name = f"bot {algo_id}"
+    try:
+        payload = client.get_signed(BOT_DETAILS_PATH, {"algoOrdType": "contract", "algoId": algo_id})
+    except OkxError as exc:
+        return Check(
+            name, False, f"OKX said {exc.code} {exc.message}".strip(), BOT_HINTS.get(exc.code, "check ALLOWED_ALGO_IDS")
+        )
+    data = payload.get("data")
+    bot = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    if bot is None:
+        return Check(name, False, "OKX knows no such bot", BOT_HINTS["51293"])
+    if bot.get("state") != "running":
+        return Check(
+            name,
+            False,
+            f"the bot is {bot.get('state') or 'in an unknown state'}, not running",
+            "start the bot on OKX, or remove it from ALLOWED_ALGO_IDS",
+        )
+    return Check(name, True, "running")
+
+
+def _journal(journal: Journal) -> Check:
+    try:
+        journal.prune(before=0.0)  # a write transaction that deletes nothing
+    except JournalUnavailable as exc:
+        return Check("journal", False, f"cannot write: {exc}", "check DATABASE_URL and the database's disk")
+    return Check("journal", True, "writable")
+
+
+class Readiness:
+    """The latest results, refreshed by a background thread; never checked on a visitor's request."""
+
+    def __init__(
+        self, config: Config, client: OkxClient, journal: Journal, every: float = REFRESH_EVERY, on_change=None
+    ):
+        self.config, self.client, self.journal, self.every = config, client, journal, every
+        self._on_change = on_change  # told (ready, failing lines) when readiness turns
+        self.results: list[Check] | None = None
+        self.checked_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> list[Check]:
+        results = run_checks(self.config, self.client, self.journal)
+        first = self.results is None
+        was_ready = self.ready
+        self.results, self.checked_at = results, time.time()
+        if first or was_ready != self.ready:
+            level = logging.INFO if self.ready else logging.WARNING
+            log.log(level, "readiness: %s", "; ".join(check.line() for check in results))
+            if self._on_change is not None:
+                self._on_change(self.ready, [check.line() for check in results if not check.ok])
+        return results
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.results) and all(check.ok for check in self.results)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("readiness check failed")
+            if self._stop.wait(self.every):
+                return
