@@ -8,7 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from webhook_app.journal import DailyCapExceeded, JournalInUse, JournalUnavailable, open_journal
+from webhook_app.journal import (
+    ActionRefused,
+    DailyCapExceeded,
+    JournalInUse,
+    JournalUnavailable,
+    Refusal,
+    open_journal,
+)
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 
@@ -284,3 +291,75 @@ def test_a_second_sender_on_one_sqlite_file_is_refused(tmp_path):
     second.register("b")  # once the first has stopped
     first.close()
     second.close()
+
+
+# -- what operators see and do ---------------------------------------------------------------
+
+
+def test_the_timeline_follows_each_claim_answer_and_outcome(journals):
+    journal = journals()
+    record = add(journal)[0]
+    journal.claim_due("instance-a", 1, journal.now())
+    journal.requeue(record.id, "50011", "Too Many Requests", "rate limited; not executed", journal.now())
+    journal.claim_due("instance-b", 1, journal.now())
+    journal.finish(record.id, "ok", okx_code="0", okx_msg="")
+    events = journal.events(record.id)
+    assert [e.kind for e in events] == ["claimed", "retry", "claimed", "ok"]
+    assert events[0].detail == "attempt 1, claimed by instance-a"
+    assert "OKX 50011: Too Many Requests" in events[1].detail and events[2].detail.startswith("attempt 2")
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert journal.events(record.id + 1) == []
+
+
+def test_an_unknown_alert_is_marked_once_and_only_an_unknown_one(journals):
+    journal = journals()
+    unknown, done = add(journal, key="fp:u")[0], add(journal, key="fp:o")[0]
+    journal.claim_due("a", 2, journal.now())
+    journal.finish(unknown.id, "unknown", detail="timed out")
+    journal.finish(done.id, "ok", okx_code="0")
+    marked = journal.resolve(unknown.id, "not_executed", by="session 1a2b")
+    assert marked.state == "unknown" and marked.resolution == "not_executed"
+    assert journal.events(unknown.id)[-1].detail == "marked not executed by session 1a2b"
+    for alert_id in (unknown.id, done.id):  # a finding is final; an ok alert needs none
+        with pytest.raises(ActionRefused):
+            journal.resolve(alert_id, "executed", by="session 1a2b")
+
+
+def test_a_resend_is_linked_both_ways(journals):
+    journal = journals()
+    original, resend = add(journal, key="fp:1")[0], add(journal, key="resend:1")[0]
+    journal.link_resend(original.id, resend.id, by="token")
+    assert journal.get(original.id).resent_as == resend.id and journal.get(resend.id).resent_from == original.id
+    assert journal.events(original.id)[-1].detail == f"sent again as alert {resend.id} by token"
+    assert journal.events(resend.id)[-1].detail == f"a resend of alert {original.id} by token"
+
+
+def test_hourly_counts_group_alerts_by_hour_and_state(journals):
+    journal = journals()
+    for n in range(3):
+        add(journal, key=f"fp:{n}")
+    journal.finish(1, "rejected")
+    hour = int(journal.now() // 3600 * 3600)
+    assert sorted(journal.hourly_counts(journal.now() - 3600)) == [(hour, "queued", 2), (hour, "rejected", 1)]
+    assert journal.hourly_counts(journal.now() + 1) == []
+
+
+def test_refused_requests_are_kept_newest_first_and_pruned(journals):
+    journal = journals()
+    first = Refusal(at=journal.now() - 100, status=401, kind="unauthorized", message="wrong secret", client="1.2.3.4")
+    second = Refusal(
+        at=journal.now(),
+        status=422,
+        kind="invalid",
+        message="bad fields",
+        errors=({"field": "amount", "message": "must be positive"},),
+        algo_id="58",
+        trader_id="Long",
+        count=3,
+    )
+    journal.add_refusals([first, second])
+    newest, oldest = journal.refusals(10)
+    assert (newest.kind, newest.errors, newest.count, newest.trader_id) == ("invalid", second.errors, 3, "Long")
+    assert (oldest.client, oldest.errors, oldest.count) == ("1.2.3.4", (), 1)
+    assert journal.refusal_rows() == 2
+    assert journal.prune_refusals(journal.now() - 50) == 1 and [r.kind for r in journal.refusals()] == ["invalid"]

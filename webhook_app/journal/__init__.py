@@ -69,6 +69,9 @@ class Record:
     trader_id: str | None = None  # the alert's own "id" field, as the trader sent it
     claimed_by: str | None = None  # the instance that sent (or is sending) it
     not_before: float = 0.0  # a retry waits until then
+    resolution: str | None = None  # an operator's finding on an unknown alert: executed | not_executed
+    resent_from: int | None = None  # this alert is an operator's resend of that one
+    resent_as: int | None = None  # this alert was sent again as that one
 
     @property
     def final(self) -> bool:
@@ -90,6 +93,79 @@ class Record:
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(Record))
+RESOLUTIONS = ("executed", "not_executed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One step of an alert's timeline after it was received: claimed, an answer, its outcome, an action."""
+
+    alert_id: int
+    at: float
+    kind: str
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"at": iso_time(self.at), "kind": self.kind, "detail": self.detail}
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A request to /webhook that left no alert: never the body, never a secret. ``count`` > 1
+    stands for requests beyond the per-minute budget that were counted, not stored one by one."""
+
+    at: float
+    status: int
+    kind: str
+    message: str
+    client: str | None = None
+    errors: tuple = ()  # ({"field": ..., "message": ...}, ...)
+    algo_id: str | None = None
+    trader_id: str | None = None
+    count: int = 1
+    id: int | None = None
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["at"] = iso_time(self.at)
+        out["errors"] = list(self.errors)
+        return out
+
+
+REFUSAL_COLUMNS = ("at", "status", "kind", "message", "client", "errors", "algo_id", "trader_id", "count", "id")
+
+
+def refusal_row(refusal: Refusal) -> tuple:
+    return (
+        refusal.at,
+        refusal.status,
+        refusal.kind,
+        refusal.message,
+        refusal.client,
+        json.dumps(list(refusal.errors)),
+        refusal.algo_id,
+        refusal.trader_id,
+        refusal.count,
+    )
+
+
+def refusal_from_row(row) -> Refusal:
+    values = dict(zip(REFUSAL_COLUMNS, row, strict=True))
+    values["errors"] = tuple(json.loads(values["errors"] or "[]"))
+    return Refusal(**values)
+
+
+class ActionRefused(Exception):
+    """An operator's action that the alert's state does not allow (409)."""
+
+
+def claimed_detail(attempt: int, instance: str) -> str:
+    return f"attempt {attempt}, claimed by {instance}"
+
+
+def answer_detail(state: str, okx_code: str | None, okx_msg: str | None, detail: str | None) -> str:
+    okx = f"OKX {okx_code}{': ' + okx_msg if okx_msg else ''}" if okx_code or okx_msg else "no answer from OKX"
+    return f"{state}: {okx}" + (f"; {detail}" if detail else "")
 
 
 def iso_time(epoch: float | None) -> str | None:
@@ -136,8 +212,14 @@ class Journal(abc.ABC):
     def get(self, alert_id: int) -> Record | None: ...
 
     @abc.abstractmethod
-    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
-        """Newest first, optionally one state and/or one trader id."""
+    def recent(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        trader_id: str | None = None,
+        algo_id: str | None = None,
+    ) -> list[Record]:
+        """Newest first, optionally one state, one trader id and/or one bot."""
 
     @abc.abstractmethod
     def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
@@ -181,7 +263,40 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def prune(self, before: float) -> int:
-        """Delete finished alerts received before ``before``; queued and sending ones stay."""
+        """Delete finished alerts received before ``before`` and their timelines; queued and sending ones stay."""
+
+    # -- what operators see and do -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def events(self, alert_id: int) -> list[Event]:
+        """The alert's timeline after it was received, oldest first (claims, answers, outcome, actions)."""
+
+    @abc.abstractmethod
+    def resolve(self, alert_id: int, resolution: str, by: str) -> Record:
+        """An operator's finding on an ``unknown`` alert (one of RESOLUTIONS), once; ``ActionRefused`` otherwise."""
+
+    @abc.abstractmethod
+    def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
+        """Record that ``resend_id`` is an operator's resend of ``original_id``, on both timelines."""
+
+    @abc.abstractmethod
+    def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
+        """(hour as epoch seconds, state, alerts received in it) since ``since``."""
+
+    @abc.abstractmethod
+    def add_refusals(self, refusals: list[Refusal]) -> None:
+        """Store refused requests (not durable: losing the last few in a crash is acceptable)."""
+
+    @abc.abstractmethod
+    def refusals(self, limit: int = 50) -> list[Refusal]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def refusal_rows(self) -> int:
+        """How many refusal rows are stored (each may stand for several requests)."""
+
+    @abc.abstractmethod
+    def prune_refusals(self, before: float) -> int: ...
 
     # -- instances ------------------------------------------------------------------------
 

@@ -31,9 +31,12 @@ from . import (
     Journal,
     JournalUnavailable,
     Record,
+    answer_detail,
+    claimed_detail,
+    iso_time,
 )
+from .postgres_activity import NOW, PostgresActivity
 
-NOW = "extract(epoch from clock_timestamp())::double precision"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
 # Advisory-lock namespaces (first key of pg_advisory_xact_lock(int, int)).
@@ -150,6 +153,35 @@ BEGIN
 END $$;
 """,
     ),
+    # What operators see and do: each alert's timeline, their findings and resends, refused requests.
+    (
+        3,
+        """
+ALTER TABLE alerts ADD COLUMN resolution TEXT, ADD COLUMN resent_from BIGINT, ADD COLUMN resent_as BIGINT;
+CREATE TABLE alert_events (
+    id BIGSERIAL PRIMARY KEY,
+    alert_id BIGINT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_events_alert ON alert_events (alert_id, id);
+CREATE INDEX alert_events_at ON alert_events (at);
+CREATE TABLE refused (
+    id BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    status INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    client TEXT,
+    errors TEXT NOT NULL DEFAULT '[]',
+    algo_id TEXT,
+    trader_id TEXT,
+    count INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX refused_at ON refused (at);
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -159,7 +191,7 @@ def connection_url(url: str) -> str:
     return "postgresql://" + url[len("postgres://") :] if url.startswith("postgres://") else url
 
 
-class PostgresJournal(Journal):
+class PostgresJournal(PostgresActivity, Journal):
     shared = True
     poll_interval = 0.1  # other instances queue alerts too: look for them often
 
@@ -288,8 +320,10 @@ class PostgresJournal(Journal):
         row = self._one(f"{_SELECT} WHERE id = %s", (alert_id,))
         return Record(*row) if row else None
 
-    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
-        filters = [(c, v) for c, v in (("state", state), ("trader_id", trader_id)) if v is not None]
+    def recent(self, limit=50, state=None, trader_id=None, algo_id=None) -> list[Record]:
+        filters = [
+            (c, v) for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id)) if v is not None
+        ]
         where = " AND ".join(f"{column} = %s" for column, _ in filters)
         rows = self._all(
             f"{_SELECT} {'WHERE ' + where if where else ''} ORDER BY id DESC LIMIT %s",
@@ -310,10 +344,11 @@ class PostgresJournal(Journal):
     def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
         if limit <= 0:
             return []
+
         # A MATERIALIZED CTE: as an IN (subquery) the planner may run the locking subquery again,
         # and each run skips the rows the last one locked, claiming more than ``limit``.
-        rows = self._transaction(
-            lambda conn: conn.execute(
+        def step(conn):
+            rows = conn.execute(
                 "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND not_before <= %s "
                 "AND expires_at >= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = %s, "
@@ -321,70 +356,80 @@ class PostgresJournal(Journal):
                 "FROM picked WHERE alerts.id = picked.id "
                 f"RETURNING {', '.join('alerts.' + c for c in COLUMNS)}",
                 (now, now, limit, instance, now),
-            ).fetchall(),
-            atomic=False,
-        )
-        return sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            ).fetchall()
+            records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            _log_events(conn, [(r.id, "claimed", claimed_detail(r.attempts, instance)) for r in records])
+            return records
+
+        return self._transaction(step)
 
     def expire_overdue(self, now: float) -> list[Record]:
-        rows = self._transaction(
-            lambda conn: conn.execute(
+        def step(conn):
+            rows = conn.execute(
                 "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND expires_at < %s "
                 "FOR UPDATE SKIP LOCKED) UPDATE alerts SET state = 'expired', finished_at = %s, "
                 "detail = 'too old to send: it waited past its lag; not sent' FROM picked WHERE alerts.id = picked.id "
                 f"RETURNING {', '.join('alerts.' + c for c in COLUMNS)}",
                 (now, now),
-            ).fetchall(),
-            atomic=False,
-            durable=False,
-        )
-        return [Record(*row) for row in rows]
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            _log_events(conn, [(r.id, "expired", r.detail) for r in records])
+            return records
+
+        return self._transaction(step, durable=False)
 
     def unclaim(self, alert_ids: list[int]) -> None:
-        self._transaction(
-            lambda conn: conn.execute(
+        def step(conn):
+            conn.execute(
                 "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
                 "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
                 "WHERE id = ANY(%s) AND state = 'sending'",
                 (list(alert_ids),),
-            ),
-            atomic=False,
-            durable=False,
-        )
+            )
+            _log_events(conn, [(i, "unclaimed", "back in the queue: the send never started") for i in alert_ids])
+
+        self._transaction(step, durable=False)
 
     def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
-        self._transaction(
-            lambda conn: conn.execute(
+        def step(conn):
+            conn.execute(
                 "UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, not_before = %s "
                 "WHERE id = %s AND state = 'sending'",
                 (okx_code, okx_msg, detail, not_before, alert_id),
-            ),
-            atomic=False,
-        )
+            )
+            retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+            _log_events(conn, [(alert_id, "retry", retry)])
+
+        self._transaction(step)
 
     def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
         assert state in FINAL_STATES, state
-        row = self._transaction(
-            lambda conn: conn.execute(
+
+        def step(conn):
+            row = conn.execute(
                 "UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), okx_msg = COALESCE(%s, okx_msg), "
                 f"detail = %s, latency_ms = COALESCE(%s, latency_ms), finished_at = COALESCE(%s, {NOW}) "
                 f"WHERE id = %s {_RETURNING}",
                 (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
-            ).fetchone(),
-            atomic=False,
-            durable=False,
-        )
-        return Record(*row)
+            ).fetchone()
+            _log_events(conn, [(alert_id, state, answer_detail(state, okx_code, okx_msg, detail))])
+            return Record(*row)
+
+        return self._transaction(step, durable=False)
 
     def prune(self, before: float) -> int:
-        return self._transaction(
-            lambda conn: (
-                conn.execute(
-                    "DELETE FROM alerts WHERE received_at < %s AND state NOT IN ('queued', 'sending')", (before,)
-                ).rowcount
-            ),
-            atomic=False,
-        )
+        def step(conn):
+            removed = conn.execute(
+                "DELETE FROM alerts WHERE received_at < %s AND state NOT IN ('queued', 'sending')", (before,)
+            ).rowcount
+            conn.execute(
+                "DELETE FROM alert_events e WHERE e.at < %s "
+                "AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = e.alert_id)",
+                (before,),
+            )
+            return removed
+
+        return self._transaction(step)
 
     # -- instances ------------------------------------------------------------------------
 
@@ -418,6 +463,7 @@ class PostgresJournal(Journal):
                 f"AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM instances)) {_RETURNING}",
                 (INTERRUPTED_DETAIL,),
             ).fetchall()
+            _log_events(conn, [(row[0], "unknown", INTERRUPTED_DETAIL) for row in rows])
             # A dead instance's requests in flight: their exchange with OKX is over now.
             conn.execute(
                 f"UPDATE okx_pacing SET ended_at = {NOW} WHERE ended_at IS NULL "
@@ -471,6 +517,15 @@ class PostgresJournal(Journal):
 
     def _statement(self, sql, params=(), durable: bool = True):
         return self._transaction(lambda conn: conn.execute(sql, params), atomic=False, durable=durable)
+
+
+def _log_events(conn, events: list[tuple[int, str, str]]) -> None:
+    """Timeline entries, written in the transaction that made them true, at the database's time."""
+    if events:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (%s, {NOW}, %s, %s)", events
+            )
 
 
 class PostgresPacer(Pacer):

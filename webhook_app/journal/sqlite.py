@@ -28,7 +28,11 @@ from . import (
     JournalInUse,
     JournalUnavailable,
     Record,
+    answer_detail,
+    claimed_detail,
+    iso_time,
 )
+from .sqlite_activity import SqliteActivity
 
 # Schema versions, kept in SQLite's user_version; each step runs once, in order, at open.
 # Version 1 is the first release's schema (IF NOT EXISTS: a file from before versions were
@@ -71,6 +75,37 @@ CREATE INDEX IF NOT EXISTS alerts_bot ON alerts (algo_id, action, received_at);
         "ALTER TABLE alerts ADD COLUMN not_before REAL NOT NULL DEFAULT 0; "
         "CREATE INDEX alerts_queue ON alerts (state, not_before, id);",
     ),
+    # What operators see and do: each alert's timeline, their findings and resends, refused requests.
+    (
+        4,
+        """
+ALTER TABLE alerts ADD COLUMN resolution TEXT;
+ALTER TABLE alerts ADD COLUMN resent_from INTEGER;
+ALTER TABLE alerts ADD COLUMN resent_as INTEGER;
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_events_alert ON alert_events (alert_id, id);
+CREATE INDEX alert_events_at ON alert_events (at);
+CREATE TABLE refused (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    status INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    client TEXT,
+    errors TEXT NOT NULL DEFAULT '[]',
+    algo_id TEXT,
+    trader_id TEXT,
+    count INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX refused_at ON refused (at)
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -85,7 +120,7 @@ class _PendingAdd:
     done: bool = False
 
 
-class SqliteJournal(Journal):
+class SqliteJournal(SqliteActivity, Journal):
     def __init__(self, path: str, busy_timeout: float = 1.0):
         self.path = path
         try:
@@ -214,8 +249,10 @@ class SqliteJournal(Journal):
             return None
         return self._transaction(lambda db: self._get(db, alert_id), write=False)
 
-    def recent(self, limit: int = 50, state: str | None = None, trader_id: str | None = None) -> list[Record]:
-        filters = [(c, v) for c, v in (("state", state), ("trader_id", trader_id)) if v is not None]
+    def recent(self, limit=50, state=None, trader_id=None, algo_id=None) -> list[Record]:
+        filters = [
+            (c, v) for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id)) if v is not None
+        ]
         where = " AND ".join(f"{column} = ?" for column, _ in filters)
 
         def step(db):
@@ -254,13 +291,15 @@ class SqliteJournal(Journal):
                 f"AND not_before <= ? AND expires_at >= ? ORDER BY id LIMIT ?) RETURNING {', '.join(COLUMNS)}",
                 (instance, now, now, now, limit),
             ).fetchall()
-            return sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            _log_events(db, [(r.id, now, "claimed", claimed_detail(r.attempts, instance)) for r in records])
+            return records
 
         return self._transaction(step) if limit > 0 else []
 
     def expire_overdue(self, now: float) -> list[Record]:
-        return self._transaction(
-            lambda db: [
+        def step(db):
+            records = [
                 Record(*row)
                 for row in db.execute(
                     "UPDATE alerts SET state = 'expired', finished_at = ?, "
@@ -268,29 +307,37 @@ class SqliteJournal(Journal):
                     f"WHERE state = 'queued' AND expires_at < ? RETURNING {', '.join(COLUMNS)}",
                     (now, now),
                 ).fetchall()
-            ],
-            durable=False,
-        )
+            ]
+            _log_events(db, [(r.id, now, "expired", r.detail) for r in records])
+            return records
+
+        return self._transaction(step, durable=False)
 
     def unclaim(self, alert_ids: list[int]) -> None:
-        self._transaction(
-            lambda db: db.executemany(
+        def step(db):
+            db.executemany(
                 "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
                 "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
                 "WHERE id = ? AND state = 'sending'",
                 [(i,) for i in alert_ids],
             )
-        )
+            now = time.time()
+            _log_events(db, [(i, now, "unclaimed", "back in the queue: the send never started") for i in alert_ids])
+
+        self._transaction(step)
 
     def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
         # Durable: losing it would leave the alert "sending", to be called unknown although OKX did not act.
-        self._transaction(
-            lambda db: db.execute(
+        def step(db):
+            db.execute(
                 "UPDATE alerts SET state = 'queued', okx_code = ?, okx_msg = ?, detail = ?, not_before = ? "
                 "WHERE id = ? AND state = 'sending'",
                 (okx_code, okx_msg, detail, not_before, alert_id),
             )
-        )
+            retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+            _log_events(db, [(alert_id, time.time(), "retry", retry)])
+
+        self._transaction(step)
 
     def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
         assert state in FINAL_STATES, state
@@ -302,20 +349,23 @@ class SqliteJournal(Journal):
                 "detail = ?, latency_ms = COALESCE(?, latency_ms), finished_at = ? WHERE id = ?",
                 (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
             )
-            return self._get(db, alert_id)
+            record = self._get(db, alert_id)
+            _log_events(db, [(alert_id, now, state, answer_detail(state, okx_code, okx_msg, detail))])
+            return record
 
         # No fsync: an outcome lost in a power cut leaves the alert "sending", which reads as
         # unknown at the next start; never resent.
         return self._transaction(step, durable=False)
 
     def prune(self, before: float) -> int:
-        return self._transaction(
-            lambda db: (
-                db.execute(
-                    "DELETE FROM alerts WHERE received_at < ? AND state NOT IN ('queued', 'sending')", (before,)
-                ).rowcount
-            )
-        )
+        def step(db):
+            removed = db.execute(
+                "DELETE FROM alerts WHERE received_at < ? AND state NOT IN ('queued', 'sending')", (before,)
+            ).rowcount
+            db.execute("DELETE FROM alert_events WHERE at < ? AND alert_id NOT IN (SELECT id FROM alerts)", (before,))
+            return removed
+
+        return self._transaction(step)
 
     # -- instances: one sender per file ------------------------------------------------------
 
@@ -354,7 +404,7 @@ class SqliteJournal(Journal):
         now = time.time()
 
         def step(db):
-            return [
+            records = [
                 Record(*row)
                 for row in db.execute(
                     "UPDATE alerts SET state = 'unknown', finished_at = ?, detail = ? WHERE state = 'sending' "
@@ -362,6 +412,8 @@ class SqliteJournal(Journal):
                     (now, INTERRUPTED_DETAIL, instance),
                 ).fetchall()
             ]
+            _log_events(db, [(r.id, now, "unknown", INTERRUPTED_DETAIL) for r in records])
+            return records
 
         return sorted(self._transaction(step), key=lambda r: r.id)
 
@@ -398,3 +450,9 @@ class SqliteJournal(Journal):
                 self._db.execute("ROLLBACK")
             raise
         return result
+
+
+def _log_events(db, events: list[tuple[int, float, str, str]]) -> None:
+    """Timeline entries, written in the transaction that made them true."""
+    if events:
+        db.executemany("INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (?, ?, ?, ?)", events)
