@@ -43,3 +43,4 @@ def worker_exit(server, worker):
     services = getattr(app, "extensions", {}).get("webhook") if app is not None else None
     if services is not None:
         services.delivery.stop(timeout=8)
+        services.refusals.stop()

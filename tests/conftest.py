@@ -109,6 +109,7 @@ def make_app(tmp_path, okx):
     yield build
     for app in apps:
         app.extensions["webhook"].delivery.stop(timeout=2)
+        app.extensions["webhook"].refusals.stop()
         app.extensions["webhook"].journal.close()
 
 

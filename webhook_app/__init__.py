@@ -22,6 +22,7 @@ from .outcomes import OutcomePolicy
 from .pacing import MemoryPacer
 from .protection import Protection
 from .readiness import Readiness
+from .refusals import RefusalLog
 
 __all__ = ["create_app", "start_delivery", "preflight", "Config"]
 
@@ -83,6 +84,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
         protection=protection,
         readiness=readiness,
         notifier=notifier,
+        refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
         clock=clock,
     )
     app.register_blueprint(web.bp)

@@ -66,6 +66,8 @@ class Config:
     id_window: float = 86_400.0  # seconds a trader's own id stays taken, per bot
     max_lag: int = 60  # seconds an alert may wait before it is too old to send
     retention_days: float = 30.0
+    refused_per_minute: int = 60  # refused requests stored one by one per minute; the rest counted
+    refused_retention_days: float = 7.0
     max_body_bytes: int = 64 * 1024
     port: int = 8000
     # Protection (all optional; off or permissive by default).
@@ -202,6 +204,8 @@ class Config:
             id_window=id_window,
             max_lag=reader.integer("MAX_LAG", 60, 1, 3600),
             retention_days=retention_days,
+            refused_per_minute=reader.integer("REFUSED_PER_MINUTE", 60, 1, 10_000),
+            refused_retention_days=reader.number("REFUSED_RETENTION_DAYS", 7.0, 1, 365),
             port=reader.integer("PORT", 8000, 1, 65535),
             webhook_secret_previous=previous,
             require_timestamp=reader.flag("REQUIRE_TIMESTAMP", False),

@@ -16,11 +16,13 @@ from werkzeug.exceptions import HTTPException, NotFound
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
 from .config import Config
 from .delivery import Delivery
-from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record, iso_time
+from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
+from .logs import scrubber
 from .notify import Notifier
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
 from .protection import Forbidden, LockedOut, Protection, StaleAlert
 from .readiness import Readiness
+from .refusals import RefusalLog
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -47,6 +49,7 @@ class Services:
     protection: Protection
     readiness: Readiness
     notifier: Notifier
+    refusals: RefusalLog
     clock: Callable[[], float] | None = None  # when alerts are received; None: the journal's clock
 
 
@@ -105,6 +108,7 @@ def webhook():
     protection.check_source(sender.address)  # before the body is even read
     protection.lockout.check(sender.lockout_key)
     payload = parse_body(request.get_data(cache=False))
+    g.readable = _readable_fields(payload)
     try:
         g.secret_name = verify_secret(payload, config.accepted_secrets)
     except Unauthorized:
@@ -135,6 +139,7 @@ def webhook():
     )
     if not created:
         raise DuplicateAlert(record)
+    g.journaled = True
     record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))
     return _alert_reply(record)
 
@@ -212,7 +217,44 @@ def _alert_reply(record: Record):
 
 def _error(http_status: int, kind: str, message: str, **extra):
     g.outcome = (kind, None, extra.get("id"))
+    g.refusal = (kind, message + (f" (alert {extra['id']})" if "id" in extra else ""), extra.get("errors", ()))
     return jsonify(status=kind, message=message, **extra), http_status
+
+
+def _readable_fields(payload) -> dict:
+    """The bot and the trader's id of a request that may yet be refused, for the refusal log:
+    short strings only, scrubbed (a misconfigured alert could carry a secret anywhere)."""
+    if not isinstance(payload, dict):
+        return {}
+    found = {}
+    for name, key in (("algo_id", "algoId"), ("trader_id", "id")):
+        value = payload.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            found[name] = scrubber.scrub(str(value))[:64]
+    return found
+
+
+def _record_refusal(status: int) -> None:
+    """Every request to /webhook that left no alert in the journal leaves a refusal record."""
+    kind, message, errors = g.get("refusal", ("error", "no reply body", ()))
+    svc = services()
+    svc.refusals.record(
+        Refusal(
+            at=time.time(),
+            status=status,
+            kind=kind,
+            message=scrubber.scrub(message)[:500],
+            client=g.get("client") or request.remote_addr,
+            errors=tuple(
+                {
+                    "field": scrubber.scrub(str(e.get("field", "")))[:64],
+                    "message": scrubber.scrub(str(e["message"]))[:300],
+                }
+                for e in (errors or ())[:20]
+            ),
+            **g.get("readable", {}),
+        )
+    )
 
 
 @bp.app_errorhandler(InvalidBody)
@@ -315,6 +357,8 @@ def _unexpected(exc):
 
 @bp.after_app_request
 def _log_alert(response):
+    if request.path == "/webhook" and not g.get("journaled"):
+        _record_refusal(response.status_code)
     if request.path == "/webhook" and request.method == "POST":
         state, okx_code, alert_id = g.get("outcome", (None, None, None))
         alert = g.get("alert", {})

@@ -1,0 +1,122 @@
+"""The log of refused requests to /webhook: recorded from a background thread, so a flood of
+junk never slows a valid alert, and bounded, so it never fills the database.
+
+Per minute (and per instance) at most ``per_minute`` refusals are stored one by one; the rest
+are counted, and each status's count is stored as one row when the minute ends. Rows older
+than the retention are pruned. So the store holds at most about
+``per_minute x 1440 x retention_days`` rows per instance, whatever arrives."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .journal import Journal, JournalUnavailable, Refusal
+
+log = logging.getLogger("webhook_app")
+PRUNE_EVERY = 3600.0
+
+
+class RefusalLog:
+    def __init__(
+        self,
+        journal: Journal,
+        per_minute: int = 60,
+        retention_days: float = 7.0,
+        clock: Callable[[], float] = time.time,
+        flush_every: float = 1.0,
+    ):
+        self.journal = journal
+        self.per_minute = per_minute
+        self.retention = retention_days * 86400
+        self.clock = clock
+        self.flush_every = flush_every
+        self._lock = threading.Lock()
+        self._pending: list[Refusal] = []
+        self._minute = 0  # the minute being counted, as epoch minutes
+        self._stored = 0  # stored one by one in that minute
+        self._over: dict[int, list] = {}  # status -> [count, last refusal] beyond the budget in that minute
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self.counted = 0  # refusals counted beyond the budget (not stored one by one), since start
+
+    def record(self, refusal: Refusal) -> None:
+        """Take a refusal: memory only, never the database, never blocking."""
+        with self._lock:
+            minute = int(self.clock() // 60)
+            if minute != self._minute:
+                self._close_minute()
+                self._minute, self._stored = minute, 0
+            if self._stored < self.per_minute:
+                self._stored += 1
+                self._pending.append(refusal)
+            else:
+                self.counted += 1
+                entry = self._over.setdefault(refusal.status, [0, refusal])
+                entry[0] += 1
+                entry[1] = refusal
+        self.start()
+
+    def _close_minute(self) -> None:
+        """The counted refusals of the minute that ended become one row per status (lock held)."""
+        for status, (count, last) in sorted(self._over.items()):
+            self._pending.append(
+                Refusal(
+                    at=last.at,
+                    status=status,
+                    kind=last.kind,
+                    message=f"{count} more refused request(s) in this minute, beyond the {self.per_minute} "
+                    f"stored one by one; the last said: {last.message}",
+                    client=last.client,
+                    count=count,
+                )
+            )
+        self._over = {}
+
+    def flush(self, closing_minute: bool = False) -> None:
+        with self._lock:
+            minute = int(self.clock() // 60)
+            if closing_minute or minute != self._minute:
+                self._close_minute()
+                if minute != self._minute:
+                    self._minute, self._stored = minute, 0
+            batch, self._pending = self._pending, []
+        try:
+            self.journal.add_refusals(batch)
+        except JournalUnavailable as exc:
+            log.warning("could not record %d refused request(s): %s", len(batch), exc)
+        now = self.clock()
+        if now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            try:
+                removed = self.journal.prune_refusals(now - self.retention)
+                if removed:
+                    log.info("pruned %d refused-request record(s) older than the retention", removed)
+            except JournalUnavailable as exc:
+                log.warning("could not prune refused requests: %s", exc)
+
+    def start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping:
+                    self._thread = threading.Thread(target=self._run, name="refusal-log", daemon=True)
+                    self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush(closing_minute=True)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.flush_every)
+            try:
+                self.flush()
+            except Exception:  # never let the log of refusals take anything else down
+                log.exception("the refused-request log failed")
