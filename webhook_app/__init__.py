@@ -13,6 +13,7 @@ from flask import Flask
 
 from .config import Config, ConfigError
 from .delivery import Delivery
+from .intake import Intake
 from .journal import Journal, JournalUnavailable, open_journal
 from .logs import configure_logging, scrubber
 from .membership import Membership
@@ -85,7 +86,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
         readiness=readiness,
         notifier=notifier,
         refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
-        clock=clock,
+        intake=Intake(config, protection, journal, delivery, clock=clock),
     )
     app.register_blueprint(web.bp)
     cli.register(app)

@@ -7,7 +7,6 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -16,7 +15,8 @@ from werkzeug.exceptions import HTTPException, NotFound
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
 from .config import Config
 from .delivery import Delivery
-from .journal import STATES, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
+from .intake import DuplicateAlert, Intake, NoSuchAlert
+from .journal import STATES, ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
 from .notify import Notifier
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
@@ -50,15 +50,7 @@ class Services:
     readiness: Readiness
     notifier: Notifier
     refusals: RefusalLog
-    clock: Callable[[], float] | None = None  # when alerts are received; None: the journal's clock
-
-
-class DuplicateAlert(Exception):
-    """The alert repeats one already journaled (409)."""
-
-    def __init__(self, original: Record):
-        super().__init__(f"duplicate of alert {original.id}")
-        self.original = original
+    intake: Intake
 
 
 class AdminUnauthorized(Exception):
@@ -119,28 +111,8 @@ def webhook():
     alert = load_alert(payload)
     req = alert.request
     g.alert = {"algoId": req.algo_id, "action": req.type, "amount": req.amt}
-    protection.check_alert(alert)
-    # The journal's clock, so that instances on one database agree on duplicate windows (tests move their own).
-    now = svc.clock() if svc.clock else svc.journal.now()
-    reference = alert.timestamp.timestamp() if alert.timestamp else now
-    record, created = svc.journal.add(
-        dedup_key=alert.dedup_key,
-        dedup_since=protection.duplicate_since(alert, now),
-        algo_id=req.algo_id,
-        action=req.type,
-        amount=req.amt,
-        request_body=req.body_bytes().decode(),
-        expires_at=reference + (alert.max_lag or config.max_lag),
-        state="dry_run" if config.dry_run else "queued",
-        secret_name=g.secret_name,
-        daily_cap=config.max_amount_per_day,
-        trader_id=alert.alert_id,
-        now=now,
-    )
-    if not created:
-        raise DuplicateAlert(record)
+    record = svc.intake.accept(alert, secret_name=g.secret_name, deadline=g.started + config.reply_deadline)
     g.journaled = True
-    record = svc.delivery.submit(record, wait=config.reply_deadline - (time.monotonic() - g.started))
     return _alert_reply(record)
 
 
@@ -320,6 +292,16 @@ def _duplicate(exc):
             ),
         )
     return _error(409, "duplicate", message, id=original.id, state=original.state, matched=matched)
+
+
+@bp.app_errorhandler(ActionRefused)
+def _action_refused(exc):
+    return _error(409, "action_refused", str(exc))
+
+
+@bp.app_errorhandler(NoSuchAlert)
+def _no_such_alert(exc):
+    return _error(404, "not_found", str(exc))
 
 
 @bp.app_errorhandler(JournalUnavailable)
