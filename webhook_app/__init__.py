@@ -74,7 +74,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
         on_final=notifier.alert_finished,
     )
 
-    from . import cli, web  # imported here: they are the top of the one-way flow
+    from . import admin, cli, web  # imported here: they are the top of the one-way flow
 
     readiness = Readiness(config, client, journal, on_change=notifier.readiness_changed)
     protection = Protection(config, clock=clock or time.time, lockout_store=journal.lockout_store())
@@ -89,6 +89,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
         intake=Intake(config, protection, journal, delivery, clock=clock),
     )
     app.register_blueprint(web.bp)
+    admin.install(app)
     cli.register(app)
     _announce(config, log)
     log.info("%s", protection.describe())

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException
 
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
 from .config import Config
 from .delivery import Delivery
 from .intake import DuplicateAlert, Intake, NoSuchAlert
-from .journal import STATES, ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
+from .journal import ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
 from .notify import Notifier
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
@@ -54,7 +54,11 @@ class Services:
 
 
 class AdminUnauthorized(Exception):
-    """Missing or wrong ADMIN_TOKEN bearer (401)."""
+    """Neither the ADMIN_TOKEN bearer nor a logged-in session (401)."""
+
+
+class CsrfRefused(Exception):
+    """A form posted with a session cookie but without its CSRF token (403)."""
 
 
 def services() -> Services:
@@ -80,7 +84,7 @@ def readyz():
     else:
         body = {"status": "ready" if readiness.ready else "not_ready", "checked_at": iso_time(readiness.checked_at)}
         status = 200 if readiness.ready else 503
-        if _is_admin():
+        if bearer_is_admin():
             body["checks"] = [dataclasses.asdict(check) for check in readiness.results]
     return jsonify(body), status
 
@@ -116,43 +120,8 @@ def webhook():
     return _alert_reply(record)
 
 
-ALERTS_QUERY = ("limit", "state", "trader_id")
-
-
-@bp.get("/alerts")
-def list_alerts():
-    _require_admin()
-    unknown = sorted(set(request.args) - set(ALERTS_QUERY))
-    if unknown:  # a typo such as ?stat=ok must not silently list everything
-        raise InvalidAlert(
-            [{"field": name[:64], "message": f"is not a filter; use {', '.join(ALERTS_QUERY)}"} for name in unknown]
-        )
-    try:
-        limit = int(request.args.get("limit", "50"))
-    except ValueError:
-        raise InvalidAlert([{"field": "limit", "message": "must be a whole number"}]) from None
-    if not 1 <= limit <= 1000:
-        raise InvalidAlert([{"field": "limit", "message": "must be from 1 to 1000"}])
-    state = request.args.get("state")
-    if state is not None and state not in STATES:
-        raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
-    trader_id = request.args.get("trader_id")
-    if trader_id is not None and not 1 <= len(trader_id) <= 128:
-        raise InvalidAlert([{"field": "trader_id", "message": "must be 1 to 128 characters"}])
-    records = services().journal.recent(limit, state, trader_id=trader_id)
-    return jsonify(status="ok", alerts=[r.to_json() for r in records])
-
-
-@bp.get("/alerts/<int:alert_id>")
-def show_alert(alert_id: int):
-    _require_admin()
-    record = services().journal.get(alert_id)
-    if record is None:
-        raise NotFound(f"no alert {alert_id}")
-    return jsonify(status="ok", alert=record.to_json())
-
-
-def _is_admin() -> bool:
+def bearer_is_admin() -> bool:
+    """The request carries ``Authorization: Bearer <ADMIN_TOKEN>`` (and ADMIN_TOKEN is set)."""
     token = services().config.admin_token
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return (
@@ -160,14 +129,6 @@ def _is_admin() -> bool:
         and scheme.lower() == "bearer"
         and hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8"))
     )
-
-
-def _require_admin() -> None:
-    token = services().config.admin_token
-    if not token:
-        raise NotFound()  # the endpoints are off without ADMIN_TOKEN
-    if not _is_admin():
-        raise AdminUnauthorized()
 
 
 def _alert_reply(record: Record):
@@ -312,9 +273,14 @@ def _journal_unavailable(exc):
 
 @bp.app_errorhandler(AdminUnauthorized)
 def _admin_unauthorized(exc):
-    response, status = _error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>")
+    response, status = _error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>, or log in at /admin")
     response.headers["WWW-Authenticate"] = "Bearer"
     return response, status
+
+
+@bp.app_errorhandler(CsrfRefused)
+def _csrf_refused(exc):
+    return _error(403, "csrf", "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
 @bp.app_errorhandler(HTTPException)

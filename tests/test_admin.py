@@ -1,0 +1,220 @@
+"""The operator page and its JSON over HTTP: off without ADMIN_TOKEN, nothing without logging in,
+sessions and CSRF, wrong tokens counted, and the actions on unknown and failed alerts."""
+
+import re
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
+from tests.okx_stand_in import OkxReply, RawReply
+
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+MARKER = "trader-marker-7f3a"
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def logged_in(client) -> str:
+    """Log the test client in through the form; returns the session's CSRF token."""
+    login_csrf = csrf_of(client.get("/admin").text)
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": login_csrf})
+    assert response.status_code == 303, response.text
+    return csrf_of(client.get("/admin").text)
+
+
+def unknown_alert(app, okx, **changes) -> int:
+    okx.play(RawReply(502))  # OKX may have acted: unknown
+    alert_id = app.test_client().post("/webhook", json=make_alert(**changes)).json["id"]
+    assert wait_final(app, alert_id).state == "unknown"
+    return alert_id
+
+
+def failed_alert(app, okx, **changes) -> int:
+    okx.play(OkxReply("50013", "System is busy"))  # certainly not executed; one attempt only
+    alert_id = app.test_client().post("/webhook", json=make_alert(**changes)).json["id"]
+    assert wait_final(app, alert_id).state == "failed"
+    return alert_id
+
+
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/admin"), ("GET", "/admin/live"), ("GET", "/alerts"), ("GET", "/status"),
+                     ("GET", "/refused"), ("POST", "/admin/login"), ("POST", "/alerts/1/resend")]
+)  # fmt: skip
+def test_everything_for_operators_is_off_without_an_admin_token(make_app, method, path):
+    client = make_app(admin_token="").test_client()
+    assert client.open(path, method=method, headers=BEARER).status_code == 404
+
+
+def test_without_logging_in_no_alert_data_is_served(make_app):
+    app = make_app()
+    client = app.test_client()
+    client.post("/webhook", json=make_alert(id=MARKER))
+    page = client.get("/admin")
+    assert page.status_code == 200 and 'name="token"' in page.text and MARKER not in page.text
+    detail = client.get("/admin/alerts/1")
+    assert 'name="token"' in detail.text and MARKER not in detail.text
+    for path in ("/admin/live", "/alerts", "/alerts/1", "/refused", "/status"):
+        response = client.get(path)
+        assert response.status_code == 401 and MARKER not in response.text, path
+    assert client.get("/alerts", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+
+
+def test_logging_in_shows_the_alerts_and_logging_out_ends_the_session(make_app):
+    app = make_app()
+    client = app.test_client()
+    client.post("/webhook", json=make_alert(id=MARKER))
+    csrf = logged_in(client)
+    assert MARKER in client.get("/admin").text and MARKER in client.get("/admin/live").text
+    assert client.post("/admin/logout", data={"csrf_token": csrf}).status_code == 303
+    assert client.get("/admin/live").status_code == 401 and MARKER not in client.get("/admin").text
+
+
+def test_the_session_cookie_is_httponly_strict_and_secure_behind_https(make_app):
+    client = make_app(trusted_proxy_hops=1).test_client()
+    csrf = csrf_of(client.get("/admin").text)
+    plain = client.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": csrf}).headers["Set-Cookie"]
+    assert "HttpOnly" in plain and "SameSite=Strict" in plain and "Secure" not in plain
+    behind_router = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+    secure = client.get("/admin", headers=behind_router).headers["Set-Cookie"]
+    assert "Secure" in secure and "HttpOnly" in secure and "SameSite=Strict" in secure
+    assert ADMIN_TOKEN not in plain + secure
+
+
+def test_a_wrong_token_is_refused_and_counted_like_a_wrong_secret(make_app):
+    client = make_app(lockout_threshold=3).test_client()
+    csrf = csrf_of(client.get("/admin").text)
+    for _ in range(3):
+        refused = client.post("/admin/login", data={"token": "not-the-token-0123456789", "csrf_token": csrf})
+        assert refused.status_code == 401 and "wrong token" in refused.text
+    locked = client.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": csrf})
+    assert locked.status_code == 429 and "too many wrong tokens" in locked.text
+    assert client.get("/admin/live").status_code == 401  # the right token did not log in while locked out
+    assert client.post("/webhook", json=make_alert()).status_code == 429  # one count per address, whatever the door
+
+
+@pytest.mark.parametrize(
+    "path, form",
+    [("/admin/logout", {}), ("/alerts/1/mark", {"resolution": "executed"}), ("/alerts/1/resend", {})],
+)
+def test_a_form_without_its_csrf_token_is_refused(make_app, okx, path, form):
+    app = make_app()
+    unknown_alert(app, okx)
+    client = app.test_client()
+    logged_in(client)
+    for token in (None, "forged-token"):
+        data = form if token is None else {**form, "csrf_token": token}
+        response = client.post(path, data=data)
+        assert response.status_code == 403 and response.json["status"] == "csrf", path
+    record = app.extensions["webhook"].journal.get(1)
+    assert record.resolution is None and record.resent_as is None
+    assert client.get("/admin/live").status_code == 200  # still logged in: the forged logout did nothing
+
+
+def test_the_login_form_needs_its_csrf_token_too(make_app):
+    client = make_app().test_client()
+    client.get("/admin")
+    assert client.post("/admin/login", data={"token": ADMIN_TOKEN}).status_code == 403
+    assert client.get("/admin/live").status_code == 401
+
+
+def test_an_unknown_alert_is_marked_once_with_who_and_when(make_app, okx):
+    app = make_app()
+    alert_id = unknown_alert(app, okx)
+    client = app.test_client()
+    csrf = logged_in(client)
+    response = client.post(f"/alerts/{alert_id}/mark", data={"resolution": "executed", "csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["Location"].endswith(f"/admin/alerts/{alert_id}")
+    shown = client.get(f"/alerts/{alert_id}", headers=BEARER).json
+    assert shown["alert"]["resolution"] == "executed" and shown["alert"]["state"] == "unknown"
+    marked = shown["timeline"][-1]
+    assert marked["kind"] == "marked" and re.fullmatch(r"marked executed by session [0-9a-f]{8}", marked["detail"])
+    again = client.post(f"/alerts/{alert_id}/mark", json={"resolution": "not_executed"}, headers=BEARER)
+    assert again.status_code == 409 and again.json["status"] == "action_refused"
+
+
+@pytest.mark.parametrize("resolution", ["", "maybe", None])
+def test_a_mark_needs_a_known_resolution(make_app, okx, resolution):
+    app = make_app()
+    alert_id = unknown_alert(app, okx)
+    response = app.test_client().post(f"/alerts/{alert_id}/mark", json={"resolution": resolution}, headers=BEARER)
+    assert response.status_code == 422 and response.json["errors"][0]["field"] == "resolution"
+
+
+def test_only_an_unknown_alert_can_be_marked(make_app, okx):
+    app = make_app()
+    client = app.test_client()
+    ok_id = client.post("/webhook", json=make_alert()).json["id"]
+    response = client.post(f"/alerts/{ok_id}/mark", json={"resolution": "executed"}, headers=BEARER)
+    assert response.status_code == 409 and "unknown" in response.json["message"]
+    assert client.post("/alerts/999/mark", json={"resolution": "executed"}, headers=BEARER).status_code == 404
+
+
+def test_a_failed_alert_is_sent_again_once_as_a_new_linked_alert(make_app, okx):
+    app = make_app(okx_max_attempts=1)
+    alert_id = failed_alert(app, okx, id="Long")
+    client = app.test_client()
+    response = client.post(f"/alerts/{alert_id}/resend", headers=BEARER)
+    assert response.status_code == 201, response.json
+    new = response.json["alert"]
+    assert new["id"] != alert_id and new["resent_from"] == alert_id and new["trader_id"] == "Long"
+    assert wait_final(app, new["id"]).state == "ok"
+    assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "10"}]
+    assert app.extensions["webhook"].journal.get(alert_id).resent_as == new["id"]
+    assert client.get(f"/alerts/{alert_id}", headers=BEARER).json["timeline"][-1]["detail"] == (
+        f"sent again as alert {new['id']} by token"
+    )
+    twice = client.post(f"/alerts/{alert_id}/resend", headers=BEARER)
+    assert twice.status_code == 409 and f"alert {new['id']}" in twice.json["message"]
+    assert len(okx.executed) == 1
+
+
+def test_an_alert_marked_not_executed_can_be_sent_again_but_not_one_marked_executed(make_app, okx):
+    app = make_app()
+    client = app.test_client()
+    executed, not_executed = unknown_alert(app, okx, amount="1"), unknown_alert(app, okx, amount="2")
+    client.post(f"/alerts/{executed}/mark", json={"resolution": "executed"}, headers=BEARER)
+    client.post(f"/alerts/{not_executed}/mark", json={"resolution": "not_executed"}, headers=BEARER)
+    assert client.post(f"/alerts/{executed}/resend", headers=BEARER).status_code == 409
+    unmarked = unknown_alert(app, okx, amount="3")
+    assert client.post(f"/alerts/{unmarked}/resend", headers=BEARER).status_code == 409
+    resent = client.post(f"/alerts/{not_executed}/resend", headers=BEARER)
+    assert resent.status_code == 201 and wait_final(app, resent.json["alert"]["id"]).state == "ok"
+
+
+def test_a_resend_meets_every_check_like_any_alert(make_app, okx):
+    app = make_app(okx_max_attempts=1, max_amount_per_day=15)
+    client = app.test_client()
+    failed = failed_alert(app, okx, amount="10")  # failed: it does not count against the cap
+    assert client.post("/webhook", json=make_alert(amount="6")).status_code == 200
+    response = client.post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert response.status_code == 422 and response.json["status"] == "over_daily_cap"
+    assert app.extensions["webhook"].journal.get(failed).resent_as is None
+    assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "6"}]
+
+
+def test_the_json_behind_the_page_serves_scripts(make_app, okx):
+    app = make_app()
+    client = app.test_client()
+    client.post("/webhook", json=make_alert(id="A1"))
+    client.post("/webhook", json=make_alert(algoId="42", id="B2"))
+    client.post("/webhook", json=make_alert(secret="wrong-" + WEBHOOK_SECRET))
+    app.extensions["webhook"].refusals.flush()
+    by_bot = client.get("/alerts?algo_id=42", headers=BEARER).json["alerts"]
+    assert [a["trader_id"] for a in by_bot] == ["B2"]
+    assert [a["trader_id"] for a in client.get("/alerts?trader_id=A1", headers=BEARER).json["alerts"]] == ["A1"]
+    assert client.get("/refused", headers=BEARER).json["refused"][0]["status"] == 401
+    status = client.get("/status", headers=BEARER).json["service"]
+    assert status["mode"] == "live" and status["base_url"] == okx.base_url and status["rate_limit"] == 20
+    assert client.get("/alerts?bot=42", headers=BEARER).status_code == 422
+
+
+def test_the_page_loads_nothing_from_elsewhere_and_cannot_be_framed(make_app):
+    client = make_app().test_client()
+    page = client.get("/admin")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)
+    script = client.get("/admin/static/admin.js")
+    assert script.status_code == 200 and "fetch(" in script.text

@@ -1,0 +1,306 @@
+"""The operator page (``/admin``) and the JSON behind it. Off without ADMIN_TOKEN (404).
+
+Two ways in: a browser logs in with the token once and holds a signed session cookie
+(HttpOnly, SameSite=Strict, Secure behind HTTPS; every form it posts carries a CSRF token);
+a script sends ``Authorization: Bearer <ADMIN_TOKEN>`` and needs no CSRF token (no browser
+sends that header by itself). A wrong token counts against the sender like a wrong secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from datetime import timedelta
+
+from flask import Blueprint, Flask, abort, jsonify, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+
+from . import dashboard
+from .alerts import InvalidAlert
+from .journal import RESOLUTIONS, STATES
+from .protection import LockedOut
+from .web import AdminUnauthorized, CsrfRefused, bearer_is_admin, services
+
+log = logging.getLogger("webhook_app")
+bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")
+
+SESSION_HOURS = 12
+ALERT_FILTERS = ("limit", "state", "trader_id", "algo_id")
+
+
+class AdminSessions(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure when the browser came over HTTPS (directly, or
+    through a trusted router that says so in X-Forwarded-Proto)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or _forwarded_https()
+
+
+def install(app: Flask) -> None:
+    """Register the page; with ADMIN_TOKEN set, sessions are signed with a key derived from it
+    (so every instance agrees, and changing the token logs everyone out)."""
+    token = services_of(app).config.admin_token
+    if token:
+        app.secret_key = hmac.new(token.encode(), b"webhook_app admin session", hashlib.sha256).hexdigest()
+    app.session_interface = AdminSessions()
+    app.config.update(
+        SESSION_COOKIE_NAME="relay_admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+    )
+    app.register_blueprint(bp)
+
+
+def services_of(app: Flask):
+    return app.extensions["webhook"]
+
+
+# -- who is asking ---------------------------------------------------------------------------
+
+
+def _forwarded_https() -> bool:
+    hops = services().config.trusted_proxy_hops
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+    return hops > 0 and proto == "https"
+
+
+def _enabled() -> None:
+    if not services().config.admin_token:
+        abort(404)  # the page and its JSON are off without ADMIN_TOKEN
+
+
+def operator() -> str | None:
+    """Who is asking: "token" (a script's bearer), "session <id>" (a logged-in browser), or None."""
+    if bearer_is_admin():
+        return "token"
+    if session.get("sid"):
+        return f"session {session['sid']}"
+    return None
+
+
+def require_operator(posting: bool = False) -> str:
+    _enabled()
+    who = operator()
+    if who is None:
+        raise AdminUnauthorized()
+    if posting and who != "token":
+        _check_csrf()
+    return who
+
+
+def _csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _check_csrf() -> None:
+    given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+        raise CsrfRefused()
+
+
+def _wants_json() -> bool:
+    return operator() == "token" or request.accept_mimetypes.best == "application/json"
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+
+@bp.get("/admin")
+def page():
+    _enabled()
+    if operator() is None:
+        return _login_page()
+    return render_template("admin/dashboard.html", **_dashboard(), csrf_token=_csrf_token(), who=operator())
+
+
+@bp.get("/admin/live")
+def live():
+    """The parts of the page that change, for refreshing without a reload."""
+    require_operator()
+    return render_template("admin/_live.html", **_dashboard())
+
+
+@bp.get("/admin/alerts/<int:alert_id>")
+def alert_page(alert_id: int):
+    _enabled()
+    if operator() is None:
+        return _login_page()
+    svc = services()
+    record = svc.journal.get(alert_id)
+    if record is None:
+        abort(404)
+    now = time.time()
+    return render_template(
+        "admin/alert.html",
+        row=dashboard.alert_row(record, now),
+        steps=dashboard.timeline(record, svc.journal.events(alert_id), now),
+        csrf_token=_csrf_token(),
+        who=operator(),
+        can_mark=record.state == "unknown" and record.resolution is None,
+        can_resend=(record.state == "failed" or record.resolution == "not_executed") and record.resent_as is None,
+    )
+
+
+def _login_page(error: str = "", status: int = 200):
+    return render_template("admin/login.html", csrf_token=_csrf_token(), error=error), status
+
+
+@bp.post("/admin/login")
+def login():
+    _enabled()
+    svc = services()
+    sender = svc.protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    try:
+        svc.protection.lockout.check(sender.lockout_key)
+    except LockedOut as exc:
+        return _login_page(f"too many wrong tokens from this address: try again in {int(exc.retry_after) + 1} s", 429)
+    _check_csrf()
+    given = request.form.get("token", "").encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(given, svc.config.admin_token.encode()):
+        if svc.protection.lockout.failure(sender.lockout_key):
+            log.warning("locked out %s after wrong admin tokens", sender.lockout_key)
+            svc.notifier.lockout(sender.lockout_key, svc.config.lockout_threshold)
+        log.warning("admin login refused: wrong token from %s", sender.address)
+        return _login_page("wrong token", 401)
+    session.clear()  # a new session id and CSRF token: nothing carried over from before the login
+    session.permanent = True
+    session.update(sid=secrets.token_hex(4), csrf=secrets.token_urlsafe(32), client=sender.address or "-")
+    log.info("admin login from %s (session %s)", sender.address, session["sid"])
+    return redirect(url_for("admin.page"), 303)
+
+
+@bp.post("/admin/logout")
+def logout():
+    _enabled()
+    if session.get("sid"):
+        _check_csrf()
+        log.info("admin logout (session %s)", session["sid"])
+    session.clear()
+    return redirect(url_for("admin.page"), 303)
+
+
+def _dashboard() -> dict:
+    svc = services()
+    filters = _alert_filters(default_limit=100)
+    now = time.time()
+    records = svc.journal.recent(filters.pop("limit"), **filters)
+    return {
+        "filters": filters,
+        "states": STATES,
+        "rows": [dashboard.alert_row(r, now) for r in records],
+        "refused": [(r, dashboard.when(r.at, now)) for r in svc.journal.refusals(50)],
+        "chart": dashboard.hourly_chart(svc.journal.hourly_counts(now - 24 * 3600), now),
+        "status": dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals),
+    }
+
+
+# -- JSON for scripts (bearer) and the page's actions --------------------------------------------
+
+
+@bp.get("/alerts")
+def list_alerts():
+    require_operator()
+    filters = _alert_filters(default_limit=50)
+    records = services().journal.recent(filters.pop("limit"), **filters)
+    return jsonify(status="ok", alerts=[r.to_json() for r in records])
+
+
+@bp.get("/alerts/<int:alert_id>")
+def show_alert(alert_id: int):
+    require_operator()
+    journal = services().journal
+    record = journal.get(alert_id)
+    if record is None:
+        abort(404, f"no alert {alert_id}")
+    return jsonify(status="ok", alert=record.to_json(), timeline=[e.to_json() for e in journal.events(alert_id)])
+
+
+@bp.post("/alerts/<int:alert_id>/mark")
+def mark(alert_id: int):
+    who = require_operator(posting=True)
+    resolution = (request.get_json(silent=True) or {}).get("resolution") or request.form.get("resolution")
+    if resolution not in RESOLUTIONS:
+        raise InvalidAlert([{"field": "resolution", "message": f"must be one of {', '.join(RESOLUTIONS)}"}])
+    record = services().intake.mark(alert_id, resolution, by=who)
+    log.info("alert %s marked %s by %s", alert_id, resolution, who)
+    if _wants_json():
+        return jsonify(status="ok", alert=record.to_json())
+    return redirect(url_for("admin.alert_page", alert_id=alert_id), 303)
+
+
+@bp.post("/alerts/<int:alert_id>/resend")
+def resend(alert_id: int):
+    who = require_operator(posting=True)
+    record = services().intake.resend(alert_id, by=who)
+    log.info("alert %s sent again as alert %s by %s", alert_id, record.id, who)
+    if _wants_json():
+        return jsonify(status="ok", alert=record.to_json(), resent_from=alert_id), 201
+    return redirect(url_for("admin.alert_page", alert_id=record.id), 303)
+
+
+@bp.get("/refused")
+def refused():
+    require_operator()
+    limit = _limit(50)
+    return jsonify(status="ok", refused=[r.to_json() for r in services().journal.refusals(limit)])
+
+
+@bp.get("/status")
+def status():
+    require_operator()
+    svc = services()
+    current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals)
+    current["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint} for c in current["checks"]]
+    current["checked"] = current["checked"]["utc"] if current["checked"] else None
+    return jsonify(status="ok", service=current)
+
+
+def _limit(default: int) -> int:
+    try:
+        limit = int(request.args.get("limit", str(default)))
+    except ValueError:
+        raise InvalidAlert([{"field": "limit", "message": "must be a whole number"}]) from None
+    if not 1 <= limit <= 1000:
+        raise InvalidAlert([{"field": "limit", "message": "must be from 1 to 1000"}])
+    return limit
+
+
+def _alert_filters(default_limit: int) -> dict:
+    unknown = sorted(set(request.args) - set(ALERT_FILTERS))
+    if unknown:  # a typo such as ?stat=ok must not silently list everything
+        raise InvalidAlert(
+            [{"field": name[:64], "message": f"is not a filter; use {', '.join(ALERT_FILTERS)}"} for name in unknown]
+        )
+    filters = {"limit": _limit(default_limit)}
+    for name in ("state", "trader_id", "algo_id"):
+        value = request.args.get(name, "").strip()
+        if not value:
+            continue  # an empty box in the page's filter form: no filter
+        if name == "state" and value not in STATES:
+            raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
+        if len(value) > 128:
+            raise InvalidAlert([{"field": name, "message": "must be 1 to 128 characters"}])
+        filters[name] = value
+    return filters
+
+
+@bp.after_request
+def _page_headers(response):
+    """The page loads nothing from elsewhere and runs only its own script; never cached or framed."""
+    if request.path.startswith("/admin"):
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    if not request.path.startswith("/admin/static"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
