@@ -2,6 +2,7 @@ import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -151,3 +152,17 @@ def wait_final(app, alert_id, timeout=10.0):
             return record
         time.sleep(0.02)
     raise AssertionError(f"alert {alert_id} still {record.state}")
+
+
+def screenshot_dir() -> Path:
+    """Where browser tests put their screenshots (printed at the end of the run)."""
+    return Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[1] / "build" / "screenshots"))
+
+
+_SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    shots = [p for p in screenshot_dir().glob("*.png") if p.stat().st_mtime >= _SESSION_STARTED]
+    if shots:
+        terminalreporter.write_line(f"screenshots of the operator page ({len(shots)}): {screenshot_dir()}")

@@ -1,0 +1,194 @@
+"""The operator page in a real browser: Debian's Chromium driven by Playwright, against the
+service as the Procfile starts it (gunicorn) and the loopback OKX stand-in.
+
+Chromium is never downloaded: it is /usr/bin/chromium (``apt-get install chromium``), or
+CHROMIUM_PATH. Where it is missing these tests are skipped with the reason, except under
+REQUIRE_BROWSER=1 (CI), where that is a failure. Screenshots of the main views go to
+build/screenshots (or SCREENSHOT_DIR); the test run prints the folder."""
+
+import os
+import re
+
+import pytest
+import requests
+
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, screenshot_dir
+from tests.okx_stand_in import OkxReply, RawReply
+from tests.service_process import ServiceProcess
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = screenshot_dir()
+WAIT_MS = 15_000  # the page refreshes its live part every 5 s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def service(okx, tmp_path):
+    process = ServiceProcess(
+        {
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "OKX_API_KEY": okx.api_key,
+            "OKX_API_SECRET": okx.secret_key,
+            "OKX_API_PASSPHRASE": okx.passphrase,
+            "OKX_BASE_URL": okx.base_url,
+            "OKX_MAX_ATTEMPTS": "1",  # a "not executed" answer makes a failed alert at once
+            "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
+        }
+    ).start()
+    yield process
+    process.discard()
+
+
+@pytest.fixture
+def page(browser, service):
+    context = browser.new_context(base_url=service.url, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # confirm every action (one test dismisses)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def post_alert(service, **changes) -> dict:
+    reply = requests.post(service.url + "/webhook", json=make_alert(**changes), timeout=10)
+    assert reply.status_code in (200, 202, 503), reply.text
+    return reply.json()
+
+
+def log_in(page) -> None:
+    page.goto("/admin")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login")
+    page.wait_for_selector("#alerts")
+
+
+def row(page, trader_id: str):
+    return page.locator("#alerts tbody tr", has_text=trader_id)
+
+
+def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx):
+    post_alert(service, id="before-login", amount="1")
+    page.goto("/admin")
+    assert page.locator("#token").is_visible()
+    assert "before-login" not in page.content()  # no alert data before logging in
+    shot(page, "1-login")
+
+    log_in(page)
+    assert row(page, "before-login").locator(".state").inner_text() == "ok"
+
+    # An alert posted now appears with its state through the page's own refresh, without a reload.
+    post_alert(service, id="live-1", amount="2")
+    row(page, "live-1").wait_for(timeout=WAIT_MS)
+    assert row(page, "live-1").locator(".state").inner_text() == "ok"
+    assert page.locator("#live").get_attribute("data-refreshed")
+    assert page.locator(".chart svg rect.g-ok").count() >= 1
+    shot(page, "2-alerts")
+
+    # Filter by the trader's id.
+    page.fill("#filter-id", "live-1")
+    page.click("#apply-filters")
+    page.wait_for_url(re.compile(r"trader_id=live-1"))
+    assert page.locator("#alerts tbody tr").count() == 1
+
+    # Its timeline: received, claimed, answered.
+    row(page, "live-1").locator("a").first.click()
+    timeline = page.locator("#timeline li")
+    assert [k.inner_text() for k in page.locator("#timeline .kind").all()] == ["RECEIVED", "CLAIMED", "OK"]
+    assert "attempt 1" in timeline.nth(1).inner_text()
+    shot(page, "3-timeline")
+
+    # An unknown alert: the operator checks the bot on OKX, then marks it.
+    okx.play(RawReply(502))
+    unknown = post_alert(service, id="maybe-1", amount="3")["id"]
+    page.goto(f"/admin/alerts/{unknown}")
+    assert page.inner_text("#alert-state") == "unknown"
+    page.click("#mark-not-executed")
+    page.wait_for_selector("#resolution")
+    assert page.inner_text("#resolution") == "not executed"
+    assert re.search(r"marked not executed by session [0-9a-f]{8}", page.inner_text("#timeline"))
+    shot(page, "4-marked")
+
+    # A failed alert, sent again: a new alert linked to it, which OKX executes.
+    okx.play(OkxReply("50013", "System is busy"))
+    failed = post_alert(service, id="busy-1", amount="4")["id"]
+    page.goto(f"/admin/alerts/{failed}")
+    assert page.inner_text("#alert-state") == "failed"
+    page.click("#resend")
+    page.wait_for_selector("#resent-from")
+    assert page.inner_text("#resent-from") == f"alert {failed}"
+    resent_id = int(re.search(r"/admin/alerts/(\d+)", page.url).group(1))
+    assert resent_id != failed
+    page.goto("/admin")
+    resent = page.locator(f'#alerts tr[data-alert="{resent_id}"]')
+    assert resent.locator(".state").inner_text() in ("ok", "queued", "sending")
+    assert {"algoId": "581628185981813760", "type": "add", "amt": "4"} in okx.executed
+    shot(page, "5-resent")
+
+    page.click("#logout")
+    page.wait_for_selector("#token")
+    assert "live-1" not in page.content()
+    assert page.request.get("/admin/live").status == 401
+
+
+def test_a_confirmation_dismissed_does_nothing(browser, service, okx):
+    context = browser.new_context(base_url=service.url)
+    page = context.new_page()
+    okx.play(RawReply(502))
+    unknown = post_alert(service, id="maybe-2")["id"]
+    log_in(page)
+    page.goto(f"/admin/alerts/{unknown}")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#mark-executed")
+    page.wait_for_timeout(300)
+    state = requests.get(
+        f"{service.url}/alerts/{unknown}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5
+    ).json()
+    assert state["alert"]["resolution"] is None
+    context.close()
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused(page, service, okx):
+    okx.play(RawReply(502))
+    unknown = post_alert(service, id="maybe-3")["id"]
+    log_in(page)
+    page.goto(f"/admin/alerts/{unknown}")
+    # The same form as the page's, from the logged-in browser, minus its CSRF token.
+    status = page.evaluate(
+        """async (url) => {
+            const form = new FormData();
+            form.append("resolution", "executed");
+            const response = await fetch(url, {method: "POST", body: form, credentials: "same-origin"});
+            return response.status;
+        }""",
+        f"/alerts/{unknown}/mark",
+    )
+    assert status == 403
+    page.reload()
+    assert page.locator("#resolution").count() == 0 and page.locator("#mark-executed").is_visible()
