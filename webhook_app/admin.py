@@ -187,7 +187,7 @@ def logout():
 
 def _dashboard() -> dict:
     svc = services()
-    filters = _alert_filters(default_limit=100)
+    filters = _alert_filters(default_limit=100, blank_is_any=True)
     now = time.time()
     records = svc.journal.recent(filters.pop("limit"), **filters)
     return {
@@ -224,7 +224,8 @@ def show_alert(alert_id: int):
 @bp.post("/alerts/<int:alert_id>/mark")
 def mark(alert_id: int):
     who = require_operator(posting=True)
-    resolution = (request.get_json(silent=True) or {}).get("resolution") or request.form.get("resolution")
+    body = request.get_json(silent=True)
+    resolution = body.get("resolution") if isinstance(body, dict) else request.form.get("resolution")
     if resolution not in RESOLUTIONS:
         raise InvalidAlert([{"field": "resolution", "message": f"must be one of {', '.join(RESOLUTIONS)}"}])
     record = services().intake.mark(alert_id, resolution, by=who)
@@ -271,7 +272,9 @@ def _limit(default: int) -> int:
     return limit
 
 
-def _alert_filters(default_limit: int) -> dict:
+def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
+    """Filters from the query string. The page's form sends empty boxes (``blank_is_any``);
+    for scripts an empty value is a mistake, never "everything"."""
     unknown = sorted(set(request.args) - set(ALERT_FILTERS))
     if unknown:  # a typo such as ?stat=ok must not silently list everything
         raise InvalidAlert(
@@ -279,12 +282,13 @@ def _alert_filters(default_limit: int) -> dict:
         )
     filters = {"limit": _limit(default_limit)}
     for name in ("state", "trader_id", "algo_id"):
-        value = request.args.get(name, "").strip()
-        if not value:
-            continue  # an empty box in the page's filter form: no filter
+        value = request.args.get(name)
+        if value is None or (blank_is_any and not value.strip()):
+            continue
+        value = value.strip() if blank_is_any else value
         if name == "state" and value not in STATES:
             raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
-        if len(value) > 128:
+        if not 1 <= len(value) <= 128:
             raise InvalidAlert([{"field": name, "message": "must be 1 to 128 characters"}])
         filters[name] = value
     return filters
