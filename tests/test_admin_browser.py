@@ -145,7 +145,12 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
     assert page.inner_text("#resent-from") == f"alert {failed}"
     resent_id = int(re.search(r"/admin/alerts/(\d+)", page.url).group(1))
     assert resent_id != failed
+    # A refused request shows up among the refused ones, without its secret.
+    wrong = requests.post(service.url + "/webhook", json=make_alert(secret="wrong-secret-0123456789"), timeout=5)
+    assert wrong.status_code == 401
     page.goto("/admin")
+    page.locator("#refused tbody tr", has_text="unauthorized").wait_for(timeout=WAIT_MS)
+    assert "wrong-secret-0123456789" not in page.content()
     resent = page.locator(f'#alerts tr[data-alert="{resent_id}"]')
     assert resent.locator(".state").inner_text() in ("ok", "queued", "sending")
     assert {"algoId": "581628185981813760", "type": "add", "amt": "4"} in okx.executed
