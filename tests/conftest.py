@@ -166,3 +166,16 @@ def pytest_terminal_summary(terminalreporter):
     shots = [p for p in screenshot_dir().glob("*.png") if p.stat().st_mtime >= _SESSION_STARTED]
     if shots:
         terminalreporter.write_line(f"screenshots of the operator page ({len(shots)}): {screenshot_dir()}")
+
+
+def live_env(okx, tmp_path, **extra):
+    """The environment of a live service (as the Procfile starts it) sending to the stand-in."""
+    return {
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "OKX_API_KEY": okx.api_key,
+        "OKX_API_SECRET": okx.secret_key,
+        "OKX_API_PASSPHRASE": okx.passphrase,
+        "OKX_BASE_URL": okx.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
+        **extra,
+    }

@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, screenshot_dir
+from tests.conftest import ADMIN_TOKEN, live_env, make_alert, screenshot_dir
 from tests.okx_stand_in import OkxReply, RawReply
 from tests.service_process import ServiceProcess
 
@@ -46,18 +46,8 @@ def browser():
 
 @pytest.fixture
 def service(okx, tmp_path):
-    process = ServiceProcess(
-        {
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "OKX_API_KEY": okx.api_key,
-            "OKX_API_SECRET": okx.secret_key,
-            "OKX_API_PASSPHRASE": okx.passphrase,
-            "OKX_BASE_URL": okx.base_url,
-            "OKX_MAX_ATTEMPTS": "1",  # a "not executed" answer makes a failed alert at once
-            "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
-        }
-    ).start()
+    # One attempt: a "not executed" answer makes a failed alert at once.
+    process = ServiceProcess(live_env(okx, tmp_path, ADMIN_TOKEN=ADMIN_TOKEN, OKX_MAX_ATTEMPTS="1")).start()
     yield process
     process.discard()
 

@@ -10,21 +10,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import WEBHOOK_SECRET, make_alert
+from tests.conftest import WEBHOOK_SECRET, live_env, make_alert
 from tests.okx_stand_in import Slow
 from tests.service_process import REPO, ServiceProcess, procfile_command
-
-
-def live_env(okx, tmp_path, **extra):
-    return {
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "OKX_API_KEY": okx.api_key,
-        "OKX_API_SECRET": okx.secret_key,
-        "OKX_API_PASSPHRASE": okx.passphrase,
-        "OKX_BASE_URL": okx.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import WEBHOOK_SECRET, make_alert
+from tests.conftest import WEBHOOK_SECRET, live_env, make_alert
 from tests.service_process import ServiceProcess
 from webhook_app.journal import Refusal, open_journal
 from webhook_app.refusals import RefusalLog
@@ -109,16 +109,7 @@ def test_refusals_past_their_retention_are_pruned(tmp_path):
 
 def test_a_flood_of_refused_requests_stays_bounded_and_valid_alerts_are_answered_in_time(okx, tmp_path):
     service = ServiceProcess(
-        {
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "OKX_API_KEY": okx.api_key,
-            "OKX_API_SECRET": okx.secret_key,
-            "OKX_API_PASSPHRASE": okx.passphrase,
-            "OKX_BASE_URL": okx.base_url,
-            "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
-            "REFUSED_PER_MINUTE": "100",
-            "LOCKOUT_THRESHOLD": "10000",  # every junk request reaches the secret check
-        }
+        live_env(okx, tmp_path, REFUSED_PER_MINUTE="100", LOCKOUT_THRESHOLD="10000")  # every junk request is checked
     ).start()
     try:
         session_local = requests.Session
