@@ -119,8 +119,8 @@ def test_the_login_form_needs_its_csrf_token_too(make_app):
     assert client.get("/admin/live").status_code == 401
 
 
-def test_an_unknown_alert_is_marked_once_with_who_and_when(make_app, okx):
-    app = make_app()
+def test_an_unknown_alert_is_marked_once_with_who_and_when(make_app, okx, database_url):
+    app = make_app(database_url=database_url)
     alert_id = unknown_alert(app, okx)
     client = app.test_client()
     csrf = logged_in(client)
@@ -151,8 +151,8 @@ def test_only_an_unknown_alert_can_be_marked(make_app, okx):
     assert client.post("/alerts/999/mark", json={"resolution": "executed"}, headers=BEARER).status_code == 404
 
 
-def test_a_failed_alert_is_sent_again_once_as_a_new_linked_alert(make_app, okx):
-    app = make_app(okx_max_attempts=1)
+def test_a_failed_alert_is_sent_again_once_as_a_new_linked_alert(make_app, okx, database_url):
+    app = make_app(okx_max_attempts=1, database_url=database_url)
     alert_id = failed_alert(app, okx, id="Long")
     client = app.test_client()
     response = client.post(f"/alerts/{alert_id}/resend", headers=BEARER)
@@ -183,8 +183,8 @@ def test_an_alert_marked_not_executed_can_be_sent_again_but_not_one_marked_execu
     assert resent.status_code == 201 and wait_final(app, resent.json["alert"]["id"]).state == "ok"
 
 
-def test_a_resend_meets_every_check_like_any_alert(make_app, okx):
-    app = make_app(okx_max_attempts=1, max_amount_per_day=15)
+def test_a_resend_meets_every_check_like_any_alert(make_app, okx, database_url):
+    app = make_app(okx_max_attempts=1, max_amount_per_day=15, database_url=database_url)
     client = app.test_client()
     failed = failed_alert(app, okx, amount="10")  # failed: it does not count against the cap
     assert client.post("/webhook", json=make_alert(amount="6")).status_code == 200
@@ -194,8 +194,8 @@ def test_a_resend_meets_every_check_like_any_alert(make_app, okx):
     assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "6"}]
 
 
-def test_the_json_behind_the_page_serves_scripts(make_app, okx):
-    app = make_app()
+def test_the_json_behind_the_page_serves_scripts(make_app, okx, database_url):
+    app = make_app(database_url=database_url)
     client = app.test_client()
     client.post("/webhook", json=make_alert(id="A1"))
     client.post("/webhook", json=make_alert(algoId="42", id="B2"))

@@ -30,8 +30,10 @@ def refusals_of(app):
         ({"data": "x" * 70_000}, 413, "too_large", (None, None)),
     ],
 )
-def test_a_refused_request_is_recorded_without_secret_or_body(make_app, okx, request_kwargs, status, kind, readable):
-    app = make_app()
+def test_a_refused_request_is_recorded_without_secret_or_body(
+    make_app, okx, database_url, request_kwargs, status, kind, readable
+):
+    app = make_app(database_url=database_url)
     response = app.test_client().post("/webhook", **request_kwargs, environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert response.status_code == status
     (refusal,) = refusals_of(app)

@@ -138,6 +138,7 @@ def start_delivery(app: Flask) -> Flask:
     services = app.extensions["webhook"]
     services.delivery.start()
     services.readiness.start()
+    services.refusals.start()  # also prunes refused requests past their retention, hourly
     return app
 
 
