@@ -32,7 +32,6 @@ from . import (
     JournalUnavailable,
     Record,
     answer_detail,
-    claimed_detail,
     iso_time,
 )
 from .postgres_activity import NOW, PostgresActivity
@@ -346,22 +345,25 @@ class PostgresJournal(PostgresActivity, Journal):
             return []
 
         # A MATERIALIZED CTE: as an IN (subquery) the planner may run the locking subquery again,
-        # and each run skips the rows the last one locked, claiming more than ``limit``.
-        def step(conn):
-            rows = conn.execute(
+        # and each run skips the rows the last one locked, claiming more than ``limit``. The claim
+        # and its timeline entries are one statement: atomic, one round trip.
+        rows = self._transaction(
+            lambda conn: conn.execute(
                 "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND not_before <= %s "
-                "AND expires_at >= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = %s, "
+                "AND expires_at >= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
+                "claimed AS (UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = %s, "
                 "first_sent_at = COALESCE(first_sent_at, GREATEST(%s, received_at)) "  # never before it arrived
-                "FROM picked WHERE alerts.id = picked.id "
-                f"RETURNING {', '.join('alerts.' + c for c in COLUMNS)}",
+                f"FROM picked WHERE alerts.id = picked.id RETURNING {', '.join('alerts.' + c for c in COLUMNS)}), "
+                # the text of journal.claimed_detail
+                "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
+                f"SELECT id, {NOW}, 'claimed', format('attempt %%s, claimed by %%s', attempts, claimed_by) "
+                "FROM claimed) "
+                f"SELECT {', '.join(COLUMNS)} FROM claimed",
                 (now, now, limit, instance, now),
-            ).fetchall()
-            records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
-            _log_events(conn, [(r.id, "claimed", claimed_detail(r.attempts, instance)) for r in records])
-            return records
-
-        return self._transaction(step)
+            ).fetchall(),
+            atomic=False,
+        )
+        return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
     def expire_overdue(self, now: float) -> list[Record]:
         def step(conn):
@@ -391,31 +393,40 @@ class PostgresJournal(PostgresActivity, Journal):
         self._transaction(step, durable=False)
 
     def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
-        def step(conn):
-            conn.execute(
-                "UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, not_before = %s "
-                "WHERE id = %s AND state = 'sending'",
-                (okx_code, okx_msg, detail, not_before, alert_id),
-            )
-            retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
-            _log_events(conn, [(alert_id, "retry", retry)])
-
-        self._transaction(step)
+        retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+        self._statement(
+            "WITH requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, "
+            "not_before = %s WHERE id = %s AND state = 'sending' RETURNING id) "
+            f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
+            (okx_code, okx_msg, detail, not_before, alert_id, retry),
+        )
 
     def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
         assert state in FINAL_STATES, state
 
-        def step(conn):
-            row = conn.execute(
-                "UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), okx_msg = COALESCE(%s, okx_msg), "
-                f"detail = %s, latency_ms = COALESCE(%s, latency_ms), finished_at = COALESCE(%s, {NOW}) "
-                f"WHERE id = %s {_RETURNING}",
-                (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
-            ).fetchone()
-            _log_events(conn, [(alert_id, state, answer_detail(state, okx_code, okx_msg, detail))])
-            return Record(*row)
-
-        return self._transaction(step, durable=False)
+        row = self._transaction(
+            lambda conn: conn.execute(
+                "WITH done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
+                "okx_msg = COALESCE(%s, okx_msg), detail = %s, latency_ms = COALESCE(%s, latency_ms), "
+                f"finished_at = COALESCE(%s, {NOW}) WHERE id = %s {_RETURNING}), "
+                "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
+                f"SELECT id, finished_at, %s, %s FROM done) SELECT {', '.join(COLUMNS)} FROM done",
+                (
+                    state,
+                    okx_code,
+                    okx_msg,
+                    detail,
+                    latency_ms,
+                    now,
+                    alert_id,
+                    state,
+                    answer_detail(state, okx_code, okx_msg, detail),
+                ),
+            ).fetchone(),
+            atomic=False,
+            durable=False,
+        )
+        return Record(*row)
 
     def prune(self, before: float) -> int:
         def step(conn):
