@@ -4,9 +4,8 @@ the log of refused requests. A mixin of ``PostgresJournal``, which gives it ``_t
 from __future__ import annotations
 
 from . import COLUMNS, RESOLUTIONS, ActionRefused, Event, Record, Refusal, refusal_from_row, refusal_row
+from .postgres_sql import NOW
 
-# Time is the database's, never one host's (shared with postgres.py).
-NOW = "extract(epoch from clock_timestamp())::double precision"
 _REFUSAL_SELECT = "SELECT at, status, kind, message, client, errors, algo_id, trader_id, count, id FROM refused"
 
 

@@ -1,0 +1,112 @@
+"""State every instance on one PostgreSQL database shares besides the journal: OKX's rate
+budget (a ledger of request slots per API key) and the wrong-secret lockouts."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from ..pacing import Pacer
+from .postgres_sql import LOCK_PACING, NOW
+
+if TYPE_CHECKING:
+    from .postgres import PostgresJournal
+
+
+class PostgresPacer(Pacer):
+    """OKX's rate budget for one API key, shared by every instance on the database."""
+
+    def __init__(self, journal: PostgresJournal, account: str, limit: int, window: float = 2.0, margin: float = 0.01):
+        self.journal = journal
+        # The ledger names the account by a hash of its API key, never the key itself.
+        self.account = hashlib.sha256(account.encode()).hexdigest()[:16]
+        self.limit = limit
+        self.window = window + margin
+
+    def _locked(self, conn) -> float:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_PACING, self.account))
+        now = conn.execute(f"SELECT {NOW}").fetchone()[0]
+        conn.execute(
+            "DELETE FROM okx_pacing WHERE account = %s AND ended_at IS NOT NULL AND ended_at + %s <= %s",
+            (self.account, self.window, now),
+        )
+        return now
+
+    def acquire(self, instance: str, wanted: int) -> list:
+        if wanted <= 0:
+            return []
+        rows = self.journal._transaction(
+            lambda conn: conn.execute(
+                "SELECT pacing_acquire(%s, %s, %s, %s, %s)", (self.account, instance, wanted, self.limit, self.window)
+            ).fetchall(),
+            atomic=False,
+            durable=False,
+        )
+        return [row[0] for row in rows]
+
+    def release(self, slot) -> None:
+        self.journal._statement(f"UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s", (slot,), durable=False)
+
+    def cancel(self, slots: list) -> None:
+        if slots:
+            self.journal._statement("DELETE FROM okx_pacing WHERE id = ANY(%s)", (slots,), durable=False)
+
+    def hold_off(self, seconds: float) -> None:
+        def step(conn):
+            now = self._locked(conn)
+            conn.execute(
+                "INSERT INTO okx_pacing (account, instance, ended_at) SELECT %s, NULL, %s FROM generate_series(1, %s)",
+                (self.account, now + seconds - self.window, self.limit),
+            )
+
+        self.journal._transaction(step)
+
+    def busy(self) -> int:
+        return self.journal._one(
+            f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})",
+            (self.account, self.window),
+        )[0]
+
+    def opens_in(self) -> float | None:
+        busy, first_opening, now = self.journal._one(
+            f"SELECT count(*), min(ended_at) + %s, {NOW} FROM okx_pacing WHERE account = %s "
+            f"AND (ended_at IS NULL OR ended_at + %s > {NOW})",
+            (self.window, self.account, self.window),
+        )
+        if busy < self.limit:
+            return 0.0
+        return None if first_opening is None else max(first_opening - now, 0.0)
+
+
+class PostgresLockoutStore:
+    """Wrong-secret counts and lockouts, shared by every instance and kept across restarts."""
+
+    def __init__(self, journal: PostgresJournal):
+        self.journal = journal
+
+    def remaining(self, address: str) -> float:
+        def step(conn):
+            row = conn.execute(f"SELECT locked_until - {NOW} FROM lockouts WHERE address = %s", (address,)).fetchone()
+            return max(row[0] or 0.0, 0.0) if row else 0.0
+
+        return self.journal._transaction(step)
+
+    def failure(self, address: str, threshold: int, window: float, duration: float) -> bool:
+        def step(conn):
+            now = conn.execute(f"SELECT {NOW}").fetchone()[0]
+            row = conn.execute(
+                "INSERT INTO lockouts (address, failures) VALUES (%s, ARRAY[%s]::double precision[]) "
+                "ON CONFLICT (address) DO UPDATE SET failures = "
+                "array_append(ARRAY(SELECT f FROM unnest(lockouts.failures) f WHERE f > %s), %s) "
+                "RETURNING cardinality(failures)",
+                (address, now, now - window, now),
+            ).fetchone()
+            if row[0] >= threshold:
+                conn.execute(
+                    "UPDATE lockouts SET failures = '{}', locked_until = %s WHERE address = %s",
+                    (now + duration, address),
+                )
+                return True
+            return False
+
+        return self.journal._transaction(step)
