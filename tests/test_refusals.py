@@ -57,14 +57,17 @@ def test_a_duplicate_names_the_alert_it_repeats(make_app):
     assert refusal.trader_id == "Long"
 
 
-def test_a_locked_out_sender_and_a_forbidden_one_are_recorded(make_app):
+def test_a_locked_out_sender_and_a_forbidden_bot_are_recorded(make_app):
     app = make_app(lockout_threshold=2, allowed_algo_ids=frozenset({"1"}))
     client = app.test_client()
     for _ in range(3):
         client.post("/webhook", json=make_alert(secret="wrong-" + WEBHOOK_SECRET))
-    client.post("/webhook", json=make_alert())  # a bot not allowed... but the address is locked out first
-    statuses = [r.status for r in refusals_of(app)]
-    assert statuses == [429, 429, 401, 401]
+    other = {"REMOTE_ADDR": "192.0.2.44"}  # another sender, not locked out, for a bot not allowed
+    assert client.post("/webhook", json=make_alert(), environ_base=other).status_code == 403
+    forbidden, locked, *wrong = refusals_of(app)
+    assert (forbidden.status, forbidden.kind, forbidden.client) == (403, "forbidden_bot", "192.0.2.44")
+    assert forbidden.errors == ({"field": "algoId", "message": "this bot is not in ALLOWED_ALGO_IDS"},)
+    assert (locked.status, locked.kind) == (429, "locked_out") and [r.status for r in wrong] == [401, 401]
 
 
 def test_an_accepted_alert_leaves_no_refusal(make_app):
