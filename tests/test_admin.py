@@ -71,6 +71,18 @@ def test_logging_in_shows_the_alerts_and_logging_out_ends_the_session(make_app):
     assert client.get("/admin/live").status_code == 401 and MARKER not in client.get("/admin").text
 
 
+def test_a_copy_of_the_cookie_is_worthless_after_logging_out(make_app, database_url):
+    app = make_app(database_url=database_url)
+    browser, thief = app.test_client(), app.test_client()
+    csrf = logged_in(browser)
+    cookie = browser.get_cookie("relay_admin").value
+    thief.set_cookie("relay_admin", cookie)
+    assert thief.get("/admin/live").status_code == 200
+    browser.post("/admin/logout", data={"csrf_token": csrf})
+    assert thief.get("/admin/live").status_code == 401
+    assert thief.post("/alerts/1/resend", data={"csrf_token": csrf}).status_code == 401
+
+
 def test_the_session_cookie_is_httponly_strict_and_secure_behind_https(make_app):
     client = make_app(trusted_proxy_hops=1).test_client()
     csrf = csrf_of(client.get("/admin").text)

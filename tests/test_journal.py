@@ -363,3 +363,14 @@ def test_refused_requests_are_kept_newest_first_and_pruned(journals):
     assert (oldest.client, oldest.errors, oldest.count) == ("1.2.3.4", (), 1)
     assert journal.refusal_rows() == 2
     assert journal.prune_refusals(journal.now() - 50) == 1 and [r.kind for r in journal.refusals()] == ["invalid"]
+
+
+def test_an_operator_session_is_open_until_it_ends_or_ages(journals):
+    journal, other_instance = journals(), journals()
+    journal.start_session("s1", "203.0.113.9")
+    journal.start_session("s2", None)
+    assert other_instance.session_active("s1", 3600) and journal.session_active("s2", 3600)
+    assert not journal.session_active("s1", 0)  # older than max_age
+    other_instance.end_session("s1")
+    assert not journal.session_active("s1", 3600) and journal.session_active("s2", 3600)
+    assert not journal.session_active("never", 3600)

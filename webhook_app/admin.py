@@ -14,7 +14,7 @@ import secrets
 import time
 from datetime import timedelta
 
-from flask import Blueprint, Flask, abort, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, g, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 from . import dashboard
@@ -73,12 +73,15 @@ def _enabled() -> None:
 
 
 def operator() -> str | None:
-    """Who is asking: "token" (a script's bearer), "session <id>" (a logged-in browser), or None."""
-    if bearer_is_admin():
-        return "token"
-    if session.get("sid"):
-        return f"session {session['sid']}"
-    return None
+    """Who is asking: "token" (a script's bearer), "session <id>" (a logged-in browser whose
+    session the journal still holds open: a logout ends it for every copy of the cookie), or None."""
+    if "operator" not in g:
+        g.operator = None
+        if bearer_is_admin():
+            g.operator = "token"
+        elif session.get("sid") and services().journal.session_active(session["sid"], SESSION_HOURS * 3600):
+            g.operator = f"session {session['sid']}"
+    return g.operator
 
 
 def require_operator(posting: bool = False) -> str:
@@ -171,6 +174,7 @@ def login():
     session.clear()  # a new session id and CSRF token: nothing carried over from before the login
     session.permanent = True
     session.update(sid=secrets.token_hex(4), csrf=secrets.token_urlsafe(32), client=sender.address or "-")
+    svc.journal.start_session(session["sid"], sender.address)
     log.info("admin login from %s (session %s)", sender.address, session["sid"])
     return redirect(url_for("admin.page"), 303)
 
@@ -180,6 +184,7 @@ def logout():
     _enabled()
     if session.get("sid"):
         _check_csrf()
+        services().journal.end_session(session["sid"])
         log.info("admin logout (session %s)", session["sid"])
     session.clear()
     return redirect(url_for("admin.page"), 303)

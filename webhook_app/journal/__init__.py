@@ -298,6 +298,18 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def prune_refusals(self, before: float) -> int: ...
 
+    @abc.abstractmethod
+    def start_session(self, sid: str, client: str | None) -> None:
+        """An operator logged in; sessions that ended or began more than a day ago are dropped."""
+
+    @abc.abstractmethod
+    def end_session(self, sid: str) -> None:
+        """An operator logged out: the session's cookie is worthless from now on, wherever it is."""
+
+    @abc.abstractmethod
+    def session_active(self, sid: str, max_age: float) -> bool:
+        """The session was started less than ``max_age`` seconds ago and has not ended."""
+
     # -- instances ------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -177,6 +177,12 @@ CREATE TABLE refused (
     count INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX refused_at ON refused (at);
+CREATE TABLE admin_sessions (
+    sid TEXT PRIMARY KEY,
+    client TEXT,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION
+);
 """,
     ),
 )

@@ -80,3 +80,20 @@ class PostgresActivity:
 
     def prune_refusals(self, before: float) -> int:
         return self._statement("DELETE FROM refused WHERE at < %s", (before,)).rowcount
+
+    def start_session(self, sid: str, client: str | None) -> None:
+        def step(conn):
+            conn.execute(f"DELETE FROM admin_sessions WHERE started_at < {NOW} - 86400 OR ended_at IS NOT NULL")
+            conn.execute(f"INSERT INTO admin_sessions (sid, client, started_at) VALUES (%s, %s, {NOW})", (sid, client))
+
+        self._transaction(step)
+
+    def end_session(self, sid: str) -> None:
+        self._statement(f"UPDATE admin_sessions SET ended_at = {NOW} WHERE sid = %s", (sid,))
+
+    def session_active(self, sid: str, max_age: float) -> bool:
+        row = self._one(
+            f"SELECT 1 FROM admin_sessions WHERE sid = %s AND ended_at IS NULL AND started_at > {NOW} - %s",
+            (sid, max_age),
+        )
+        return row is not None

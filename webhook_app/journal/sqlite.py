@@ -103,7 +103,13 @@ CREATE TABLE refused (
     trader_id TEXT,
     count INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX refused_at ON refused (at)
+CREATE INDEX refused_at ON refused (at);
+CREATE TABLE admin_sessions (
+    sid TEXT PRIMARY KEY,
+    client TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL
+)
 """,
     ),
 )

@@ -90,3 +90,27 @@ class SqliteActivity:
 
     def prune_refusals(self, before: float) -> int:
         return self._transaction(lambda db: db.execute("DELETE FROM refused WHERE at < ?", (before,)).rowcount)
+
+    def start_session(self, sid: str, client: str | None) -> None:
+        now = time.time()
+
+        def step(db):
+            db.execute("DELETE FROM admin_sessions WHERE started_at < ? OR ended_at IS NOT NULL", (now - 86400,))
+            db.execute("INSERT INTO admin_sessions (sid, client, started_at) VALUES (?, ?, ?)", (sid, client, now))
+
+        self._transaction(step)
+
+    def end_session(self, sid: str) -> None:
+        self._transaction(
+            lambda db: db.execute("UPDATE admin_sessions SET ended_at = ? WHERE sid = ?", (time.time(), sid))
+        )
+
+    def session_active(self, sid: str, max_age: float) -> bool:
+        row = self._transaction(
+            lambda db: db.execute(
+                "SELECT 1 FROM admin_sessions WHERE sid = ? AND ended_at IS NULL AND started_at > ?",
+                (sid, time.time() - max_age),
+            ).fetchone(),
+            write=False,
+        )
+        return row is not None
