@@ -7,6 +7,7 @@ sends that header by itself). A wrong token counts against the sender like a wro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -262,7 +263,7 @@ def status():
     require_operator()
     svc = services()
     current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals)
-    current["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint} for c in current["checks"]]
+    current["checks"] = [dataclasses.asdict(check) for check in current["checks"]]
     current["checked"] = current["checked"]["utc"] if current["checked"] else None
     return jsonify(status="ok", service=current)
 

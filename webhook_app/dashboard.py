@@ -55,19 +55,20 @@ def hourly_chart(counts: list[tuple[int, str, int]], now: float) -> dict:
     for hour, state, count in counts:
         if hour >= first_hour:
             groups = by_hour.setdefault(hour, {})
-            groups[group_of.get(state, "failed")] = groups.get(group_of.get(state, "failed"), 0) + count
+            group = group_of.get(state, "failed")
+            groups[group] = groups.get(group, 0) + count
     tallest = max((sum(g.values()) for g in by_hour.values()), default=0)
     slot = CHART_WIDTH / CHART_BARS
     bars = []
     for index in range(CHART_BARS):
         hour = first_hour + index * HOUR
+        label = (iso_time(hour) or "")[11:16]
         y = CHART_HEIGHT
         for group, _ in CHART_GROUPS:
             count = by_hour.get(hour, {}).get(group, 0)
             if count:
                 height = CHART_HEIGHT * count / tallest
                 y -= height
-                label = (iso_time(hour) or "")[11:16]
                 bars.append(Bar(round(index * slot + 2, 1), round(y, 1), round(height, 1), group, count, label))
     labels = [
         {"x": round(index * slot + slot / 2, 1), "text": (iso_time(first_hour + index * HOUR) or "")[11:13]}

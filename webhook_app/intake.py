@@ -11,7 +11,7 @@ from collections.abc import Callable
 from .alerts import Alert, load_alert
 from .config import Config
 from .delivery import Delivery
-from .journal import RESOLUTIONS, ActionRefused, Journal, Record
+from .journal import ActionRefused, Journal, Record
 from .protection import Protection
 
 
@@ -92,9 +92,7 @@ class Intake:
         return self.journal.get(record.id) or record
 
     def mark(self, alert_id: int, resolution: str, *, by: str) -> Record:
-        """An operator's finding on an ``unknown`` alert, after checking the bot on OKX."""
-        if resolution not in RESOLUTIONS:
-            raise ActionRefused(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+        """An operator's finding (one of ``RESOLUTIONS``) on an ``unknown`` alert, after checking the bot on OKX."""
         self._get(alert_id)
         return self.journal.resolve(alert_id, resolution, by)
 

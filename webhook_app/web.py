@@ -104,7 +104,7 @@ def webhook():
     protection.check_source(sender.address)  # before the body is even read
     protection.lockout.check(sender.lockout_key)
     payload = parse_body(request.get_data(cache=False))
-    g.readable = _readable_fields(payload)
+    g.payload = payload  # read again only if the request is refused
     try:
         g.secret_name = verify_secret(payload, config.accepted_secrets)
     except Unauthorized:
@@ -185,7 +185,7 @@ def _record_refusal(status: int) -> None:
                 }
                 for e in (errors or ())[:20]
             ),
-            **g.get("readable", {}),
+            **_readable_fields(g.get("payload")),
         )
     )
 
