@@ -181,7 +181,7 @@ def test_body_that_is_not_a_json_object_is_400(client, okx, body):
         {"a": 1},
         True,
         "ключ-секрет-0123456789",
-        "\ud800",
+        # A lone surrogate ("\ud800") is refused before the secret is read: tests/test_unstorable_text.py
     ],
     ids=[
         "missing",
@@ -196,11 +196,10 @@ def test_body_that_is_not_a_json_object_is_400(client, okx, body):
         "object",
         "bool",
         "non-ascii",
-        "lone-surrogate",
     ],
 )
 def test_bad_secret_is_401_and_nothing_is_sent(client, okx, secret):
-    body = json.dumps(make_alert(secret=secret))  # json.dumps escapes the lone surrogate as \ud800
+    body = json.dumps(make_alert(secret=secret))
     response = client.post("/webhook", data=body)
     assert response.status_code == 401
     assert response.json["status"] == "unauthorized"

@@ -29,10 +29,16 @@ MAX_AMOUNT_VALUE = Decimal(10) ** 12
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no database stores them
 
 
 class InvalidBody(Exception):
-    """The body is not a JSON object (400)."""
+    """The body is not a JSON object, or holds text no database can store (400). ``field``
+    names where: "body" for the whole of it, else the path to the bad value ("meta.note")."""
+
+    def __init__(self, message: str, field: str = "body"):
+        super().__init__(message)
+        self.field = field
 
 
 class Unauthorized(Exception):
@@ -67,14 +73,45 @@ def parse_body(raw: bytes) -> dict:
         raise InvalidBody("the body is empty; send the alert message as JSON")
     try:
         # parse_constant turns NaN/Infinity into Decimals that the amount check refuses (422).
-        payload = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=Decimal)
+        text = raw.decode("utf-8")
+        payload = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidBody(
             "the body is not valid JSON (check the alert message for unquoted placeholders or a trailing comma)"
         ) from None
     if not isinstance(payload, dict):
         raise InvalidBody("the body must be a JSON object")
+    if "\\u" in text:  # only a \u escape can make a lone surrogate or a NUL (raw ones do not parse)
+        _refuse_unstorable_text(payload)
     return payload
+
+
+def _refuse_unstorable_text(payload: dict) -> None:
+    """Raise ``InvalidBody`` naming a key or string, at any depth, that holds a lone
+    surrogate or NUL: no database stores them (SQLite and PostgreSQL refuse the whole write),
+    so they are refused here, before the secret is checked, and never echoed."""
+    stack = [("", payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if (found := _UNSTORABLE.search(key)) is not None:
+                    raise InvalidBody(f"has a key that {_unstorable(found.group())}", field=path or "body")
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and (found := _UNSTORABLE.search(value)) is not None:
+            raise InvalidBody(_unstorable(found.group()), field=path)
+
+
+def _unstorable(char: str) -> str:
+    escape = f"\\u{ord(char):04x}"
+    if char == "\0":
+        return f"contains a NUL character ({escape}); remove it from the alert message"
+    return (
+        f"contains a lone surrogate ({escape}); a \\ud800-\\udfff escape must be one half of a pair: "
+        "send the character itself, or both halves"
+    )
 
 
 def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:

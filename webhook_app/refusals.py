@@ -8,7 +8,9 @@ than the retention are pruned. So the store holds at most about
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from .journal import Journal, JournalUnavailable, Refusal
 
 log = logging.getLogger("webhook_app")
 PRUNE_EVERY = 3600.0
+GIVE_UP_AFTER = 3  # rows failing one after another, stored one by one: the journal itself is failing
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no database stores them
 
 
 class RefusalLog:
@@ -85,10 +89,7 @@ class RefusalLog:
                 if minute != self._minute:
                     self._minute, self._stored = minute, 0
             batch, self._pending = self._pending, []
-        try:
-            self.journal.add_refusals(batch)
-        except JournalUnavailable as exc:
-            log.warning("could not record %d refused request(s): %s", len(batch), exc)
+        self._store([storable(refusal) for refusal in batch])
         now = self.clock()
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
@@ -98,6 +99,31 @@ class RefusalLog:
                     log.info("pruned %d refused-request record(s) older than the retention", removed)
             except JournalUnavailable as exc:
                 log.warning("could not prune refused requests: %s", exc)
+
+    def _store(self, batch: list[Refusal]) -> None:
+        """The batch in one write; if that fails, row by row, so one row that cannot be stored
+        never costs the others (a journal that is down gives up after a few rows, not per row)."""
+        try:
+            self.journal.add_refusals(batch)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                log.warning("could not record 1 refused request: %s", _reason(exc))
+                return
+            log.warning(
+                "could not record %d refused request(s) at once (%s); trying one by one", len(batch), _reason(exc)
+            )
+        failed_in_a_row = 0
+        for position, refusal in enumerate(batch):
+            try:
+                self.journal.add_refusals([refusal])
+                failed_in_a_row = 0
+            except Exception as exc:
+                failed_in_a_row += 1
+                log.warning("could not record 1 refused request (status %s): %s", refusal.status, _reason(exc))
+                if failed_in_a_row >= GIVE_UP_AFTER and position + 1 < len(batch):
+                    log.warning("gave up recording %d more refused request(s)", len(batch) - position - 1)
+                    return
 
     def start(self) -> None:
         if self._thread is None:
@@ -120,3 +146,24 @@ class RefusalLog:
                 self.flush()
             except Exception:  # never let the log of refusals take anything else down
                 log.exception("the refused-request log failed")
+
+
+def storable(refusal: Refusal) -> Refusal:
+    """The refusal with NUL and lone surrogates in its text replaced (U+FFFD): no database stores them."""
+
+    def clean(text):
+        return _UNSTORABLE.sub("\ufffd", text) if isinstance(text, str) else text
+
+    return dataclasses.replace(
+        refusal,
+        kind=clean(refusal.kind),
+        message=clean(refusal.message),
+        client=clean(refusal.client),
+        algo_id=clean(refusal.algo_id),
+        trader_id=clean(refusal.trader_id),
+        errors=tuple({clean(k): clean(v) for k, v in e.items()} if isinstance(e, dict) else e for e in refusal.errors),
+    )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, JournalUnavailable) else f"{type(exc).__name__}: {exc}"

@@ -192,7 +192,8 @@ def _record_refusal(status: int) -> None:
 
 @bp.app_errorhandler(InvalidBody)
 def _invalid_body(exc):
-    return _error(400, "invalid_body", str(exc), errors=[{"field": "body", "message": str(exc)}])
+    message = str(exc) if exc.field == "body" else f"{exc.field}: {exc}"
+    return _error(400, "invalid_body", message, errors=[{"field": exc.field, "message": str(exc)}])
 
 
 @bp.app_errorhandler(Unauthorized)
