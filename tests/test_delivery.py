@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, MovableClock, make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply, RawReply, Slow
 from webhook_app.delivery import Delivery
-from webhook_app.journal import JournalUnavailable
+from webhook_app.journal import Claim, JournalUnavailable
 from webhook_app.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from webhook_app.journal.sqlite import SqliteJournal
 from webhook_app.membership import Membership
@@ -282,16 +282,19 @@ def test_journal_keeps_the_request_and_outcome_but_no_secret(app, okx):
         assert WEBHOOK_SECRET.encode() not in raw.read()
 
 
-def test_restart_recovery_sends_queued_expires_old_and_never_resends_sending(make_app, okx, tmp_path):
+def test_restart_recovery_sends_queued_expires_old_and_never_resends_what_may_have_left(make_app, okx, tmp_path):
     path = tmp_path / "shared.db"
     journal = SqliteJournal(str(path))
     now = time.time()
 
-    def add(amount, expires_at, received_at=now):
-        return queue_alert(journal, amount, expires_at, received_at).id
+    def add(amount, expires_at, received_at=now, algo_id="1"):
+        return queue_alert(journal, amount, expires_at, received_at, algo_id).id
 
-    in_flight = add("3", now + 60)
-    assert [r.id for r in journal.claim_due("a-process-since-killed", 1, now)] == [in_flight]
+    in_flight = add("3", now + 60, algo_id="2")
+    claimed_only = add("4", now + 60, algo_id="3")
+    claims = journal.claim_due("a-process-since-killed", 2, now)
+    assert [r.id for r in claims] == [in_flight, claimed_only]
+    assert journal.confirm_send(Claim.of(claims[0]))  # cleared to go on the wire: it may have left
     queued = add("1", now + 60)
     stale = add("2", now - 1, received_at=now - 120)
     journal.close()
@@ -301,7 +304,11 @@ def test_restart_recovery_sends_queued_expires_old_and_never_resends_sending(mak
     assert wait_final(app, queued).state == "ok"
     assert wait_final(app, stale).state == "expired"
     assert wait_final(app, in_flight).state == "unknown"
-    assert okx.executed == [{"algoId": "1", "type": "add", "amt": "1"}]
+    assert wait_final(app, claimed_only).state == "ok"  # it never left: sent now, once
+    assert sorted(okx.executed, key=lambda b: b["amt"]) == [
+        {"algoId": "1", "type": "add", "amt": "1"},
+        {"algoId": "3", "type": "add", "amt": "4"},
+    ]
 
 
 def test_alert_that_waits_past_its_lag_is_expired_not_sent_late(make_app, okx):
@@ -426,15 +433,15 @@ def test_stop_leaves_queued_alerts_in_the_journal_for_the_next_start(make_app, o
     assert len(okx.executed) == 1
 
 
-def queue_alert(journal, amount, expires_at, received_at):
-    """A queued alert for bot 1, as the web layer journals it."""
+def queue_alert(journal, amount, expires_at, received_at, algo_id="1"):
+    """A queued alert (for bot 1 unless told), as the web layer journals it."""
     record, _ = journal.add(
         dedup_key=f"fp:{amount}",
         dedup_since=0,
-        algo_id="1",
+        algo_id=algo_id,
         action="add",
         amount=amount,
-        request_body=f'{{"algoId":"1","type":"add","amt":"{amount}"}}',
+        request_body=f'{{"algoId":"{algo_id}","type":"add","amt":"{amount}"}}',
         expires_at=expires_at,
         now=received_at,
     )
@@ -445,7 +452,8 @@ def journal_with_queued(path, amounts):
     """A journal holding one queued alert per amount, as a live service leaves it."""
     journal = SqliteJournal(str(path))
     now = time.time()
-    return journal, [queue_alert(journal, amount, now + 600, now) for amount in amounts]
+    # Each for a bot of its own: they may go side by side.
+    return journal, [queue_alert(journal, amount, now + 600, now, algo_id=f"9{amount}") for amount in amounts]
 
 
 def test_a_dry_run_start_leaves_queued_live_alerts_queued_and_says_so(make_app, okx, tmp_path, caplog):
@@ -464,7 +472,7 @@ def test_a_dry_run_start_leaves_queued_live_alerts_queued_and_says_so(make_app, 
     live = make_app(database_url=f"sqlite:///{tmp_path}/j.db")  # the operator goes live again
     live.extensions["webhook"].delivery.start()
     assert [wait_final(live, r.id).state for r in records] == ["ok", "ok"]
-    assert sorted(b["amt"] for b in okx.executed) == ["1", "2"]  # one batch, sent side by side
+    assert sorted(b["amt"] for b in okx.executed) == ["1", "2"]
 
 
 def test_an_alert_is_recorded_ok_only_when_okx_said_so(tmp_path):
@@ -527,7 +535,7 @@ def test_every_alert_logs_one_line_with_its_final_state(make_app, okx, caplog):
     client = make_app(reply_deadline=0.2, okx_read_timeout=3.0).test_client()
     okx.play(Slow(0.6), OkxReply("51000", "Parameter amt error"))
     slow = client.post("/webhook", json=make_alert(amount="1"))
-    refused = client.post("/webhook", json=make_alert(amount="2"))
+    refused = client.post("/webhook", json=make_alert(amount="2", algoId="581628185981813761"))  # another bot
     assert slow.status_code == 202  # answered before the outcome was known
     wait_final(client.application, slow.json["id"])
     finals = [r for r in caplog.records if " final state=" in r.getMessage()]

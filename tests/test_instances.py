@@ -93,9 +93,11 @@ def test_the_daily_cap_holds_across_two_instances(instances, okx):
 
 
 def test_a_killed_instances_alerts_are_taken_over_within_30_seconds(instances, okx, pg_url):
-    a = instances(OKX_RATE_LIMIT="2", OKX_READ_TIMEOUT="20", REPLY_DEADLINE="0.3")
+    # The lease: 3 s to send + 1 s connect + 12 s read + 5 s margin = 21 s after the claim.
+    a = instances(OKX_RATE_LIMIT="2", OKX_READ_TIMEOUT="12", REPLY_DEADLINE="0.3")
     okx.play(Slow(10), Slow(10))  # OKX acts on the first two, and is slow to say so
-    replies = post_spread([a], [make_alert(amount=str(n)) for n in range(1, 7)])
+    # Six bots, so that two may be in flight at once.
+    replies = post_spread([a], [make_alert(amount=str(n), algoId=f"58162818598181376{n}") for n in range(1, 7)])
     assert {r.status_code for r, _ in replies} == {202}
     wait_for(lambda: len(okx.executed) == 2, 5, "two in flight")
     b = instances(OKX_RATE_LIMIT="2")

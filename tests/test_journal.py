@@ -10,6 +10,7 @@ import pytest
 
 from webhook_app.journal import (
     ActionRefused,
+    Claim,
     DailyCapExceeded,
     JournalInUse,
     JournalUnavailable,
@@ -109,7 +110,7 @@ def test_the_daily_cap_holds_across_two_instances(journals):
 
 def test_claims_take_due_alerts_oldest_first_and_mark_who_claimed(journals):
     journal = journals()
-    ids = [add(journal, key=f"fp:{n}")[0].id for n in range(5)]
+    ids = [add(journal, key=f"fp:{n}", algo_id=str(n))[0].id for n in range(5)]
     now = journal.now()
     assert journal.count_due(now) == 5 and journal.count_due(now, before_id=ids[2]) == 2
     claimed = journal.claim_due("instance-a", 2, now)
@@ -129,7 +130,7 @@ def test_a_send_never_starts_before_its_alert_was_received(journals):
 
 def test_two_claimants_never_claim_one_alert(journals):
     instances = [journals(), journals()]
-    ids = {add(instances[0], key=f"fp:{n}")[0].id for n in range(60)}
+    ids = {add(instances[0], key=f"fp:{n}", algo_id=str(n))[0].id for n in range(60)}
     claimed = {0: [], 1: []}
 
     def drain(i):
@@ -157,7 +158,7 @@ def test_a_requeued_alert_waits_for_its_time_and_an_unclaimed_one_is_as_before(j
     assert journal.count_due(journal.now()) == 0
     assert journal.next_due_at() == pytest.approx(journal.now() + 60, abs=1)
     assert journal.claim_due("a", 1, journal.now() + 61)[0].attempts == 2
-    journal.unclaim([record.id])
+    journal.unclaim([record.id], "a")
     back = journal.get(record.id)
     assert (back.state, back.attempts, back.claimed_by) == ("queued", 1, None)
 
@@ -204,17 +205,19 @@ def pg_journals(pg_url):
     yield from opened_journals(pg_url)
 
 
-def test_recovery_never_touches_what_a_live_instance_is_sending(pg_journals):
+def test_recovery_never_touches_a_current_claim_even_of_an_instance_that_looks_dead(pg_journals):
     a, b = pg_journals(), pg_journals()
     a.register("a")
     add(a)
-    (sending,) = a.claim_due("a", 1, a.now())
+    (sending,) = a.claim_due("a", 1, a.now(), lease=1.5)
+    assert a.confirm_send(Claim.of(sending))
     b.register("b")
-    assert b.recover("b", dead_after=15) == []  # a heartbeats: its send is its own
-    assert b.get(sending.id).state == "sending"
-    time.sleep(1.1)  # a falls silent...
+    time.sleep(1.1)  # a falls silent (a paused process looks just like a dead one)...
     b.heartbeat("b")
-    (taken_over,) = b.recover("b", dead_after=1)  # ...and is found dead
+    assert b.recover("b", dead_after=1) == []  # ...but its lease runs: its send is its own
+    assert b.get(sending.id).state == "sending"
+    time.sleep(0.6)  # the lease lapses
+    (taken_over,) = b.recover("b", dead_after=1)
     assert (taken_over.id, taken_over.state, taken_over.claimed_by) == (sending.id, "unknown", "a")
     assert "stopped while it was being sent" in b.get(sending.id).detail
 
@@ -374,3 +377,129 @@ def test_an_operator_session_is_open_until_it_ends_or_ages(journals):
     other_instance.end_session("s1")
     assert not journal.session_active("s1", 3600) and journal.session_active("s2", 3600)
     assert not journal.session_active("never", 3600)
+
+
+# -- fenced claims and each bot's order -------------------------------------------------------------
+
+
+def test_a_claim_is_confirmed_only_while_it_is_current(journals):
+    journal = journals()
+    add(journal, key="fp:a", algo_id="a")
+    (claimed,) = journal.claim_due("a", 1, journal.now(), lease=0.3)
+    assert claimed.lease_until == pytest.approx(journal.now() + 0.3, abs=0.2)
+    claim = Claim.of(claimed)
+    assert not journal.confirm_send(Claim(claimed.id, "b", claimed.attempts))  # another instance
+    assert not journal.confirm_send(Claim(claimed.id, "a", claimed.attempts + 1))  # another attempt
+    assert journal.confirm_send(claim)
+    assert journal.get(claimed.id).sent_at is not None
+    time.sleep(0.35)
+    assert not journal.confirm_send(claim)  # the lease lapsed, by the journal's clock
+
+    add(journal, key="fp:b", algo_id="b", expires_in=0.2)
+    (short,) = journal.claim_due("a", 1, journal.now(), lease=30)
+    time.sleep(0.25)
+    assert not journal.confirm_send(Claim.of(short))  # past its lag: never sent late
+
+
+def test_a_lapsed_claim_that_never_sent_is_queued_again_and_one_that_may_have_is_unknown(journals):
+    journal = journals()
+    never, _ = add(journal, key="fp:never", algo_id="x")
+    maybe, _ = add(journal, key="fp:maybe", algo_id="y")
+    old, _ = add(journal, key="fp:old", algo_id="z", expires_in=0.3)
+    claims = journal.claim_due("gone", 3, journal.now(), lease=0.2)
+    assert journal.confirm_send(Claim.of(next(r for r in claims if r.id == maybe.id)))
+    time.sleep(0.35)
+    recovered = {r.id: r.state for r in journal.recover("survivor", dead_after=15)}
+    assert recovered == {never.id: "queued", maybe.id: "unknown", old.id: "expired"}
+    again = journal.claim_due("survivor", 3, journal.now())
+    assert [(r.id, r.attempts) for r in again] == [(never.id, 2)]
+    kinds = [e.kind for e in journal.events(never.id)]
+    assert kinds == ["claimed", "requeued", "claimed"]
+
+
+def test_every_write_after_a_send_is_fenced_by_its_claim(journals):
+    journal = journals()
+    record, _ = add(journal)
+    (first,) = journal.claim_due("a", 1, journal.now(), lease=0.2)
+    journal.confirm_send(Claim.of(first))
+    time.sleep(0.3)
+    (taken,) = journal.recover("b", dead_after=15)
+    assert taken.state == "unknown"
+    journal.resolve(record.id, "not_executed", "operator")
+    stale = Claim.of(first)
+    assert journal.finish(record.id, "ok", okx_code="0", claim=stale) is None  # a late answer changes nothing
+    assert not journal.requeue(record.id, "50013", "busy", "not executed", journal.now(), claim=stale)
+    after = journal.get(record.id)
+    assert (after.state, after.resolution) == ("unknown", "not_executed")
+
+    other, _ = add(journal, key="fp:2", algo_id="2")
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    assert journal.finish(other.id, "ok", okx_code="0", claim=Claim.of(claimed)).state == "ok"
+
+
+def test_one_bots_alerts_are_claimed_one_at_a_time_in_order(journals):
+    journal = journals()
+    x1, x2, x3 = (add(journal, key=f"fp:x{n}", algo_id="x")[0] for n in range(3))
+    y1, _ = add(journal, key="fp:y1", algo_id="y")
+    now = journal.now()
+    assert journal.count_due(now) == 2
+    assert [r.id for r in journal.claim_due("a", 10, now)] == [x1.id, y1.id]
+    assert journal.claim_due("a", 10, journal.now()) == []  # x2 waits while x1 is being sent
+    journal.requeue(x1.id, "50013", "busy", "not executed", not_before=journal.now() + 0.3, claim=Claim(x1.id, "a", 1))
+    assert journal.claim_due("a", 10, journal.now()) == []  # ...and while x1 waits for its retry
+    assert journal.next_due_at() == pytest.approx(journal.now() + 0.3, abs=0.2)
+    time.sleep(0.35)
+    assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [x1.id]
+    journal.finish(x1.id, "ok", claim=Claim(x1.id, "a", 2))
+    assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [x2.id]
+    journal.finish(x2.id, "failed", claim=Claim(x2.id, "a", 1))
+    assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [x3.id]
+
+
+def test_an_earlier_alert_past_its_lag_does_not_hold_up_its_bot(journals):
+    journal = journals()
+    add(journal, key="fp:late", algo_id="x", expires_in=-1)
+    later, _ = add(journal, key="fp:later", algo_id="x")
+    assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [later.id]
+
+
+def test_bot_order_holds_between_instances_claiming_at_once(pg_journals):
+    instances = [pg_journals(), pg_journals()]
+    for n in range(40):
+        add(instances[0], key=f"fp:{n}", algo_id=str(n % 4))
+    held: dict[str, int] = {}
+    order: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    overlaps = 0
+
+    def drain(i):
+        nonlocal overlaps
+        journal = instances[i]
+        idle = 0
+        while idle < 20:
+            got = journal.claim_due(f"i{i}", 3, journal.now())
+            if not got:
+                idle += 1
+                time.sleep(0.005)
+                continue
+            idle = 0
+            with lock:
+                for r in got:
+                    overlaps += r.algo_id in held
+                    held[r.algo_id] = r.id
+                    order.append((r.algo_id, r.id))
+            time.sleep(0.002)
+            for r in got:
+                with lock:
+                    held.pop(r.algo_id)
+                journal.finish(r.id, "ok", claim=Claim.of(r))
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == 0 and len(order) == 40
+    for bot in "0123":
+        ids = [i for b, i in order if b == bot]
+        assert ids == sorted(ids), bot

@@ -5,6 +5,13 @@ A dispatcher thread asks the journal for due alerts, takes as many slots of the 
 leaves) and hands each to a sender thread. What an answer means (a final state, or a retry)
 is ``outcomes``'s job; who else is alive is ``membership``'s. The queue is the journal's, so
 with PostgreSQL any instance may send an alert that another one received.
+
+A claim is a fenced lease. Its request leaves within ``send_by`` seconds of the claim (this
+host's monotonic clock) and only after the journal confirmed the claim is still current (same
+instance and attempt, lease not lapsed, alert not past its lag, by the journal's clock); the
+lease outlasts ``send_by`` plus OKX's time-outs, so a claim is only ever taken over once its
+request can no longer leave. Every write after a send is conditional on the claim: an answer
+that comes back after a take-over is kept on the timeline and notified, and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .journal import Journal, JournalUnavailable, Record
+from .journal import Claim, Journal, JournalUnavailable, Record, answer_detail
 from .membership import Membership
 from .okx import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from .outcomes import OutcomePolicy
@@ -25,6 +32,14 @@ log = logging.getLogger("webhook_app")
 
 PRUNE_EVERY = 3600.0
 EXPIRE_EVERY = 0.5  # seconds between sweeps that mark overdue queued alerts expired
+RECOVER_EVERY = 1.0  # seconds between looks for lapsed claims (a dead instance's, or a stuck sender's)
+SEND_BY = 3.0  # a claimed alert's request leaves within this many seconds of its claim, or not at all
+LEASE_MARGIN = 5.0  # the lease outlasts the latest possible end of a request by this much
+WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
+
+
+class _Unwritten(Exception):
+    """A journal write after a send failed every retry: the lease's lapse hands the alert to recovery."""
 
 
 class Delivery:
@@ -39,6 +54,8 @@ class Delivery:
         senders: int = 20,
         retention: float = 30 * 86400,
         on_final: Callable[[Record], None] | None = None,
+        on_late: Callable[[Record, str], None] | None = None,
+        send_by: float = SEND_BY,
     ):
         self.journal = journal
         self.client = client
@@ -48,6 +65,14 @@ class Delivery:
         self.retention = retention
         self.senders = senders
         self._on_final = on_final  # told of every alert that reaches its final state (notifications)
+        self._on_late = on_late  # told of an answer that came after its claim was taken over
+        self.send_by = send_by
+        connect_timeout, read_timeout = client.timeout
+        # The latest a request can still be under way after its claim, plus a margin: only then may
+        # another instance take the alert over.
+        self.lease = send_by + connect_timeout + read_timeout + LEASE_MARGIN
+        self._unsettled: list[tuple[str, object]] = []  # pacing writes that failed, tried again later
+        self._last_recovery = 0.0
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
         self._woken = False
@@ -75,6 +100,7 @@ class Delivery:
                 return
             self.membership.join()
             self._started = True
+            self._recover()
             if self.pacer is None:
                 waiting = self.journal.count_due(self.journal.now())
                 if waiting:
@@ -83,7 +109,7 @@ class Delivery:
                         "they are sent, or expire, at the first live start",
                         waiting,
                     )
-                return
+            # In dry-run too: it prunes the journal (and sends nothing, having no pacer).
             self._thread = threading.Thread(target=self._dispatch, name="okx-dispatcher", daemon=True)
             self._thread.start()
 
@@ -99,7 +125,7 @@ class Delivery:
         not_started = [alert_id for future, alert_id in list(self._in_flight.items()) if future.cancel()]
         if not_started:
             try:
-                self.journal.unclaim(not_started)
+                self.journal.unclaim(not_started, self.instance)
                 log.info("stopping: claimed alerts %s had not been sent yet and are queued again", not_started)
             except JournalUnavailable as exc:
                 log.error("stopping: alerts %s were never sent but could not be queued again (%s)", not_started, exc)
@@ -197,6 +223,11 @@ class Delivery:
         poll = self.journal.poll_interval
         now = self.journal.now()
         self._maybe_prune(now)
+        if self.pacer is None:  # dry-run: nothing to send
+            return 60.0
+        self._settle()
+        if now - self._last_recovery >= RECOVER_EVERY:
+            self._recover()
         if now - self._last_expiry >= EXPIRE_EVERY:  # an alert is never claimed late anyway (claim_due checks)
             self._last_expiry = now
             for record in self.journal.expire_overdue(now):
@@ -210,13 +241,47 @@ class Delivery:
             if not slots:
                 opens_in = self.pacer.opens_in()  # a reply here wakes us sooner
                 return poll if opens_in is None else min(max(opens_in, 0.001), poll)
-            records = self.journal.claim_due(self.instance, len(slots), now)
-            self.pacer.cancel(slots[len(records) :])  # another instance was quicker to some
+            # Read before the claim: the local deadline then ends before the lease the journal grants.
+            send_by = time.monotonic() + self.send_by
+            records: list[Record] = []
+            try:
+                records = self.journal.claim_due(self.instance, len(slots), now, self.lease)
+            finally:  # whatever happened, slots without an alert were never used
+                self._cancel(slots[len(records) :])
         for record, slot in zip(records, slots, strict=False):
-            future = self._pool.submit(self._send, record, slot)
+            future = self._pool.submit(self._send, record, slot, send_by)
             self._in_flight[future] = record.id
             future.add_done_callback(self._sent)
         return 0.0
+
+    def _recover(self) -> None:
+        """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
+        unknown if the request may have left, else queued again. Each one is logged and notified."""
+        self._last_recovery = self.journal.now() if self._started else 0.0
+        try:
+            records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)
+        except JournalUnavailable as exc:
+            log.error("could not look for lapsed claims: %s", exc)
+            return
+        for record in records:
+            if record.final:
+                log.warning(
+                    "alert %s was being sent by %s, whose claim lapsed before it finished: now %s, not resent "
+                    "(check bot %s on OKX)",
+                    record.id,
+                    record.claimed_by or "an earlier process",
+                    record.state,
+                    record.algo_id,
+                )
+                self._finished(record)
+            else:
+                log.warning(
+                    "alert %s was claimed by %s, which lost its claim before sending it: queued again",
+                    record.id,
+                    record.claimed_by or "an earlier process",
+                )
+        if records:
+            self._wake()
 
     def _sent(self, future) -> None:
         alert_id = self._in_flight.pop(future, None)
@@ -226,53 +291,153 @@ class Delivery:
 
     # -- sender -----------------------------------------------------------------------
 
-    def _send(self, record: Record, slot) -> None:
+    def _send(self, record: Record, slot, send_by: float) -> None:
+        claim = Claim.of(record)
         started = time.monotonic()
         failure: OkxError | None = None
         try:
-            ack = self.client.adjust_margin(_margin_request(record))
-            if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
-                self.pacer.cancel([slot])
+            if not self._cleared(claim, send_by):
+                self._cancel([slot])
                 slot = None
-                self.journal.unclaim([record.id])
+                return
+            ack = self.client.adjust_margin(_margin_request(record), send_by=send_by)
+            if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
+                self._cancel([slot])
+                slot = None
+                self._write(lambda: self.journal.unclaim([record.id], self.instance), started)
                 log.warning("alert %s was not sent: the OKX client is in dry-run; it stays queued", record.id)
                 return
         except OkxError as exc:
             failure = exc
+        except _Unwritten:
+            return
         except Exception:
             log.exception("unexpected error while sending alert %s", record.id)
             failure = OkxOutcomeUnknown("internal error while sending; check the bot on OKX")
         finally:
             self._release(slot)  # whatever happened, the exchange with OKX is over
         latency_ms = (time.monotonic() - started) * 1000
+        try:
+            self._record_outcome(record, claim, failure, latency_ms, started)
+        except _Unwritten as exc:
+            # It stays "sending"; when its lease lapses, recovery (on any live instance) makes it unknown.
+            log.error(
+                "could not journal the outcome of alert %s (%s): recovery takes it when its claim lapses",
+                record.id,
+                exc,
+            )
+            self._signal(record.id)  # the reply reads what the journal has
+
+    def _cleared(self, claim: Claim, send_by: float) -> bool:
+        """May the request leave now? Only inside the local deadline and with the journal's word
+        that the claim is current; otherwise it is not sent (and never will be on this claim)."""
+        if time.monotonic() < send_by:
+            try:
+                if self.journal.confirm_send(claim):
+                    return True
+                log.warning(
+                    "alert %s was not sent: attempt %s's claim by %s had lapsed or been taken over",
+                    claim.alert_id,
+                    claim.attempt,
+                    claim.instance,
+                )
+                self._note(
+                    claim.alert_id,
+                    "not sent",
+                    f"attempt {claim.attempt} by {claim.instance} not sent: its claim had lapsed",
+                )
+                return False
+            except JournalUnavailable as exc:
+                log.error("alert %s not sent: its claim could not be confirmed (%s)", claim.alert_id, exc)
+        else:
+            log.warning(
+                "alert %s not sent: held up %.1f s past its claim's deadline",
+                claim.alert_id,
+                time.monotonic() - send_by,
+            )
+        # Never sent: back in the queue while the claim is still ours (else recovery does it at the lapse).
+        try:
+            self.journal.unclaim([claim.alert_id], claim.instance)
+        except JournalUnavailable as exc:
+            log.error(
+                "alert %s: could not put it back in the queue (%s); recovery will when its claim lapses",
+                claim.alert_id,
+                exc,
+            )
+        self._wake()
+        return False
+
+    def _record_outcome(
+        self, record: Record, claim: Claim, failure: OkxError | None, latency_ms: float, started: float
+    ) -> None:
         # The journal's clock, read only when a retry needs a time.
-        now = self.journal.now() if isinstance(failure, OkxNotExecuted) else 0.0
+        now = self._write(self.journal.now, started) if isinstance(failure, OkxNotExecuted) else 0.0
         outcome = self.policy.judge(failure, record.attempts, record.expires_at, now)
-        if outcome.hold_off:
-            self.pacer.hold_off(outcome.hold_off)
+        answer = answer_detail(outcome.state or "not executed", outcome.okx_code, outcome.okx_msg, outcome.detail)
         if outcome.state is None:
-            self.journal.requeue(record.id, outcome.okx_code, outcome.okx_msg, outcome.detail, outcome.retry_at)
+            current = self._write(
+                lambda: self.journal.requeue(
+                    record.id, outcome.okx_code, outcome.okx_msg, outcome.detail, outcome.retry_at, claim=claim
+                ),
+                started,
+            )
+            if not current:
+                self._late(record, answer)
+            elif outcome.hold_off:
+                self.pacer.hold_off(outcome.hold_off)
             self._wake()
             return
-        try:
-            record = self.journal.finish(
+        done = self._write(
+            lambda: self.journal.finish(
                 record.id,
                 outcome.state,
                 okx_code=outcome.okx_code,
                 okx_msg=outcome.okx_msg,
                 detail=outcome.detail,
                 latency_ms=latency_ms,
-            )
-            self._finished(record)
+                claim=claim,
+            ),
+            started,
+        )
+        if done is None:
+            self._late(record, answer)
+            return
+        if outcome.hold_off:
+            self.pacer.hold_off(outcome.hold_off)
+        self._finished(done)
+
+    def _write(self, step: Callable, started: float):
+        """A journal write after a send, tried again while the claim may still be current."""
+        give_up = started + self.lease
+        for delay in (*WRITE_RETRY_DELAYS, None):
+            try:
+                return step()
+            except JournalUnavailable as exc:
+                if delay is None or time.monotonic() + delay >= give_up:
+                    raise _Unwritten(str(exc)) from None
+                log.warning("journal write failed (%s); trying again in %.2f s", exc, delay)
+                time.sleep(delay)
+
+    def _late(self, record: Record, answer: str) -> None:
+        """OKX's answer to a claim that was taken over: kept and told, never overwriting the survivor's state."""
+        try:
+            latest = self.journal.get(record.id)
         except JournalUnavailable:
-            # It stays "sending" in the journal, which reads as unknown once this instance is gone.
-            log.error(
-                "could not journal the outcome of alert %s: %s (OKX code %s)",
-                record.id,
-                outcome.state,
-                outcome.okx_code,
-            )
-            self._signal(record.id)  # the reply reads what the journal has
+            latest = None
+        text = f"late answer from OKX after take-over: {answer}"
+        log.warning("alert %s: %s; its state stays %s", record.id, text, latest.state if latest else "?")
+        self._note(record.id, "late answer", text)
+        if self._on_late is not None:
+            try:
+                self._on_late(latest or record, text)
+            except Exception:
+                log.exception("telling of alert %s's late answer failed", record.id)
+
+    def _note(self, alert_id: int, kind: str, detail: str) -> None:
+        try:
+            self.journal.note(alert_id, kind, detail)
+        except JournalUnavailable as exc:
+            log.error("could not add to alert %s's timeline (%s): %s", alert_id, exc, detail)
 
     def _release(self, slot) -> None:
         if slot is None:
@@ -280,12 +445,33 @@ class Delivery:
         try:
             self.pacer.release(slot)
         except JournalUnavailable as exc:
-            log.error("could not record the end of a request in the pacing ledger: %s", exc)
+            log.error("could not record the end of a request in the pacing ledger (tried again later): %s", exc)
+            self._unsettled.append(("release", slot))
         self._wake()
+
+    def _cancel(self, slots: list) -> None:
+        if not slots:
+            return
+        try:
+            self.pacer.cancel(slots)
+        except JournalUnavailable as exc:
+            log.error("could not give back unused rate slots (tried again later): %s", exc)
+            self._unsettled.append(("cancel", slots))
+
+    def _settle(self) -> None:
+        """Pacing writes that failed earlier: a slot is given back on every path, sooner or later."""
+        while self._unsettled:
+            kind, slot = self._unsettled[0]
+            try:
+                self.pacer.release(slot) if kind == "release" else self.pacer.cancel(slot)
+            except JournalUnavailable:
+                return
+            self._unsettled.pop(0)
 
     def _finished(self, record: Record) -> None:
         log_outcome(record)
         self._signal(record.id)
+        self._wake()  # the next alert for its bot may go now
         if self._on_final is not None:
             try:
                 self._on_final(record)

@@ -1,9 +1,7 @@
-"""This instance among the others sending from one journal: it registers, heartbeats, and
-takes over from instances that died without stopping.
+"""This instance among the others sending from one journal: it registers and heartbeats.
 
-A dead instance's alerts in ``sending`` become ``unknown`` (OKX may have acted; never
-resent); its queued alerts need nothing, since the queue is the journal's and any live
-instance claims them. An instance still heartbeating is never touched.
+Heartbeats say which instances are alive, so that a dead one's rate slots are closed. Its
+claims on alerts are fenced leases that lapse on their own (``delivery``), whoever is alive.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from .journal import Journal, JournalUnavailable
 log = logging.getLogger("webhook_app")
 
 HEARTBEAT_EVERY = 3.0  # seconds
-DEAD_AFTER = 15.0  # seconds without a heartbeat: dead. A survivor takes over within ~18 s.
+DEAD_AFTER = 15.0  # seconds without a heartbeat: dead (its rate slots close)
 
 
 def new_instance_id() -> str:
@@ -43,23 +41,12 @@ class Membership:
         self._thread: threading.Thread | None = None
 
     def join(self) -> None:
-        """Register (``JournalInUse`` where the backend serves one sender), take over from the
-        dead, and keep heartbeating in the background."""
+        """Register (``JournalInUse`` where the backend serves one sender) and keep heartbeating in
+        the background. Taking over lapsed claims is delivery's job: it knows what to tell."""
         self.journal.register(self.instance)
-        self.take_over()
         if self.journal.shared:
             self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._thread.start()
-
-    def take_over(self) -> None:
-        for record in self.journal.recover(self.instance, self.dead_after):
-            log.warning(
-                "alert %s was being sent by %s, which stopped before it finished: now unknown, not resent "
-                "(check bot %s on OKX)",
-                record.id,
-                record.claimed_by or "an earlier process",
-                record.algo_id,
-            )
 
     def leave(self) -> None:
         self._stopping.set()
@@ -74,7 +61,6 @@ class Membership:
         while not self._stopping.wait(self.heartbeat_every):
             try:
                 self.journal.heartbeat(self.instance)
-                self.take_over()
             except JournalUnavailable as exc:
                 log.error("heartbeat failed: %s", exc)
             except Exception:

@@ -69,6 +69,16 @@ class Notifier:
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
         self._put(record.state, title, body)
 
+    def late_answer(self, record, answer: str) -> None:
+        """OKX answered a send whose claim another instance had already taken over: its state stands."""
+        if "unknown" in self.events:
+            title = f"Alert {record.id}: late answer from OKX after take-over (bot {record.algo_id})"
+            body = (
+                f"{title}: {answer}. The journal keeps the state it had ({record.state}); compare with the bot on "
+                "OKX before acting on it."
+            )
+            self._put("unknown", title, body)
+
     def lockout(self, address: str, failures: int) -> None:
         if "lockout" in self.events:
             title = f"Address {address} locked out"

@@ -107,6 +107,10 @@ class OkxUnreachable(OkxNotExecuted):
     """The connection (to OKX, or to the proxy in front of it) could not be made: nothing was sent."""
 
 
+class OkxSendTooLate(OkxNotExecuted):
+    """The request was never sent: its claim was too old to send on (a pause, a slow journal)."""
+
+
 # What each OKX code says about money: did OKX act? (reference.md; OKX's error-code pages.)
 # The one table of OKX's answers; a code not listed is refused, unless it came with HTTP 5xx.
 CLOCK_SKEW_CODE = "50102"
@@ -201,14 +205,18 @@ class OkxClient:
             headers["x-simulated-trading"] = "1"
         return headers
 
-    def adjust_margin(self, request: MarginRequest) -> OkxAck:
-        """Send one margin-balance request, signed afresh. Raises an ``OkxError`` unless OKX said "0"."""
+    def adjust_margin(self, request: MarginRequest, send_by: float | None = None) -> OkxAck:
+        """Send one margin-balance request, signed afresh. Raises an ``OkxError`` unless OKX said "0".
+        ``send_by`` (time.monotonic()): the last moment the request may leave; checked as late as we can,
+        right before the connection is used (``OkxSendTooLate`` after it, nothing sent)."""
         body = request.body_bytes()
         if self.dry_run:
             if self._secret_key:  # sign anyway, so dry-run exercises the whole path
                 self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
             return OkxAck(algo_id=request.algo_id, dry_run=True)
         headers = self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
+        if send_by is not None and time.monotonic() >= send_by:
+            raise OkxSendTooLate("not sent: its claim had grown too old to send on (the process was held up)")
         payload = self._post(MARGIN_BALANCE_PATH, body, headers)
         return OkxAck(algo_id=_acknowledged_algo_id(payload, request.algo_id))
 

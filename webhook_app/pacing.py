@@ -85,7 +85,8 @@ class MemoryPacer(Pacer):
 
     def release(self, slot) -> None:
         with self._lock:
-            slot.ended = self._clock()
+            if slot.ended is None:
+                slot.ended = self._clock()
 
     def cancel(self, slots: list) -> None:
         with self._lock:

@@ -25,6 +25,10 @@ STATES = ("queued", "sending") + FINAL_STATES
 # States whose amount counts against the daily cap: sent, about to be, or maybe executed.
 CAP_STATES = ("queued", "sending", "ok", "unknown")
 INTERRUPTED_DETAIL = "the instance sending it stopped while it was being sent; check the bot on OKX"
+NEVER_SENT_DETAIL = "the instance that claimed it lost its claim before sending; back in the queue"
+NEVER_SENT_EXPIRED_DETAIL = "the instance that claimed it lost its claim before sending; too old to send again"
+# An alert waits while an earlier alert for the same bot is being sent, or queued inside its lag
+# (a retry waiting for its time): margin changes do not commute, so one bot's alerts go in order.
 
 
 class JournalUnavailable(Exception):
@@ -72,6 +76,8 @@ class Record:
     resolution: str | None = None  # an operator's finding on an unknown alert: executed | not_executed
     resent_from: int | None = None  # this alert is an operator's resend of that one
     resent_as: int | None = None  # this alert was sent again as that one
+    lease_until: float | None = None  # the claim of the current attempt lapses then (journal clock)
+    sent_at: float | None = None  # the current attempt was cleared to go on the wire then (journal clock)
 
     @property
     def final(self) -> bool:
@@ -86,6 +92,8 @@ class Record:
         out = dataclasses.asdict(self)
         out.pop("dedup_key")
         out.pop("not_before")
+        out.pop("lease_until")
+        out["sent_at"] = iso_time(out["sent_at"])
         out["request"] = json.loads(out.pop("request_body"))
         for name in ("received_at", "expires_at", "first_sent_at", "finished_at"):
             out[name] = iso_time(out[name])
@@ -153,6 +161,20 @@ def refusal_from_row(row) -> Refusal:
     values = dict(zip(REFUSAL_COLUMNS, row, strict=True))
     values["errors"] = tuple(json.loads(values["errors"] or "[]"))
     return Refusal(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One attempt's claim on an alert: the fence every write after a send must pass. Another
+    instance's take-over, or a later attempt, changes the alert's claim and fences this one out."""
+
+    alert_id: int
+    instance: str
+    attempt: int
+
+    @classmethod
+    def of(cls, record: Record) -> Claim:
+        return cls(record.id, record.claimed_by, record.attempts)
 
 
 class ActionRefused(Exception):
@@ -231,22 +253,38 @@ class Journal(abc.ABC):
         """When the earliest queued alert may go, or None when none is queued."""
 
     @abc.abstractmethod
-    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
         """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
-        ``instance``, in one durable transaction before any is sent. No two instances ever
-        claim the same alert."""
+        ``instance`` with a lease of ``lease`` seconds (the journal's clock), in one durable
+        transaction before any is sent. No two instances ever claim the same alert, and an alert
+        is never claimed while an earlier one for its bot is sending or queued inside its lag."""
+
+    @abc.abstractmethod
+    def confirm_send(self, claim: Claim) -> bool:
+        """Immediately before the request goes on the wire: True, and ``sent_at`` recorded
+        durably, only while the claim is current (same instance and attempt, still sending,
+        lease not lapsed, alert not past ``expires_at``, all by the journal's clock)."""
 
     @abc.abstractmethod
     def expire_overdue(self, now: float) -> list[Record]:
         """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
 
     @abc.abstractmethod
-    def unclaim(self, alert_ids: list[int]) -> None:
-        """sending -> queued for claimed alerts whose send never started: as if never claimed."""
+    def unclaim(self, alert_ids: list[int], instance: str) -> None:
+        """sending -> queued for alerts ``instance`` claimed but never sent: as if never claimed."""
 
     @abc.abstractmethod
-    def requeue(self, alert_id: int, okx_code: str | None, okx_msg: str | None, detail: str, not_before: float) -> None:
-        """sending -> queued after OKX certainly did not act; due again at ``not_before``."""
+    def requeue(
+        self,
+        alert_id: int,
+        okx_code: str | None,
+        okx_msg: str | None,
+        detail: str,
+        not_before: float,
+        claim: Claim | None = None,
+    ) -> bool:
+        """sending -> queued after OKX certainly did not act; due again at ``not_before``. With
+        ``claim``, only while that claim is current; False when it was fenced out."""
 
     @abc.abstractmethod
     def finish(
@@ -259,7 +297,14 @@ class Journal(abc.ABC):
         detail: str | None = None,
         latency_ms: float | None = None,
         now: float | None = None,
-    ) -> Record: ...
+        claim: Claim | None = None,
+    ) -> Record | None:
+        """The alert's final state. With ``claim``, only while that claim is current (None when
+        another instance took the alert over: its state stands)."""
+
+    @abc.abstractmethod
+    def note(self, alert_id: int, kind: str, detail: str) -> None:
+        """A timeline entry that changes nothing else (a late answer after a take-over, say)."""
 
     @abc.abstractmethod
     def prune(self, before: float) -> int:
@@ -328,10 +373,12 @@ class Journal(abc.ABC):
         """A clean stop: this instance claims nothing more; its queued alerts are others' to send."""
 
     @abc.abstractmethod
-    def recover(self, instance: str, dead_after: float) -> list[Record]:
-        """Alerts left ``sending`` by instances no longer alive (no heartbeat for
-        ``dead_after`` seconds) become ``unknown``, never resent; returns them. Alerts that a
-        live instance is sending are never touched."""
+    def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
+        """Alerts left ``sending`` whose claim lapsed (lease over by the journal's clock, or the
+        claimant is certainly dead): ``unknown`` when the request may have left (``sent_at``
+        set), never resent; queued again when it certainly did not (``expired`` if too old).
+        Returns the changed records. A current claim is never touched. ``lease``: the longest a
+        dead instance's request may still be under way (its rate slot counts until then)."""
 
     # -- small shared state -----------------------------------------------------------------
 

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -25,6 +27,9 @@ from . import (
     COLUMNS,
     FINAL_STATES,
     INTERRUPTED_DETAIL,
+    NEVER_SENT_DETAIL,
+    NEVER_SENT_EXPIRED_DETAIL,
+    Claim,
     DailyCapExceeded,
     Journal,
     JournalUnavailable,
@@ -34,7 +39,7 @@ from . import (
 )
 from .postgres_activity import PostgresActivity
 from .postgres_shared import PostgresLockoutStore, PostgresPacer
-from .postgres_sql import LOCK_CAP, LOCK_DEDUP, LOCK_MIGRATION, LOCK_PACING, LOCK_RECOVERY, NOW
+from .postgres_sql import LOCK_CAP, LOCK_CLAIM, LOCK_DEDUP, LOCK_MIGRATION, LOCK_PACING, LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
@@ -185,8 +190,47 @@ CREATE TABLE admin_sessions (
 );
 """,
     ),
+    # Fenced claims: a lease by the database's clock, and when the attempt was cleared to go on the
+    # wire. Claims go through one function that keeps each bot's alerts in order across instances.
+    (
+        4,
+        f"""
+ALTER TABLE alerts ADD COLUMN lease_until DOUBLE PRECISION, ADD COLUMN sent_at DOUBLE PRECISION;
+CREATE INDEX alerts_open_bot ON alerts (algo_id, id) WHERE state IN ('queued', 'sending');
+CREATE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION)
+RETURNS SETOF alerts LANGUAGE plpgsql AS $$
+BEGIN
+    -- One claimant at a time, and the claim below reads a snapshot taken after the lock: an
+    -- earlier alert for the bot that another instance just claimed is seen as sending.
+    PERFORM pg_advisory_xact_lock({LOCK_CLAIM}, 0);
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id < a.id
+                AND b.state IN ('queued', 'sending') AND (b.state = 'sending' OR b.expires_at >= p_now))
+        ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
+            lease_until = {NOW} + p_lease,
+            first_sent_at = COALESCE(first_sent_at, GREATEST(p_now, received_at))  -- never before it arrived
+        FROM picked WHERE alerts.id = picked.id RETURNING alerts.*),
+    logged AS (
+        INSERT INTO alert_events (alert_id, at, kind, detail)
+        SELECT c.id, {NOW}, 'claimed', format('attempt %s, claimed by %s', c.attempts, c.claimed_by)  -- claimed_detail
+        FROM claimed c)
+    SELECT * FROM claimed;
+END $$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Due, and its bot's turn: no earlier alert for the bot is sending or queued inside its lag.
+_BOTS_TURN = (
+    "NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id "
+    "AND b.state IN ('queued', 'sending') AND (b.state = 'sending' OR b.expires_at >= clock.t))"
+)
+# The current attempt's claim, as a fence on every write after a send.
+_CLAIMED = "id = %s AND state = 'sending' AND claimed_by = %s AND attempts = %s"
 
 
 def connection_url(url: str) -> str:
@@ -201,12 +245,20 @@ class PostgresJournal(PostgresActivity, Journal):
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
         self.url = connection_url(url)
         self.display_url = redacted_url(self.url)
+        # application_name: an operator (or a fault test) can tell which process a session belongs to.
+        self._connect_kwargs = {
+            "autocommit": True,
+            "connect_timeout": max(int(connect_timeout), 1),
+            "application_name": f"okx-relay:{os.getpid()}",
+        }
+        self._heartbeat_conn: psycopg.Connection | None = None
+        self._heartbeat_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
                 self.url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
+                kwargs=self._connect_kwargs,
                 timeout=connect_timeout,
                 open=False,
             )
@@ -218,7 +270,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 self.url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
+                kwargs=self._connect_kwargs,
                 configure=lambda conn: conn.execute("SET synchronous_commit TO off"),
                 timeout=connect_timeout,
                 open=False,
@@ -272,6 +324,9 @@ class PostgresJournal(PostgresActivity, Journal):
     def close(self) -> None:
         self._pool.close()
         self._lazy_pool.close()
+        with self._heartbeat_lock:
+            if self._heartbeat_conn is not None:
+                self._heartbeat_conn.close()
 
     def now(self) -> float:
         return self._one(f"SELECT {NOW}")[0]
@@ -337,37 +392,40 @@ class PostgresJournal(PostgresActivity, Journal):
     def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
         return self._one(
             f"SELECT count(*) FROM alerts, (SELECT COALESCE(%s, {NOW}) AS t) clock WHERE state = 'queued' "
-            "AND not_before <= clock.t AND expires_at >= clock.t AND id < %s",
+            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s AND {_BOTS_TURN}",
             (now, 2**63 - 1 if before_id is None else before_id),
         )[0]
 
     def next_due_at(self) -> float | None:
-        return self._one("SELECT min(not_before) FROM alerts WHERE state = 'queued'")[0]
+        # Alerts waiting behind one that is being sent have no time of their own: its outcome wakes them.
+        return self._one(
+            f"SELECT min(not_before) FROM alerts, (SELECT {NOW} AS t) clock WHERE state = 'queued' AND {_BOTS_TURN}"
+        )[0]
 
-    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
         if limit <= 0:
             return []
-
-        # A MATERIALIZED CTE: as an IN (subquery) the planner may run the locking subquery again,
-        # and each run skips the rows the last one locked, claiming more than ``limit``. The claim
-        # and its timeline entries are one statement: atomic, one round trip.
-        rows = self._transaction(
-            lambda conn: conn.execute(
-                "WITH picked AS MATERIALIZED (SELECT id FROM alerts WHERE state = 'queued' AND not_before <= %s "
-                "AND expires_at >= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED), "
-                "claimed AS (UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = %s, "
-                "first_sent_at = COALESCE(first_sent_at, GREATEST(%s, received_at)) "  # never before it arrived
-                f"FROM picked WHERE alerts.id = picked.id RETURNING {', '.join('alerts.' + c for c in COLUMNS)}), "
-                # the text of journal.claimed_detail
-                "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
-                f"SELECT id, {NOW}, 'claimed', format('attempt %%s, claimed by %%s', attempts, claimed_by) "
-                "FROM claimed) "
-                f"SELECT {', '.join(COLUMNS)} FROM claimed",
-                (now, now, limit, instance, now),
-            ).fetchall(),
-            atomic=False,
+        # journal_claim (migration 4): the claim and its timeline entries, one statement, one round trip.
+        rows = self._all(
+            f"SELECT {', '.join(COLUMNS)} FROM journal_claim(%s, %s, %s, %s)", (instance, limit, now, lease)
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
+
+    def confirm_send(self, claim: Claim) -> bool:
+        # Durable (_pool): once this says yes the request may leave, and a crash must not forget that it may have.
+        return bool(
+            self._statement(
+                f"UPDATE alerts SET sent_at = {NOW} WHERE {_CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
+                (claim.alert_id, claim.instance, claim.attempt),
+            ).rowcount
+        )
+
+    def note(self, alert_id: int, kind: str, detail: str) -> None:
+        self._statement(
+            f"INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (%s, {NOW}, %s, %s)",
+            (alert_id, kind, detail),
+            durable=False,
+        )
 
     def expire_overdue(self, now: float) -> list[Record]:
         def step(conn):
@@ -384,35 +442,40 @@ class PostgresJournal(PostgresActivity, Journal):
 
         return self._transaction(step, durable=False)
 
-    def unclaim(self, alert_ids: list[int]) -> None:
-        def step(conn):
-            conn.execute(
-                "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
-                "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
-                "WHERE id = ANY(%s) AND state = 'sending'",
-                (list(alert_ids),),
-            )
-            _log_events(conn, [(i, "unclaimed", "back in the queue: the send never started") for i in alert_ids])
-
-        self._transaction(step, durable=False)
-
-    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
-        retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+    def unclaim(self, alert_ids: list[int], instance: str) -> None:
         self._statement(
-            "WITH requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, "
-            "not_before = %s WHERE id = %s AND state = 'sending' RETURNING id) "
-            f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
-            (okx_code, okx_msg, detail, not_before, alert_id, retry),
+            "WITH undone AS (UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
+            "lease_until = NULL, first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
+            "WHERE id = ANY(%s) AND state = 'sending' AND claimed_by = %s RETURNING id) "
+            f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', "
+            "'back in the queue: the send never started' FROM undone",
+            (list(alert_ids), instance),
         )
 
-    def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
-        assert state in FINAL_STATES, state
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None) -> bool:
+        retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+        fence, fence_params = _fence(alert_id, claim)
+        return bool(
+            self._statement(
+                "WITH requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, "
+                f"not_before = %s, lease_until = NULL WHERE {fence} RETURNING id) "
+                f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
+                (okx_code, okx_msg, detail, not_before, *fence_params, retry),
+            ).rowcount
+        )
 
+    def finish(
+        self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None, claim=None
+    ):
+        assert state in FINAL_STATES, state
+        fence, fence_params = _fence(alert_id, claim)
+        if claim is None:
+            fence = "id = %s"
         row = self._transaction(
             lambda conn: conn.execute(
                 "WITH done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
                 "okx_msg = COALESCE(%s, okx_msg), detail = %s, latency_ms = COALESCE(%s, latency_ms), "
-                f"finished_at = COALESCE(%s, {NOW}) WHERE id = %s {_RETURNING}), "
+                f"finished_at = COALESCE(%s, {NOW}), lease_until = NULL WHERE {fence} {_RETURNING}), "
                 "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
                 f"SELECT id, finished_at, %s, %s FROM done) SELECT {', '.join(COLUMNS)} FROM done",
                 (
@@ -422,7 +485,7 @@ class PostgresJournal(PostgresActivity, Journal):
                     detail,
                     latency_ms,
                     now,
-                    alert_id,
+                    *fence_params,
                     state,
                     answer_detail(state, okx_code, okx_msg, detail),
                 ),
@@ -430,7 +493,7 @@ class PostgresJournal(PostgresActivity, Journal):
             atomic=False,
             durable=False,
         )
-        return Record(*row)
+        return Record(*row) if row else None
 
     def prune(self, before: float) -> int:
         def step(conn):
@@ -458,35 +521,60 @@ class PostgresJournal(PostgresActivity, Journal):
         )
 
     def heartbeat(self, instance: str) -> None:
-        updated = self._transaction(
-            lambda conn: conn.execute(f"UPDATE instances SET heartbeat_at = {NOW} WHERE id = %s", (instance,)).rowcount,
-            atomic=False,
-            durable=False,
-        )
-        if not updated:  # the others took us for dead (a long pause): we are alive again
-            self.register(instance)
+        # On a connection of its own: a pool busy with sends must never make a live instance look dead.
+        with self._heartbeat_lock:
+            try:
+                if self._heartbeat_conn is None or self._heartbeat_conn.closed:
+                    self._heartbeat_conn = psycopg.connect(self.url, **self._connect_kwargs)
+                self._heartbeat_conn.execute(
+                    f"INSERT INTO instances (id, host) VALUES (%s, %s) "
+                    f"ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}",  # back after a long pause: alive again
+                    (instance, socket.gethostname()[:200]),
+                )
+            except (psycopg.Error, OSError) as exc:
+                if self._heartbeat_conn is not None:
+                    self._heartbeat_conn.close()
+                self._heartbeat_conn = None
+                raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
 
     def deregister(self, instance: str) -> None:
         self._transaction(lambda conn: conn.execute("DELETE FROM instances WHERE id = %s", (instance,)), atomic=False)
 
-    def recover(self, instance: str, dead_after: float) -> list[Record]:
+    def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
+        # Only a lapsed lease, by the database's clock, ends a claim: an instance that merely looks dead
+        # (a paused process) may still hold a current claim, and its sender checks it before sending.
+        lapsed = f"state = 'sending' AND (lease_until IS NULL OR lease_until < {NOW})"
+
         def step(conn):
             conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_RECOVERY,))
             conn.execute(f"DELETE FROM instances WHERE heartbeat_at < {NOW} - %s AND id != %s", (dead_after, instance))
             rows = conn.execute(
-                f"UPDATE alerts SET state = 'unknown', finished_at = {NOW}, detail = %s WHERE state = 'sending' "
-                f"AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM instances)) {_RETURNING}",
+                f"UPDATE alerts SET state = 'unknown', finished_at = {NOW}, detail = %s, lease_until = NULL "
+                f"WHERE {lapsed} AND (sent_at IS NOT NULL OR lease_until IS NULL) {_RETURNING}",
                 (INTERRUPTED_DETAIL,),
             ).fetchall()
-            _log_events(conn, [(row[0], "unknown", INTERRUPTED_DETAIL) for row in rows])
-            # A dead instance's requests in flight: their exchange with OKX is over now.
+            rows += conn.execute(
+                f"UPDATE alerts SET state = 'expired', finished_at = {NOW}, detail = %s, lease_until = NULL "
+                f"WHERE {lapsed} AND expires_at < {NOW} {_RETURNING}",
+                (NEVER_SENT_EXPIRED_DETAIL,),
+            ).fetchall()
+            rows += conn.execute(
+                "UPDATE alerts SET state = 'queued', claimed_by = NULL, lease_until = NULL, detail = %s "
+                f"WHERE {lapsed} {_RETURNING}",
+                (NEVER_SENT_DETAIL,),
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            _log_events(conn, [(r.id, r.state if r.final else "requeued", r.detail) for r in records])
+            # A dead instance's requests: none leaves later than a lease after its slot was taken
+            # (its sender gives up first), so the slot counts until then, never less.
             conn.execute(
-                f"UPDATE okx_pacing SET ended_at = {NOW} WHERE ended_at IS NULL "
-                "AND (instance IS NULL OR instance NOT IN (SELECT id FROM instances))"
+                f"UPDATE okx_pacing SET ended_at = GREATEST({NOW}, started_at + %s) WHERE ended_at IS NULL "
+                "AND (instance IS NULL OR instance NOT IN (SELECT id FROM instances))",
+                (lease,),
             )
-            return rows
+            return records
 
-        return sorted((Record(*row) for row in self._transaction(step)), key=lambda r: r.id)
+        return sorted(self._transaction(step), key=lambda r: r.id)
 
     # -- shared state -------------------------------------------------------------------------
 
@@ -532,6 +620,13 @@ class PostgresJournal(PostgresActivity, Journal):
 
     def _statement(self, sql, params=(), durable: bool = True):
         return self._transaction(lambda conn: conn.execute(sql, params), atomic=False, durable=durable)
+
+
+def _fence(alert_id: int, claim: Claim | None) -> tuple[str, tuple]:
+    """The WHERE clause that makes a write conditional on a claim (or on the alert still sending)."""
+    if claim is None:
+        return "id = %s AND state = 'sending'", (alert_id,)
+    return _CLAIMED, (claim.alert_id, claim.instance, claim.attempt)
 
 
 def _log_events(conn, events: list[tuple[int, str, str]]) -> None:

@@ -23,6 +23,9 @@ from . import (
     COLUMNS,
     FINAL_STATES,
     INTERRUPTED_DETAIL,
+    NEVER_SENT_DETAIL,
+    NEVER_SENT_EXPIRED_DETAIL,
+    Claim,
     DailyCapExceeded,
     Journal,
     JournalInUse,
@@ -112,10 +115,26 @@ CREATE TABLE admin_sessions (
 )
 """,
     ),
+    # Fenced claims (a lease, and when the attempt was cleared to go on the wire), and each bot's
+    # open alerts found fast (one bot's alerts go in order).
+    (
+        5,
+        "ALTER TABLE alerts ADD COLUMN lease_until REAL; "
+        "ALTER TABLE alerts ADD COLUMN sent_at REAL; "
+        "CREATE INDEX alerts_open_bot ON alerts (algo_id, id) WHERE state IN ('queued', 'sending')",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
+# Due, and its bot's turn: no earlier alert for the bot is sending or queued inside its lag.
+_DUE = (
+    "state = 'queued' AND not_before <= :now AND expires_at >= :now AND NOT EXISTS (SELECT 1 FROM alerts b "
+    "WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id AND b.state IN ('queued', 'sending') "
+    "AND (b.state = 'sending' OR b.expires_at >= :now))"
+)
+# The current attempt's claim, as a fence on every write after a send.
+_CLAIMED = "id = :id AND state = 'sending' AND claimed_by = :instance AND attempts = :attempt"
 
 
 @dataclasses.dataclass
@@ -205,8 +224,12 @@ class SqliteJournal(SqliteActivity, Journal):
         try:
             self._locked_transaction(step, write=True, durable=True)
         except JournalUnavailable as exc:
-            for pending in batch:
-                pending.error, pending.result = exc, None
+            if len(batch) > 1:  # one bad alert must not sink the others: each in its own transaction
+                for pending in batch:
+                    pending.result = pending.error = None
+                    self._commit_adds([pending])
+            else:
+                batch[0].error, batch[0].result = exc, None
         finally:
             for pending in batch:
                 pending.done = True
@@ -274,34 +297,54 @@ class SqliteJournal(SqliteActivity, Journal):
         now = time.time() if now is None else now
         return self._transaction(
             lambda db: db.execute(
-                "SELECT count(*) FROM alerts WHERE state = 'queued' AND not_before <= ? AND expires_at >= ? AND id < ?",
-                (now, now, 2**63 - 1 if before_id is None else before_id),
+                f"SELECT count(*) FROM alerts WHERE {_DUE} AND id < :before",
+                {"now": now, "before": 2**63 - 1 if before_id is None else before_id},
             ).fetchone()[0],
             write=False,
         )
 
     def next_due_at(self) -> float | None:
+        # Alerts waiting behind one that is being sent have no time of their own: its outcome wakes them.
         return self._transaction(
-            lambda db: db.execute("SELECT min(not_before) FROM alerts WHERE state = 'queued'").fetchone()[0],
+            lambda db: db.execute(
+                "SELECT min(not_before) FROM alerts WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM alerts b "
+                "WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id AND b.state IN ('queued', 'sending') "
+                "AND (b.state = 'sending' OR b.expires_at >= :now))",
+                {"now": time.time()},
+            ).fetchone()[0],
             write=False,
         )
 
-    def claim_due(self, instance: str, limit: int, now: float) -> list[Record]:
+    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
         def step(db):
             # ``now`` was read before the claim: an alert received since then still never shows
             # a send that started before it arrived.
             rows = db.execute(
-                "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = ?, "
-                "first_sent_at = COALESCE(first_sent_at, MAX(?, received_at)) "
-                "WHERE id IN (SELECT id FROM alerts WHERE state = 'queued' "
-                f"AND not_before <= ? AND expires_at >= ? ORDER BY id LIMIT ?) RETURNING {', '.join(COLUMNS)}",
-                (instance, now, now, now, limit),
+                "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = :instance, "
+                "first_sent_at = COALESCE(first_sent_at, MAX(:now, received_at)), sent_at = NULL, "
+                "lease_until = :lease_until "
+                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} ORDER BY id LIMIT :limit) "
+                f"RETURNING {', '.join(COLUMNS)}",
+                {"instance": instance, "now": now, "limit": limit, "lease_until": time.time() + lease},
             ).fetchall()
             records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
             _log_events(db, [(r.id, now, "claimed", claimed_detail(r.attempts, instance)) for r in records])
             return records
 
         return self._transaction(step) if limit > 0 else []
+
+    def confirm_send(self, claim: Claim) -> bool:
+        # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
+        def step(db):
+            return db.execute(
+                f"UPDATE alerts SET sent_at = :now WHERE {_CLAIMED} AND lease_until > :now AND expires_at >= :now",
+                {"now": time.time(), **_fence(claim)},
+            ).rowcount
+
+        return self._transaction(step) == 1
+
+    def note(self, alert_id: int, kind: str, detail: str) -> None:
+        self._transaction(lambda db: _log_events(db, [(alert_id, time.time(), kind, detail)]), durable=False)
 
     def expire_overdue(self, now: float) -> list[Record]:
         def step(db):
@@ -319,42 +362,70 @@ class SqliteJournal(SqliteActivity, Journal):
 
         return self._transaction(step, durable=False)
 
-    def unclaim(self, alert_ids: list[int]) -> None:
+    def unclaim(self, alert_ids: list[int], instance: str) -> None:
         def step(db):
-            db.executemany(
-                "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
-                "first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
-                "WHERE id = ? AND state = 'sending'",
-                [(i,) for i in alert_ids],
-            )
+            undone = [
+                alert_id
+                for alert_id in alert_ids
+                if db.execute(
+                    "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
+                    "lease_until = NULL, first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
+                    "WHERE id = ? AND state = 'sending' AND claimed_by = ?",
+                    (alert_id, instance),
+                ).rowcount
+            ]
             now = time.time()
-            _log_events(db, [(i, now, "unclaimed", "back in the queue: the send never started") for i in alert_ids])
+            _log_events(db, [(i, now, "unclaimed", "back in the queue: the send never started") for i in undone])
 
         self._transaction(step)
 
-    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float) -> None:
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None) -> bool:
         # Durable: losing it would leave the alert "sending", to be called unknown although OKX did not act.
+        fence = f"AND {_CLAIMED}" if claim is not None else "AND id = :id AND state = 'sending'"
+
         def step(db):
-            db.execute(
-                "UPDATE alerts SET state = 'queued', okx_code = ?, okx_msg = ?, detail = ?, not_before = ? "
-                "WHERE id = ? AND state = 'sending'",
-                (okx_code, okx_msg, detail, not_before, alert_id),
-            )
-            retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
-            _log_events(db, [(alert_id, time.time(), "retry", retry)])
+            changed = db.execute(
+                "UPDATE alerts SET state = 'queued', okx_code = :code, okx_msg = :msg, detail = :detail, "
+                f"not_before = :not_before, lease_until = NULL WHERE 1 {fence}",
+                {
+                    "code": okx_code,
+                    "msg": okx_msg,
+                    "detail": detail,
+                    "not_before": not_before,
+                    **(_fence(claim) if claim is not None else {"id": alert_id}),
+                },
+            ).rowcount
+            if changed:
+                retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
+                _log_events(db, [(alert_id, time.time(), "retry", retry)])
+            return changed == 1
 
-        self._transaction(step)
+        return self._transaction(step)
 
-    def finish(self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None):
+    def finish(
+        self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None, claim=None
+    ):
         assert state in FINAL_STATES, state
         now = time.time() if now is None else now
+        fence = f"AND {_CLAIMED}" if claim is not None else "AND id = :id"
 
         def step(db):
-            db.execute(
-                "UPDATE alerts SET state = ?, okx_code = COALESCE(?, okx_code), okx_msg = COALESCE(?, okx_msg), "
-                "detail = ?, latency_ms = COALESCE(?, latency_ms), finished_at = ? WHERE id = ?",
-                (state, okx_code, okx_msg, detail, latency_ms, now, alert_id),
-            )
+            changed = db.execute(
+                "UPDATE alerts SET state = :state, okx_code = COALESCE(:code, okx_code), "
+                "okx_msg = COALESCE(:msg, okx_msg), detail = :detail, latency_ms = COALESCE(:latency, latency_ms), "
+                f"finished_at = :now, lease_until = NULL WHERE 1 {fence}",
+                {
+                    "state": state,
+                    "code": okx_code,
+                    "msg": okx_msg,
+                    "detail": detail,
+                    "latency": latency_ms,
+                    "now": now,
+                    **(_fence(claim) if claim is not None else {"id": alert_id}),
+                },
+            ).rowcount
+            if not changed:
+                return None
             record = self._get(db, alert_id)
             _log_events(db, [(alert_id, now, state, answer_detail(state, okx_code, okx_msg, detail))])
             return record
@@ -405,20 +476,34 @@ class SqliteJournal(SqliteActivity, Journal):
     def deregister(self, instance: str) -> None:
         self._release_sender_lock()
 
-    def recover(self, instance: str, dead_after: float) -> list[Record]:
+    def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
         # Holding the sender lock, no other process sends: every other claim is a dead one's.
+        # Our own claims lapse with their lease (a sender that never came back).
         now = time.time()
+        lapsed = (
+            "state = 'sending' AND (claimed_by IS NULL OR claimed_by != :instance OR lease_until IS NULL "
+            "OR lease_until < :now)"
+        )
+        params = {"now": now, "instance": instance}
 
         def step(db):
-            records = [
-                Record(*row)
-                for row in db.execute(
-                    "UPDATE alerts SET state = 'unknown', finished_at = ?, detail = ? WHERE state = 'sending' "
-                    f"AND (claimed_by IS NULL OR claimed_by != ?) RETURNING {', '.join(COLUMNS)}",
-                    (now, INTERRUPTED_DETAIL, instance),
-                ).fetchall()
-            ]
-            _log_events(db, [(r.id, now, "unknown", INTERRUPTED_DETAIL) for r in records])
+            rows = db.execute(
+                f"UPDATE alerts SET state = 'unknown', finished_at = :now, detail = :detail, lease_until = NULL "
+                f"WHERE {lapsed} AND (sent_at IS NOT NULL OR lease_until IS NULL) RETURNING {', '.join(COLUMNS)}",
+                {**params, "detail": INTERRUPTED_DETAIL},
+            ).fetchall()
+            rows += db.execute(
+                "UPDATE alerts SET state = 'expired', finished_at = :now, detail = :detail, lease_until = NULL "
+                f"WHERE {lapsed} AND expires_at < :now RETURNING {', '.join(COLUMNS)}",
+                {**params, "detail": NEVER_SENT_EXPIRED_DETAIL},
+            ).fetchall()
+            rows += db.execute(
+                "UPDATE alerts SET state = 'queued', claimed_by = NULL, lease_until = NULL, detail = :detail "
+                f"WHERE {lapsed} RETURNING {', '.join(COLUMNS)}",
+                {**params, "detail": NEVER_SENT_DETAIL},
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            _log_events(db, [(r.id, now, r.state if r.final else "requeued", r.detail) for r in records])
             return records
 
         return sorted(self._transaction(step), key=lambda r: r.id)
@@ -456,6 +541,10 @@ class SqliteJournal(SqliteActivity, Journal):
                 self._db.execute("ROLLBACK")
             raise
         return result
+
+
+def _fence(claim: Claim) -> dict:
+    return {"id": claim.alert_id, "instance": claim.instance, "attempt": claim.attempt}
 
 
 def _log_events(db, events: list[tuple[int, float, str, str]]) -> None:
