@@ -15,7 +15,7 @@ from .config import Config, ConfigError
 from .delivery import Delivery
 from .intake import Intake
 from .journal import Journal, JournalUnavailable, open_journal
-from .logs import configure_logging, scrubber
+from .logs import configure_logging, scrub_secrets, scrubber
 from .membership import Membership
 from .notify import Notifier
 from .okx import OkxClient
@@ -122,13 +122,13 @@ def preflight(environ=None) -> Config:
     traceback, exit status 2."""
     try:
         config = Config.from_env(environ, generate_secret=False)  # the worker generates it, and says so
+        scrub_secrets(config.secret_values)  # before the journal opens: psycopg's pool logs its own errors
         _open_journal(config).close()
     except ConfigError as exc:
         for variable, problem in exc.problems:
-            print(f"configuration error: {variable}: {problem}", file=sys.stderr, flush=True)
+            print(f"configuration error: {variable}: {scrubber.scrub(problem)}", file=sys.stderr, flush=True)
         print(f"the service did not start: fix the {len(exc.problems)} setting(s) above", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    scrubber.add(config.secret_values)
     return config
 
 

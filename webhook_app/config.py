@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 MIN_SECRET_LENGTH = 16
 MIN_DEDUP_WINDOW = 20  # TradingView resends a 5xx after 5 s, up to 3 times
@@ -102,7 +102,7 @@ class Config:
         return tuple(
             s
             for s in (
-                urlsplit(self.database_url).password if "://" in self.database_url else None,
+                *database_passwords(self.database_url),
                 self.webhook_secret,
                 self.webhook_secret_previous,
                 self.okx_api_secret,
@@ -227,15 +227,42 @@ class Config:
 
 
 def redacted_url(url: str) -> str:
-    """A database URL without its password, for messages and the startup log."""
+    """A database URL without its password (in the user part or a ``password=`` query
+    parameter), for messages and the startup log."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return "(unparseable URL)"
-    if not password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1) if password else parts.netloc
+    query = "&".join(
+        "password=***" if unquote(item.partition("=")[0]) == "password" else item for item in parts.query.split("&")
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def database_passwords(url: str) -> tuple[str, ...]:
+    """Every form of a database URL's password that a log line might show, for the scrubber:
+    as written in the user part or a ``password=`` query parameter, percent-decoded and
+    percent-encoded; and, for an unencoded @ in it, what libpq then takes for the host's start
+    (the rest of the password after its first @, with the @ that follows it)."""
+    try:
+        parts = urlsplit(url)
+        written = [parts.password] if "://" in url and parts.password else []
+    except ValueError:
+        return ()
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        if unquote(name) == "password" and value:
+            written.append(value)
+    forms = set()
+    for value in written:
+        decoded = unquote(value)
+        forms.update((value, decoded, quote(decoded, safe="")))
+        rest = value.partition("@")[2]
+        if rest:
+            forms.add(rest + "@")
+    return tuple(sorted(form for form in forms if form))
 
 
 def generated_secret(path: Path, create: bool = True) -> tuple[str, str]:

@@ -45,12 +45,35 @@ class SecretScrubber(logging.Filter):
 
 scrubber = SecretScrubber()
 
+# Libraries that log on their own: psycopg's pool logs every failed connection, and the message
+# may carry part of the database URL. (A logger's filter sees only the records made on it.)
+LIBRARY_LOGGERS = (
+    "psycopg",
+    "psycopg.pool",
+    "psycopg.pq",
+    "psycopg.transaction",
+    "psycopg.waiting",
+    "psycopg.debug",
+    "psycopg_pool.sched",
+    "psycopg_pool.sched_async",
+)
+
+
+def scrub_secrets(secrets) -> None:
+    """Hide these values from every log line: ours, gunicorn's (``GunicornLogger``) and the
+    libraries' that log on their own (``LIBRARY_LOGGERS``)."""
+    scrubber.add(secrets)
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if scrubber not in logger.filters:
+            logger.addFilter(scrubber)
+
 
 def configure_logging(secrets) -> logging.Logger:
     """The app's logger, "webhook_app": INFO to stderr unless logging is already set up.
     (stdout is left to command output, such as the CLI's tables.)"""
     logger = logging.getLogger("webhook_app")
-    scrubber.add(secrets)
+    scrub_secrets(secrets)
     if scrubber not in logger.filters:
         logger.addFilter(scrubber)
     logger.setLevel(logging.INFO)
