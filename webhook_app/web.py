@@ -121,14 +121,28 @@ def webhook():
 
 
 def bearer_is_admin() -> bool:
-    """The request carries ``Authorization: Bearer <ADMIN_TOKEN>`` (and ADMIN_TOKEN is set)."""
-    token = services().config.admin_token
+    """The request carries ``Authorization: Bearer <ADMIN_TOKEN>`` (and ADMIN_TOKEN is set).
+
+    A wrong bearer token counts against the sender like a wrong secret, in the same lockout;
+    a sender locked out is refused (``LockedOut``, 429) even with the right token. Checked
+    once per request."""
+    if "bearer_is_admin" in g:
+        return g.bearer_is_admin
+    svc = services()
+    token = svc.config.admin_token
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return (
-        bool(token)
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8"))
-    )
+    if not token or scheme.lower() != "bearer":
+        g.bearer_is_admin = False
+        return False
+    protection = svc.protection
+    sender = protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    protection.lockout.check(sender.lockout_key)
+    matched = hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8"))
+    if not matched and protection.lockout.failure(sender.lockout_key):
+        log.warning("locked out %s after wrong bearer tokens", sender.lockout_key)
+        svc.notifier.lockout(sender.lockout_key, svc.config.lockout_threshold)
+    g.bearer_is_admin = matched
+    return matched
 
 
 def _alert_reply(record: Record):
