@@ -4,9 +4,11 @@ budget (a ledger of request slots per API key) and the wrong-secret lockouts."""
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING
 
 from ..pacing import Pacer
+from . import JournalUnavailable
 from .postgres_sql import LOCK_PACING, NOW
 
 if TYPE_CHECKING:
@@ -79,10 +81,28 @@ class PostgresPacer(Pacer):
 
 
 class PostgresLockoutStore:
-    """Wrong-secret counts and lockouts, shared by every instance and kept across restarts."""
+    """Wrong-secret counts and lockouts, shared by every instance and kept across restarts.
+    Rows that neither lock out nor count any more are pruned by ``failure``, at most once a
+    minute per instance, so a spray of addresses does not grow the table for ever."""
+
+    prune_every = 60.0  # seconds
 
     def __init__(self, journal: PostgresJournal):
         self.journal = journal
+        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
+
+    def prune(self, window: float) -> int:
+        """Delete the rows whose lockout has ended (or never began) and whose failures all fell
+        out of ``window``; returns how many."""
+
+        def step(conn):
+            return conn.execute(
+                f"DELETE FROM lockouts WHERE coalesce(locked_until, 0) <= {NOW} "
+                f"AND NOT EXISTS (SELECT 1 FROM unnest(failures) f WHERE f > {NOW} - %s)",
+                (window,),
+            ).rowcount
+
+        return self.journal._transaction(step, atomic=False)
 
     def remaining(self, address: str) -> float:
         def step(conn):
@@ -109,4 +129,12 @@ class PostgresLockoutStore:
                 return True
             return False
 
-        return self.journal._transaction(step)
+        locked = self.journal._transaction(step)
+        started = time.monotonic()
+        if self._pruned_at is None or started - self._pruned_at >= self.prune_every:
+            self._pruned_at = started
+            try:
+                self.prune(window)
+            except JournalUnavailable:
+                pass  # the failure is counted; pruning waits for the next minute
+        return locked
