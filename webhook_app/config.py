@@ -265,6 +265,17 @@ def database_passwords(url: str) -> tuple[str, ...]:
     return tuple(sorted(form for form in forms if form))
 
 
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _unmapped(network):
+    """An IPv4-mapped IPv6 range (``::ffff:198.51.100.0/120``) as the IPv4 range it maps:
+    addresses are compared in their IPv4 form (``protection._ip``)."""
+    if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
+        return ipaddress.ip_network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
+
+
 def generated_secret(path: Path, create: bool = True) -> tuple[str, str]:
     """A random webhook secret for dry-run, kept in ``path`` so restarts and workers agree.
     Returns (secret, "generated" | "stored"), or ("", "generated") when absent and not ``create``."""
@@ -349,7 +360,7 @@ class _Reader:
                 networks.extend(ipaddress.ip_network(a) for a in TRADINGVIEW_ADDRESSES)
                 continue
             try:
-                networks.append(ipaddress.ip_network(item, strict=False))
+                networks.append(_unmapped(ipaddress.ip_network(item, strict=False)))
             except ValueError:
                 self.bad(name, f"{item!r} is not an IP address, a CIDR range or the word tradingview")
         return tuple(networks)

@@ -51,10 +51,8 @@ def client_address(peer: str | None, forwarded_for: Iterable[str], trusted_hops:
         if len(entries) < trusted_hops:
             return None
         candidate = entries[-trusted_hops]
-    try:
-        return str(ipaddress.ip_address(candidate)) if candidate else None
-    except ValueError:
-        return None
+    ip = _ip(candidate)
+    return str(ip) if ip is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +66,14 @@ class Sender:
 
 
 def _ip(address: str | None):
-    """The address as an ip_address, or None when there is none or it is not one."""
+    """The address as an ip_address, or None when there is none or it is not one. An
+    IPv4-mapped IPv6 address (``::ffff:52.89.214.238``, as a dual-stack socket or a proxy may
+    write it) is the IPv4 address it maps: one address, one form, wherever addresses are compared."""
     try:
-        return ipaddress.ip_address(address) if address else None
+        ip = ipaddress.ip_address(address) if address else None
     except ValueError:
         return None
+    return getattr(ip, "ipv4_mapped", None) or ip
 
 
 def is_tradingview(address: str | None) -> bool:
