@@ -2,6 +2,8 @@
 sessions and CSRF, wrong tokens counted, and the actions on unknown and failed alerts."""
 
 import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -204,6 +206,42 @@ def test_a_resend_meets_every_check_like_any_alert(make_app, okx, database_url):
     assert response.status_code == 422 and response.json["status"] == "over_daily_cap"
     assert app.extensions["webhook"].journal.get(failed).resent_as is None
     assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "6"}]
+
+
+def iso_ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+def test_a_resend_works_when_timestamps_are_required(make_app, okx, database_url):
+    app = make_app(okx_max_attempts=1, require_timestamp=True, database_url=database_url)
+    failed = failed_alert(app, okx, timestamp=iso_ago(1))
+    response = app.test_client().post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert response.status_code == 201, response.json
+    assert wait_final(app, response.json["alert"]["id"]).state == "ok"
+    assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "10"}]
+
+
+@pytest.mark.parametrize(
+    "since, status, kind, field",
+    [
+        ({"allowed_algo_ids": frozenset({"42"})}, 403, "forbidden_bot", "algoId"),
+        ({"max_amount": Decimal("5")}, 422, "invalid", "amount"),
+    ],
+    ids=["bot-removed-from-allowlist", "max-amount-lowered"],
+)
+def test_a_resend_meets_the_settings_in_force_when_timestamps_are_required(
+    make_app, okx, database_url, since, status, kind, field
+):
+    before = make_app(okx_max_attempts=1, require_timestamp=True, database_url=database_url)
+    failed = failed_alert(before, okx, timestamp=iso_ago(1))
+    before.extensions["webhook"].delivery.stop(timeout=2)
+    # Restarted with a stricter setting: the resend meets it, like any alert.
+    after = make_app(okx_max_attempts=1, require_timestamp=True, database_url=database_url, **since)
+    response = after.test_client().post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert response.status_code == status and response.json["status"] == kind, response.json
+    assert response.json["errors"][0]["field"] == field
+    assert after.extensions["webhook"].journal.get(failed).resent_as is None
+    assert len(okx.margin_requests()) == 1 and okx.executed == []
 
 
 def test_the_json_behind_the_page_serves_scripts(make_app, okx, database_url):

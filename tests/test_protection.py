@@ -83,6 +83,27 @@ def test_a_captured_timestamped_alert_cannot_be_replayed_inside_its_lag(make_app
     assert len(okx.executed) == 1
 
 
+def test_a_replay_is_judged_on_one_clock_whatever_this_hosts_says(make_app, okx, database_url, monkeypatch):
+    """The database's clock 7 s behind this host's; a timestamped alert, then its replay 21 s
+    later (past DEDUP_WINDOW, inside the alert's lag): executed at most once."""
+    host = MovableClock()  # this host's clock
+    app = make_app(clock=host, dedup_window=20, database_url=database_url)
+    svc = app.extensions["webhook"]
+    # As deployed (no clock injected): alerts are received on the journal's clock, not this host's.
+    svc.intake.clock = None
+    monkeypatch.setattr(svc.journal, "now", lambda: host() - 7)  # the database's clock, behind
+    client = app.test_client()
+    fired = datetime.fromtimestamp(host() - 1, UTC)  # TradingView's clock agrees with this host's
+    captured = make_alert(timestamp=fired.isoformat(timespec="milliseconds"), maxLag=60)
+    first = post(client, captured)
+    host.advance(21)
+    replay = post(client, captured)
+    assert len(okx.executed) == 1, (first.json, replay.json)
+    # Dated 6 s ahead of the journal's clock, the clock that also judges duplicates: refused as
+    # from the future (TradingView does not resend a 422); 21 s on, the same alert is fresh.
+    assert (first.json["status"], replay.status_code) == ("stale", 200)
+
+
 def test_a_replay_after_its_lag_is_stale(make_app, okx):
     clock = MovableClock()
     client = make_app(clock=clock).test_client()

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import secrets
 import sys
-import time
 from collections.abc import Callable
 
 from flask import Flask
@@ -30,8 +29,8 @@ __all__ = ["create_app", "start_delivery", "preflight", "Config"]
 
 def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
     """Build the app from ``config``, or from the environment when none is given. ``clock``
-    says when alerts are received (their age, duplicate windows); tests move it forward. By
-    default: the journal's clock for the journal, this host's for an alert's age.
+    says when alerts are received (their age and duplicate windows, on one clock); tests move
+    it forward. By default the journal's clock (the database's, with PostgreSQL): never this host's.
 
     The delivery thread starts on the first alert, or at once through ``start_delivery``
     (wsgi.py does that, so queued alerts left by a previous process are sent at start)."""
@@ -77,7 +76,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
     from . import admin, cli, web  # imported here: they are the top of the one-way flow
 
     readiness = Readiness(config, client, journal, on_change=notifier.readiness_changed)
-    protection = Protection(config, clock=clock or time.time, lockout_store=journal.lockout_store())
+    protection = Protection(config, lockout_store=journal.lockout_store())
     app.extensions["webhook"] = web.Services(
         config=config,
         journal=journal,

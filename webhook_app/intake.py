@@ -1,6 +1,7 @@
 """Taking an alert in: the checks that need the journal, the journal itself, then delivery.
 One road for TradingView's alerts and for an operator's resend, so a resend meets every
-check (allowlists, MAX_AMOUNT, the daily cap, pacing) like any other alert."""
+check of what an alert may do (allowlists, MAX_AMOUNT, the daily cap, duplicates, pacing)
+like any other alert; only TradingView's own checks (a timestamp, its age) are not its."""
 
 from __future__ import annotations
 
@@ -41,14 +42,19 @@ class Intake:
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
         """Check, journal and submit a valid, authenticated alert; wait for its outcome until
         ``deadline`` (time.monotonic()). ``DuplicateAlert`` when it repeats a journaled one."""
-        self.protection.check_alert(alert)
+        # One clock for the alert's age and its duplicate window: a copy fresh enough to pass was
+        # received no earlier than FUTURE_TOLERANCE before its timestamp on the very clock that
+        # duplicate_since looks back on, so a later copy always finds it.
+        now = self._now()
+        self.protection.check_alert(alert, now)
+        return self._journal(alert, secret_name, deadline, self.protection.duplicate_since(alert, now), now)
+
+    def _journal(self, alert: Alert, secret_name: str | None, deadline: float, dedup_since: float, now: float):
         config, req = self.config, alert.request
-        # The journal's clock, so that instances on one database agree on duplicate windows (tests move their own).
-        now = self.clock() if self.clock else self.journal.now()
         reference = alert.timestamp.timestamp() if alert.timestamp else now
         record, created = self.journal.add(
             dedup_key=alert.dedup_key,
-            dedup_since=self.protection.duplicate_since(alert, now),
+            dedup_since=dedup_since,
             algo_id=req.algo_id,
             action=req.type,
             amount=req.amt,
@@ -84,12 +90,19 @@ class Intake:
             payload["id"] = original.trader_id
         # Keyed by the original: two operators pressing "send again" at once make one alert.
         alert = dataclasses.replace(load_alert(payload), dedup_key=f"resend:{original_id}")
+        self.protection.check_request(alert)  # with the settings in force now
+        now = self._now()
+        since = self.protection.duplicate_since(alert, now)
         try:
-            record = self.accept(alert, secret_name=f"resend by {by}"[:100], deadline=time.monotonic())
+            record = self._journal(alert, f"resend by {by}"[:100], time.monotonic(), since, now)
         except DuplicateAlert as exc:
             raise ActionRefused(f"alert {original_id} was already sent again as alert {exc.original.id}") from None
         self.journal.link_resend(original_id, record.id, by)
         return self.journal.get(record.id) or record
+
+    def _now(self) -> float:
+        """When alerts are received: the journal's clock, so instances on one database agree (tests move their own)."""
+        return self.clock() if self.clock else self.journal.now()
 
     def mark(self, alert_id: int, resolution: str, *, by: str) -> Record:
         """An operator's finding (one of ``RESOLUTIONS``) on an ``unknown`` alert, after checking the bot on OKX."""

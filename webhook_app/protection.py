@@ -157,9 +157,8 @@ class Lockout:
 
 
 class Protection:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time, lockout_store=None):
+    def __init__(self, config: Config, lockout_store=None):
         self.config = config
-        self._clock = clock
         self.lockout = Lockout(config.lockout_threshold, config.lockout_window, config.lockout_seconds, lockout_store)
         self._untrusted_forwarding_warned = False
 
@@ -189,7 +188,10 @@ class Protection:
         if ip is None or not any(ip in network for network in sources):
             raise Forbidden("source", "this address may not send alerts (ALLOWED_SOURCES)", "forbidden_source")
 
-    def check_alert(self, alert: Alert) -> None:
+    def check_alert(self, alert: Alert, now: float) -> None:
+        """Every check of a TradingView alert that needs no journal. ``now``: the clock that also
+        judges duplicates (``duplicate_since``), so that an alert fresh enough to pass is always
+        found by a later copy's duplicate check."""
         config = self.config
         if alert.timestamp is None:
             if config.require_timestamp:
@@ -202,7 +204,13 @@ class Protection:
                     ]
                 )
         else:
-            self._check_age(alert.timestamp, alert.max_lag or config.max_lag)
+            self._check_age(alert.timestamp, alert.max_lag or config.max_lag, now)
+        self.check_request(alert)
+
+    def check_request(self, alert: Alert) -> None:
+        """What the alert may do: its bot and its amount. An operator's resend meets these
+        (with the settings in force now), not the checks of when TradingView sent it."""
+        config = self.config
         if config.allowed_algo_ids and alert.request.algo_id not in config.allowed_algo_ids:
             raise Forbidden("algoId", "this bot is not in ALLOWED_ALGO_IDS", "forbidden_bot")
         if config.max_amount is not None and alert.amount > config.max_amount:
@@ -212,14 +220,19 @@ class Protection:
         """Since when an earlier alert with the same key makes this one a duplicate: the trader's
         id stays taken for ID_WINDOW, a fingerprint for DEDUP_WINDOW; and a timestamped alert
         for as long as it would still pass as fresh, so a captured one cannot be replayed."""
-        since = now - (self.config.id_window if alert.alert_id is not None else self.config.dedup_window)
+        since = now - self.duplicate_window(alert.dedup_key)
         if alert.timestamp is not None:
             # A first copy can only have been accepted from FUTURE_TOLERANCE before its timestamp on.
             since = min(since, alert.timestamp.timestamp() - FUTURE_TOLERANCE)
         return since
 
-    def _check_age(self, fired: datetime, lag: int) -> None:
-        age = self._clock() - fired.timestamp()
+    def duplicate_window(self, dedup_key: str) -> float:
+        """How long an alert's key makes a later alert with the same key a duplicate: ID_WINDOW
+        for a trader's id, DEDUP_WINDOW for a fingerprint."""
+        return self.config.id_window if dedup_key.startswith("id:") else self.config.dedup_window
+
+    def _check_age(self, fired: datetime, lag: int, now: float) -> None:
+        age = now - fired.timestamp()
         if age > lag:
             raise StaleAlert(f"the alert fired {age:.0f} s ago, more than its lag of {lag} s")
         if age < -FUTURE_TOLERANCE:
