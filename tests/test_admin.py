@@ -2,6 +2,7 @@
 sessions and CSRF, wrong tokens counted, and the actions on unknown and failed alerts."""
 
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -206,6 +207,88 @@ def test_a_resend_meets_every_check_like_any_alert(make_app, okx, database_url):
     assert response.status_code == 422 and response.json["status"] == "over_daily_cap"
     assert app.extensions["webhook"].journal.get(failed).resent_as is None
     assert okx.executed == [{"algoId": "581628185981813760", "type": "add", "amt": "6"}]
+
+
+# The same alert twice: with the trader's own id, and without (its fields' fingerprint).
+SAME_ALERT = pytest.mark.parametrize("changes", [{"id": "Long"}, {}], ids=["id", "fingerprint"])
+
+
+@SAME_ALERT
+def test_a_failed_alert_that_tradingview_resent_is_not_sent_again(make_app, okx, database_url, changes):
+    app = make_app(okx_max_attempts=1, database_url=database_url)
+    failed = failed_alert(app, okx, **changes)  # 503: TradingView resends it
+    client = app.test_client()
+    copy = client.post("/webhook", json=make_alert(**changes))
+    assert copy.status_code == 200 and len(okx.executed) == 1
+    carried = f"alert {copy.json['id']} already carries this alert (ok)"
+    response = client.post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert response.status_code == 409, response.json
+    assert response.json["message"] == f"{carried}: not sent again"
+    assert len(okx.executed) == 1 and len(okx.margin_requests()) == 2  # the failed attempt and the copy
+    assert app.extensions["webhook"].journal.get(failed).resent_as is None
+    shown = client.get(f"/alerts/{failed}", headers=BEARER).json
+    assert shown["resend"] == {"offered": False, "reason": f"{carried}: not sent again"}
+    browser = app.test_client()
+    logged_in(browser)
+    page = browser.get(f"/admin/alerts/{failed}").text
+    assert 'id="resend"' not in page and f"not offered: {carried}" in page
+    assert f"not offered: {carried}" in browser.get("/admin/live").text
+
+
+@SAME_ALERT
+def test_tradingviews_copy_after_a_resend_is_a_duplicate_of_the_resend(make_app, okx, database_url, changes):
+    app = make_app(okx_max_attempts=1, database_url=database_url)
+    failed = failed_alert(app, okx, **changes)
+    client = app.test_client()
+    resent = client.post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert resent.status_code == 201, resent.json
+    assert wait_final(app, resent.json["alert"]["id"]).state == "ok"
+    copy = client.post("/webhook", json=make_alert(**changes))  # TradingView's resend comes in after it
+    assert copy.status_code == 409 and copy.json["id"] == resent.json["alert"]["id"], copy.json
+    assert len(okx.executed) == 1
+
+
+def test_a_resend_and_tradingviews_copy_at_once_execute_once(make_app, okx, database_url):
+    app = make_app(okx_max_attempts=1, database_url=database_url)
+    failed = [failed_alert(app, okx, id=f"race-{i}") for i in range(3)]
+    replies = {}
+
+    def resend(i, barrier):
+        barrier.wait()
+        replies[("resend", i)] = app.test_client().post(f"/alerts/{failed[i]}/resend", headers=BEARER)
+
+    def copy(i, barrier):
+        barrier.wait()
+        replies[("copy", i)] = app.test_client().post("/webhook", json=make_alert(id=f"race-{i}"))
+
+    for i in range(3):
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=f, args=(i, barrier)) for f in (resend, copy)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for record in app.extensions["webhook"].journal.recent(50):
+        wait_final(app, record.id)
+    statuses = [(replies[("resend", i)].status_code, replies[("copy", i)].status_code) for i in range(3)]
+    assert all(pair in ((201, 409), (409, 200)) for pair in statuses), statuses
+    assert len(okx.executed) == 3  # one per alert
+
+
+def test_a_later_copy_marked_not_executed_does_not_stop_a_resend(make_app, okx, database_url):
+    app = make_app(okx_max_attempts=1, database_url=database_url)
+    client = app.test_client()
+    failed = failed_alert(app, okx, id="Long")
+    okx.play(RawReply(502, executed=False))  # TradingView's copy: unknown; the operator finds it not executed
+    copy = client.post("/webhook", json=make_alert(id="Long")).json["id"]
+    assert wait_final(app, copy).state == "unknown"
+    client.post(f"/alerts/{copy}/mark", json={"resolution": "not_executed"}, headers=BEARER)
+    resent = client.post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert resent.status_code == 201, resent.json
+    assert wait_final(app, resent.json["alert"]["id"]).state == "ok"
+    again = client.post(f"/alerts/{copy}/resend", headers=BEARER)  # the copy is the same alert: not twice
+    assert again.status_code == 409 and f"alert {resent.json['alert']['id']} already carries" in again.json["message"]
+    assert len(okx.executed) == 1
 
 
 def iso_ago(seconds: float) -> str:

@@ -140,6 +140,7 @@ def alert_page(alert_id: int):
     if record is None:
         abort(404)
     now = time.time()
+    not_resent = svc.intake.resend_refusal(record)
     return render_template(
         "admin/alert.html",
         row=dashboard.alert_row(record, now),
@@ -147,8 +148,14 @@ def alert_page(alert_id: int):
         csrf_token=_csrf_token(),
         who=operator(),
         can_mark=record.state == "unknown" and record.resolution is None,
-        can_resend=(record.state == "failed" or record.resolution == "not_executed") and record.resent_as is None,
+        can_resend=not_resent is None,
+        # Said only where "Send again" would be expected: a failed alert, or one found not executed.
+        not_resent=not_resent if _resendable_state(record) else None,
     )
+
+
+def _resendable_state(record) -> bool:
+    return record.state == "failed" or record.resolution == "not_executed"
 
 
 def _login_page(error: str = "", status: int = 200):
@@ -200,6 +207,12 @@ def _dashboard() -> dict:
         "filters": filters,
         "states": STATES,
         "rows": [dashboard.alert_row(r, now) for r in records],
+        # Why a failed (or not executed) alert is not offered again, when it is not: few rows, one read each.
+        "not_resent": {
+            r.id: reason
+            for r in records
+            if _resendable_state(r) and r.resent_as is None and (reason := svc.intake.resend_refusal(r))
+        },
         "refused": [(r, dashboard.when(r.at, now)) for r in svc.journal.refusals(50)],
         "chart": dashboard.hourly_chart(svc.journal.hourly_counts(now - 24 * 3600), now),
         "status": dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals),
@@ -220,11 +233,17 @@ def list_alerts():
 @bp.get("/alerts/<int:alert_id>")
 def show_alert(alert_id: int):
     require_operator()
-    journal = services().journal
-    record = journal.get(alert_id)
+    svc = services()
+    record = svc.journal.get(alert_id)
     if record is None:
         abort(404, f"no alert {alert_id}")
-    return jsonify(status="ok", alert=record.to_json(), timeline=[e.to_json() for e in journal.events(alert_id)])
+    refusal = svc.intake.resend_refusal(record)
+    return jsonify(
+        status="ok",
+        alert=record.to_json(),
+        timeline=[e.to_json() for e in svc.journal.events(alert_id)],
+        resend={"offered": refusal is None, "reason": refusal},
+    )
 
 
 @bp.post("/alerts/<int:alert_id>/mark")

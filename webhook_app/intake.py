@@ -6,6 +6,7 @@ like any other alert; only TradingView's own checks (a timestamp, its age) are n
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,10 @@ from .config import Config
 from .delivery import Delivery
 from .journal import ActionRefused, Journal, Record
 from .protection import Protection
+
+# A later alert in one of these carries the same alert as an earlier one: sent, about to be,
+# or maybe executed (an unknown one, unless an operator found it not executed).
+CARRYING_STATES = ("ok", "queued", "sending", "unknown")
 
 
 class DuplicateAlert(Exception):
@@ -75,30 +80,50 @@ class Intake:
         linked to the original (before it is sent), sent at most once per original. Returns the
         new alert without waiting for its outcome."""
         original = self._get(original_id)
-        if original.resent_as is not None:
-            raise ActionRefused(f"alert {original_id} was already sent again as alert {original.resent_as}")
-        if not (original.state == "failed" or original.resolution == "not_executed"):
-            raise ActionRefused(
-                f"alert {original_id} is {original.state}: only a failed alert, or one marked not executed, "
-                "can be sent again"
-            )
+        refusal, since = self._resend_check(original)
+        if refusal is not None:
+            raise ActionRefused(refusal)
         request = original.request
         payload = {"algoId": request["algoId"], "type": request["type"], "amt": request["amt"]}
         if "allowReinvest" in request:  # only ever sent to percentage_investment bots
             payload.update(allowReinvest=request["allowReinvest"], investmentType="percentage_investment")
         if original.trader_id is not None:
             payload["id"] = original.trader_id
-        # Keyed by the original: two operators pressing "send again" at once make one alert.
-        alert = dataclasses.replace(load_alert(payload), dedup_key=f"resend:{original_id}")
+        # The original's key: the journal's duplicate check, atomic with the insert, then lets one
+        # of a resend, another operator's resend and TradingView's copy of the same alert through.
+        alert = dataclasses.replace(load_alert(payload), dedup_key=original.dedup_key)
         self.protection.check_request(alert)  # with the settings in force now
-        now = self._now()
-        since = self.protection.duplicate_since(alert, now)
         try:
-            record = self._journal(alert, f"resend by {by}"[:100], time.monotonic(), since, now)
+            record = self._journal(alert, f"resend by {by}"[:100], time.monotonic(), since, self._now())
         except DuplicateAlert as exc:
-            raise ActionRefused(f"alert {original_id} was already sent again as alert {exc.original.id}") from None
+            raise ActionRefused(_carried(exc.original)) from None
         self.journal.link_resend(original_id, record.id, by)
         return self.journal.get(record.id) or record
+
+    def resend_refusal(self, original: Record) -> str | None:
+        """Why ``original`` may not be sent again (the message a resend is refused with), or None."""
+        return self._resend_check(original)[0]
+
+    def _resend_check(self, original: Record) -> tuple[str | None, float]:
+        """Why ``original`` may not be sent again, or None; and from when on (journal time) an
+        alert with its key makes a resend of it a duplicate."""
+        if original.resent_as is not None:
+            return f"alert {original.id} was already sent again as alert {original.resent_as}", 0.0
+        if not (original.state == "failed" or original.resolution == "not_executed"):
+            return (
+                f"alert {original.id} is {original.state}: only a failed alert, or one marked not executed, "
+                "can be sent again"
+            ), 0.0
+        # A later alert with its key, received while that key would have made it a duplicate of
+        # this one, is the same alert: TradingView's resend after the 503, or the trader's same id.
+        later = self.journal.later_alerts(original.id, original.dedup_key)
+        until = original.received_at + self.protection.duplicate_window(original.dedup_key)
+        for record in later:
+            if record.received_at <= until and record.state in CARRYING_STATES and record.resolution != "not_executed":
+                return _carried(record), 0.0
+        # Each alert with its key so far was judged just now; any newer one (a copy arriving at
+        # this moment) makes the resend a duplicate, in the journal's own atomic check.
+        return None, math.nextafter(max([original.received_at, *(r.received_at for r in later)]), math.inf)
 
     def _now(self) -> float:
         """When alerts are received: the journal's clock, so instances on one database agree (tests move their own)."""
@@ -114,6 +139,11 @@ class Intake:
         if record is None:
             raise NoSuchAlert(alert_id)
         return record
+
+
+def _carried(record: Record) -> str:
+    state = record.state + (", marked executed" if record.resolution == "executed" else "")
+    return f"alert {record.id} already carries this alert ({state}): not sent again"
 
 
 class NoSuchAlert(LookupError):

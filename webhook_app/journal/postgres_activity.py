@@ -50,6 +50,14 @@ class PostgresActivity:
 
         self._transaction(step)
 
+    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
+        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
+        rows = self._all(
+            f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE dedup_key = %s AND id > %s ORDER BY id",
+            (dedup_key, alert_id),
+        )
+        return [Record(*row) for row in rows]
+
     def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
         rows = self._all(
             "SELECT (floor(received_at / 3600) * 3600)::BIGINT AS hour, state, count(*) FROM alerts "

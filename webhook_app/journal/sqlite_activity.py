@@ -57,6 +57,17 @@ class SqliteActivity:
 
         self._transaction(step)
 
+    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
+        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
+        rows = self._transaction(
+            lambda db: db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE dedup_key = ? AND id > ? ORDER BY id",
+                (dedup_key, alert_id),
+            ).fetchall(),
+            write=False,
+        )
+        return [Record(*row) for row in rows]
+
     def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
         rows = self._transaction(
             lambda db: db.execute(
