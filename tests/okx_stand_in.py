@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -67,6 +68,12 @@ class Drop:
 
 
 @dataclasses.dataclass
+class DropUnexecuted:
+    """The connection drops after the request arrived and before OKX acted: not executed, but the
+    sender cannot tell it from ``Drop``."""
+
+
+@dataclasses.dataclass
 class Received:
     at: float
     path: str
@@ -98,6 +105,8 @@ class OkxStandIn:
         self.right_region = True
         self.bots: dict[str, str] = {"581628185981813760": "running"}
         self.script: collections.deque = collections.deque()
+        # Called for a behaviour when the script is empty (None: OKX simply acts and answers "0").
+        self.faults: Callable[[], object] | None = None
         self.received: list[Received] = []
         self.executed: list[dict] = []
         self.rate_limited = 0
@@ -259,6 +268,12 @@ class OkxStandIn:
                     return self._json(refusal[0], {"code": refusal[1], "msg": refusal[2], "data": []})
                 with stand_in._lock:
                     behaviour = stand_in.script.popleft() if stand_in.script else None
+                if behaviour is None and stand_in.faults is not None:
+                    behaviour = stand_in.faults()
+                if isinstance(behaviour, DropUnexecuted):
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if isinstance(behaviour, OkxReply):
                     record.code = behaviour.code
                     if behaviour.code == "0":

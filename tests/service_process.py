@@ -72,7 +72,7 @@ class ServiceProcess:
                     self.ready_after = time.monotonic() - self.started_at
                     self.worker_pid_at_start = self.worker_pid()
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 pass
             time.sleep(0.05)
         self.kill()

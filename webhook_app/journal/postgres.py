@@ -259,6 +259,9 @@ class PostgresJournal(PostgresActivity, Journal):
                 min_size=1,
                 max_size=pool_size,
                 kwargs=self._connect_kwargs,
+                # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
+                # replaced when it is handed out, not discovered by the write that needed it.
+                check=ConnectionPool.check_connection,
                 timeout=connect_timeout,
                 open=False,
             )
@@ -272,6 +275,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 max_size=pool_size,
                 kwargs=self._connect_kwargs,
                 configure=lambda conn: conn.execute("SET synchronous_commit TO off"),
+                check=ConnectionPool.check_connection,
                 timeout=connect_timeout,
                 open=False,
             )
