@@ -126,7 +126,7 @@ def test_sigkill_with_alerts_in_flight_and_queued_then_restart(okx, tmp_path, se
     env = live_env(okx, tmp_path, OKX_RATE_LIMIT="2", OKX_READ_TIMEOUT="10")
     service = service_factory(env)
     okx.play(Slow(5), Slow(5))
-    alerts = [make_alert(amount=str(n)) for n in range(1, 7)]
+    alerts = [make_alert(amount=str(n), algoId=f"58162818598181376{n}") for n in range(1, 7)]  # six bots
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda a: requests.post(service.url + "/webhook", json=a, timeout=5), alerts))
     assert all(r.status_code == 202 for r in replies), [r.text for r in replies]

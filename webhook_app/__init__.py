@@ -71,6 +71,7 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
         senders=max(config.okx_rate_limit, 4),
         retention=config.retention_days * 86400,
         on_final=notifier.alert_finished,
+        on_late=notifier.late_answer,
     )
 
     from . import admin, cli, web  # imported here: they are the top of the one-way flow

@@ -321,6 +321,10 @@ class Journal(abc.ABC):
         """An operator's finding on an ``unknown`` alert (one of RESOLUTIONS), once; ``ActionRefused`` otherwise."""
 
     @abc.abstractmethod
+    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
+        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
+
+    @abc.abstractmethod
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         """Record that ``resend_id`` is an operator's resend of ``original_id``, on both timelines."""
 

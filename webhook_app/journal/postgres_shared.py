@@ -47,7 +47,10 @@ class PostgresPacer(Pacer):
         return [row[0] for row in rows]
 
     def release(self, slot) -> None:
-        self.journal._statement(f"UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s", (slot,), durable=False)
+        # Only an open slot: one that a take-over closed (at the latest its request could end) stays so.
+        self.journal._statement(
+            f"UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL", (slot,), durable=False
+        )
 
     def cancel(self, slots: list) -> None:
         if slots:
