@@ -503,3 +503,32 @@ def test_bot_order_holds_between_instances_claiming_at_once(pg_journals):
     for bot in "0123":
         ids = [i for b, i in order if b == bot]
         assert ids == sorted(ids), bot
+
+
+def test_a_heartbeat_never_waits_for_a_busy_pool(pg_url):
+    # Senders holding every pooled connection must not make a live instance look dead.
+    journal = PostgresJournal(pg_url, pool_size=1, connect_timeout=1)
+    try:
+        journal.register("a")
+        with journal._pool.connection(), journal._lazy_pool.connection():
+            started = time.monotonic()
+            journal.heartbeat("a")
+            waited = time.monotonic() - started
+        assert waited < 0.5, waited  # a pool checkout would have waited 1 s and failed
+    finally:
+        journal.close()
+
+
+def test_a_dead_instances_rate_slot_counts_until_its_request_can_no_longer_be_under_way(pg_journals):
+    a, b = pg_journals(), pg_journals()
+    a.register("a")
+    pacer = a.pacer("key", limit=1, window=2.0)
+    (slot,) = pacer.acquire("a", 1)
+    b.register("b")
+    time.sleep(1.1)
+    b.heartbeat("b")
+    b.recover("b", dead_after=1, lease=20.0)  # a is found dead; its slot's request may still be under way
+    assert pacer.acquire("b", 1) == []  # the take-over did not give its slot to someone else
+    pacer.release(slot)  # a resumes and says its exchange ended: the later end stands
+    ended = b._one("SELECT ended_at - started_at FROM okx_pacing WHERE id = %s", (slot,))[0]
+    assert ended == pytest.approx(20.0, abs=0.5)

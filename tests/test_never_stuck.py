@@ -163,3 +163,25 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
     else:  # caught by the client, right before the connection is used
         assert [e.kind for e in events] == ["claimed", "retry", "claimed", "ok"]
         assert "not sent" in events[1].detail
+
+
+def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
+    # The review found nothing pruned in dry-run: the dispatcher, which prunes, was never started.
+    app = make_app(dry_run=True, retention_days=1)
+    journal = app.extensions["webhook"].journal
+    old, _ = journal.add(
+        dedup_key="fp:old",
+        dedup_since=0,
+        algo_id="1",
+        action="add",
+        amount="1",
+        request_body="{}",
+        expires_at=0,
+        state="dry_run",
+        now=time.time() - 3 * 86400,
+    )
+    app.extensions["webhook"].delivery.start()
+    deadline = time.monotonic() + 5
+    while journal.get(old.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert journal.get(old.id) is None
