@@ -185,3 +185,24 @@ def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
     while journal.get(old.id) is not None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert journal.get(old.id) is None
+
+
+def test_an_answer_after_a_take_over_is_kept_and_notified_but_changes_nothing(make_app, okx, receiver):
+    # A lease far shorter than OKX's answer: the claim lapses while the request is under way, recovery
+    # makes the alert unknown (it may have left), and OKX's "0" arriving after that is a late answer.
+    app = make_app(notify_urls=(receiver.url,), reply_deadline=0.1, okx_read_timeout=3.0)
+    delivery = app.extensions["webhook"].delivery
+    delivery.lease = 0.3
+    okx.play(Slow(1.8))
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    journal = app.extensions["webhook"].journal
+    deadline = time.monotonic() + 10
+    while "late answer" not in [e.kind for e in journal.events(alert_id)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = journal.get(alert_id)
+    assert record.state == "unknown"  # the survivor's state stands
+    late = [e for e in journal.events(alert_id) if e.kind == "late answer"]
+    assert len(late) == 1 and "late answer from OKX after take-over: ok: OKX 0" in late[0].detail
+    receiver.wait_for(2, timeout=15)  # the unknown, then the late answer (held up to 10 s: one per kind)
+    assert f"Alert {alert_id}: late answer from OKX after take-over" in receiver.text()
+    assert len(okx.executed) == 1
