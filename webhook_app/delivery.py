@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .journal import Claim, Journal, JournalUnavailable, Record, answer_detail
+from .journal import INTERRUPTED_DETAIL, Claim, Journal, JournalUnavailable, Record, answer_detail
 from .membership import Membership
 from .okx import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from .outcomes import OutcomePolicy
@@ -77,7 +77,7 @@ class Delivery:
         self._cond = threading.Condition()
         self._woken = False
         self._done: dict[int, threading.Event] = {}
-        self._in_flight: dict = {}  # sender future -> alert id
+        self._in_flight: dict = {}  # sender future -> (claim, rate slot)
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopping = False
@@ -99,10 +99,12 @@ class Delivery:
             if self._started:
                 return
             self.membership.join()
-            self._started = True
             self._recover()
             if self.pacer is None:
-                waiting = self.journal.count_due(self.journal.now())
+                try:
+                    waiting = self.journal.count_due(self.journal.now())
+                except JournalUnavailable:
+                    waiting = 0
                 if waiting:
                     log.warning(
                         "%d queued alert(s) in the journal wait for live mode: in dry-run nothing is sent; "
@@ -112,6 +114,7 @@ class Delivery:
             # In dry-run too: it prunes the journal (and sends nothing, having no pacer).
             self._thread = threading.Thread(target=self._dispatch, name="okx-dispatcher", daemon=True)
             self._thread.start()
+            self._started = True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming (queued alerts stay in the journal, for the others or the next start),
@@ -122,13 +125,18 @@ class Delivery:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        not_started = [alert_id for future, alert_id in list(self._in_flight.items()) if future.cancel()]
+        not_started = [claim_and_slot for future, claim_and_slot in list(self._in_flight.items()) if future.cancel()]
         if not_started:
+            claims = [claim for claim, _ in not_started]
+            ids = [claim.alert_id for claim in claims]
+            self._cancel([slot for _, slot in not_started])
             try:
-                self.journal.unclaim(not_started, self.instance)
-                log.info("stopping: claimed alerts %s had not been sent yet and are queued again", not_started)
+                self.journal.unclaim(claims)
+                log.info("stopping: claimed alerts %s had not been sent yet and are queued again", ids)
             except JournalUnavailable as exc:
-                log.error("stopping: alerts %s were never sent but could not be queued again (%s)", not_started, exc)
+                log.error(
+                    "stopping: alerts %s were never sent; their claims lapse and they are queued again (%s)", ids, exc
+                )
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -226,7 +234,7 @@ class Delivery:
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
-        if now - self._last_recovery >= RECOVER_EVERY:
+        if time.monotonic() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
         if now - self._last_expiry >= EXPIRE_EVERY:  # an alert is never claimed late anyway (claim_due checks)
             self._last_expiry = now
@@ -250,14 +258,14 @@ class Delivery:
                 self._cancel(slots[len(records) :])
         for record, slot in zip(records, slots, strict=False):
             future = self._pool.submit(self._send, record, slot, send_by)
-            self._in_flight[future] = record.id
+            self._in_flight[future] = (Claim.of(record), slot)
             future.add_done_callback(self._sent)
         return 0.0
 
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
         unknown if the request may have left, else queued again. Each one is logged and notified."""
-        self._last_recovery = self.journal.now() if self._started else 0.0
+        self._last_recovery = time.monotonic()
         try:
             records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)
         except JournalUnavailable as exc:
@@ -275,16 +283,13 @@ class Delivery:
                 )
                 self._finished(record)
             else:
-                log.warning(
-                    "alert %s was claimed by %s, which lost its claim before sending it: queued again",
-                    record.id,
-                    record.claimed_by or "an earlier process",
-                )
+                log.warning("alert %s: its claimant lost its claim before sending it: queued again", record.id)
         if records:
             self._wake()
 
     def _sent(self, future) -> None:
-        alert_id = self._in_flight.pop(future, None)
+        claim, _ = self._in_flight.pop(future, (None, None))
+        alert_id = claim.alert_id if claim else None
         if not future.cancelled() and future.exception() is not None:
             # Never swallowed by the pool: the alert may be stuck in "sending" (unknown once we are gone).
             log.error("sender failed on alert %s", alert_id, exc_info=future.exception())
@@ -304,7 +309,7 @@ class Delivery:
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self._cancel([slot])
                 slot = None
-                self._write(lambda: self.journal.unclaim([record.id], self.instance), started)
+                self._write(lambda: self.journal.unclaim([claim]), started)
                 log.warning("alert %s was not sent: the OKX client is in dry-run; it stays queued", record.id)
                 return
         except OkxError as exc:
@@ -357,7 +362,7 @@ class Delivery:
             )
         # Never sent: back in the queue while the claim is still ours (else recovery does it at the lapse).
         try:
-            self.journal.unclaim([claim.alert_id], claim.instance)
+            self.journal.unclaim([claim])
         except JournalUnavailable as exc:
             log.error(
                 "alert %s: could not put it back in the queue (%s); recovery will when its claim lapses",
@@ -381,10 +386,10 @@ class Delivery:
                 ),
                 started,
             )
-            if not current:
+            if current or self._ours(claim, "queued"):
+                self._hold_off(outcome.hold_off)
+            else:
                 self._late(record, answer)
-            elif outcome.hold_off:
-                self.pacer.hold_off(outcome.hold_off)
             self._wake()
             return
         done = self._write(
@@ -399,12 +404,31 @@ class Delivery:
             ),
             started,
         )
+        done = done or self._ours(claim, outcome.state)
         if done is None:
             self._late(record, answer)
             return
-        if outcome.hold_off:
-            self.pacer.hold_off(outcome.hold_off)
         self._finished(done)
+        self._hold_off(outcome.hold_off)
+
+    def _ours(self, claim: Claim, state: str) -> Record | None:
+        """After a write was fenced out: was it only a retry of our own write that had committed
+        (its reply lost)? Then the journal shows our claim in the state we wrote."""
+        try:
+            latest = self.journal.get(claim.alert_id)
+        except JournalUnavailable:
+            return None
+        if latest and latest.state == state and Claim.of(latest) == claim and latest.detail != INTERRUPTED_DETAIL:
+            return latest
+        return None
+
+    def _hold_off(self, seconds: float) -> None:
+        if not seconds:
+            return
+        try:
+            self.pacer.hold_off(seconds)
+        except JournalUnavailable as exc:
+            log.error("could not record OKX's %.1f s hold-off in the pacing ledger: %s", seconds, exc)
 
     def _write(self, step: Callable, started: float):
         """A journal write after a send, tried again while the claim may still be current."""

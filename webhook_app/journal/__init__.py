@@ -2,8 +2,10 @@
 
 Every valid alert is written here before anything is sent, and its state follows it:
 queued -> sending -> ok | rejected | unknown | failed, queued -> expired, and dry_run for
-alerts that were never meant to leave. The queue itself lives here (``claim_due``), so
-several instances on one database share it; an alert is claimed by exactly one instance.
+alerts that were never meant to leave; sending -> queued (a retry, or a claim that lapsed
+before its request left) and sending -> expired (such a claim, too old to send again). The
+queue itself lives here (``claim_due``), so several instances on one database share it; an
+alert is claimed by exactly one instance.
 
 Backends: ``sqlite.py`` (one process; the default, no setup) and ``postgres.py`` (any
 number of instances on one database). ``open_journal`` picks one from ``DATABASE_URL``.
@@ -245,19 +247,21 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
-        """Queued alerts whose turn has come (``not_before`` passed, not yet expired), or only
-        those ahead of alert ``before_id``."""
+        """Queued alerts whose turn has come (``not_before`` passed, not yet expired, and no other
+        alert for the bot in the way: see ``claim_due``), or only those ahead of alert ``before_id``."""
 
     @abc.abstractmethod
     def next_due_at(self) -> float | None:
-        """When the earliest queued alert may go, or None when none is queued."""
+        """When the earliest queued alert that nothing else holds up may go; None when every queued
+        alert waits behind one being sent (its outcome wakes the dispatcher) or none is queued."""
 
     @abc.abstractmethod
     def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
         """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
         ``instance`` with a lease of ``lease`` seconds (the journal's clock), in one durable
         transaction before any is sent. No two instances ever claim the same alert, and an alert
-        is never claimed while an earlier one for its bot is sending or queued inside its lag."""
+        is never claimed while another for its bot is sending or an earlier one is queued inside
+        its lag."""
 
     @abc.abstractmethod
     def confirm_send(self, claim: Claim) -> bool:
@@ -270,8 +274,9 @@ class Journal(abc.ABC):
         """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
 
     @abc.abstractmethod
-    def unclaim(self, alert_ids: list[int], instance: str) -> None:
-        """sending -> queued for alerts ``instance`` claimed but never sent: as if never claimed."""
+    def unclaim(self, claims: list[Claim]) -> None:
+        """sending -> queued for claims whose request never left, while each is still current (same
+        instance and attempt): as if never claimed. A claim taken over since changes nothing."""
 
     @abc.abstractmethod
     def requeue(
@@ -284,7 +289,8 @@ class Journal(abc.ABC):
         claim: Claim | None = None,
     ) -> bool:
         """sending -> queued after OKX certainly did not act; due again at ``not_before``. With
-        ``claim``, only while that claim is current; False when it was fenced out."""
+        ``claim``, only while the alert is still sending on that claim (same instance and attempt;
+        a lapsed lease that nobody took over yet still counts); False when it was fenced out."""
 
     @abc.abstractmethod
     def finish(
@@ -299,8 +305,8 @@ class Journal(abc.ABC):
         now: float | None = None,
         claim: Claim | None = None,
     ) -> Record | None:
-        """The alert's final state. With ``claim``, only while that claim is current (None when
-        another instance took the alert over: its state stands)."""
+        """The alert's final state. With ``claim``, only while the alert is still sending on that
+        claim (None when it was taken over: the state recovery set stands)."""
 
     @abc.abstractmethod
     def note(self, alert_id: int, kind: str, detail: str) -> None:
@@ -378,11 +384,13 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
-        """Alerts left ``sending`` whose claim lapsed (lease over by the journal's clock, or the
-        claimant is certainly dead): ``unknown`` when the request may have left (``sent_at``
-        set), never resent; queued again when it certainly did not (``expired`` if too old).
-        Returns the changed records. A current claim is never touched. ``lease``: the longest a
-        dead instance's request may still be under way (its rate slot counts until then)."""
+        """Alerts left ``sending`` whose claim lapsed: its lease ran out by the journal's clock (or,
+        on SQLite, its claimant is another process, which the sender lock says is gone; or, for a
+        claim without a lease, made by an earlier release, its claimant stopped heartbeating).
+        ``unknown`` when the request may have left (``sent_at`` set, or no lease to tell), never
+        resent; queued again when it certainly did not (``expired`` if too old). Returns the
+        changed records. A current claim is never touched. ``lease``: the longest a dead
+        instance's request may still be under way (its rate slot counts until then)."""
 
     # -- small shared state -----------------------------------------------------------------
 

@@ -4,8 +4,8 @@
   advisory lock on the dedup key and on (bot, direction), so under READ COMMITTED two
   instances cannot both pass a check and both insert.
 - The queue: ``claim_due`` takes due alerts with FOR UPDATE SKIP LOCKED: one claimant each.
-- Liveness: each instance heartbeats in ``instances``; a survivor marks the alerts a dead
-  one was sending ``unknown`` and closes its pacing slots.
+- Claims: fenced leases on the database's clock (``journal_claim``, ``confirm_send``); any live
+  instance settles a lapsed one. Heartbeats in ``instances`` only say whose rate slots to close.
 - OKX's rate budget: one ledger of slots per API key (``PostgresPacer``).
 - Time is the database's (clock_timestamp()), never one host's.
 """
@@ -39,7 +39,7 @@ from . import (
 )
 from .postgres_activity import PostgresActivity
 from .postgres_shared import PostgresLockoutStore, PostgresPacer
-from .postgres_sql import LOCK_CAP, LOCK_CLAIM, LOCK_DEDUP, LOCK_MIGRATION, LOCK_PACING, LOCK_RECOVERY, NOW
+from .postgres_sql import LOCK_BOT, LOCK_CAP, LOCK_CLAIM, LOCK_DEDUP, LOCK_MIGRATION, LOCK_PACING, LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
@@ -206,8 +206,9 @@ BEGIN
     RETURN QUERY
     WITH picked AS MATERIALIZED (
         SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
-            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id < a.id
-                AND b.state IN ('queued', 'sending') AND (b.state = 'sending' OR b.expires_at >= p_now))
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))
         ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
     claimed AS (
         UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
@@ -220,17 +221,77 @@ BEGIN
         FROM claimed c)
     SELECT * FROM claimed;
 END $$;
+
+-- Inserts for one bot take their ids in the order they commit (a per-bot lock), so "earlier" in
+-- the claim above means received earlier; the rest is migration 2's journal_add.
+CREATE OR REPLACE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[])
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock({LOCK_BOT}, hashtext(p_algo_id));
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+-- No request is under way longer than the longest lease (3 + 10 + 60 + 5 s): a slot still open
+-- after 90 s lost its end to an error, and counts as ended then.
+CREATE OR REPLACE FUNCTION pacing_acquire(p_account TEXT, p_instance TEXT, p_wanted INTEGER, p_limit INTEGER,
+    p_window DOUBLE PRECISION)
+RETURNS SETOF BIGINT LANGUAGE plpgsql AS $$
+DECLARE v_now DOUBLE PRECISION; v_free INTEGER;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_PACING}, hashtext(p_account));
+    v_now := {NOW};
+    UPDATE okx_pacing SET ended_at = started_at + 90
+        WHERE account = p_account AND ended_at IS NULL AND started_at < v_now - 90;
+    DELETE FROM okx_pacing WHERE account = p_account AND ended_at IS NOT NULL AND ended_at + p_window <= v_now;
+    SELECT LEAST(p_wanted, p_limit - count(*)) INTO v_free FROM okx_pacing WHERE account = p_account;
+    IF v_free > 0 THEN
+        RETURN QUERY INSERT INTO okx_pacing (account, instance, started_at)
+            SELECT p_account, p_instance, v_now FROM generate_series(1, v_free) RETURNING id;
+    END IF;
+END $$;
 """,
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
-# Due, and its bot's turn: no earlier alert for the bot is sending or queued inside its lag.
+# Its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
 _BOTS_TURN = (
-    "NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id "
-    "AND b.state IN ('queued', 'sending') AND (b.state = 'sending' OR b.expires_at >= clock.t))"
+    "NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = alerts.algo_id AND b.id <> alerts.id "
+    "AND b.state IN ('queued', 'sending') AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= clock.t)))"
 )
 # The current attempt's claim, as a fence on every write after a send.
 _CLAIMED = "id = %s AND state = 'sending' AND claimed_by = %s AND attempts = %s"
+
+
+def _configure(conn) -> None:
+    # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
+    # them every other instance's recovery or hold-off, for longer than this: the server ends it.
+    conn.execute("SET idle_in_transaction_session_timeout = '5s'")
 
 
 def connection_url(url: str) -> str:
@@ -259,6 +320,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 min_size=1,
                 max_size=pool_size,
                 kwargs=self._connect_kwargs,
+                configure=_configure,
                 # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
                 # replaced when it is handed out, not discovered by the write that needed it.
                 check=ConnectionPool.check_connection,
@@ -274,7 +336,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 min_size=1,
                 max_size=pool_size,
                 kwargs=self._connect_kwargs,
-                configure=lambda conn: conn.execute("SET synchronous_commit TO off"),
+                configure=lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
                 check=ConnectionPool.check_connection,
                 timeout=connect_timeout,
                 open=False,
@@ -403,7 +465,8 @@ class PostgresJournal(PostgresActivity, Journal):
     def next_due_at(self) -> float | None:
         # Alerts waiting behind one that is being sent have no time of their own: its outcome wakes them.
         return self._one(
-            f"SELECT min(not_before) FROM alerts, (SELECT {NOW} AS t) clock WHERE state = 'queued' AND {_BOTS_TURN}"
+            f"SELECT min(not_before) FROM alerts, (SELECT {NOW} AS t) clock WHERE state = 'queued' "
+            f"AND expires_at >= clock.t AND {_BOTS_TURN}"
         )[0]
 
     def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
@@ -446,15 +509,16 @@ class PostgresJournal(PostgresActivity, Journal):
 
         return self._transaction(step, durable=False)
 
-    def unclaim(self, alert_ids: list[int], instance: str) -> None:
-        self._statement(
-            "WITH undone AS (UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
-            "lease_until = NULL, first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
-            "WHERE id = ANY(%s) AND state = 'sending' AND claimed_by = %s RETURNING id) "
-            f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', "
-            "'back in the queue: the send never started' FROM undone",
-            (list(alert_ids), instance),
-        )
+    def unclaim(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            self._statement(
+                "WITH undone AS (UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
+                "lease_until = NULL, first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
+                f"WHERE {_CLAIMED} RETURNING id) "
+                f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', "
+                "'back in the queue: the send never started' FROM undone",
+                (claim.alert_id, claim.instance, claim.attempt),
+            )
 
     def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None) -> bool:
         retry = f"{answer_detail('not executed', okx_code, okx_msg, detail)}; due again {iso_time(not_before)}"
@@ -547,10 +611,17 @@ class PostgresJournal(PostgresActivity, Journal):
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
         # Only a lapsed lease, by the database's clock, ends a claim: an instance that merely looks dead
         # (a paused process) may still hold a current claim, and its sender checks it before sending.
-        lapsed = f"state = 'sending' AND (lease_until IS NULL OR lease_until < {NOW})"
+        # A claim without a lease was made by an earlier release: it lapses when its claimant stops
+        # heartbeating, as that release's own rule says (a deploy that overlaps both keeps working).
+        lapsed = (
+            f"state = 'sending' AND (lease_until < {NOW} OR (lease_until IS NULL "
+            "AND (claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM instances))))"
+        )
 
         def step(conn):
-            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_RECOVERY,))
+            # One instance at a time, and never waiting: another one recovering now does the same work.
+            if not conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", (LOCK_RECOVERY,)).fetchone()[0]:
+                return []
             conn.execute(f"DELETE FROM instances WHERE heartbeat_at < {NOW} - %s AND id != %s", (dead_after, instance))
             rows = conn.execute(
                 f"UPDATE alerts SET state = 'unknown', finished_at = {NOW}, detail = %s, lease_until = NULL "

@@ -127,11 +127,11 @@ CREATE TABLE admin_sessions (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
-# Due, and its bot's turn: no earlier alert for the bot is sending or queued inside its lag.
+# Due, and its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
 _DUE = (
     "state = 'queued' AND not_before <= :now AND expires_at >= :now AND NOT EXISTS (SELECT 1 FROM alerts b "
-    "WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id AND b.state IN ('queued', 'sending') "
-    "AND (b.state = 'sending' OR b.expires_at >= :now))"
+    "WHERE b.algo_id = alerts.algo_id AND b.id != alerts.id AND b.state IN ('queued', 'sending') "
+    "AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= :now)))"
 )
 # The current attempt's claim, as a fence on every write after a send.
 _CLAIMED = "id = :id AND state = 'sending' AND claimed_by = :instance AND attempts = :attempt"
@@ -307,9 +307,10 @@ class SqliteJournal(SqliteActivity, Journal):
         # Alerts waiting behind one that is being sent have no time of their own: its outcome wakes them.
         return self._transaction(
             lambda db: db.execute(
-                "SELECT min(not_before) FROM alerts WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM alerts b "
-                "WHERE b.algo_id = alerts.algo_id AND b.id < alerts.id AND b.state IN ('queued', 'sending') "
-                "AND (b.state = 'sending' OR b.expires_at >= :now))",
+                "SELECT min(not_before) FROM alerts WHERE state = 'queued' AND expires_at >= :now "
+                "AND NOT EXISTS (SELECT 1 FROM alerts b "
+                "WHERE b.algo_id = alerts.algo_id AND b.id != alerts.id AND b.state IN ('queued', 'sending') "
+                "AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= :now)))",
                 {"now": time.time()},
             ).fetchone()[0],
             write=False,
@@ -362,16 +363,16 @@ class SqliteJournal(SqliteActivity, Journal):
 
         return self._transaction(step, durable=False)
 
-    def unclaim(self, alert_ids: list[int], instance: str) -> None:
+    def unclaim(self, claims: list[Claim]) -> None:
         def step(db):
             undone = [
-                alert_id
-                for alert_id in alert_ids
+                claim.alert_id
+                for claim in claims
                 if db.execute(
                     "UPDATE alerts SET state = 'queued', attempts = attempts - 1, claimed_by = NULL, "
                     "lease_until = NULL, first_sent_at = CASE WHEN attempts = 1 THEN NULL ELSE first_sent_at END "
-                    "WHERE id = ? AND state = 'sending' AND claimed_by = ?",
-                    (alert_id, instance),
+                    f"WHERE {_CLAIMED}",
+                    _fence(claim),
                 ).rowcount
             ]
             now = time.time()
