@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from webhook_app.journal import (
@@ -19,6 +20,7 @@ from webhook_app.journal import (
 )
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
+from webhook_app.journal.postgres_sql import LOCK_RECOVERY
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
 
@@ -532,3 +534,14 @@ def test_a_dead_instances_rate_slot_counts_until_its_request_can_no_longer_be_un
     pacer.release(slot)  # a resumes and says its exchange ended: the later end stands
     ended = b._one("SELECT ended_at - started_at FROM okx_pacing WHERE id = %s", (slot,))[0]
     assert ended == pytest.approx(20.0, abs=0.5)
+
+
+def test_recovery_never_waits_for_an_instance_frozen_inside_its_own(pg_journals, pg_url):
+    journal = pg_journals()
+    with psycopg.connect(pg_url) as frozen:  # holds the recovery lock in an open transaction
+        frozen.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_RECOVERY,))
+        started = time.monotonic()
+        assert journal.recover("b", dead_after=15) == []
+        assert time.monotonic() - started < 1
+    # ...and a transaction left open by a frozen process ends on the server's side.
+    assert journal._one("SHOW idle_in_transaction_session_timeout")[0] == "5s"
