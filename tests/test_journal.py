@@ -545,3 +545,23 @@ def test_recovery_never_waits_for_an_instance_frozen_inside_its_own(pg_journals,
         assert time.monotonic() - started < 1
     # ...and a transaction left open by a frozen process ends on the server's side.
     assert journal._one("SHOW idle_in_transaction_session_timeout")[0] == "5s"
+
+
+def test_one_alert_the_journal_cannot_store_never_sinks_the_others_committed_with_it(tmp_path):
+    # Parsing refuses such text first; this is the journal's own guard for whatever slips through.
+    journal = open_journal(f"sqlite:///{tmp_path}/j.db")
+    barrier = threading.Barrier(12)
+
+    def one(n):
+        barrier.wait()
+        try:
+            return add(journal, key=f"fp:{n}", algo_id=str(n), trader_id="\ud800" if n == 5 else None)[1]
+        except JournalUnavailable:
+            return "refused"
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(one, range(12)))
+        assert results.count(True) == 11 and results[5] == "refused"
+    finally:
+        journal.close()

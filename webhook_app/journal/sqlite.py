@@ -223,13 +223,14 @@ class SqliteJournal(SqliteActivity, Journal):
 
         try:
             self._locked_transaction(step, write=True, durable=True)
-        except JournalUnavailable as exc:
+        except Exception as exc:  # the journal failing, or one alert it cannot store (text it cannot encode)
             if len(batch) > 1:  # one bad alert must not sink the others: each in its own transaction
                 for pending in batch:
                     pending.result = pending.error = None
                     self._commit_adds([pending])
             else:
-                batch[0].error, batch[0].result = exc, None
+                error = exc if isinstance(exc, JournalUnavailable) else JournalUnavailable(f"journal error: {exc}")
+                batch[0].error, batch[0].result = error, None
         finally:
             for pending in batch:
                 pending.done = True
