@@ -347,9 +347,11 @@ def test_exactly_once_in_order_never_stuck_under_faults(cluster, okx, capsys):
     executed = collections.Counter(body["amt"] for body in okx.executed)
     doubles = sum(n - 1 for n in executed.values() if n > 1)
     # Per bot, OKX's order of execution is the order in which the alerts that carried them arrived.
-    carrier = {}  # amount -> id of the TradingView alert (not a resend) that OKX executed
+    # An operator's resend goes when the operator sends it, after later alerts: it is left out.
+    resent = {amount for _, _, amount, _, resent_from in alerts if resent_from is not None}
+    carrier = {}  # amount -> id of the TradingView alert that OKX executed
     for alert_id, _bot, amount, state, resent_from in alerts:
-        if resent_from is None and state in ("ok", "unknown"):
+        if resent_from is None and state in ("ok", "unknown") and amount not in resent:
             carrier[amount] = alert_id
     out_of_order = 0
     by_bot: dict[str, list[int]] = collections.defaultdict(list)
