@@ -223,7 +223,8 @@ BEGIN
 END $$;
 
 -- Inserts for one bot take their ids in the order they commit (a per-bot lock), so "earlier" in
--- the claim above means received earlier; the rest is migration 2's journal_add.
+-- the claim above means received earlier; the rest is migration 2's journal_add, repeated because
+-- a migration that ran on deployed databases is never edited.
 CREATE OR REPLACE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
     p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
     p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[])
