@@ -260,7 +260,8 @@ class Delivery:
             future = self._pool.submit(self._send, record, slot, send_by)
             self._in_flight[future] = (Claim.of(record), slot)
             future.add_done_callback(self._sent)
-        return 0.0
+        # Counted as due but none claimed: another instance (or a sweep) holds them for a moment.
+        return 0.0 if records else min(poll, 0.05)
 
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
