@@ -234,12 +234,13 @@ async def _post(port: int, body: bytes) -> tuple[int, float]:
     return int(status_line.split()[1]), time.monotonic() - started
 
 
-async def _burst(ports: list[int], size: int, nonce: str) -> list[tuple[int, float]]:
+async def _burst(ports: list[int], size: int, nonce: str, bots: int) -> list[tuple[int, float]]:
+    # Spread over ``bots`` bots: one bot's alerts go one at a time (its order), different bots side by side.
     bodies = [
         json.dumps(
             {
                 "secret": WEBHOOK_SECRET,
-                "algoId": "581628185981813760",
+                "algoId": str(581628185981813760 + i % bots),
                 "action": "add",
                 "amount": str(i + 1),
                 "id": f"{nonce}-{i}",
@@ -254,12 +255,13 @@ def bursts(args, two: bool = False) -> None:
     where = "two instances on one PostgreSQL journal, alerts alternating" if two else "one instance, SQLite"
     print(f"\n## bursts with OKX's real pacing (20 requests / 2 s), stand-in answering at once; {where}")
     print(
-        f"{'alerts':>6} {'round':>5} | {'slowest reply':>13} {'p99 reply':>9} | {'last sent':>9} {'least':>6} "
-        f"{'ratio':>6} | {'max in 2s':>9} {'50011s':>6} {'sent once':>9} | replies"
+        f"{'alerts':>6} {'bots':>4} {'round':>5} | {'slowest reply':>13} {'p99 reply':>9} | {'last sent':>9} "
+        f"{'least':>6} {'ratio':>6} | {'max in 2s':>9} {'50011s':>6} {'sent once':>9} | replies"
     )
     key = "bursts_pg" if two else "bursts"
     RESULTS[key] = []
-    for size in args.bursts:
+    # A trader's 20 bots firing together, and (last) one bot receiving the whole burst.
+    for size, bots in [(size, 20) for size in args.bursts] + [(args.bursts[min(1, len(args.bursts) - 1)], 1)]:
         for r in range(args.burst_rounds):
             okx = StandIn(rate_limit=20)
             folder = tempfile.mkdtemp(prefix="bench-burst-")
@@ -270,7 +272,7 @@ def bursts(args, two: bool = False) -> None:
                 services.append(ServiceProcess(service_env(folder, okx, MAX_LAG="3600", **extra)).start())
             try:
                 t0 = time.monotonic()
-                replies = asyncio.run(_burst([s.port for s in services], size, f"burst-{size}-{r}"))
+                replies = asyncio.run(_burst([s.port for s in services], size, f"burst-{size}-{bots}-{r}", bots))
                 end = time.monotonic() + 2.2 * size / 20 + 30
                 while (stats := okx.stats())["executed"] < size and time.monotonic() < end:
                     time.sleep(0.25)
@@ -281,6 +283,7 @@ def bursts(args, two: bool = False) -> None:
                 codes = {c: [s for s, _ in replies].count(c) for c in sorted({s for s, _ in replies})}
                 row = {
                     "size": size,
+                    "bots": bots,
                     "slowest_s": latencies[-1],
                     "p99_s": latencies[int(0.99 * (size - 1))],
                     "last_sent_s": last,
@@ -293,9 +296,9 @@ def bursts(args, two: bool = False) -> None:
                 }
                 RESULTS[key].append(row)
                 print(
-                    f"{size:>6} {r + 1:>5} | {row['slowest_s']:>12.3f}s {row['p99_s']:>8.3f}s | {last:>8.2f}s "
-                    f"{least:>5.0f}s {row['ratio']:>6.3f} | {row['max_in_2s']:>9} {row['rate_limited']:>6} "
-                    f"{str(once):>9} | {codes}",
+                    f"{size:>6} {bots:>4} {r + 1:>5} | {row['slowest_s']:>12.3f}s {row['p99_s']:>8.3f}s | "
+                    f"{last:>8.2f}s {least:>5.0f}s {row['ratio']:>6.3f} | {row['max_in_2s']:>9} "
+                    f"{row['rate_limited']:>6} {str(once):>9} | {codes}",
                     flush=True,
                 )
             finally:

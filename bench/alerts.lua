@@ -1,4 +1,5 @@
--- wrk script: every request is a distinct valid alert (a unique "id"), so none is a duplicate.
+-- wrk script: every request is a distinct valid alert (a unique "id"), so none is a duplicate, spread over 50
+-- bots (one bot's alerts go one at a time, in order; different bots side by side).
 -- Arguments after "--": the webhook secret and a nonce unique to this run.
 local threads = {}
 local next_id = 0
@@ -17,7 +18,7 @@ end
 function request()
   counter = counter + 1
   local body = string.format(
-    '{"secret":"%s","algoId":"581628185981813760","action":"add","amount":"%d.5","id":"%s-%d-%d","ticker":"BTCUSDT.P"}',
-    secret, counter % 1000 + 1, nonce, tid, counter)
+    '{"secret":"%s","algoId":"5816281859818%05d","action":"add","amount":"%d.5","id":"%s-%d-%d","ticker":"BTCUSDT.P"}',
+    secret, (tid * 7 + counter) % 50, counter % 1000 + 1, nonce, tid, counter)
   return wrk.format("POST", nil, {["Content-Type"] = "text/plain"}, body)
 end
