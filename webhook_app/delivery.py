@@ -265,7 +265,7 @@ class Delivery:
 
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
-        unknown if the request may have left, else queued again. Each one is logged and notified."""
+        unknown if the request may have left (logged with its final state and notified), else queued again."""
         self._last_recovery = time.monotonic()
         try:
             records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)
@@ -292,7 +292,7 @@ class Delivery:
         claim, _ = self._in_flight.pop(future, (None, None))
         alert_id = claim.alert_id if claim else None
         if not future.cancelled() and future.exception() is not None:
-            # Never swallowed by the pool: the alert may be stuck in "sending" (unknown once we are gone).
+            # Never swallowed by the pool: the alert may be left "sending" until its lease lapses and recovery takes it.
             log.error("sender failed on alert %s", alert_id, exc_info=future.exception())
 
     # -- sender -----------------------------------------------------------------------
