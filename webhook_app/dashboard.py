@@ -123,7 +123,7 @@ def status(config, readiness, delivery, journal: Journal, refusals) -> dict:
         "rate_used": pacer.busy() if pacer is not None else 0,
         "rate_limit": config.okx_rate_limit,
         "rate_window": config.okx_rate_window,
-        "queued": journal.count_due(now),
+        "queued": journal.count_due(now, in_turn=False),
         "refused_counted": refusals.counted,
         "notifications": len(config.notify_urls),
     }

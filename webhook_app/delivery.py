@@ -102,7 +102,7 @@ class Delivery:
             self._recover()
             if self.pacer is None:
                 try:
-                    waiting = self.journal.count_due(self.journal.now())
+                    waiting = self.journal.count_due(self.journal.now(), in_turn=False)
                 except JournalUnavailable:
                     waiting = 0
                 if waiting:
@@ -170,7 +170,8 @@ class Delivery:
                 if current.final or wait <= 0 or self.pacer is None:
                     return current
                 if current.state == "queued":  # its turn under the rate limit: answer at once if it is far off
-                    ahead = self.journal.count_due(before_id=record.id)
+                    # Every alert ahead, its bot's turn come or not: each takes a slot before this one.
+                    ahead = self.journal.count_due(before_id=record.id, in_turn=False)
                     if self.pacer.projected(ahead) >= wait:
                         return current
             latest = self._wait_final(record.id, event, time.monotonic() + wait)

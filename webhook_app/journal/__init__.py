@@ -246,9 +246,10 @@ class Journal(abc.ABC):
         """Newest first, optionally one state, one trader id and/or one bot."""
 
     @abc.abstractmethod
-    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
-        """Queued alerts whose turn has come (``not_before`` passed, not yet expired, and no other
-        alert for the bot in the way: see ``claim_due``), or only those ahead of alert ``before_id``."""
+    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
+        """Queued alerts whose time has come (``not_before`` passed, not yet expired) and, with
+        ``in_turn``, no other alert for their bot in the way (see ``claim_due``); or only those
+        ahead of alert ``before_id``."""
 
     @abc.abstractmethod
     def next_due_at(self) -> float | None:

@@ -456,10 +456,10 @@ class PostgresJournal(PostgresActivity, Journal):
         )
         return [Record(*row) for row in rows]
 
-    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
+    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
         return self._one(
             f"SELECT count(*) FROM alerts, (SELECT COALESCE(%s, {NOW}) AS t) clock WHERE state = 'queued' "
-            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s AND {_BOTS_TURN}",
+            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s {'AND ' + _BOTS_TURN if in_turn else ''}",
             (now, 2**63 - 1 if before_id is None else before_id),
         )[0]
 

@@ -294,11 +294,12 @@ class SqliteJournal(SqliteActivity, Journal):
 
         return self._transaction(step, write=False)
 
-    def count_due(self, now: float | None = None, before_id: int | None = None) -> int:
+    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
         now = time.time() if now is None else now
+        due = _DUE if in_turn else "state = 'queued' AND not_before <= :now AND expires_at >= :now"
         return self._transaction(
             lambda db: db.execute(
-                f"SELECT count(*) FROM alerts WHERE {_DUE} AND id < :before",
+                f"SELECT count(*) FROM alerts WHERE {due} AND id < :before",
                 {"now": now, "before": 2**63 - 1 if before_id is None else before_id},
             ).fetchone()[0],
             write=False,
