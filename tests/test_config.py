@@ -230,3 +230,42 @@ def test_notify_urls_are_read_as_secrets_and_notify_on_has_a_default(tmp_path):
         "lockout",
         "readiness",
     }
+
+
+@pytest.mark.parametrize(
+    "short, variables",
+    [
+        ({"OKX_API_KEY": "k"}, ["OKX_API_KEY"]),
+        ({"OKX_API_KEY": "k" * 15}, ["OKX_API_KEY"]),
+        ({"OKX_API_SECRET": "s"}, ["OKX_API_SECRET"]),
+        ({"OKX_API_SECRET": "s" * 15}, ["OKX_API_SECRET"]),
+        ({"OKX_API_PASSPHRASE": "p"}, ["OKX_API_PASSPHRASE"]),
+        ({"OKX_API_PASSPHRASE": "p" * 7}, ["OKX_API_PASSPHRASE"]),
+        (
+            {"OKX_API_KEY": "k", "OKX_API_SECRET": "t", "OKX_API_PASSPHRASE": "q"},
+            ["OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"],
+        ),
+    ],
+)
+def test_okx_credentials_too_short_to_be_real_are_refused_one_line_each_never_echoed(tmp_path, short, variables):
+    """One-letter credentials would make the log scrubber redact that letter everywhere (htt[redacted]://)."""
+    with pytest.raises(ConfigError) as failure:
+        Config.from_env(env(tmp_path, **{**CREDS, **short}, **SECRET))
+    assert failure.value.variables == variables
+    lines = str(failure.value).splitlines()
+    assert len(lines) == len(variables)
+    for line, variable in zip(lines, variables, strict=True):
+        assert line.startswith(f"{variable}: is too short")
+    for value in short.values():  # a one-letter value is in any text; the longer ones never are
+        assert len(value) < 5 or value not in str(failure.value)
+
+
+def test_the_stand_in_credentials_and_real_shaped_ones_pass(tmp_path, okx):
+    real_shaped = {
+        "OKX_API_KEY": "f8d6c7b4-1a2b-4c3d-9e8f-0123456789ab",
+        "OKX_API_SECRET": "0123456789ABCDEF0123456789ABCDEF",
+        "OKX_API_PASSPHRASE": "Passw0rd",
+    }
+    stand_in = {"OKX_API_KEY": okx.api_key, "OKX_API_SECRET": okx.secret_key, "OKX_API_PASSPHRASE": okx.passphrase}
+    for creds in (real_shaped, stand_in, CREDS):
+        assert Config.from_env(env(tmp_path, **creds, **SECRET)).has_okx_credentials

@@ -18,6 +18,10 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 MIN_SECRET_LENGTH = 16
+# OKX's API keys are UUIDs (36 characters), its secret keys 32 hex digits, passphrases at least 8
+# characters: anything shorter is a paste gone wrong (and a one-letter value would make the log
+# scrubber redact that letter everywhere).
+MIN_CREDENTIAL_LENGTH = {"OKX_API_KEY": 16, "OKX_API_SECRET": 16, "OKX_API_PASSPHRASE": 8}
 MIN_DEDUP_WINDOW = 20  # TradingView resends a 5xx after 5 s, up to 3 times
 # TradingView's published webhook senders (TradingView's support pages).
 TRADINGVIEW_ADDRESSES = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -138,6 +142,13 @@ class Config:
                     name,
                     "is required when any OKX credential is set "
                     "(set all three of OKX_API_KEY, OKX_API_SECRET, OKX_API_PASSPHRASE, or none)",
+                )
+        for name, value in given.items():
+            if value and len(value) < MIN_CREDENTIAL_LENGTH[name]:
+                reader.bad(
+                    name,
+                    f"is too short to be a real OKX credential (at least {MIN_CREDENTIAL_LENGTH[name]} characters): "
+                    "copy it whole from OKX's API key page",
                 )
         dry_run = reader.flag("DRY_RUN", False) or not all(given.values())
 
