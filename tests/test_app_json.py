@@ -1,0 +1,129 @@
+"""The one-click deploy files (app.json for Heroku's button, render.yaml for a Render blueprint)
+against what the app reads: every variable webhook_app/config.py reads is described, none is
+unknown, and the values they set start the app as intended."""
+
+import json
+import re
+import secrets
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook_app.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_SOURCE = (REPO / "webhook_app" / "config.py").read_text()
+
+# Set by the platform or an add-on, never by the person deploying.
+PLATFORM_SET = {"PORT", "DYNO", "DATABASE_URL"}
+GENERATED = {"WEBHOOK_SECRET", "ADMIN_TOKEN"}
+
+
+def read_names() -> set[str]:
+    """Every variable name config.py reads: ``reader.<kind>("NAME"`` and ``env.get("NAME"``."""
+    return set(re.findall(r"\b(?:reader\.[a-z_]+|env\.get)\(\s*\"([A-Z][A-Z0-9_]*)\"", CONFIG_SOURCE))
+
+
+def procfile() -> dict[str, str]:
+    lines = (REPO / "Procfile").read_text().splitlines()
+    return {name: command.strip() for name, _, command in (line.partition(":") for line in lines if line.strip())}
+
+
+@pytest.fixture(scope="module")
+def app_json() -> dict:
+    return json.loads((REPO / "app.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def render() -> dict:
+    return yaml.safe_load((REPO / "render.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def render_web(render) -> dict:
+    (web,) = [s for s in render["services"] if s["type"] == "web"]
+    return web
+
+
+def test_the_names_read_are_found_exactly():
+    """The regex finds what config.py reads: a spot check against names it must and must not find."""
+    names = read_names()
+    assert {"WEBHOOK_SECRET", "ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"} <= names
+    assert {"OKX_BASE_URL", "OKX_DEMO", "DATABASE_URL", "PORT", "DYNO", "TRUSTED_PROXY_HOPS", "NOTIFY_URLS"} <= names
+    assert "OKX_" not in names and all(name.isupper() for name in names)
+    assert len(names) >= 30, names
+
+
+def test_app_json_describes_every_variable_the_app_reads(app_json):
+    env = app_json["env"]
+    described = set(env)
+    assert not described - (read_names() - PLATFORM_SET), f"unknown or platform-set: {described - read_names()}"
+    assert not read_names() - PLATFORM_SET - described, f"not described: {read_names() - PLATFORM_SET - described}"
+    for name, entry in env.items():
+        assert entry.get("description", "").strip(), name
+        assert isinstance(entry.get("required"), bool), name
+        assert set(entry) <= {"description", "required", "value", "generator"}, name
+
+
+def test_app_json_generates_the_secrets_and_trusts_herokus_router(app_json):
+    env = app_json["env"]
+    for name in GENERATED:
+        assert env[name]["generator"] == "secret" and env[name]["required"] is True, name
+    assert env["TRUSTED_PROXY_HOPS"]["value"] == "1"
+    # Without OKX credentials the app runs in dry-run: a button deploy starts without them.
+    assert {name for name, entry in env.items() if entry["required"]} == GENERATED
+
+
+def test_app_json_platform_parts(app_json):
+    assert {"plan": "heroku-postgresql"} in [
+        {"plan": addon["plan"].split(":")[0]} if isinstance(addon, dict) else {"plan": addon.split(":")[0]}
+        for addon in app_json["addons"]
+    ]
+    assert [b["url"] for b in app_json["buildpacks"]] == ["heroku/python"]
+    # The release phase is the Procfile's (Heroku runs it for a button deploy too); app.json must not
+    # replace it with a postdeploy script of its own.
+    assert "release" in procfile() and "scripts" not in app_json
+    assert "web" in app_json.get("formation", {"web": {}})
+
+
+def test_app_json_values_start_the_app_as_heroku_would(app_json, tmp_path):
+    """What a button deploy sets, with the generated secrets and the add-on's DATABASE_URL, is a
+    configuration the app accepts: dry-run until OKX keys are added, one trusted hop."""
+    environ = {name: entry["value"] for name, entry in app_json["env"].items() if "value" in entry}
+    environ |= {name: secrets.token_hex(32) for name in GENERATED}  # Heroku's generator: 64 hex characters
+    environ |= {"DATABASE_URL": "postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1", "PORT": "31337"}
+    environ["DYNO"] = "web.1"
+    config = Config.from_env(environ, instance_path=tmp_path)
+    assert config.dry_run and config.trusted_proxy_hops == 1 and config.platform == "Heroku"
+    assert config.webhook_secret == environ["WEBHOOK_SECRET"] and config.admin_token == environ["ADMIN_TOKEN"]
+
+
+def test_render_yaml_names_only_variables_the_app_reads(render_web, render):
+    keys = [var["key"] for var in render_web["envVars"]]
+    assert len(keys) == len(set(keys)), keys
+    assert set(keys) <= read_names() - {"PORT", "DYNO"}, set(keys) - read_names()
+    assert GENERATED | {"DATABASE_URL", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"} <= set(keys)
+    by_key = {var["key"]: var for var in render_web["envVars"]}
+    for name in GENERATED:
+        assert by_key[name].get("generateValue") is True, name
+    (database,) = render["databases"]
+    assert by_key["DATABASE_URL"]["fromDatabase"] == {"name": database["name"], "property": "connectionString"}
+    for name in ("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"):
+        assert by_key[name].get("sync") is False, name  # asked for in the dashboard, never in the file
+
+
+def test_render_yaml_runs_the_procfile(render_web):
+    commands = procfile()
+    assert shlex.split(render_web["startCommand"]) == shlex.split(commands["web"])
+    assert shlex.split(render_web["preDeployCommand"]) == shlex.split(commands["release"])
+    assert render_web["runtime"] == "python" and render_web["healthCheckPath"] == "/healthz"
+
+
+def test_readme_starts_heroku_with_the_button():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Heroku\n", 1)[1].split("\n### ", 1)[0]
+    first = section.strip().splitlines()[0]
+    assert first.startswith("[![Deploy to Heroku](https://www.herokucdn.com/deploy/button.svg)]")
+    assert "(https://heroku.com/deploy" in first
