@@ -351,3 +351,74 @@ def test_the_page_loads_nothing_from_elsewhere_and_cannot_be_framed(make_app):
     assert not re.search(r'(src|href)="(https?:)?//', page.text)
     script = client.get("/admin/static/admin.js")
     assert script.status_code == 200 and "fetch(" in script.text
+
+
+def kinds_on_page(html: str) -> list[str]:
+    return re.findall(r'<b class="kind k-[a-z_]+">([a-z_]+)</b>', html)
+
+
+def test_a_dry_run_alerts_timeline_is_the_same_in_the_json_and_on_the_page(make_app, database_url):
+    app = make_app(dry_run=True, database_url=database_url)
+    client = app.test_client()
+    alert_id = client.post("/webhook", json=make_alert(id=MARKER)).json["id"]
+    timeline = client.get(f"/alerts/{alert_id}", headers=BEARER).json["timeline"]
+    assert [step["kind"] for step in timeline] == ["received", "dry_run"]
+    assert timeline[0]["detail"] == "add 10 for bot 581628185981813760" and timeline[0]["at"].endswith("Z")
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    assert kinds_on_page(page) == [step["kind"] for step in timeline]
+    assert all(step["detail"] in page for step in timeline)
+    assert "Would be sent to OKX (dry run)" in page and "Sent to OKX" not in page
+
+
+def test_a_sent_alerts_request_is_labelled_sent(make_app):
+    app = make_app()
+    client = app.test_client()
+    alert_id = client.post("/webhook", json=make_alert()).json["id"]
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    assert "<dt>Sent to OKX</dt>" in page and "dry run" not in page
+
+
+def test_without_an_admin_token_the_page_says_how_to_turn_it_on(make_app):
+    client = make_app(admin_token="").test_client()
+    client.post("/webhook", json=make_alert(id=MARKER))
+    page = client.get("/admin")
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert "ADMIN_TOKEN" in page.text and "off" in page.text and MARKER not in page.text
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert client.get("/alerts").mimetype == "application/json"  # scripts still get JSON
+
+
+def test_a_favicon_is_served_within_the_policy(make_app):
+    client = make_app().test_client()
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and icon.data.startswith(b"<svg")
+    assert 'rel="icon"' in client.get("/admin").text
+
+
+def test_the_refused_table_says_each_thing_once_and_links_the_duplicates_alert(make_app):
+    app = make_app()
+    client = app.test_client()
+    first = client.post("/webhook", json=make_alert(id="dup-1")).json["id"]
+    assert client.post("/webhook", json=make_alert(id="dup-1")).status_code == 409
+    client.post("/webhook", json=make_alert(secret="wrong-" + WEBHOOK_SECRET))
+    client.post("/webhook", data=b"{not json", content_type="application/json")
+    app.extensions["webhook"].refusals.flush()
+    logged_in(client)
+    table = client.get("/admin/live").text.split('id="refused"')[1]
+    assert f'<a href="/admin/alerts/{first}">alert {first}</a>' in table
+    for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
+        reason = re.search(r'<td class="reason">(.*?)</td>', row, re.S).group(1)
+        fields = re.search(r'<td class="fields">(.*?)</td>', row, re.S).group(1)
+        for message in re.findall(r"</code> ([^<]+)</div>", fields):
+            assert message.strip() not in reason, row
+
+
+def test_the_chart_legend_names_states(make_app):
+    client = make_app().test_client()
+    client.post("/webhook", json=make_alert())
+    logged_in(client)
+    legend = re.search(r'<p class="legend">(.*?)</p>', client.get("/admin/live").text, re.S).group(1)
+    text = re.sub(r"<[^>]+>", " ", legend)
+    assert "pending" not in text and "expired" in text and "queued" in text and "tallest" not in text

@@ -15,13 +15,25 @@ import secrets
 import time
 from datetime import timedelta
 
-from flask import Blueprint, Flask, abort, g, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 
 from . import dashboard
 from .alerts import InvalidAlert
 from .journal import RESOLUTIONS, STATES
-from .protection import LockedOut
+from .protection import LIFT_HINT, LockedOut
 from .web import AdminUnauthorized, CsrfRefused, bearer_is_admin, services
 
 log = logging.getLogger("webhook_app")
@@ -68,9 +80,34 @@ def _forwarded_https() -> bool:
     return hops > 0 and proto == "https"
 
 
+class AdminOff(Exception):
+    """The operator page was asked for without ADMIN_TOKEN set (a 404 page that says so)."""
+
+
 def _enabled() -> None:
     if not services().config.admin_token:
-        abort(404)  # the page and its JSON are off without ADMIN_TOKEN
+        if request.path.startswith("/admin"):
+            raise AdminOff()  # a browser: a page saying how to turn it on, no data
+        abort(404)  # the page's JSON is off without ADMIN_TOKEN
+
+
+@bp.app_errorhandler(AdminOff)
+def _admin_off(exc):
+    return render_template("admin/off.html"), 404
+
+
+# A tiny icon, so browsers asking for /favicon.ico get one (same origin: within the page's policy).
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#24292f"/>'
+    '<path d="M3 11l3-4 3 2 4-6" stroke="#3fb950" stroke-width="2" fill="none"/></svg>'
+)
+
+
+@bp.get("/favicon.ico")
+@bp.get("/admin/favicon.svg")
+def favicon():
+    return Response(FAVICON, mimetype="image/svg+xml")
 
 
 def operator() -> str | None:
@@ -127,7 +164,7 @@ def page():
 def live():
     """The parts of the page that change, for refreshing without a reload."""
     require_operator()
-    return render_template("admin/_live.html", **_dashboard())
+    return render_template("admin/_live.html", **_dashboard(), csrf_token=_csrf_token())
 
 
 @bp.get("/admin/alerts/<int:alert_id>")
@@ -144,7 +181,7 @@ def alert_page(alert_id: int):
     return render_template(
         "admin/alert.html",
         row=dashboard.alert_row(record, now),
-        steps=dashboard.timeline(record, svc.journal.events(alert_id), now),
+        steps=[{**step, **dashboard.when(step["at"], now)} for step in _timeline(record)],
         csrf_token=_csrf_token(),
         who=operator(),
         can_mark=record.state == "unknown" and record.resolution is None,
@@ -170,7 +207,11 @@ def login():
     try:
         svc.protection.lockout.check(sender.lockout_key)
     except LockedOut as exc:
-        return _login_page(f"too many wrong tokens from this address: try again in {int(exc.retry_after) + 1} s", 429)
+        return _login_page(
+            f"too many wrong tokens or secrets from this address: try again in {int(exc.retry_after) + 1} s "
+            f"({LIFT_HINT})",
+            429,
+        )
     _check_csrf()
     given = request.form.get("token", "").encode("utf-8", "surrogatepass")
     if not hmac.compare_digest(given, svc.config.admin_token.encode()):
@@ -213,7 +254,8 @@ def _dashboard() -> dict:
             for r in records
             if _resendable_state(r) and r.resent_as is None and (reason := svc.intake.resend_refusal(r))
         },
-        "refused": [(r, dashboard.when(r.at, now)) for r in svc.journal.refusals(50)],
+        "refused": [dashboard.refused_row(r, now) for r in svc.journal.refusals(50)],
+        "lockouts": [dashboard.lockout_row(entry, now) for entry in svc.protection.lockout.active()],
         "chart": dashboard.hourly_chart(svc.journal.hourly_counts(now - 24 * 3600), now),
         "status": dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals),
     }
@@ -241,9 +283,39 @@ def show_alert(alert_id: int):
     return jsonify(
         status="ok",
         alert=record.to_json(),
-        timeline=[e.to_json() for e in svc.journal.events(alert_id)],
+        timeline=[dashboard.step_json(step) for step in _timeline(record)],
         resend={"offered": refusal is None, "reason": refusal},
     )
+
+
+def _timeline(record) -> list[dict]:
+    """The alert's timeline, the same for the page and the JSON."""
+    return dashboard.timeline(record, services().journal.events(record.id))
+
+
+@bp.get("/lockouts")
+def list_lockouts():
+    """The addresses locked out now (wrong secrets or tokens): even the right token is refused from them."""
+    require_operator()
+    return jsonify(status="ok", lockouts=[dashboard.lockout_json(e) for e in services().protection.lockout.active()])
+
+
+@bp.post("/lockouts/clear")
+@bp.post("/admin/lockouts/clear")
+def clear_lockout():
+    """Lift one address's lockout: a form (with its CSRF token) or a script's JSON ``{"address": ...}``."""
+    who = require_operator(posting=True)
+    body = request.get_json(silent=True)
+    address = body.get("address") if isinstance(body, dict) else request.form.get("address")
+    if not isinstance(address, str) or not 1 <= len(address.strip()) <= 64:
+        raise InvalidAlert([{"field": "address", "message": "must be the address to lift, as listed"}])
+    address = address.strip()
+    lifted = services().protection.lockout.clear(address)
+    if lifted:
+        log.warning("lockout of %s lifted by %s", address, who)
+    if _wants_json():
+        return jsonify(status="ok", address=address, lifted=lifted)
+    return redirect(url_for("admin.page") + "#lockouts", 303)
 
 
 @bp.post("/alerts/<int:alert_id>/mark")

@@ -15,6 +15,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(alerts_command)
     app.cli.add_command(db_group)
     app.cli.add_command(check_command)
+    app.cli.add_command(__import__("webhook_app.cli_lockouts", fromlist=["lockouts_group"]).lockouts_group)
 
 
 @click.command("check")

@@ -4,19 +4,21 @@ so it is read and tested without a request."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 from .journal import Journal, Record, iso_time
 
 HOUR = 3600
-# The chart's outcome groups, bottom to top, and the states each one counts.
+# The chart's outcome groups, bottom to top, and the states each one counts (the legend names them).
 CHART_GROUPS = (
     ("ok", ("ok",)),
     ("dry_run", ("dry_run",)),
-    ("pending", ("queued", "sending")),
+    ("queued", ("queued", "sending")),
     ("unknown", ("unknown",)),
     ("rejected", ("rejected",)),
-    ("failed", ("failed", "expired")),
+    ("failed", ("failed",)),
+    ("expired", ("expired",)),
 )
 CHART_WIDTH, CHART_HEIGHT, CHART_BARS = 720, 150, 24
 
@@ -82,7 +84,7 @@ def hourly_chart(counts: list[tuple[int, str, int]], now: float) -> dict:
         "tallest": tallest,
         "total": sum(c for h, _, c in counts if h >= first_hour),
         "labels": labels,
-        "groups": [group for group, _ in CHART_GROUPS],
+        "groups": [{"group": group, "label": " or ".join(states)} for group, states in CHART_GROUPS],
     }
 
 
@@ -96,17 +98,56 @@ def alert_row(record: Record, now: float) -> dict:
     }
 
 
-def timeline(record: Record, events: list, now: float) -> list[dict]:
-    """Received, then each claim, answer, outcome and action, oldest first."""
-    steps = [{"kind": "received", "detail": f"{record.action} {record.amount} for bot {record.algo_id}"}]
-    steps[0].update(when(record.received_at, now))
-    for event in events:
-        steps.append({"kind": event.kind, "detail": event.detail, **when(event.at, now)})
-    if record.state == "dry_run":
-        steps.append(
-            {"kind": "dry_run", "detail": "dry run: signed, journaled, not sent", **when(record.received_at, now)}
-        )
+def timeline(record: Record, events: list) -> list[dict]:
+    """Received, then each claim, answer, outcome and action, oldest first: ``at`` (epoch
+    seconds), ``kind``, ``detail``. The page and the JSON both show this one."""
+    steps = [
+        {
+            "at": record.received_at,
+            "kind": "received",
+            "detail": f"{record.action} {record.amount} for bot {record.algo_id}",
+        }
+    ]
+    steps += [{"at": event.at, "kind": event.kind, "detail": event.detail} for event in events]
+    if record.state == "dry_run" and not any(event.kind == "dry_run" for event in events):
+        steps.append({"at": record.received_at, "kind": "dry_run", "detail": "dry run: signed, journaled, not sent"})
     return steps
+
+
+def step_json(step: dict) -> dict:
+    return {"at": iso_time(step["at"]), "kind": step["kind"], "detail": step["detail"]}
+
+
+_ALERT_REFERENCE = re.compile(r"^(.*) \(alert (\d+)\)$", re.S)
+
+
+def refused_row(refusal, now: float) -> dict:
+    """One refused request as the table shows it: its reason once (a field's message that only
+    repeats the reason is left out, the field named), and the alert a duplicate repeats, linked."""
+    message, alert_id = refusal.message, None
+    found = _ALERT_REFERENCE.match(message)
+    if found:
+        message, alert_id = found.group(1), int(found.group(2))
+    fields = [
+        {"field": e.get("field", ""), "message": "" if e.get("message", "") in refusal.message else e.get("message")}
+        for e in refusal.errors
+    ]
+    return {"refusal": refusal, "at": when(refusal.at, now), "message": message, "alert_id": alert_id, "fields": fields}
+
+
+def lockout_row(entry: dict, now: float) -> dict:
+    """One locked-out address as the page shows it."""
+    left = max(entry["until"] - now, 0)
+    return {
+        **entry,
+        "since_at": when(entry["since"], now),
+        "until_at": when(entry["until"], now),
+        "left": f"{int(left // 60)} min {int(left % 60)} s left" if left >= 60 else f"{int(left)} s left",
+    }
+
+
+def lockout_json(entry: dict) -> dict:
+    return {**entry, "since": iso_time(entry["since"]), "until": iso_time(entry["until"])}
 
 
 def status(config, readiness, delivery, journal: Journal, refusals) -> dict:

@@ -36,8 +36,15 @@ class LockedOut(Exception):
     """Too many wrong secrets from this address (429)."""
 
     def __init__(self, retry_after: float):
-        super().__init__(f"too many wrong secrets from this address; try again in {retry_after:.0f} s")
+        super().__init__(f"too many wrong secrets from this address; try again in {retry_after:.0f} s ({LIFT_HINT})")
         self.retry_after = retry_after
+
+
+# How an operator lifts a lockout sooner: said wherever a lockout refuses a request.
+LIFT_HINT = (
+    "a lockout holds even for the right token; an operator can lift it on /admin from another address, "
+    "or with: flask --app webhook_app lockouts clear ADDRESS"
+)
 
 
 def client_address(peer: str | None, forwarded_for: Iterable[str], trusted_hops: int) -> str | None:
@@ -129,6 +136,19 @@ class MemoryLockoutStore:
                 return True
             return False
 
+    def active(self) -> list[tuple[str, float]]:
+        """(address, locked until as wall-clock epoch seconds) for each address locked out now."""
+        with self._lock:
+            now, wall = self._clock(), time.time()
+            return [(address, wall + until - now) for address, until in self._locked_until.items() if until > now]
+
+    def clear(self, address: str) -> bool:
+        """Lift the address's lockout and forget its wrong secrets; True when it was locked out."""
+        with self._lock:
+            self._failures.pop(address, None)
+            until = self._locked_until.pop(address, None)
+            return until is not None and until > self._clock()
+
 
 class Lockout:
     """Locks out an address after ``threshold`` wrong secrets within ``window`` seconds.
@@ -154,6 +174,26 @@ class Lockout:
         if address is None or is_tradingview(address):
             return False
         return self.store.failure(address, self.threshold, self.window, self.duration)
+
+    def active(self) -> list[dict]:
+        """The addresses locked out now, soonest lifted first: address, since, until (epoch
+        seconds), failures and why. A lockout begins at the ``threshold``-th wrong secret and
+        lasts ``duration``, so "since" is its end less the duration (the stores keep the end)."""
+        return [
+            {
+                "address": address,
+                "since": until - self.duration,
+                "until": until,
+                "failures": self.threshold,
+                "why": f"{self.threshold} wrong secrets or tokens",
+            }
+            for address, until in sorted(self.store.active(), key=lambda entry: entry[1])
+        ]
+
+    def clear(self, address: str) -> bool:
+        """Lift an address's lockout (written in any form of the address); True when it was locked out."""
+        ip = _ip(address.strip())
+        return self.store.clear(str(ip) if ip is not None else address.strip())
 
 
 class Protection:

@@ -114,6 +114,29 @@ class PostgresLockoutStore:
 
         return self.journal._transaction(step)
 
+    def active(self) -> list[tuple[str, float]]:
+        """(address, locked_until) for each address locked out now. The table keeps when a
+        lockout ends, not when it began nor its failures (cleared when it begins)."""
+        return [
+            (address, until)
+            for address, until in self.journal._transaction(
+                lambda conn: conn.execute(
+                    f"SELECT address, locked_until FROM lockouts WHERE locked_until > {NOW} ORDER BY locked_until"
+                ).fetchall()
+            )
+        ]
+
+    def clear(self, address: str) -> bool:
+        """Lift the address's lockout and forget its wrong secrets; True when it was locked out."""
+
+        def step(conn):
+            row = conn.execute(
+                f"DELETE FROM lockouts WHERE address = %s RETURNING coalesce(locked_until, 0) > {NOW}", (address,)
+            ).fetchone()
+            return bool(row and row[0])
+
+        return self.journal._transaction(step)
+
     def failure(self, address: str, threshold: int, window: float, duration: float) -> bool:
         def step(conn):
             now = conn.execute(f"SELECT {NOW}").fetchone()[0]
