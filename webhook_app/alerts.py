@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
@@ -29,6 +29,8 @@ MAX_AMOUNT_VALUE = Decimal(10) ** 12
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
+_ANGLE_PLACEHOLDER = re.compile(r"\s*<[^<>]*>\s*\Z")  # README's "<WEBHOOK_SECRET>", left as it was
+_EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): ms (13 digits); or seconds (10)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no database stores them
 
 
@@ -129,6 +131,11 @@ def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
         if hmac.compare_digest(given_bytes, value.encode("utf-8")) and matched is None:
             matched = name
     if matched is None:
+        if _ANGLE_PLACEHOLDER.match(given) or _PLACEHOLDER.search(given):  # never echoed: it may be near the real one
+            raise Unauthorized(
+                "secret is wrong: it is still a placeholder (such as <WEBHOOK_SECRET>); replace it with the real "
+                "secret, your WEBHOOK_SECRET, in the alert's message"
+            )
         raise Unauthorized("secret is wrong")
     return matched
 
@@ -220,12 +227,17 @@ class _TraderId(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if not 1 <= len(text) <= 128:
             raise ValidationError("must be 1 to 128 characters")
-        if _PLACEHOLDER.search(text):
-            raise ValidationError(
-                "holds a TradingView placeholder that was not filled in, such as "
-                f"{_PLACEHOLDER.search(text).group(0)}: check the alert's message"
-            )
+        _refuse_placeholder(text)
         return text
+
+
+def _refuse_placeholder(text: str) -> None:
+    """The alert was sent from a message TradingView did not fill in: say so, not just "invalid"."""
+    if found := _PLACEHOLDER.search(text):
+        raise ValidationError(
+            f"holds a TradingView placeholder that was not filled in, such as {found.group(0)}: the alert was sent "
+            "from a message TradingView did not fill; check the alert's message"
+        )
 
 
 class _StrictBoolean(fields.Field):
@@ -238,15 +250,27 @@ class _StrictBoolean(fields.Field):
 
 
 class _Timestamp(fields.Field):
-    """TradingView's {{timenow}} (2019-08-27T09:56:05Z), fractions and UTC offsets allowed."""
+    """TradingView's {{timenow}} (2019-08-27T09:56:05Z), fractions and UTC offsets allowed; or
+    Pine's str.tostring(timenow), epoch milliseconds (13 digits), or epoch seconds (10 digits),
+    as a string or a whole JSON number."""
+
+    NOT_A_TIME = (
+        "must be an ISO 8601 time such as 2019-08-27T09:56:05Z, or epoch milliseconds (13 digits, as Pine's "
+        "str.tostring(timenow) gives) or epoch seconds (10 digits)"
+    )
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str) or len(value) > 40:
-            raise ValidationError("must be an ISO 8601 time such as 2019-08-27T09:56:05Z")
+            raise ValidationError(self.NOT_A_TIME)
+        _refuse_placeholder(value)
+        if _EPOCH.match(value):
+            return datetime.fromtimestamp(int(value) / (1000 if len(value) == 13 else 1), UTC)
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise ValidationError("must be an ISO 8601 time such as 2019-08-27T09:56:05Z") from None
+            raise ValidationError(self.NOT_A_TIME) from None
         if moment.tzinfo is None:
             raise ValidationError("must say its time zone, e.g. end with Z for UTC")
         return moment

@@ -6,6 +6,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -325,21 +326,42 @@ def _log_alert(response):
     if request.path == "/webhook" and request.method == "POST":
         state, okx_code, alert_id = g.get("outcome", (None, None, None))
         alert = g.get("alert", {})
+        refusal = g.get("refusal")
         log.info(
             "alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f "
-            "client=%s secret=%s",
+            "client=%s secret=%s%s",
             response.status_code,
-            state,
-            alert_id,
-            alert.get("algoId", "-"),
-            alert.get("action", "-"),
-            alert.get("amount", "-"),
-            okx_code or "-",
+            _or_dash(state),
+            _or_dash(alert_id),
+            _or_dash(alert.get("algoId")),
+            _or_dash(alert.get("action")),
+            _or_dash(alert.get("amount")),
+            _or_dash(okx_code),
             (time.monotonic() - g.started) * 1000,
-            g.get("client") or "-",
-            g.get("secret_name") or "-",
+            _or_dash(g.get("client")),
+            _or_dash(g.get("secret_name")),
+            f" errors={_log_errors(refusal)}" if refusal is not None else "",
         )
     return response
+
+
+def _or_dash(value) -> str:
+    """A value of the alert's log line; a missing one is "-" everywhere in it."""
+    return "-" if value is None or value == "" else str(value)
+
+
+_LOG_ERRORS_LENGTH = 600
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _log_errors(refusal) -> str:
+    """Why an alert was refused, for its log line (TradingView never shows the reply, so this is
+    where a trader reads it): each field and its problem, else the reply's message; scrubbed of
+    every secret, on one line, bounded."""
+    _kind, message, errors = refusal
+    text = "; ".join(f"{e.get('field') or 'body'}: {e['message']}" for e in (errors or ())[:10]) or message
+    text = _CONTROL.sub(" ", scrubber.scrub(str(text)))  # scrubbed whole, before any cut
+    return text if len(text) <= _LOG_ERRORS_LENGTH else text[: _LOG_ERRORS_LENGTH - 3] + "..."
 
 
 @bp.before_app_request
