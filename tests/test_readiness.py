@@ -75,6 +75,18 @@ def test_okx_unreachable_fails_naming_the_base_url(make_app, okx):
     assert code == 1 and lines[0].startswith("FAIL okx_reachable") and "OKX_BASE_URL" in lines[0]
 
 
+def test_an_unreachable_okx_is_not_a_refused_key_and_a_refused_key_is(make_app, okx):
+    refused_code, refused = check(make_app(allowed_algo_ids=frozenset({BOT}), okx_api_key="not-the-key-0123"))
+    assert refused_code == 1 and any(line.startswith("FAIL api_key: OKX refused the key") for line in refused)
+    okx.stop()
+    code, lines = check(make_app(allowed_algo_ids=frozenset({BOT})))
+    assert code == 1
+    assert [line for line in lines if line.startswith("FAIL api_key")][0].startswith(
+        f"FAIL api_key: could not reach OKX at {okx.base_url}"
+    ), lines
+    assert not any("refused" in line for line in lines), lines
+
+
 def test_readyz_answers_from_background_results_and_never_sends_visitors_to_okx(make_app, okx):
     app = make_app(allowed_algo_ids=frozenset({BOT}))
     client = app.test_client()

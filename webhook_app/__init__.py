@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from flask import Flask
 
@@ -24,7 +25,7 @@ from .protection import Protection
 from .readiness import Readiness
 from .refusals import RefusalLog
 
-__all__ = ["create_app", "start_delivery", "preflight", "Config"]
+__all__ = ["create_app", "start_delivery", "preflight", "Config", "ConfigError"]
 
 
 def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
@@ -33,8 +34,25 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
     it forward. By default the journal's clock (the database's, with PostgreSQL): never this host's.
 
     The delivery thread starts on the first alert, or at once through ``start_delivery``
-    (wsgi.py does that, so queued alerts left by a previous process are sent at start)."""
-    config = config or Config.from_env()
+    (wsgi.py does that, so queued alerts left by a previous process are sent at start).
+
+    Without ``config`` this is a ``flask --app webhook_app`` command (the release phase, ``check``,
+    ``alerts``...): a bad setting or an unreachable journal stops it the way it stops gunicorn's
+    start (one line per problem, exit status 2), and no dry-run webhook secret is made or
+    printed: that is the web process's (wsgi.py passes its config)."""
+    if config is not None:
+        return _build_app(config, clock)
+    try:
+        config = Config.from_env(generate_secret=False)
+        scrub_secrets(config.secret_values)  # before the journal opens
+        if not config.webhook_secret:  # dry run, none made yet; no command needs one: never make it here
+            config = dataclasses.replace(config, webhook_secret_source="none")
+        return _build_app(config, clock)
+    except ConfigError as exc:
+        _refuse(exc, "the command did not run")
+
+
+def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     log = configure_logging(config.secret_values)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -125,11 +143,17 @@ def preflight(environ=None) -> Config:
         scrub_secrets(config.secret_values)  # before the journal opens: psycopg's pool logs its own errors
         _open_journal(config).close()
     except ConfigError as exc:
-        for variable, problem in exc.problems:
-            print(f"configuration error: {variable}: {scrubber.scrub(problem)}", file=sys.stderr, flush=True)
-        print(f"the service did not start: fix the {len(exc.problems)} setting(s) above", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        _refuse(exc, "the service did not start")
     return config
+
+
+def _refuse(exc: ConfigError, outcome: str, status: int = 2) -> NoReturn:
+    """Every problem on its own line on stderr, a summary, exit status 2: never a traceback.
+    (gunicorn's worker exits with 3, "failed to boot", so that the master stops too.)"""
+    for variable, problem in exc.problems:
+        print(f"configuration error: {variable}: {scrubber.scrub(problem)}", file=sys.stderr, flush=True)
+    print(f"{outcome}: fix the {len(exc.problems)} setting(s) above", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
 
 
 def start_delivery(app: Flask) -> Flask:

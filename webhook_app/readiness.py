@@ -12,7 +12,17 @@ import time
 
 from .config import Config
 from .journal import Journal, JournalUnavailable
-from .okx import ACCOUNT_CONFIG_PATH, BOT_DETAILS_PATH, HINTS, SERVER_TIME_PATH, OkxClient, OkxError
+from .okx import (
+    ACCOUNT_CONFIG_PATH,
+    BOT_DETAILS_PATH,
+    HINTS,
+    SERVER_TIME_PATH,
+    OkxClient,
+    OkxError,
+    OkxNotExecuted,
+    OkxRefused,
+    OkxUnreachable,
+)
 
 log = logging.getLogger("webhook_app")
 
@@ -45,10 +55,16 @@ def run_checks(config: Config, client: OkxClient, journal: Journal) -> list[Chec
     for algo_id in sorted(config.allowed_algo_ids):
         if key.ok:
             checks.append(_bot(client, algo_id))
+        elif key.detail.startswith(_KEY_NOT_CHECKED):  # OKX not reached, or busy: no verdict on the key
+            checks.append(Check(f"bot {algo_id}", False, "not checked: the API key could not be checked", key.hint))
         else:  # it could only fail for the key's reason, and send the operator after the wrong setting
             checks.append(Check(f"bot {algo_id}", False, "not checked: the API key was refused", "fix the key first"))
     checks.append(_journal(journal))
     return checks
+
+
+_KEY_NOT_CHECKED = ("could not reach OKX", "OKX did not check the key", "no usable answer from OKX")
+_UNREACHABLE_HINT = "check OKX_BASE_URL and this server's network (HTTPS_PROXY if one is needed)"
 
 
 def _clock(client: OkxClient) -> Check:
@@ -59,7 +75,7 @@ def _clock(client: OkxClient) -> Check:
             "okx_reachable",
             False,
             f"no answer from {client.base_url}{SERVER_TIME_PATH}",
-            "check OKX_BASE_URL and this server's network (HTTPS_PROXY if one is needed)",
+            _UNREACHABLE_HINT,
         )
     if abs(offset) > MAX_CLOCK_OFFSET:
         return Check(
@@ -74,8 +90,15 @@ def _clock(client: OkxClient) -> Check:
 def _api_key(client: OkxClient) -> Check:
     try:
         payload = client.get_signed(ACCOUNT_CONFIG_PATH)
+    except OkxUnreachable:  # not an answer from OKX: nothing is known about the key
+        return Check("api_key", False, f"could not reach OKX at {client.base_url}", _UNREACHABLE_HINT)
+    except OkxNotExecuted as exc:  # busy, rate-limited, or something in front of OKX: not a verdict on the key
+        detail = f"OKX did not check the key: {exc.code or ''} {exc.message}".strip()
+        return Check("api_key", False, detail, exc.hint or "try again shortly")
     except OkxError as exc:
         hint = HINTS.get(exc.code, "").format(base_url=client.base_url) or "check the OKX API key settings"
+        if not isinstance(exc, OkxRefused):  # OkxOutcomeUnknown: a 5xx or an unreadable answer
+            return Check("api_key", False, f"no usable answer from OKX: {exc.code or ''} {exc.message}".strip(), hint)
         return Check("api_key", False, f"OKX refused the key: {exc.code or ''} {exc.message}".strip(), hint)
     data = payload.get("data")
     account = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
@@ -95,6 +118,8 @@ def _bot(client: OkxClient, algo_id: str) -> Check:
     name = f"bot {algo_id}"
     try:
         payload = client.get_signed(BOT_DETAILS_PATH, {"algoOrdType": "contract", "algoId": algo_id})
+    except OkxUnreachable:
+        return Check(name, False, f"could not reach OKX at {client.base_url}", _UNREACHABLE_HINT)
     except OkxError as exc:
         return Check(
             name, False, f"OKX said {exc.code} {exc.message}".strip(), BOT_HINTS.get(exc.code, "check ALLOWED_ALGO_IDS")

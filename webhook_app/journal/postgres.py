@@ -315,6 +315,13 @@ class PostgresJournal(PostgresActivity, Journal):
         }
         self._heartbeat_conn: psycopg.Connection | None = None
         self._heartbeat_lock = threading.Lock()
+        # One plain connection first: libpq's answer names the cause at once (refused, no such
+        # host or database, authentication, TLS), where the pools would retry it for
+        # ``connect_timeout`` seconds and log each try.
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs).close()
+        except psycopg.Error as exc:
+            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._cause(exc)}") from None
         try:
             self._pool = ConnectionPool(
                 self.url,
@@ -347,6 +354,27 @@ class PostgresJournal(PostgresActivity, Journal):
         except Exception as exc:  # psycopg errors, OS errors, and the pool's own PoolTimeout
             self._close_quietly()
             raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
+
+    def _cause(self, exc: BaseException) -> str:
+        """A failed first connection, in words: its cause named where libpq's message tells it."""
+        text = str(exc)
+        lowered = text.lower()
+        parts = urlsplit(self.url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        if "connection refused" in lowered:
+            return f"connection refused at {where}: is PostgreSQL running there, on that port?"
+        if "could not translate host name" in lowered or "failed to resolve host" in lowered:
+            return f"host not found: {parts.hostname!r} does not resolve"
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            return "authentication failed: check the user name and password in DATABASE_URL"
+        if "ssl" in lowered and ("required" in lowered or "no encryption" in lowered or "pg_hba.conf" in lowered):
+            return "the server requires TLS: add ?sslmode=require to DATABASE_URL"
+        if "does not exist" in lowered and "database" in lowered:
+            first = next((line for line in text.splitlines() if "does not exist" in line), text)
+            return f"{first.split('FATAL:')[-1].strip()} on {where}"
+        if "timeout expired" in lowered:
+            return f"no answer from {where} within {self._connect_kwargs['connect_timeout']} s"
+        return self._describe(exc)
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,111 @@
+"""The ``flask --app webhook_app`` commands as operators (and the Procfile's release phase) run
+them: a bad setting or an unreachable database gives one line per problem and exit status 2,
+never a traceback; the release phase never makes or prints a webhook secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from tests.conftest import TEST_DATABASE_URL, live_env
+from tests.service_process import REPO
+
+COMMANDS = (["check"], ["db", "upgrade"], ["alerts"], ["routes"])
+PASSWORD = "pw-never-shown-0123"
+
+
+def flask(args, env, timeout=60):
+    """``flask --app webhook_app ARGS`` with only ``env`` (and PATH) in its environment."""
+    full = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1", **env}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "webhook_app", *args],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result.elapsed = time.monotonic() - started
+    result.output = result.stdout + result.stderr
+    return result
+
+
+BAD_CONFIGS = {
+    "rate-limit-abc": ({"OKX_RATE_LIMIT": "abc"}, ["OKX_RATE_LIMIT"]),
+    "database-refused": ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, ["DATABASE_URL"]),
+    "two-problems": ({"OKX_RATE_LIMIT": "abc", "WEBHOOK_SECRET": "short"}, ["WEBHOOK_SECRET", "OKX_RATE_LIMIT"]),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_command_names_each_bad_setting_on_one_line_without_a_traceback(tmp_path, command, bad):
+    values, variables = bad
+    result = flask(command, {"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", **values})
+    print(result.output)
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("configuration error: ")]
+    assert sorted(line.split(":")[1].strip() for line in errors) == sorted(variables), result.output
+    assert len(result.output.strip().splitlines()) <= len(variables) + 2, result.output
+    assert "short" not in result.output.replace("WEBHOOK_SECRET: is too weak", "")
+
+
+UNREACHABLE = {
+    "refused": ("postgresql://postgres:{pw}@127.0.0.1:1/x", "connection refused"),
+    "no-such-host": ("postgresql://postgres:{pw}@nohost.invalid:5432/x", "host not found"),
+    "no-such-database": (
+        TEST_DATABASE_URL.rsplit("/", 1)[0].replace("postgres@", "postgres:{pw}@") + "/no_such_db_okx_relay",
+        'database "no_such_db_okx_relay" does not exist',
+    ),
+}
+
+
+@pytest.mark.parametrize("url, cause", UNREACHABLE.values(), ids=UNREACHABLE.keys())
+def test_check_names_the_databases_problem_in_one_line(tmp_path, url, cause):
+    result = flask(["check"], {"DATABASE_URL": url.format(pw=PASSWORD)})
+    print(f"answered in {result.elapsed:.2f} s:\n{result.output}")
+    assert result.returncode == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("configuration error: DATABASE_URL: ") and cause in lines[0], result.output
+    assert "***" in lines[0]  # the URL is named, its password masked
+    assert len(lines) == 2, result.output  # the problem and the summary: no pool notices
+    assert PASSWORD not in result.output and "Traceback" not in result.output
+
+
+def secret_printed(output: str) -> bool:
+    return "Generated a webhook secret" in output or "webhook secret generated earlier" in output
+
+
+def test_the_release_phase_in_dry_run_makes_and_prints_no_webhook_secret(tmp_path):
+    result = flask(["db", "upgrade"], {"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db"})
+    assert result.returncode == 0, result.output
+    assert "journal schema at version" in result.stdout
+    assert "Generated a webhook secret" not in result.output
+    assert not (tmp_path / "webhook_secret").exists()
+
+
+def test_the_release_phase_on_postgres_stores_no_webhook_secret(pg_url):
+    result = flask(["db", "upgrade"], {"DATABASE_URL": pg_url})
+    assert result.returncode == 0, result.output
+    assert "Generated a webhook secret" not in result.output
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM settings").fetchone()[0] == 0
+
+
+def test_check_says_okx_could_not_be_reached_not_that_it_refused_the_key(okx, tmp_path):
+    okx.stop()
+    env = live_env(okx, tmp_path, OKX_BASE_URL="http://127.0.0.1:1", ALLOWED_ALGO_IDS="581628185981813760")
+    result = flask(["check"], env)
+    print(result.output)
+    assert result.returncode == 1, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert "refused" not in result.stdout, result.stdout
+    api_key = next(line for line in lines if line.startswith("FAIL api_key"))
+    assert "could not reach OKX at http://127.0.0.1:1" in api_key
