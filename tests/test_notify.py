@@ -1,5 +1,6 @@
 """Notifications through Apprise to a loopback JSON receiver (json://127.0.0.1:PORT/...)."""
 
+import dataclasses
 import json
 import socket
 import threading
@@ -11,7 +12,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import OkxReply, RawReply
 from webhook_app.journal import Record
-from webhook_app.notify import Notifier
+from webhook_app.notify import EVENTS, Notifier
 
 
 class Receiver:
@@ -54,17 +55,17 @@ def receiver():
 
 
 @pytest.mark.parametrize(
-    "behaviour, state, words",
+    "behaviour, state, words, apprise_type",
     [
-        (OkxReply("51000", "Parameter amt error"), "rejected", ["51000", "Parameter amt error", "refused"]),
-        (RawReply(502), "unknown", ["may have acted", "Check the bot"]),
-        (OkxReply("50013", "Systems busy"), "failed", ["50013", "did not act"]),
-        (None, "ok", ["OKX said 0", "Nothing to do"]),
+        (OkxReply("51000", "Parameter amt error"), "rejected", ["51000", "Parameter amt error", "refused"], "failure"),
+        (RawReply(502), "unknown", ["may have acted", "Check the bot"], "failure"),
+        (OkxReply("50013", "Systems busy"), "failed", ["50013", "did not act"], "failure"),
+        (None, "ok", ["OKX said 0", "Nothing to do"], "success"),
     ],
     ids=["rejected", "unknown", "failed", "ok"],
 )
 def test_each_outcome_is_notified_with_the_bot_what_okx_said_and_what_to_do(
-    make_app, okx, receiver, behaviour, state, words
+    make_app, okx, receiver, behaviour, state, words, apprise_type
 ):
     events = frozenset({"ok", "failed", "unknown", "rejected", "expired"})
     app = make_app(notify_urls=(receiver.url,), notify_on=events, okx_max_attempts=1)
@@ -76,6 +77,7 @@ def test_each_outcome_is_notified_with_the_bot_what_okx_said_and_what_to_do(
     assert f"Alert {reply.json['id']} {state}: bot 581628185981813760, add 25" in message["title"]
     for word in words:
         assert word in message["message"], message
+    assert message["type"] == apprise_type, message
     assert WEBHOOK_SECRET not in receiver.text() and okx.secret_key not in receiver.text()
 
 
@@ -95,6 +97,7 @@ def test_an_expired_alert_is_notified(make_app, okx, receiver):
     assert wait_final(app, late.json["id"]).state == "expired"
     (message,) = receiver.wait_for(1)
     assert message["title"].startswith(f"Alert {late.json['id']} expired") and "not sent" in message["message"]
+    assert message["type"] == "failure", message
 
 
 def test_a_lockout_and_readiness_turning_red_are_notified(make_app, okx, receiver):
@@ -109,6 +112,7 @@ def test_a_lockout_and_readiness_turning_red_are_notified(make_app, okx, receive
     messages = receiver.wait_for(2)
     titles = sorted(m["title"] for m in messages)
     assert titles == ["Address 203.0.113.7 locked out", "Not ready to move money"]
+    assert [m["type"] for m in messages] == ["failure", "failure"], messages
     assert "ALLOWED_ALGO_IDS" in next(m["message"] for m in messages if m["title"].startswith("Not ready"))
     assert "guess-0123456789abcdef" not in receiver.text() and ADMIN_TOKEN not in receiver.text()
 
@@ -156,3 +160,54 @@ def test_a_dead_receiver_changes_no_outcome_and_holds_up_no_reply(make_app, okx,
         time.sleep(0.05)
     assert notifier.undelivered == 1 and notifier.delivered == 0
     assert "could not be delivered" in caplog.text
+
+
+def record_with(**changes):
+    return dataclasses.replace(record(1), **changes)
+
+
+@pytest.mark.parametrize(
+    "event, apprise_type",
+    [
+        (lambda n: n.alert_finished(record_with(state="ok", okx_code="0", okx_msg="", detail=None)), "success"),
+        (lambda n: n.alert_finished(record_with(state="failed")), "failure"),
+        (lambda n: n.alert_finished(record_with(state="rejected", okx_code="51000")), "failure"),
+        (lambda n: n.alert_finished(record_with(state="unknown", okx_code=None)), "failure"),
+        (lambda n: n.alert_finished(record_with(state="expired", okx_code=None)), "failure"),
+        (lambda n: n.lockout("203.0.113.7", 10), "failure"),
+        (lambda n: n.readiness_changed(False, ["OKX: key refused"]), "failure"),
+        (lambda n: n.late_answer(record_with(state="unknown"), "OKX said 0"), "warning"),
+    ],
+    ids=["ok", "failed", "rejected", "unknown", "expired", "lockout", "readiness", "late-answer"],
+)
+def test_each_event_has_the_apprise_type_of_what_happened(receiver, event, apprise_type):
+    notifier = Notifier((receiver.url,), events=frozenset(EVENTS))
+    event(notifier)
+    (message,) = receiver.wait_for(1)
+    assert message["type"] == apprise_type, message
+
+
+def test_a_coalesced_summary_keeps_the_type_of_its_events(receiver):
+    notifier = Notifier((receiver.url,), coalesce=0.3)
+    for n in range(1, 4):
+        notifier.alert_finished(record(n))
+    messages = receiver.wait_for(2, timeout=5)
+    assert [m["type"] for m in messages] == ["failure", "failure"], messages
+
+
+@pytest.mark.parametrize("detail", [None, ""])
+def test_see_the_detail_is_never_written_when_there_is_no_detail(receiver, detail):
+    notifier = Notifier((receiver.url,))
+    notifier.alert_finished(
+        record_with(state="rejected", okx_code="51000", okx_msg="Parameter amt error", detail=detail)
+    )
+    (message,) = receiver.wait_for(1)
+    assert "see the detail" not in message["message"], message
+    assert "Parameter amt error" in message["message"] and "refused" in message["message"]
+
+
+def test_see_the_detail_points_at_a_detail_that_is_there(receiver):
+    notifier = Notifier((receiver.url,))
+    notifier.alert_finished(record_with(state="rejected", okx_code="50113", detail="check OKX_API_SECRET"))
+    (message,) = receiver.wait_for(1)
+    assert "check OKX_API_SECRET" in message["message"] and "see the detail" in message["message"]

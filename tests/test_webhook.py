@@ -336,6 +336,8 @@ def test_okx_refusal_is_424_with_its_code_message_and_hint(client, okx, code, ms
     assert response.status_code == 424, response.json
     assert response.json["status"] == "rejected"
     assert response.json["okx"] == {"code": code, "msg": msg}
+    assert "OKX refused" in response.json["message"] and code in response.json["message"], response.json
+    assert "did not act" in response.json["message"]
     if hint_word:
         assert hint_word in response.json["detail"]
     assert len(okx.margin_requests()) == 1

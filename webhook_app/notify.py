@@ -22,11 +22,17 @@ EVENTS = ("ok", "failed", "unknown", "rejected", "expired", "lockout", "readines
 DEFAULT_EVENTS = frozenset(EVENTS) - {"ok"}
 COALESCE_SECONDS = 10.0
 
+# Apprise's type per event kind: the colour and icon a trader's Telegram/Discord/Slack shows.
+FAILURE, WARNING, SUCCESS = apprise.NotifyType.FAILURE, apprise.NotifyType.WARNING, apprise.NotifyType.SUCCESS
+NOTIFY_TYPE = {kind: FAILURE for kind in EVENTS} | {"ok": SUCCESS}
+_SEVERITY = (FAILURE, WARNING, SUCCESS, apprise.NotifyType.INFO)  # a summary takes its worst event's type
+SEE_THE_DETAIL = " (see the detail)"
+
 WHAT_TO_DO = {
     "ok": "Nothing to do.",
     "failed": "OKX did not act on it. TradingView may resend it; else adjust the margin by hand if still wanted.",
     "unknown": "OKX may have acted. Check the bot's margin on OKX before sending it again; it is never resent.",
-    "rejected": "OKX refused it and did not act. Fix what OKX's message names (see the detail) before the next alert.",
+    "rejected": "OKX refused it and did not act. Fix what OKX's message names{see_the_detail} before the next alert.",
     "expired": "It waited past its lag and was not sent. Check the service's pacing and OKX's rate limit.",
 }
 
@@ -53,7 +59,7 @@ class Notifier:
         self.enabled = bool(urls)
         self._queue: queue.Queue = queue.Queue(maxsize=10_000)
         self._last_sent: dict[str, float] = {}
-        self._held: dict[str, list[tuple[str, str]]] = {}  # kind -> messages waiting for the window to end
+        self._held: dict[str, list[tuple[str, str, str]]] = {}  # kind -> (title, body, type) waiting for the window
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.undelivered = 0
@@ -65,7 +71,8 @@ class Notifier:
             return
         okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
         title = f"Alert {record.id} {record.state}: bot {record.algo_id}, {record.action} {record.amount}"
-        parts = [f"{title}.", f"{okx}.", record.detail or "", WHAT_TO_DO.get(record.state, "")]
+        what_to_do = WHAT_TO_DO.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
+        parts = [f"{title}.", f"{okx}.", record.detail or "", what_to_do]
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
         self._put(record.state, title, body)
 
@@ -77,7 +84,7 @@ class Notifier:
                 f"{title}: {answer}. The journal keeps the state it had ({record.state}); compare with the bot on "
                 "OKX before acting on it."
             )
-            self._put("unknown", title, body)
+            self._put("unknown", title, body, WARNING)  # the journal's state stands: worth a look, not a failure
 
     def lockout(self, address: str, failures: int) -> None:
         if "lockout" in self.events:
@@ -93,12 +100,12 @@ class Notifier:
             title = "Not ready to move money"
             self._put("readiness", title, f"{title}: " + "; ".join(failures))
 
-    def _put(self, kind: str, title: str, body: str) -> None:
+    def _put(self, kind: str, title: str, body: str, notify_type: str | None = None) -> None:
         if not self.enabled:
             return
         self.start()
         try:
-            self._queue.put_nowait((kind, self._scrub(title), self._scrub(body)))
+            self._queue.put_nowait((kind, self._scrub(title), self._scrub(body), notify_type or NOTIFY_TYPE[kind]))
         except queue.Full:
             self.undelivered += 1
 
@@ -112,16 +119,16 @@ class Notifier:
     def _run(self) -> None:
         while True:
             try:
-                kind, title, body = self._queue.get(timeout=self._next_flush())
+                kind, title, body, notify_type = self._queue.get(timeout=self._next_flush())
             except queue.Empty:
                 self._flush_due()
                 continue
             now = time.monotonic()
             if now - self._last_sent.get(kind, -1e9) >= self.coalesce and not self._held.get(kind):
                 self._last_sent[kind] = now
-                self._deliver(title, body)
+                self._deliver(title, body, notify_type)
             else:
-                self._held.setdefault(kind, []).append((title, body))
+                self._held.setdefault(kind, []).append((title, body, notify_type))
             self._flush_due()
 
     def _next_flush(self) -> float:
@@ -137,13 +144,14 @@ class Notifier:
                 self._held[kind] = []
                 self._last_sent[kind] = now
                 title = f"{len(held)} more {kind} event(s) in the last {self.coalesce:g} s"
-                lines = "\n".join(body for _, body in held[:20])
+                lines = "\n".join(body for _, body, _ in held[:20])
                 more = f"\n... and {len(held) - 20} more" if len(held) > 20 else ""
-                self._deliver(title, f"{title}:\n{lines}{more}")
+                worst = min((t for _, _, t in held), key=_SEVERITY.index)
+                self._deliver(title, f"{title}:\n{lines}{more}", worst)
 
-    def _deliver(self, title: str, body: str) -> None:
+    def _deliver(self, title: str, body: str, notify_type: str) -> None:
         try:
-            ok = self._apprise.notify(title=title, body=body)
+            ok = self._apprise.notify(title=title, body=body, notify_type=notify_type)
         except Exception:  # a notification must never take anything else down
             log.exception("notification could not be sent")
             ok = False

@@ -155,6 +155,9 @@ def _alert_reply(record: Record):
         body["okx"] = {"code": "0"}
     elif record.okx_code or record.okx_msg:
         body["okx"] = {"code": record.okx_code, "msg": record.okx_msg}
+    if record.state == "rejected":
+        said = " ".join(part for part in (record.okx_code, record.okx_msg) if part) or "no reason"
+        body["message"] = f"OKX refused the request ({said}) and did not act on it; nothing was changed on the bot"
     if record.state not in ("ok", "dry_run") and record.detail:
         body["detail"] = record.detail
     if record.state in ("queued", "sending"):
