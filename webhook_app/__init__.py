@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Callable
 from typing import NoReturn
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask
 
@@ -24,6 +26,8 @@ from .pacing import MemoryPacer
 from .protection import Protection
 from .readiness import Readiness
 from .refusals import RefusalLog
+
+OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' margin-balance endpoint
 
 __all__ = ["create_app", "start_delivery", "preflight", "Config", "ConfigError"]
 
@@ -166,6 +170,20 @@ def start_delivery(app: Flask) -> Flask:
     return app
 
 
+def _journal_description(url: str) -> str:
+    """Which journal, for the start-up log: the SQLite file, or PostgreSQL's host and database;
+    never a password (nor the user, nor the URL's options)."""
+    if url.startswith("sqlite:///"):
+        return f"SQLite at {os.path.abspath(url[len('sqlite:///') :])}"
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        return "PostgreSQL (unparseable URL)"
+    database = unquote(parts.path.lstrip("/")) or "(the user's default)"
+    return f"PostgreSQL, database {database} on {where}"
+
+
 def _announce(config: Config, log: logging.Logger) -> None:
     if config.dry_run:
         reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
@@ -178,6 +196,20 @@ def _announce(config: Config, log: logging.Logger) -> None:
             config.okx_rate_limit,
             config.okx_rate_window,
         )
+    if config.okx_rate_limit / config.okx_rate_window > OKX_LIMIT / OKX_WINDOW:
+        log.warning(
+            "OKX_RATE_LIMIT=%d (per %g s) is above OKX's documented limit of %d requests per %g s per API key: "
+            "OKX refuses the excess with 50011 and those alerts wait and are sent again, later",
+            config.okx_rate_limit,
+            config.okx_rate_window,
+            OKX_LIMIT,
+            OKX_WINDOW,
+        )
+    log.info("journal: %s", _journal_description(config.database_url))
+    if config.admin_token:
+        log.info("operator page: on at /admin (ADMIN_TOKEN is set)")
+    else:
+        log.info("operator page: off (ADMIN_TOKEN is not set; set it to turn the page on)")
     if config.webhook_secret_source == "generated":
         # Printed, not logged: the log scrubber would (rightly) hide it. Dry-run only.
         print(

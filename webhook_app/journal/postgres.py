@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -322,6 +323,10 @@ class PostgresJournal(PostgresActivity, Journal):
             psycopg.connect(self.url, **self._connect_kwargs).close()
         except psycopg.Error as exc:
             raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._cause(exc)}") from None
+        # Should the pools still fail (the server went away since), the start says so once, not per retry.
+        pool_notices = logging.getLogger("psycopg.pool")
+        level = pool_notices.level
+        pool_notices.setLevel(logging.ERROR)
         try:
             self._pool = ConnectionPool(
                 self.url,
@@ -354,6 +359,8 @@ class PostgresJournal(PostgresActivity, Journal):
         except Exception as exc:  # psycopg errors, OS errors, and the pool's own PoolTimeout
             self._close_quietly()
             raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
+        finally:
+            pool_notices.setLevel(level)
 
     def _cause(self, exc: BaseException) -> str:
         """A failed first connection, in words: its cause named where libpq's message tells it."""
