@@ -409,8 +409,8 @@ def test_the_refused_table_says_each_thing_once_and_links_the_duplicates_alert(m
     table = client.get("/admin/live").text.split('id="refused"')[1]
     assert f'<a href="/admin/alerts/{first}">alert {first}</a>' in table
     for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
-        reason = re.search(r'<td class="reason">(.*?)</td>', row, re.S).group(1)
-        fields = re.search(r'<td class="fields">(.*?)</td>', row, re.S).group(1)
+        reason = re.search(r'<td[^>]* class="reason">(.*?)</td>', row, re.S).group(1)
+        fields = re.search(r'<td[^>]* class="fields">(.*?)</td>', row, re.S).group(1)
         for message in re.findall(r"</code> ([^<]+)</div>", fields):
             assert message.strip() not in reason, row
 

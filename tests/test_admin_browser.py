@@ -187,3 +187,62 @@ def test_a_form_posted_without_its_csrf_token_is_refused(page, service, okx):
     assert status == 403
     page.reload()
     assert page.locator("#resolution").count() == 0 and page.locator("#mark-executed").is_visible()
+
+
+STRANGER = "203.0.113.9"
+
+
+@pytest.fixture
+def proxied_service(okx, tmp_path):
+    """Behind one (pretend) router: a test's requests say which address they come from."""
+    env = live_env(okx, tmp_path, ADMIN_TOKEN=ADMIN_TOKEN, TRUSTED_PROXY_HOPS="1", LOCKOUT_THRESHOLD="3")
+    process = ServiceProcess(env).start()
+    yield process
+    process.discard()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_page_reads_well_wide_and_on_a_phone_and_lifts_a_lockout(browser, proxied_service, width):
+    url = proxied_service.url
+    first = requests.post(url + "/webhook", json=make_alert(id="dup-a"), headers={"X-Forwarded-For": "192.0.2.1"})
+    assert first.status_code == 200, first.text
+    duplicate = requests.post(url + "/webhook", json=make_alert(id="dup-a"), headers={"X-Forwarded-For": "192.0.2.1"})
+    assert duplicate.status_code == 409
+    for _ in range(3):  # a trader testing with curl, with the wrong secret
+        wrong = make_alert(secret="wrong-secret-0123456789")
+        assert requests.post(url + "/webhook", json=wrong, headers={"X-Forwarded-For": STRANGER}).status_code == 401
+    operator_there = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": STRANGER}
+    locked = requests.get(url + "/alerts", headers=operator_there, timeout=5)
+    assert locked.status_code == 429 and "lockouts clear" in locked.json()["message"]
+
+    context = browser.new_context(base_url=url, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page)
+    link = page.locator("#refused a", has_text=f"alert {first.json()['id']}")
+    link.wait_for(timeout=WAIT_MS)  # refusals are stored in the background: shown by the page's refresh
+    shot(page, f"6-page-{width}")
+    legend = page.inner_text(".legend")
+    assert "pending" not in legend and "expired" in legend and "queued or sending" in legend
+    assert "tallest" not in page.inner_text(".chart")
+    chart = page.locator(".chart svg").bounding_box()
+    panel = page.locator(".chart").bounding_box()
+    assert chart["width"] > 0.9 * (panel["width"] - 40), (chart, panel)  # the chart fills its panel
+    assert link.count() == 1
+    when = page.locator("#refused tbody tr td.when").first
+    assert when.bounding_box()["height"] < 3 * 20  # the date on one line, "ago" on the next: no more
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing wider than the screen
+    assert page.locator(f'#lockouts tr[data-lockout="{STRANGER}"]').count() == 1
+    assert "3 wrong secrets or tokens" in page.inner_text("#lockouts")
+
+    page.locator(f'#lockouts tr[data-lockout="{STRANGER}"] button.lift').click()
+    page.wait_for_url(re.compile(r"/admin#lockouts$"))
+    assert page.locator(f'#lockouts tr[data-lockout="{STRANGER}"]').count() == 0
+    assert requests.get(url + "/alerts", headers=operator_there, timeout=5).status_code == 200
+
+    link.click()
+    page.wait_for_selector("#timeline")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    shot(page, f"7-alert-{width}")
+    assert page.request.get("/favicon.ico").status == 200
+    context.close()
