@@ -64,6 +64,10 @@ UNREACHABLE = {
         TEST_DATABASE_URL.rsplit("/", 1)[0].replace("postgres@", "postgres:{pw}@") + "/no_such_db_okx_relay",
         'database "no_such_db_okx_relay" does not exist',
     ),
+    "tls-not-offered": (  # the test server offers no TLS
+        TEST_DATABASE_URL.replace("postgres@", "postgres:{pw}@") + "?sslmode=require",
+        "does not offer it",
+    ),
 }
 
 

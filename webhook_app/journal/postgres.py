@@ -374,8 +374,10 @@ class PostgresJournal(PostgresActivity, Journal):
             return f"host not found: {parts.hostname!r} does not resolve"
         if "password authentication failed" in lowered or "no password supplied" in lowered:
             return "authentication failed: check the user name and password in DATABASE_URL"
-        if "ssl" in lowered and ("required" in lowered or "no encryption" in lowered or "pg_hba.conf" in lowered):
+        if "no encryption" in lowered or ("ssl" in lowered and "off" in lowered and "pg_hba.conf" in lowered):
             return "the server requires TLS: add ?sslmode=require to DATABASE_URL"
+        if "does not support ssl" in lowered:
+            return f"TLS required (sslmode in DATABASE_URL) but the server at {where} does not offer it"
         if "does not exist" in lowered and "database" in lowered:
             first = next((line for line in text.splitlines() if "does not exist" in line), text)
             return f"{first.split('FATAL:')[-1].strip()} on {where}"
