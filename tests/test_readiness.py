@@ -130,3 +130,10 @@ def test_a_dry_run_without_a_key_never_contacts_okx(make_app, okx):
     code, lines = check(app)
     assert code == 0 and lines[0].startswith("PASS okx: dry-run without OKX credentials")
     assert okx.received == []
+
+
+def test_permissions_read_as_words_not_a_python_list(make_app, okx):
+    okx.perm = "read_only,trade"
+    _, lines = check(make_app())
+    (api_key,) = [line for line in lines if line.startswith("PASS api_key")]
+    assert "permissions read_only, trade" in api_key and "[" not in api_key
