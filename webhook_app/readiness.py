@@ -107,11 +107,12 @@ def _api_key(client: OkxClient) -> Check:
         return Check(
             "api_key",
             False,
-            f"the key's permissions are {sorted(permissions) or 'unknown'}",
+            f"the key's permissions are {', '.join(sorted(permissions)) or 'unknown'}",
             "give the API key the Trade permission (margin-balance needs it)",
         )
     mode = "demo" if client.demo else "live"
-    return Check("api_key", True, f"key, signature and passphrase accepted ({mode}, permissions {sorted(permissions)})")
+    granted = ", ".join(sorted(permissions))
+    return Check("api_key", True, f"key, signature and passphrase accepted ({mode}, permissions {granted})")
 
 
 def _bot(client: OkxClient, algo_id: str) -> Check:
