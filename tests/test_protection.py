@@ -303,6 +303,23 @@ def test_refused_alerts_do_not_use_up_the_daily_cap(make_app, okx):
     assert post(client, make_alert(amount="90")).status_code == 200
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs Journal.add(cap_states=...) in webhook_app/journal (not this change's files); intake then passes "
+    "CAP_STATES + ('dry_run',) in dry-run",
+)
+def test_dry_run_alerts_count_against_the_daily_cap_so_it_can_be_tried(make_app, okx, database_url):
+    client = make_app(dry_run=True, database_url=database_url, max_amount_per_day=Decimal("120")).test_client()
+    first = post(client, make_alert(amount="50"))
+    assert first.status_code == 200 and first.json["status"] == "dry_run", first.json
+    over = post(client, make_alert(amount="80"))
+    assert over.status_code == 422, over.json
+    assert over.json["status"] == "over_daily_cap" and over.json["remaining"] == "70"
+    assert over.json["errors"][0]["field"] == "amount" and "120" in over.json["errors"][0]["message"]
+    assert post(client, make_alert(amount="70")).status_code == 200  # exactly the cap
+    assert okx.received == []
+
+
 def test_daily_cap_holds_under_concurrency(make_app, okx):
     app = make_app(max_amount_per_day=Decimal("100"))
     replies = post_concurrently(app.test_client, [make_alert(amount="10", close=str(i)) for i in range(20)])
