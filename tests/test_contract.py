@@ -4,10 +4,13 @@ schema, and no 5xx comes back but the 503s the contract lists."""
 
 import collections
 import json
+import uuid
 
+import jsonschema_rs
 import pytest
+import requests
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
@@ -99,3 +102,67 @@ def test_the_contract_run_reached_the_answers_that_matter():
     webhook = {status for (operation, status), n in ANSWERS.items() if operation == "POST /webhook"}
     assert {200, 400, 401, 422} <= webhook, ANSWERS
     assert ("GET /alerts", 200) in ANSWERS and ("GET /alerts", 422) in ANSWERS, ANSWERS
+
+
+def test_an_empty_text_body_is_outside_the_contract_as_the_service_refuses_it(service):
+    """Schemathesis takes every body the schema admits as one the service should accept."""
+    spec = requests.get(service.url + "/openapi.json", timeout=10).json()
+    text_schema = spec["paths"]["/webhook"]["post"]["requestBody"]["content"]["text/plain"]["schema"]
+    for body in ("", " \r\n\t"):
+        reply = requests.post(service.url + "/webhook", data=body, headers={"Content-Type": "text/plain"}, timeout=10)
+        assert reply.status_code == 400 and reply.json()["status"] == "invalid_body", reply.text
+        assert not jsonschema_rs.is_valid(text_schema, body), repr(body)
+    assert jsonschema_rs.is_valid(text_schema, f'{{"secret": "{WEBHOOK_SECRET}", "algoId": "1", "action": "add"}}')
+
+
+STATEFUL = collections.Counter()  # (method path, HTTP status) seen by the stateful run
+STATEFUL_EXAMPLES, STATEFUL_STEPS = 30, 6  # about 10 s on two cores
+
+
+def test_the_contract_holds_from_webhook_to_alert_to_mark_and_resend(contract, service):
+    """Schemathesis's stateful phase: the document's links carry POST /webhook's `id` to the
+    operator endpoints of that alert, so scenarios go webhook → alert → mark / resend."""
+    # Only the document's own links: schemathesis's inference of them from names is turned off.
+    contract.config.phases.stateful.inference.algorithms = []
+    base = contract.as_state_machine()
+
+    class Scenarios(base):
+        def get_call_kwargs(self, case):
+            return {"base_url": service.url}
+
+        def before_call(self, case):
+            # Hypothesis may run a scenario's first steps again, and must then get the same answers: a
+            # valid alert gets an id of its own, never a duplicate (409) of one sent before.
+            if case.path == "/webhook" and isinstance(case.body, dict) and case.meta.generation.mode.is_positive:
+                case.body = {**case.body, "id": uuid.uuid4().hex}
+
+        def after_call(self, response, case):
+            STATEFUL[(f"{case.method} {case.path}", response.status_code)] += 1
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(
+                response,
+                additional_checks=[only_the_contracts_server_errors],
+                excluded_checks=[not_a_server_error, positive_data_acceptance],
+                transport_kwargs=kwargs,
+            )
+
+    Scenarios.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=STATEFUL_STEPS,
+            # The service remembers what it was sent (a replayed alert is a duplicate, 409), so a scenario
+            # cannot be replayed as it ran: no shrinking, no example database.
+            phases=[Phase.generate],
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    print(f"stateful: {STATEFUL_EXAMPLES} scenarios of up to {STATEFUL_STEPS} steps; {sum(STATEFUL.values())} calls")
+    for (operation, status), count in sorted(STATEFUL.items()):
+        print(f"  {operation} -> {status}: {count}")
+    # Reached with an alert that exists: answered, not refused as unknown (404) or unauthenticated (401).
+    assert ("GET /alerts/{alert_id}", 200) in STATEFUL, STATEFUL
+    for operation in ("POST /alerts/{alert_id}/mark", "POST /alerts/{alert_id}/resend"):
+        assert {s for (o, s) in STATEFUL if o == operation} - {401, 404}, (operation, STATEFUL)
