@@ -13,12 +13,15 @@ from collections.abc import Callable
 from .alerts import Alert, load_alert
 from .config import Config
 from .delivery import Delivery
-from .journal import ActionRefused, Journal, Record
+from .journal import CAP_STATES, ActionRefused, Journal, Record
 from .protection import Protection
 
 # A later alert in one of these carries the same alert as an earlier one: sent, about to be,
 # or maybe executed (an unknown one, unless an operator found it not executed).
 CARRYING_STATES = ("ok", "queued", "sending", "unknown")
+# In dry-run the daily cap counts dry-run alerts too, so it can be tried before money moves (and a
+# live service never counts the dry-run alerts of an earlier trial).
+DRY_RUN_CAP_STATES = (*CAP_STATES, "dry_run")
 
 
 class DuplicateAlert(Exception):
@@ -68,6 +71,7 @@ class Intake:
             state="dry_run" if config.dry_run else "queued",
             secret_name=secret_name,
             daily_cap=config.max_amount_per_day,
+            cap_states=DRY_RUN_CAP_STATES if config.dry_run else CAP_STATES,
             trader_id=alert.alert_id,
             now=now,
         )

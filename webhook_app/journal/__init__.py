@@ -225,12 +225,14 @@ class Journal(abc.ABC):
         daily_cap: Decimal | None = None,
         trader_id: str | None = None,
         now: float | None = None,
+        cap_states: tuple[str, ...] = CAP_STATES,
     ) -> tuple[Record, bool]:
         """Insert a new alert unless one with the same key was journaled since ``dedup_since``
         (alerts that ended ``failed`` were never executed and do not count), or unless it
         would take its bot and direction over ``daily_cap`` in the last 24 h
         (``DailyCapExceeded``). Atomic against every other writer. Returns (record, created)
-        once the insert is durable; ``record`` is the earlier alert when not created."""
+        once the insert is durable; ``record`` is the earlier alert when not created. The cap
+        sums alerts in ``cap_states`` (dry-run adds its own alerts, so a cap can be tried)."""
 
     @abc.abstractmethod
     def get(self, alert_id: int) -> Record | None: ...

@@ -452,6 +452,7 @@ class PostgresJournal(PostgresActivity, Journal):
         daily_cap: Decimal | None = None,
         trader_id=None,
         now=None,
+        cap_states=CAP_STATES,
     ) -> tuple[Record, bool]:
         # journal_add (migration 2) checks and inserts under advisory locks, in one statement.
         created, used, alert_id = self._one(
@@ -469,7 +470,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 daily_cap,
                 trader_id,
                 now,
-                list(CAP_STATES),
+                list(cap_states),
             ),
         )
         if alert_id is None:

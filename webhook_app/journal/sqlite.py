@@ -250,6 +250,7 @@ class SqliteJournal(SqliteActivity, Journal):
         secret_name=None,
         daily_cap=None,
         trader_id=None,
+        cap_states=CAP_STATES,
         now,
     ) -> tuple[Record, bool]:
         row = db.execute(
@@ -260,9 +261,9 @@ class SqliteJournal(SqliteActivity, Journal):
             return Record(*row), False
         if daily_cap is not None:
             rows = db.execute(
-                f"SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? AND state IN "
-                f"{CAP_STATES}",
-                (algo_id, action, now - 86400),
+                "SELECT amount FROM alerts WHERE algo_id = ? AND action = ? AND received_at >= ? AND state IN "
+                f"({', '.join('?' * len(cap_states))})",
+                (algo_id, action, now - 86400, *cap_states),
             ).fetchall()
             used = sum((Decimal(r[0]) for r in rows), Decimal(0))  # exact: never SQLite's float SUM
             if used + Decimal(amount) > daily_cap:
