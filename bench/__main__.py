@@ -8,17 +8,20 @@ server's database "test", in a schema of their own that is dropped afterwards).
 
 Starts the service exactly as deployed (the Procfile's gunicorn and gunicorn.conf.py), a stand-in
 OKX in its own process that answers at once, and wrk as the load generator. Comparisons run side
-by side, alternating, and report medians over rounds and the ratio.
+by side, alternating, and report medians over rounds and the ratio. Every process it starts is
+stopped and every temporary folder removed at the end, also on Ctrl-C, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +38,50 @@ from tests.service_process import ServiceProcess, free_port
 HERE = Path(__file__).resolve().parent
 KEY, SECRET, PASSPHRASE = "test-key-0123456789", "test-secret-0123456789abcdef", "test-passphrase-42"
 RESULTS: dict = {}
+# Everything a run starts or creates, stopped and removed at its end, also when interrupted (cleanup()).
+SERVICES: list[ServiceProcess] = []
+CHILDREN: list[subprocess.Popen] = []
+TEMP_DIRS: list[str] = []
+
+
+def start_service(env: dict, **kwargs) -> ServiceProcess:
+    """A ServiceProcess, started and remembered for cleanup() (its own process group: gunicorn and its worker)."""
+    service = ServiceProcess(env, **kwargs)
+    SERVICES.append(service)
+    return service.start()
+
+
+def temp_dir(prefix: str) -> str:
+    folder = tempfile.mkdtemp(prefix=prefix)
+    TEMP_DIRS.append(folder)
+    return folder
+
+
+def cleanup() -> None:
+    """Kill every process group still running (gunicorn masters with their workers, the stand-in)
+    and remove the temporary folders and service logs. Safe to call more than once."""
+    for service in SERVICES:
+        try:
+            service.discard()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    SERVICES.clear()
+    for process in CHILDREN:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+    CHILDREN.clear()
+    for folder in TEMP_DIRS:
+        shutil.rmtree(folder, ignore_errors=True)
+    TEMP_DIRS.clear()
+
+
+def _stop_on_signal(signum, frame) -> None:
+    """SIGINT, SIGTERM and SIGHUP end the run through every finally block, then cleanup()."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 class StandIn:
@@ -46,7 +93,9 @@ class StandIn:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port), "--rate-limit", str(rate_limit)],
             cwd=HERE.parent,
+            start_new_session=True,  # its own group, which cleanup() kills; Ctrl-C reaches it through us
         )
+        CHILDREN.append(self.process)
         for _ in range(200):
             try:
                 self.stats()
@@ -165,11 +214,11 @@ def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: fl
 
 
 def pipeline(args, database_url: str | None = None, label: str = "SQLite") -> None:
-    folder = tempfile.mkdtemp(prefix="bench-pipeline-")
+    folder = temp_dir("bench-pipeline-")
     extra = {"DATABASE_URL": database_url} if database_url else {}
-    service = ServiceProcess(service_env(folder, DRY_RUN="1", **extra)).start()
+    service = start_service(service_env(folder, DRY_RUN="1", **extra))
     # The floor runs under the same gunicorn.conf.py, whose pre-start check wants a valid configuration.
-    bare = ServiceProcess(service_env(tempfile.mkdtemp(prefix="bench-bare-")), app_spec="bench.bare_app:app").start()
+    bare = start_service(service_env(temp_dir("bench-bare-")), app_spec="bench.bare_app:app")
     try:
         cpu0 = service.worker_cpu_seconds()
         side_by_side(
@@ -188,12 +237,10 @@ def pipeline(args, database_url: str | None = None, label: str = "SQLite") -> No
 
 def relay(args, database_url: str | None = None, label: str = "SQLite") -> None:
     okx = StandIn(rate_limit=1_000_000)
-    folder = tempfile.mkdtemp(prefix="bench-relay-")
+    folder = temp_dir("bench-relay-")
     extra = {"DATABASE_URL": database_url} if database_url else {}
-    service = ServiceProcess(service_env(folder, okx, OKX_RATE_LIMIT="10000", **extra)).start()
-    bare = ServiceProcess(
-        service_env(tempfile.mkdtemp(prefix="bench-bare-"), okx), app_spec="bench.bare_app:app"
-    ).start()
+    service = start_service(service_env(folder, okx, OKX_RATE_LIMIT="10000", **extra))
+    bare = start_service(service_env(temp_dir("bench-bare-"), okx), app_spec="bench.bare_app:app")
     try:
         side_by_side(
             f"relay, {label} journal (signed and forwarded to the stand-in OKX)",
@@ -264,12 +311,12 @@ def bursts(args, two: bool = False) -> None:
     for size, bots in [(size, 20) for size in args.bursts] + [(args.bursts[min(1, len(args.bursts) - 1)], 1)]:
         for r in range(args.burst_rounds):
             okx = StandIn(rate_limit=20)
-            folder = tempfile.mkdtemp(prefix="bench-burst-")
+            folder = temp_dir("bench-burst-")
             schema = PgSchema() if two else None
             extra = {"DATABASE_URL": schema.url} if schema else {}
-            services = [ServiceProcess(service_env(folder, okx, MAX_LAG="3600", **extra)).start()]
+            services = [start_service(service_env(folder, okx, MAX_LAG="3600", **extra))]
             if two:
-                services.append(ServiceProcess(service_env(folder, okx, MAX_LAG="3600", **extra)).start())
+                services.append(start_service(service_env(folder, okx, MAX_LAG="3600", **extra)))
             try:
                 t0 = time.monotonic()
                 replies = asyncio.run(_burst([s.port for s in services], size, f"burst-{size}-{bots}-{r}", bots))
@@ -344,9 +391,9 @@ def _drive(service: ServiceProcess, total: int, label: str) -> None:
 
 def memory(args) -> None:
     print("\n## memory and growth (dry-run service, wrk at 8 connections)")
-    folder = tempfile.mkdtemp(prefix="bench-memory-")
+    folder = temp_dir("bench-memory-")
     db = f"{folder}/alerts.db"
-    service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
+    service = start_service(service_env(folder, DRY_RUN="1"))
     try:
         rss = {"start": service.worker_rss_mib()}
         for target in args.memory_steps:
@@ -360,14 +407,13 @@ def memory(args) -> None:
     print("worker RSS: " + ", ".join(f"{k}: {v:.1f} MiB" for k, v in rss.items()))
     print(f"journal: {per_alert:.0f} bytes per alert (database and WAL)")
 
-    print(f"\n## time per alert, empty journal vs {args.prefill:,} alerts (alternating, median of {args.rounds})")
-    empty_folder, full_folder = tempfile.mkdtemp(prefix="bench-empty-"), tempfile.mkdtemp(prefix="bench-full-")
+    empty_folder, full_folder = temp_dir("bench-empty-"), temp_dir("bench-full-")
     _fill_journal(f"{full_folder}/alerts.db", args.prefill)
-    empty = ServiceProcess(service_env(empty_folder, DRY_RUN="1")).start()
-    full = ServiceProcess(service_env(full_folder, DRY_RUN="1")).start()
+    empty = start_service(service_env(empty_folder, DRY_RUN="1"))
+    full = start_service(service_env(full_folder, DRY_RUN="1"))
     try:
-        side_by_side(
-            f"journal with {args.prefill:,} alerts",
+        side_by_side(  # its header: "## time per alert, a journal of N alerts vs an empty one: full vs empty (...)"
+            f"time per alert, a journal of {args.prefill:,} alerts vs an empty one",
             ("full", full.url, "/webhook"),
             ("empty", empty.url, "/webhook"),
             [8],
@@ -387,13 +433,13 @@ def _count(db: str) -> int:
 def startup(args) -> None:
     print("\n## start-up: Popen of the Procfile command to the first 200 on /healthz")
     times = []
-    for _ in range(5):
-        folder = tempfile.mkdtemp(prefix="bench-start-")
-        service = ServiceProcess(service_env(folder, DRY_RUN="1")).start()
+    for _ in range(args.starts):
+        folder = temp_dir("bench-start-")
+        service = start_service(service_env(folder, DRY_RUN="1"))
         times.append(service.ready_after)
         service.terminate()
     RESULTS["startup_s"] = {"median": statistics.median(times), "all": times}
-    print(f"median {statistics.median(times):.3f} s over 5 starts ({', '.join(f'{t:.3f}' for t in times)})")
+    print(f"median {statistics.median(times):.3f} s over {len(times)} starts ({', '.join(f'{t:.3f}' for t in times)})")
 
 
 SECTIONS = {
@@ -411,19 +457,34 @@ SECTIONS = {
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS))
-    parser.add_argument("--quick", action="store_true", help="shorter runs, smaller bursts (a smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of about a minute: 1 s runs at 1 and 64 clients, bursts of 40"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk is missing: run bench/run, or apt-get install -y wrk", file=sys.stderr)
         return 2
-    args.levels = [1, 8, 64]
-    args.rounds, args.seconds = (1, 2) if args.quick else (3, 5)
-    args.bursts, args.burst_rounds = ([50], 1) if args.quick else ([50, 200, 1000], 1)
-    args.memory_steps = [1000, 2000] if args.quick else [10_000, 50_000]
-    args.prefill = 10_000 if args.quick else 100_000
+    # --quick: about a minute on 2 cores (a smoke run: every section, each measured briefly).
+    args.levels = [1, 64] if args.quick else [1, 8, 64]
+    args.rounds, args.seconds = (1, 1) if args.quick else (3, 5)
+    args.bursts, args.burst_rounds = ([40], 1) if args.quick else ([50, 200, 1000], 1)
+    args.memory_steps = [1000] if args.quick else [10_000, 50_000]
+    args.prefill = 5_000 if args.quick else 100_000
+    args.starts = 3 if args.quick else 5
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {_cpu_model()}")
-    for name in args.sections.split(","):
-        SECTIONS[name](args)
+    atexit.register(cleanup)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job inherits it ignored
+        signal.signal(signum, _stop_on_signal)
+    started = time.monotonic()
+    try:
+        for name in args.sections.split(","):
+            SECTIONS[name](args)
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted ({exc or 'SIGINT'}): stopping every process it started", file=sys.stderr)
+        return 130
+    finally:
+        cleanup()
+    print(f"\nwall time: {time.monotonic() - started:.0f} s")
     out = Path(tempfile.gettempdir()) / "bench-results.json"
     out.write_text(json.dumps(RESULTS, indent=2, default=str))
     print(f"\nraw results: {out}")
