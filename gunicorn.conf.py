@@ -23,7 +23,7 @@ graceful_timeout = 20
 keepalive = 5
 
 # Limits on what a client may send before the app sees it.
-limit_request_line = 4096
+limit_request_line = 8190  # gunicorn's largest; a longer line is refused 414 (documented in openapi.json)
 limit_request_fields = 50
 
 # Access log to stdout, path only (%(U)s): never the query string, never the body.

@@ -136,3 +136,10 @@ def test_both_stores_list_and_clear(engine, request):
     finally:
         if journal:
             journal.close()
+
+
+@pytest.mark.parametrize("address", ["", " ", "000000000000000000000000000000000", "\u001c", "not-an-address", 7])
+def test_lifting_needs_an_ip_address(make_app, address):
+    client = make_app(admin_token=ADMIN_TOKEN).test_client()
+    reply = client.post("/lockouts/clear", json={"address": address}, headers=BEARER)
+    assert reply.status_code == 422 and reply.json["errors"][0]["field"] == "address", reply.json

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -307,9 +308,12 @@ def clear_lockout():
     who = require_operator(posting=True)
     body = request.get_json(silent=True)
     address = body.get("address") if isinstance(body, dict) else request.form.get("address")
-    if not isinstance(address, str) or not 1 <= len(address.strip()) <= 64:
-        raise InvalidAlert([{"field": "address", "message": "must be the address to lift, as listed"}])
-    address = address.strip()
+    try:
+        address = str(ipaddress.ip_address(address.strip())) if isinstance(address, str) else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise InvalidAlert([{"field": "address", "message": "must be an IP address, as listed"}])
     lifted = services().protection.lockout.clear(address)
     if lifted:
         log.warning("lockout of %s lifted by %s", address, who)
