@@ -1,5 +1,7 @@
 """The database password never reaches the log, in whatever form DATABASE_URL carries it."""
 
+import re
+
 import pytest
 
 from tests.conftest import WEBHOOK_SECRET
@@ -14,6 +16,9 @@ PASSWORD_FORMS = {
     "query parameter": (f"postgresql://relay@{UNREACHABLE}/db?password=qu3ry-pw-zz", "qu3ry-pw-zz"),
     "unencoded @": (f"postgresql://relay:r4w@pw-zz@{UNREACHABLE}/db", "r4w@pw-zz"),
     "percent-encoded @": (f"postgresql://relay:p3rc%40pw-zz@{UNREACHABLE}/db", "p3rc%40pw-zz"),
+    "unencoded /": (f"postgresql://relay:sl4sh/pw-zz@{UNREACHABLE}/db", "sl4sh/pw-zz"),
+    "unencoded ?": (f"postgresql://relay:qu3st?pw-zz@{UNREACHABLE}/db", "qu3st?pw-zz"),
+    "unencoded #": (f"postgresql://relay:h4sh#pw-zz@{UNREACHABLE}/db", "h4sh#pw-zz"),
 }
 
 
@@ -22,7 +27,7 @@ def fragments(password: str) -> set[str]:
     unencoded @ as the end of the password and shows the rest as the host)."""
     decoded = password.replace("%40", "@")
     pieces = {password, decoded, decoded.replace("@", "%40")}
-    pieces.update(piece for piece in decoded.split("@") if len(piece) >= 4)
+    pieces.update(piece for piece in re.split(r"[@/?#]", decoded) if len(piece) >= 4)
     return pieces
 
 

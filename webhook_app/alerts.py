@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
@@ -266,7 +266,8 @@ class _Timestamp(fields.Field):
             raise ValidationError(self.NOT_A_TIME)
         _refuse_placeholder(value)
         if _EPOCH.match(value):
-            return datetime.fromtimestamp(int(value) / (1000 if len(value) == 13 else 1), UTC)
+            seconds, millis = divmod(int(value), 1000) if len(value) == 13 else (int(value), 0)
+            return datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=millis)  # exact, no float
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:

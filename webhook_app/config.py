@@ -252,6 +252,17 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _ambiguous_credentials(url: str) -> bool:
+    """More than one @ before the path, or an @ after a /, ? or # that would end the host part:
+    the password holds an unencoded character, and no parser agrees where it ends."""
+    rest = url.partition("://")[2]
+    at = rest.rfind("@")
+    if at < 0:
+        return False
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    return rest.count("@", 0, min(ends) if ends else len(rest)) > 1 or (bool(ends) and at > min(ends))
+
+
 def database_passwords(url: str) -> tuple[str, ...]:
     """Every form of a database URL's password that a log line might show, for the scrubber:
     as written in the user part or a ``password=`` query parameter, percent-decoded and
@@ -262,6 +273,10 @@ def database_passwords(url: str) -> tuple[str, ...]:
         written = [parts.password] if "://" in url and parts.password else []
     except ValueError:
         return ()
+    if _ambiguous_credentials(url):  # as a person meant it: from the user's colon to the last @
+        meant = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+        if meant:
+            written.append(meant)
     for item in parts.query.split("&"):
         name, _, value = item.partition("=")
         if unquote(name) == "password" and value:
@@ -422,6 +437,15 @@ class _Reader:
                 self.bad(name, "sqlite:///PATH needs a path, e.g. sqlite:///instance/alerts.db")
             return raw
         if raw.startswith(("postgres://", "postgresql://")):
+            # Where the password ends is unclear: the URL cannot be shown, even redacted.
+            if _ambiguous_credentials(raw):
+                host = re.split(r"[/?#]", raw.rpartition("@")[2], maxsplit=1)[0]
+                self.bad(
+                    name,
+                    f"for host {host}: the user or password holds a character that must be percent-encoded "
+                    "(@ / ? # as %40 %2F %3F %23); the URL is not shown, it would show the password",
+                )
+                return raw
             try:
                 parts = urlsplit(raw)
                 parts.port  # noqa: B018 - raises ValueError on a bad port
