@@ -315,6 +315,16 @@ def test_dry_run_alerts_count_against_the_daily_cap_so_it_can_be_tried(make_app,
     assert okx.received == []
 
 
+def test_a_live_start_never_counts_the_dry_run_alerts_of_a_trial(make_app, okx, database_url):
+    dry = make_app(dry_run=True, database_url=database_url, max_amount_per_day=Decimal("120")).test_client()
+    assert post(dry, make_alert(amount="100", close="1")).json["status"] == "dry_run"
+    dry.application.extensions["webhook"].delivery.stop(timeout=1)
+    live = make_app(database_url=database_url, max_amount_per_day=Decimal("120")).test_client()
+    reply = post(live, make_alert(amount="100", close="2"))  # the trial's 100 is not money that moved
+    assert reply.status_code == 200 and reply.json["status"] == "ok", reply.json
+    assert len(okx.executed) == 1
+
+
 def test_daily_cap_holds_under_concurrency(make_app, okx):
     app = make_app(max_amount_per_day=Decimal("100"))
     replies = post_concurrently(app.test_client, [make_alert(amount="10", close=str(i)) for i in range(20)])
