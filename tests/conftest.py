@@ -168,6 +168,23 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"screenshots of the operator page ({len(shots)}): {screenshot_dir()}")
 
 
+@pytest.fixture
+def service_factory():
+    """Starts the service as the Procfile does (tests/service_process.py); all are discarded afterwards."""
+    from tests.service_process import ServiceProcess
+
+    started = []
+
+    def start(env):
+        service = ServiceProcess(env).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.discard()
+
+
 def live_env(okx, tmp_path, **extra):
     """The environment of a live service (as the Procfile starts it) sending to the stand-in."""
     return {

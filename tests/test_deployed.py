@@ -15,20 +15,6 @@ from tests.okx_stand_in import Slow
 from tests.service_process import REPO, ServiceProcess, procfile_command
 
 
-@pytest.fixture
-def service_factory():
-    started = []
-
-    def start(env):
-        service = ServiceProcess(env).start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.discard()
-
-
 def test_procfile_service_relays_an_alert_and_logs_no_secret(okx, tmp_path, service_factory):
     service = service_factory(live_env(okx, tmp_path, ADMIN_TOKEN="admin-token-0123456789"))
     ok = requests.post(service.url + "/webhook", json=make_alert(), timeout=5)

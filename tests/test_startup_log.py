@@ -12,23 +12,10 @@ import time
 import pytest
 
 from tests.conftest import TEST_DATABASE_URL, live_env
-from tests.service_process import REPO, ServiceProcess, free_port, procfile_command
+from tests.service_process import REPO, free_port, procfile_command
+from tests.test_commands import UNREACHABLE  # the same databases, met by gunicorn's start
 
 PASSWORD = "pw-never-shown-0123"
-
-
-@pytest.fixture
-def started():
-    services = []
-
-    def start(env):
-        service = ServiceProcess(env).start()
-        services.append(service)
-        return service
-
-    yield start
-    for service in services:
-        service.discard()
 
 
 def stopped_log(service) -> str:
@@ -36,8 +23,8 @@ def stopped_log(service) -> str:
     return service.log()
 
 
-def test_a_dry_run_on_sqlite_names_its_journal_and_prints_the_secret_once(tmp_path, started):
-    service = started({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db"})
+def test_a_dry_run_on_sqlite_names_its_journal_and_prints_the_secret_once(tmp_path, service_factory):
+    service = service_factory({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db"})
     log = stopped_log(service)
     print(log)
     assert log.count("Generated a webhook secret") == 1
@@ -47,10 +34,12 @@ def test_a_dry_run_on_sqlite_names_its_journal_and_prints_the_secret_once(tmp_pa
     assert "operator page: off" in log and "ADMIN_TOKEN is not set" in log
 
 
-def test_postgres_journal_is_named_without_its_password_and_the_operator_page_is_on(pg_url, okx, tmp_path, started):
+def test_postgres_journal_is_named_without_its_password_and_the_operator_page_is_on(
+    pg_url, okx, tmp_path, service_factory
+):
     url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)  # the test server trusts: the password is unused
     admin_token = "admin-token-0123456789-abc"
-    service = started(live_env(okx, tmp_path, DATABASE_URL=url, ADMIN_TOKEN=admin_token))
+    service = service_factory(live_env(okx, tmp_path, DATABASE_URL=url, ADMIN_TOKEN=admin_token))
     log = stopped_log(service)
     print(log)
     database = TEST_DATABASE_URL.rsplit("/", 1)[1].split("?")[0]
@@ -59,27 +48,17 @@ def test_postgres_journal_is_named_without_its_password_and_the_operator_page_is
     assert PASSWORD not in log and admin_token not in log
 
 
-def test_a_rate_limit_above_okxs_is_warned_about_at_start(okx, tmp_path, started):
-    service = started(live_env(okx, tmp_path, OKX_RATE_LIMIT="40"))
+def test_a_rate_limit_above_okxs_is_warned_about_at_start(okx, tmp_path, service_factory):
+    service = service_factory(live_env(okx, tmp_path, OKX_RATE_LIMIT="40"))
     log = stopped_log(service)
     warnings = [line for line in log.splitlines() if "WARNING" in line and "OKX_RATE_LIMIT" in line]
     assert len(warnings) == 1, log
     assert "40" in warnings[0] and "20 requests per 2 s" in warnings[0]
 
 
-def test_okxs_own_rate_limit_gives_no_warning(okx, tmp_path, started):
-    log = stopped_log(started(live_env(okx, tmp_path)))
+def test_okxs_own_rate_limit_gives_no_warning(okx, tmp_path, service_factory):
+    log = stopped_log(service_factory(live_env(okx, tmp_path)))
     assert "OKX_RATE_LIMIT" not in log
-
-
-UNREACHABLE = {
-    "refused": ("postgresql://postgres:{pw}@127.0.0.1:1/x", "connection refused"),
-    "no-such-host": ("postgresql://postgres:{pw}@nohost.invalid:5432/x", "host not found"),
-    "no-such-database": (
-        TEST_DATABASE_URL.rsplit("/", 1)[0].replace("postgres@", "postgres:{pw}@") + "/no_such_db_okx_relay",
-        'database "no_such_db_okx_relay" does not exist',
-    ),
-}
 
 
 @pytest.mark.parametrize("url, cause", UNREACHABLE.values(), ids=UNREACHABLE.keys())
