@@ -36,7 +36,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
+from tests.conftest import ADMIN_TOKEN, live_env, make_alert
 from tests.okx_stand_in import Drop, DropUnexecuted, OkxReply, RawReply, Slow
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
@@ -82,22 +82,19 @@ class OkxFaults:
 class Cluster:
     """Two instances on one database; the posting side plays TradingView and the operator."""
 
-    def __init__(self, okx, pg_url, receiver):
+    def __init__(self, okx, pg_url, receiver, tmp_path):
         self.okx, self.pg_url, self.receiver = okx, pg_url, receiver
-        self.env = {
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "OKX_API_KEY": okx.api_key,
-            "OKX_API_SECRET": okx.secret_key,
-            "OKX_API_PASSPHRASE": okx.passphrase,
-            "OKX_BASE_URL": okx.base_url,
-            "DATABASE_URL": pg_url,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "NOTIFY_URLS": receiver.url,
-            "OKX_READ_TIMEOUT": str(READ_TIMEOUT),
-            "OKX_CONNECT_TIMEOUT": "1",
-            "REPLY_DEADLINE": "0.3",
-            "MAX_LAG": "900",  # alerts wait out the faults rather than expire
-        }
+        self.env = live_env(
+            okx,
+            tmp_path,
+            DATABASE_URL=pg_url,
+            ADMIN_TOKEN=ADMIN_TOKEN,
+            NOTIFY_URLS=receiver.url,
+            OKX_READ_TIMEOUT=str(READ_TIMEOUT),
+            OKX_CONNECT_TIMEOUT="1",
+            REPLY_DEADLINE="0.3",
+            MAX_LAG="900",  # alerts wait out the faults rather than expire
+        )
         self.services: list[ServiceProcess] = []
         self.logs: list[str] = []  # the output of every process that ended
         self.live: list[ServiceProcess] = []
@@ -216,9 +213,9 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(okx, pg_url):
+def cluster(okx, pg_url, tmp_path):
     receiver = Receiver()
-    c = Cluster(okx, pg_url, receiver)
+    c = Cluster(okx, pg_url, receiver, tmp_path)
     yield c
     c.stop_all()
     receiver.server.shutdown()

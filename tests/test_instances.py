@@ -9,26 +9,18 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import WEBHOOK_SECRET, make_alert
+from tests.conftest import WEBHOOK_SECRET, live_env, make_alert
 from tests.okx_stand_in import Slow
 from tests.service_process import REPO, ServiceProcess
 
 
 @pytest.fixture
-def instances(okx, pg_url):
+def instances(okx, pg_url, tmp_path):
     """Starts instances of the service on one PostgreSQL database; all are killed afterwards."""
     started = []
 
     def start(cwd=REPO, **extra):
-        env = {
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "OKX_API_KEY": okx.api_key,
-            "OKX_API_SECRET": okx.secret_key,
-            "OKX_API_PASSPHRASE": okx.passphrase,
-            "OKX_BASE_URL": okx.base_url,
-            "DATABASE_URL": pg_url,
-            **extra,
-        }
+        env = live_env(okx, tmp_path, DATABASE_URL=pg_url, **extra)
         service = ServiceProcess(env, cwd=cwd).start(timeout=30)
         started.append(service)
         return service
