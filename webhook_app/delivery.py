@@ -388,10 +388,8 @@ class Delivery:
                 ),
                 started,
             )
-            if current or self._ours(claim, "queued"):
+            if current or self._fenced_out(record, claim, "queued", answer):
                 self._hold_off(outcome.hold_off)
-            else:
-                self._late(record, answer)
             self._wake()
             return
         done = self._write(
@@ -406,22 +404,31 @@ class Delivery:
             ),
             started,
         )
-        done = done or self._ours(claim, outcome.state)
+        done = done or self._fenced_out(record, claim, outcome.state, answer)
         if done is None:
-            self._late(record, answer)
             return
         self._finished(done)
         self._hold_off(outcome.hold_off)
 
-    def _ours(self, claim: Claim, state: str) -> Record | None:
-        """After a write was fenced out: was it only a retry of our own write that had committed
-        (its reply lost)? Then the journal shows our claim in the state we wrote."""
+    def _fenced_out(self, record: Record, claim: Claim, state: str, answer: str) -> Record | None:
+        """A write after a send was fenced out. If it was only a retry of our own write that had
+        committed (its reply lost), the journal shows our claim in the state we wrote: return it.
+        Otherwise the claim was taken over: OKX's answer is late, kept and told, never overwriting
+        the survivor's state; None."""
         try:
             latest = self.journal.get(claim.alert_id)
         except JournalUnavailable:
-            return None
+            latest = None
         if latest and latest.state == state and Claim.of(latest) == claim and latest.detail != INTERRUPTED_DETAIL:
             return latest
+        text = f"late answer from OKX after take-over: {answer}"
+        log.warning("alert %s: %s; its state stays %s", record.id, text, latest.state if latest else "?")
+        self._note(record.id, "late answer", text)
+        if self._on_late is not None:
+            try:
+                self._on_late(latest or record, text)
+            except Exception:
+                log.exception("telling of alert %s's late answer failed", record.id)
         return None
 
     def _hold_off(self, seconds: float) -> None:
@@ -443,21 +450,6 @@ class Delivery:
                     raise _Unwritten(str(exc)) from None
                 log.warning("journal write failed (%s); trying again in %.2f s", exc, delay)
                 time.sleep(delay)
-
-    def _late(self, record: Record, answer: str) -> None:
-        """OKX's answer to a claim that was taken over: kept and told, never overwriting the survivor's state."""
-        try:
-            latest = self.journal.get(record.id)
-        except JournalUnavailable:
-            latest = None
-        text = f"late answer from OKX after take-over: {answer}"
-        log.warning("alert %s: %s; its state stays %s", record.id, text, latest.state if latest else "?")
-        self._note(record.id, "late answer", text)
-        if self._on_late is not None:
-            try:
-                self._on_late(latest or record, text)
-            except Exception:
-                log.exception("telling of alert %s's late answer failed", record.id)
 
     def _note(self, alert_id: int, kind: str, detail: str) -> None:
         try:
