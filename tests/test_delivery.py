@@ -538,6 +538,10 @@ def test_every_alert_logs_one_line_with_its_final_state(make_app, okx, caplog):
     refused = client.post("/webhook", json=make_alert(amount="2", algoId="581628185981813761"))  # another bot
     assert slow.status_code == 202  # answered before the outcome was known
     wait_final(client.application, slow.json["id"])
+    # The line is logged just after the outcome commits, so it may trail the journal by a moment.
+    deadline = time.monotonic() + 5
+    while caplog.text.count(" final state=") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     finals = [r for r in caplog.records if " final state=" in r.getMessage()]
     assert [(r.levelname, r.getMessage().split()[1]) for r in finals] == [
         ("WARNING", str(refused.json["id"])),
