@@ -14,8 +14,8 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 import requests
@@ -27,6 +27,8 @@ MARGIN_BALANCE_PATH = "/api/v5/tradingBot/signal/margin-balance"
 SERVER_TIME_PATH = "/api/v5/public/time"
 ACCOUNT_CONFIG_PATH = "/api/v5/account/config"
 BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
+BOTS_PENDING_PATH = "/api/v5/tradingBot/signal/orders-algo-pending"
+BOT_EVENTS_PATH = "/api/v5/tradingBot/signal/event-history"
 
 HINTS = {
     "50119": "OKX does not know this API key at {base_url}. Accounts registered at my.okx.com use "
@@ -65,6 +67,77 @@ class MarginRequest:
 class OkxAck:
     algo_id: str
     dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BotSnapshot:
+    """One bot as OKX reported it at ``read_at``."""
+
+    algo_id: str
+    state: str  # OKX's state: starting | running | stopping | stopped; "missing" when OKX knows no such bot
+    inst_ids: tuple[str, ...]  # the bot's instrument(s), e.g. ("BTC-USDT-SWAP",); () when unknown
+    invest_amt: Decimal | None
+    avail_bal: Decimal | None
+    frozen_bal: Decimal | None
+    total_eq: Decimal | None
+    u_time_ms: int | None  # OKX's uTime (epoch ms, OKX's clock)
+    read_at: float  # epoch seconds on OKX's clock (our clock + the client's offset), midpoint of the read
+
+    def to_json(self) -> dict:
+        """OKX's field names; decimals as plain strings (no exponent), unknown as null."""
+        return {
+            "algoId": self.algo_id,
+            "state": self.state,
+            "instIds": list(self.inst_ids),
+            "investAmt": decimal_text(self.invest_amt),
+            "availBal": decimal_text(self.avail_bal),
+            "frozenBal": decimal_text(self.frozen_bal),
+            "totalEq": decimal_text(self.total_eq),
+            "uTime": None if self.u_time_ms is None else str(self.u_time_ms),
+            "readAt": okx_timestamp(self.read_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BotSnapshot:
+        """The inverse of ``to_json`` (``readAt`` comes back to the millisecond)."""
+        return cls(
+            algo_id=data["algoId"],
+            state=data["state"],
+            inst_ids=tuple(data["instIds"]),
+            invest_amt=_okx_decimal(data["investAmt"]),
+            avail_bal=_okx_decimal(data["availBal"]),
+            frozen_bal=_okx_decimal(data["frozenBal"]),
+            total_eq=_okx_decimal(data["totalEq"]),
+            u_time_ms=_okx_ms(data["uTime"]),
+            read_at=_iso_to_ms(data["readAt"]) / 1000,
+        )
+
+    @classmethod
+    def missing(cls, algo_id: str, read_at: float) -> BotSnapshot:
+        """OKX's answer that it knows no such bot (or no longer runs it)."""
+        return cls(algo_id, "missing", (), None, None, None, None, None, read_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class BotEvent:
+    """One entry of a bot's event history, as OKX listed it."""
+
+    event_type: str  # system_action | user_action | signal_processing (as OKX says)
+    event_status: str  # success | failure
+    ctime_ms: int  # eventCtime, epoch ms on OKX's clock
+    message: str  # eventProcessMsg
+
+    def to_json(self) -> dict:
+        return {
+            "eventType": self.event_type,
+            "eventStatus": self.event_status,
+            "eventCtime": _ms_to_iso(self.ctime_ms),
+            "eventProcessMsg": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BotEvent:
+        return cls(data["eventType"], data["eventStatus"], _iso_to_ms(data["eventCtime"]), data["eventProcessMsg"])
 
 
 class OkxError(Exception):
@@ -131,6 +204,10 @@ CODE_OUTCOMES: dict[str, tuple[type[OkxError], float]] = {  # code -> (error, se
     # Refused: OKX did not act, and the same request would be refused again.
     "51288": (OkxRefused, 0.0),  # bot is stopping
 }
+# Among the refusals (not listed above: refused by default), the codes by which OKX says it has no
+# such bot: 51289 no such configuration, 51291 no such bot or stopped, 51293 no such bot. A read
+# of the bot's details answered with one of them is an answer, "missing", not a failed read.
+BOT_MISSING_CODES = ("51289", "51291", "51293")
 
 
 def okx_timestamp(epoch_seconds: float) -> str:
@@ -233,20 +310,70 @@ class OkxClient:
             self._offset = server_ms / 1000 - midpoint
         return self._offset
 
-    def get_signed(self, path: str, query: dict | None = None) -> dict:
+    def get_signed(self, path: str, query: dict | None = None, timeout: float | None = None) -> dict:
         """A signed GET (a read): the prehash is timestamp + GET + the path with its query string,
-        and an empty body. Returns OKX's payload when it said "0", raises an ``OkxError`` otherwise."""
+        and an empty body. Returns OKX's payload when it said "0", raises an ``OkxError`` otherwise.
+        ``timeout``: seconds for the connect and for the read, instead of the client's own."""
         if self.dry_run and not self._secret_key:
             raise OkxRefused("no OKX credentials are set (dry-run)")
         request_path = path + ("?" + urlencode(query) if query else "")
         headers = self.signed_headers("GET", request_path, b"")
         try:
             response = self.session.get(
-                self.base_url + request_path, headers=headers, timeout=self.timeout, allow_redirects=False
+                self.base_url + request_path,
+                headers=headers,
+                timeout=self.timeout if timeout is None else (timeout, timeout),
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise OkxUnreachable(f"could not reach {self.base_url}: {type(exc).__name__}") from None
         return self._interpret(response)
+
+    def okx_now(self) -> float:
+        """Epoch seconds on OKX's clock: ours plus the offset measured by ``sync_clock``."""
+        return self._clock() + self._offset
+
+    def bot_snapshot(self, algo_id: str, timeout: float | None = None) -> BotSnapshot:
+        """The bot's details as OKX reports them now; state "missing" when OKX says it has no such
+        bot. Raises an ``OkxError`` (e.g. ``OkxUnreachable``) when the read fails."""
+        started = self.okx_now()
+        try:
+            payload = self.get_signed(BOT_DETAILS_PATH, {"algoOrdType": "contract", "algoId": algo_id}, timeout)
+        except OkxError as exc:
+            if exc.code in BOT_MISSING_CODES:
+                return BotSnapshot.missing(algo_id, (started + self.okx_now()) / 2)
+            raise
+        read_at = (started + self.okx_now()) / 2
+        bots = _data_rows(payload, "the bot's details")
+        if not bots:
+            return BotSnapshot.missing(algo_id, read_at)
+        return _bot_from_okx(bots[0], algo_id, read_at)
+
+    def running_bots(self, timeout: float | None = None) -> list[BotSnapshot]:
+        """OKX's active signal bots (its first page of them: up to 100)."""
+        started = self.okx_now()
+        payload = self.get_signed(BOTS_PENDING_PATH, {"algoOrdType": "contract"}, timeout)
+        read_at = (started + self.okx_now()) / 2
+        return [_bot_from_okx(bot, "", read_at) for bot in _data_rows(payload, "the list of active bots")]
+
+    def bot_events(self, algo_id: str, timeout: float | None = None, limit: int = 100) -> list[BotEvent]:
+        """The bot's latest events, newest first as OKX lists them. An entry without a readable
+        time raises an ``OkxError``: an event that cannot be placed in time must not be dropped."""
+        payload = self.get_signed(BOT_EVENTS_PATH, {"algoId": algo_id, "limit": str(limit)}, timeout)
+        events = []
+        for row in _data_rows(payload, "the bot's event history"):
+            ctime_ms = _okx_ms(row.get("eventCtime"))
+            if ctime_ms is None:
+                raise OkxError(f"OKX listed an event of bot {algo_id} without a readable eventCtime")
+            events.append(
+                BotEvent(
+                    event_type=_text(row.get("eventType")),
+                    event_status=_text(row.get("eventStatus")),
+                    ctime_ms=ctime_ms,
+                    message=_text(row.get("eventProcessMsg")),
+                )
+            )
+        return events
 
     def _post(self, path: str, body: bytes, headers: dict) -> dict:
         try:
@@ -296,6 +423,87 @@ def _acknowledged_algo_id(payload: dict, sent: str) -> str:
     first = data[0] if isinstance(data, list) and data else None
     echoed = first.get("algoId") if isinstance(first, dict) else None
     return echoed if isinstance(echoed, str) and echoed else sent
+
+
+def _data_rows(payload: dict, what: str) -> list[dict]:
+    """OKX's ``data`` list, each row an object; an answer of another shape is a failed read."""
+    data = payload.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise OkxError(f"OKX's answer for {what} was not a list of objects")
+    return data
+
+
+def _bot_from_okx(row: dict, algo_id: str, read_at: float) -> BotSnapshot:
+    """A row of orders-algo-details or orders-algo-pending. ``algo_id``: the one asked for,
+    used only when OKX's row does not name its bot."""
+    return BotSnapshot(
+        algo_id=_text(row.get("algoId")) or algo_id,
+        state=_text(row.get("state")),
+        inst_ids=_inst_ids(row.get("instIds")),
+        invest_amt=_okx_decimal(row.get("investAmt")),
+        avail_bal=_okx_decimal(row.get("availBal")),
+        frozen_bal=_okx_decimal(row.get("frozenBal")),
+        total_eq=_okx_decimal(row.get("totalEq")),
+        u_time_ms=_okx_ms(row.get("uTime")),
+        read_at=read_at,
+    )
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _inst_ids(value: object) -> tuple[str, ...]:
+    """OKX's instIds: a list, or one comma-separated string."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        return ()
+    return tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
+
+
+def _okx_decimal(value: object) -> Decimal | None:
+    """A decimal from OKX's string (or an integer), exactly; None when absent, blank or not a finite number.
+    A JSON float is refused (None): it may already have been rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _okx_ms(value: object) -> int | None:
+    """Epoch milliseconds from OKX's digit string (or an integer); None otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """A Decimal as OKX-style text with no exponent, all its digits kept (1E+2 -> "100", 1.50 -> "1.50")."""
+    return None if value is None else format(value, "f")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms_to_iso(epoch_ms: int) -> str:
+    """Exact, with no float: 1607418537715 -> 2020-12-08T09:08:57.715Z."""
+    moment = _EPOCH + timedelta(milliseconds=epoch_ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_to_ms(text: str) -> int:
+    """The inverse of ``_ms_to_iso`` (and of ``okx_timestamp``), to the millisecond."""
+    return (datetime.fromisoformat(text.replace("Z", "+00:00")) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def plain_decimal(value: Decimal) -> str:
