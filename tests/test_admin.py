@@ -3,13 +3,15 @@ sessions and CSRF, wrong tokens counted, and the actions on unknown and failed a
 
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import markupsafe
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
-from tests.okx_stand_in import OkxReply, RawReply
+from tests.okx_stand_in import DEFAULT_BOT, Drop, DropUnexecuted, Meanwhile, OkxReply, RawReply
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MARKER = "trader-marker-7f3a"
@@ -422,3 +424,156 @@ def test_the_chart_legend_names_states(make_app):
     legend = re.search(r'<p class="legend">(.*?)</p>', client.get("/admin/live").text, re.S).group(1)
     text = re.sub(r"<[^>]+>", " ", legend)
     assert "pending" not in text and "expired" in text and "queued" in text and "tallest" not in text
+
+
+# -- OKX's records: the bots' states, and the evidence on an unknown alert (issue 14) ----------------
+
+
+def status_bots(client) -> dict:
+    return {bot["algoId"]: bot for bot in client.get("/status", headers=BEARER).json["service"]["bots"]}
+
+
+def test_status_and_the_page_list_each_known_bot_with_its_state_once_read(make_app, okx):
+    okx.add_bot("42", state="stopped", inst_ids=["ETH-USDT-SWAP"], avail_bal=Decimal("7.5"))
+    app = make_app(allowed_algo_ids=frozenset({DEFAULT_BOT, "42"}))
+    client = app.test_client()
+    assert {bot: row["state"] for bot, row in status_bots(client).items()} == {"42": None, DEFAULT_BOT: None}
+    browser = app.test_client()
+    logged_in(browser)
+    assert browser.get("/admin/live").text.count("not read yet") == 2
+
+    app.extensions["webhook"].bots.refresh()
+    bots = status_bots(client)
+    assert {bot: (row["state"], row["instIds"]) for bot, row in bots.items()} == {
+        "42": ("stopped", ["ETH-USDT-SWAP"]),
+        DEFAULT_BOT: ("running", ["BTC-USDT-SWAP"]),
+    }
+    assert bots["42"]["availBal"] == "7.5" and bots[DEFAULT_BOT]["investAmt"] == "100"
+    assert bots["42"]["fresh"] is True and bots["42"]["readAgo"] >= 0
+    panel = browser.get("/admin/live").text.split('id="bots"')[1].split("</section>")[0]
+    stopped = re.search(r'<tr data-bot="42">(.*?)</tr>', panel, re.S).group(1)
+    assert "ETH-USDT-SWAP" in stopped and ">stopped</span>" in stopped and "7.5" in stopped
+    assert "not read yet" not in panel and "stale" not in panel
+
+
+def test_a_bot_read_longer_ago_than_its_bound_is_marked_stale(make_app, okx):
+    app = make_app(bot_state_max_age=1)
+    bots = app.extensions["webhook"].bots
+    bots.refresh()
+    bots._clock = lambda: time.monotonic() + 5  # five seconds on: the read is older than its bound
+    assert status_bots(app.test_client())[DEFAULT_BOT]["fresh"] is False
+    browser = app.test_client()
+    logged_in(browser)
+    row = re.search(rf'<tr data-bot="{DEFAULT_BOT}">(.*?)</tr>', browser.get("/admin/live").text, re.S).group(1)
+    assert re.search(r"\d+ s ago <span class=\"stale\"", row) and ">running</span>" in row
+
+
+def test_in_dry_run_no_bot_is_read_or_listed(make_app):
+    app = make_app(dry_run=True)
+    client = app.test_client()
+    assert client.get("/status", headers=BEARER).json["service"]["bots"] == []
+    logged_in(client)
+    assert "Dry run: the bots are not read from OKX." in client.get("/admin/live").text
+
+
+def escaped(text: str) -> str:
+    """As the page's templates write a value (Jinja's autoescape)."""
+    return str(markupsafe.escape(text))
+
+
+def wait_proposal(app, alert_id: int, timeout: float = 30.0):
+    """The alert once OKX's records have been read and a verdict proposed."""
+    journal = app.extensions["webhook"].journal
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        record = journal.get(alert_id)
+        if record.proposal is not None:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"alert {alert_id} has no proposal yet")
+
+
+def investigated_alert(app, okx, behaviour) -> int:
+    okx.play(behaviour)
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    assert wait_final(app, alert_id).state == "unknown"
+    wait_proposal(app, alert_id)
+    return alert_id
+
+
+def pnl(change: str):
+    return lambda stand_in, bot: stand_in.move_pnl(bot, Decimal(change))
+
+
+@pytest.mark.parametrize(
+    "behaviour, verdict, avail_after, delta, confirm",
+    [
+        (Drop(), "executed", "50", "+10", "Confirm: executed"),
+        (DropUnexecuted(), "not_executed", "40", "0", "Confirm: not executed"),
+        (Meanwhile(Drop(), pnl("-3.5")), "cant_tell", "46.5", "+6.5", None),
+    ],
+    ids=["dropped-after-executing", "dropped-before-executing", "pnl-moved-too"],
+)
+def test_an_unknown_alerts_json_and_page_show_okxs_records_and_the_proposal(
+    make_app, okx, behaviour, verdict, avail_after, delta, confirm
+):
+    app = make_app(unknown_settle=0)
+    alert_id = investigated_alert(app, okx, behaviour)
+    client = app.test_client()
+    alert = client.get(f"/alerts/{alert_id}", headers=BEARER).json["alert"]
+    evidence = alert["evidence"]
+    assert alert["proposal"] == evidence["proposal"] == verdict and evidence["reason"]
+    changes = {row["field"]: row for row in evidence["changes"]}
+    assert changes["availBal"] == {"field": "availBal", "before": "40", "after": avail_after, "delta": delta}
+    assert evidence["events"] == [] and evidence["before"]["algoId"] == DEFAULT_BOT
+
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    words = verdict.replace("_", " ").replace("cant tell", "can't tell")
+    assert "<h2>OKX's records" in page and f'id="verdict">{escaped(words)}</span>' in page
+    assert escaped(evidence["reason"]) in page
+    shown = re.search(r'<tr data-field="availBal">(.*?)</tr>', page, re.S).group(1)
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", shown) == ["availBal", "40", avail_after, delta]
+    assert "No events in the window." in page
+    buttons = re.findall(r'<button type="submit" id="(mark-[a-z-]+)"[^>]*>([^<]+)</button>', page)
+    if confirm is None:  # nothing to confirm: both findings offered alike, as before
+        assert buttons == [("mark-executed", "Mark executed"), ("mark-not-executed", "Mark not executed")]
+        assert 'class="confirm"' not in page
+    else:  # the proposed finding first, in one click; the other still offered
+        assert buttons[0] == (f"mark-{verdict.replace('_', '-')}", confirm) and len(buttons) == 2
+    listed = client.get("/admin/live").text
+    assert f"OKX's records: {escaped(words)}" in listed
+
+
+def test_an_event_in_the_window_is_shown_as_okx_gave_it_escaped_and_rules_out_a_verdict(make_app, okx):
+    message = '<script>alert("x")</script> Margin added & more'
+    app = make_app(unknown_settle=0)
+    alert_id = investigated_alert(
+        app, okx, Meanwhile(Drop(), lambda stand_in, bot: stand_in.add_event(bot, "user_action", message))
+    )
+    client = app.test_client()
+    evidence = client.get(f"/alerts/{alert_id}", headers=BEARER).json["alert"]["evidence"]
+    assert evidence["proposal"] == "cant_tell"
+    assert [(e["eventType"], e["eventStatus"], e["eventProcessMsg"]) for e in evidence["events"]] == [
+        ("user_action", "success", message)
+    ]
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    events = page.split('id="events"')[1].split("</table>")[0]
+    assert escaped(message) in events and "<script>alert" not in page
+    assert evidence["events"][0]["eventCtime"].replace("T", " ").replace("Z", " UTC") in events
+    assert "No events in the window." not in page and 'class="confirm"' not in page
+
+
+def test_an_alert_the_service_marked_from_okxs_records_says_so(make_app, okx):
+    app = make_app(unknown_settle=0, resolve_unknown="auto")
+    alert_id = investigated_alert(app, okx, Drop())
+    client = app.test_client()
+    shown = client.get(f"/alerts/{alert_id}", headers=BEARER).json
+    assert shown["alert"]["resolution"] == "executed" and shown["alert"]["proposal"] == "executed"
+    assert shown["timeline"][-1]["detail"] == "marked executed by the service, from OKX's records"
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    assert '<span id="resolution">executed</span> <small id="marked-by">by the service, from OKX&#39;s records' in page
+    assert "marked executed by the service, from OKX&#39;s records" in page  # on the timeline
+    assert 'id="mark-executed"' not in page and 'id="mark-not-executed"' not in page

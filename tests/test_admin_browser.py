@@ -8,12 +8,13 @@ build/screenshots (or SCREENSHOT_DIR); the test run prints the folder."""
 
 import os
 import re
+import time
 
 import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, live_env, make_alert, screenshot_dir
-from tests.okx_stand_in import OkxReply, RawReply
+from tests.okx_stand_in import DEFAULT_BOT, Drop, OkxReply, RawReply
 from tests.service_process import ServiceProcess
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -245,4 +246,82 @@ def test_the_page_reads_well_wide_and_on_a_phone_and_lifts_a_lockout(browser, pr
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     shot(page, f"7-alert-{width}")
     assert page.request.get("/favicon.ico").status == 200
+    context.close()
+
+
+@pytest.fixture
+def bots_service(okx, tmp_path):
+    """A service that knows two bots by the allowlist (one of them stopped on OKX), reads them every
+    second, and reads OKX's records at once after an ambiguous send."""
+    okx.add_bot("42", state="stopped", inst_ids=["ETH-USDT-SWAP"])
+    env = live_env(
+        okx,
+        tmp_path,
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        OKX_MAX_ATTEMPTS="1",
+        ALLOWED_ALGO_IDS=f"{DEFAULT_BOT},42",
+        BOT_REFRESH_SECONDS="1",
+        UNKNOWN_SETTLE_SECONDS="0",
+    )
+    process = ServiceProcess(env).start()
+    yield process
+    process.discard()
+
+
+def proposal_of(service, alert_id: int, timeout: float = 30.0) -> dict:
+    """The alert's JSON once OKX's records have been read and a verdict proposed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alert = requests.get(
+            f"{service.url}/alerts/{alert_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5
+        ).json()["alert"]
+        if alert["proposal"] is not None:
+            return alert
+        time.sleep(0.2)
+    raise AssertionError(f"alert {alert_id} has no proposal after {timeout} s")
+
+
+def test_the_page_shows_the_bots_and_an_unknown_alerts_evidence_confirmed_in_one_click(browser, bots_service, okx):
+    context = browser.new_context(base_url=bots_service.url, viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page)
+    stopped = page.locator('#bots tr[data-bot="42"]')
+    stopped.locator(".bot-state", has_text="stopped").wait_for(timeout=WAIT_MS)  # read in the background
+    assert stopped.locator(".instruments").inner_text() == "ETH-USDT-SWAP"
+    running = page.locator(f'#bots tr[data-bot="{DEFAULT_BOT}"]')
+    assert running.locator(".bot-state").inner_text() == "running"
+    assert running.locator(".instruments").inner_text() == "BTC-USDT-SWAP"
+    assert "ago" in running.locator(".when").inner_text()
+    shot(page, "8-bots")
+
+    okx.play(Drop())  # OKX adds the margin, then the connection drops: unknown
+    alert_id = post_alert(bots_service, id="dropped-1", amount="10")["id"]
+    assert proposal_of(bots_service, alert_id)["proposal"] == "executed"
+    page.goto(f"/admin/alerts/{alert_id}")
+    assert page.inner_text("#alert-state") == "unknown"
+    assert page.inner_text("#verdict") == "executed"
+    assert "rose by 10" in page.inner_text("#reason") and "asked to add 10" in page.inner_text("#reason")
+    cells = page.locator('#changes tr[data-field="availBal"] td').all_inner_texts()
+    assert cells == ["availBal", "40", "50", "+10"]
+    assert page.inner_text("#no-events") == "No events in the window."
+    assert page.inner_text("#mark-executed") == "Confirm: executed"
+    assert page.inner_text("#mark-not-executed") == "Mark not executed"  # the other finding is still one click
+    shot(page, "9-evidence")
+
+    page.click("#mark-executed")
+    page.wait_for_selector("#resolution")
+    assert page.inner_text("#resolution") == "executed"
+    assert re.fullmatch(r"by session [0-9a-f]{8}", page.inner_text("#marked-by"))
+    assert page.locator("#mark-executed").count() == 0
+    assert "OKX's records: executed" in page.inner_text("#timeline")  # the evidence's entry
+    shot(page, "10-confirmed")
+
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the evidence fits, as do the bots
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "11-evidence-390")
+    page.goto("/admin")
+    page.locator("#bots .bot-state", has_text="stopped").wait_for(timeout=WAIT_MS)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "12-bots-390")
     context.close()

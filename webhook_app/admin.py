@@ -179,17 +179,31 @@ def alert_page(alert_id: int):
         abort(404)
     now = time.time()
     not_resent = svc.intake.resend_refusal(record)
+    steps = _timeline(record)
+    can_mark = record.state == "unknown" and record.resolution is None
+    okx_records = dashboard.okx_records(record)
     return render_template(
         "admin/alert.html",
         row=dashboard.alert_row(record, now),
-        steps=[{**step, **dashboard.when(step["at"], now)} for step in _timeline(record)],
+        steps=[{**step, **dashboard.when(step["at"], now)} for step in steps],
         csrf_token=_csrf_token(),
         who=operator(),
-        can_mark=record.state == "unknown" and record.resolution is None,
+        can_mark=can_mark,
+        okx_records=okx_records,
+        # The mark OKX's records point to, offered first as one click; the other stays offered.
+        proposed=okx_records["verdict"] if can_mark and okx_records and okx_records["verdict"] in RESOLUTIONS else None,
+        marked_by=_marked_by(steps) if record.resolution else None,
         can_resend=not_resent is None,
         # Said only where "Send again" would be expected: a failed alert, or one found not executed.
         not_resent=not_resent if _resendable_state(record) else None,
     )
+
+
+def _marked_by(steps: list[dict]) -> str | None:
+    """Who recorded the finding (an operator's session, a script's token, or the service from
+    OKX's records), from the timeline's "marked <finding> by <who>" entry."""
+    marked = [step["detail"] for step in steps if step["kind"] == "marked" and " by " in step["detail"]]
+    return marked[-1].split(" by ", 1)[1] if marked else None
 
 
 def _resendable_state(record) -> bool:
@@ -245,6 +259,7 @@ def _dashboard() -> dict:
     filters = _alert_filters(default_limit=100, blank_is_any=True)
     now = time.time()
     records = svc.journal.recent(filters.pop("limit"), **filters)
+    current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals, svc.bots)
     return {
         "filters": filters,
         "states": STATES,
@@ -258,7 +273,9 @@ def _dashboard() -> dict:
         "refused": [dashboard.refused_row(r, now) for r in svc.journal.refusals(50)],
         "lockouts": [dashboard.lockout_row(entry, now) for entry in svc.protection.lockout.active()],
         "chart": dashboard.hourly_chart(svc.journal.hourly_counts(now - 24 * 3600), now),
-        "status": dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals),
+        "status": current,
+        "bots": [dashboard.bot_row(bot, now) for bot in current["bots"]],
+        "bots_read": svc.bots is not None,  # dry-run reads no bot
     }
 
 
@@ -357,7 +374,7 @@ def refused():
 def status():
     require_operator()
     svc = services()
-    current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals)
+    current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals, svc.bots)
     current["checks"] = [dataclasses.asdict(check) for check in current["checks"]]
     current["checked"] = current["checked"]["utc"] if current["checked"] else None
     return jsonify(status="ok", service=current)

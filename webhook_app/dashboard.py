@@ -4,9 +4,11 @@ so it is read and tested without a request."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 
+from .investigation import VERDICT_WORDS
 from .journal import Journal, Record, iso_time
 
 HOUR = 3600
@@ -95,6 +97,7 @@ def alert_row(record: Record, now: float) -> dict:
         "received": when(record.received_at, now),
         "okx": " ".join(x for x in (record.okx_code, record.okx_msg) if x),
         "latency": f"{record.latency_ms:.0f} ms" if record.latency_ms is not None else "",
+        "proposal": VERDICT_WORDS.get(record.proposal or "", ""),  # what OKX's records say, in words
     }
 
 
@@ -150,8 +153,9 @@ def lockout_json(entry: dict) -> dict:
     return {**entry, "since": iso_time(entry["since"]), "until": iso_time(entry["until"])}
 
 
-def status(config, readiness, delivery, journal: Journal, refusals) -> dict:
-    """The service's state: mode, where it sends, readiness, rate use and queue."""
+def status(config, readiness, delivery, journal: Journal, refusals, bots=None) -> dict:
+    """The service's state: mode, where it sends, readiness, rate use, queue, and the bots as OKX
+    last reported them (``bots``: the BotWatch; None in dry-run, where nothing is read)."""
     mode = "dry-run" if config.dry_run else "demo" if config.okx_demo else "live"
     pacer = delivery.pacer
     now = journal.now()
@@ -167,4 +171,64 @@ def status(config, readiness, delivery, journal: Journal, refusals) -> dict:
         "queued": journal.count_due(now, in_turn=False),
         "refused_counted": refusals.counted,
         "notifications": len(config.notify_urls),
+        "bots": bots.table() if bots is not None else [],
     }
+
+
+# The bot states OKX documents, each with the colour the page gives it; any other is shown as it came.
+BOT_STATE_CLASSES = {"running": "s-ok", "starting": "s-queued", "stopping": "s-failed", "stopped": "s-rejected"}
+
+
+def bot_row(bot: dict, now: float) -> dict:
+    """One bot of ``BotWatch.table()`` as the page shows it: never read, or its state, instruments,
+    balances and how long ago it was read (stale when older than the bound that lets it refuse alerts)."""
+    state = bot.get("state")
+    read_ago = bot.get("readAgo")
+    return {
+        "algo_id": bot["algoId"],
+        "instruments": ", ".join(bot.get("instIds") or []),
+        "state": "not read yet" if state is None else "not known to OKX" if state == "missing" else state,
+        "state_class": "s-unread" if state is None else BOT_STATE_CLASSES.get(state, "s-rejected"),
+        "read": ago(now - read_ago, now) if read_ago is not None else "",
+        "stale": read_ago is not None and bot.get("fresh") is False,
+        "avail_bal": bot.get("availBal") or "",
+        "invest_amt": bot.get("investAmt") or "",
+    }
+
+
+def okx_records(record: Record) -> dict | None:
+    """What OKX's records say about an unknown alert, as its page shows them; None until they were
+    read and a verdict proposed (before that the evidence holds only the snapshot from before the send)."""
+    try:
+        evidence = json.loads(record.evidence) if record.evidence else None
+    except ValueError:
+        return None
+    if not isinstance(evidence, dict) or evidence.get("proposal") not in VERDICT_WORDS:
+        return None
+    verdict = evidence["proposal"]
+    window = evidence.get("window") or {}
+    return {
+        "verdict": verdict,
+        "verdict_words": VERDICT_WORDS[verdict],
+        "reason": evidence.get("reason") or "",
+        "window": {"from": _clock_text(window.get("from")), "to": _clock_text(window.get("to"))} if window else None,
+        "changes": [
+            {name: _or_dash(row.get(name)) for name in ("field", "before", "after", "delta")}
+            | ({"delta": f"{row['delta']} ms"} if row.get("field") == "uTime" and row.get("delta") else {})
+            for row in evidence.get("changes") or []
+        ],  # uTime is OKX's epoch milliseconds: its change is said in ms
+        "events": None
+        if evidence.get("events") is None
+        else [{**event, "at": _clock_text(event.get("eventCtime"))} for event in evidence["events"]],
+        "other_events": evidence.get("otherEvents") or 0,
+        "events_unread": evidence.get("events") is None or bool(evidence.get("eventsUnread")),
+    }
+
+
+def _clock_text(iso: str | None) -> str:
+    """An OKX time ("2026-11-30T12:00:01.234Z") as "2026-11-30 12:00:01.234 UTC": OKX's clock, to the ms."""
+    return iso.replace("T", " ").replace("Z", " UTC") if isinstance(iso, str) else ""
+
+
+def _or_dash(value) -> str:
+    return "—" if value is None else str(value)
