@@ -14,12 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.okx_stand_in import OkxStandIn
+from webhook_app.evidence import propose
 from webhook_app.okx import (
     BOT_DETAILS_PATH,
     BOT_EVENTS_PATH,
     BOTS_PENDING_PATH,
     BotEvent,
     BotSnapshot,
+    MarginRequest,
     OkxClient,
     OkxError,
     OkxRefused,
@@ -368,3 +371,35 @@ def test_an_event_round_trips_to_the_millisecond(ctime_ms):
     assert BotEvent.from_json(shown) == event
     if ctime_ms == 1607418537715:
         assert shown["eventCtime"] == "2020-12-08T09:08:57.715Z"
+
+
+# -- against the loopback stand-in: the client and the rule together --------------------------
+
+STAND_IN_BOT = "700000000000000001"
+
+
+def stand_in_scenarios():
+    """What happens at the stand-in between the two reads: (send an add of 50?, then what else)."""
+    return [
+        ("executed add", True, lambda okx: None, "executed"),
+        ("nothing sent", False, lambda okx: None, "not_executed"),
+        ("PnL moved", True, lambda okx: okx.move_pnl(STAND_IN_BOT, Decimal("-3.5")), "cant_tell"),
+        ("a trade", True, lambda okx: okx.trade(STAND_IN_BOT, Decimal("10")), "cant_tell"),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(OkxStandIn, "move_pnl"), reason="the stand-in does not model bots yet")
+@pytest.mark.parametrize(
+    "send, meanwhile, verdict", [s[1:] for s in stand_in_scenarios()], ids=[s[0] for s in stand_in_scenarios()]
+)
+def test_the_stand_in_read_and_judged(okx, send, meanwhile, verdict):
+    okx.add_bot(STAND_IN_BOT, u_time_ms=okx.now_ms() - 60_000)  # last touched a minute ago
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase, read_timeout=5.0)
+    before = client.bot_snapshot(STAND_IN_BOT, timeout=2.0)
+    if send:
+        client.adjust_margin(MarginRequest(STAND_IN_BOT, "add", "50"))
+    meanwhile(okx)
+    after = client.bot_snapshot(STAND_IN_BOT, timeout=2.0)
+    events = client.bot_events(STAND_IN_BOT, timeout=2.0)
+    assert propose("add", Decimal(50), False, before, after, events).verdict == verdict
+    assert STAND_IN_BOT in {bot.algo_id for bot in client.running_bots(timeout=2.0)}
