@@ -1,6 +1,8 @@
 """The journal's contract, against each backend: SQLite on a file, PostgreSQL over a real
 connection (CI's server on 127.0.0.1:5432; skipped with the reason elsewhere)."""
 
+import json
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,14 +12,18 @@ import psycopg
 import pytest
 
 from webhook_app.journal import (
+    COLUMNS,
     ActionRefused,
     Claim,
     DailyCapExceeded,
     JournalInUse,
     JournalUnavailable,
+    Record,
     Refusal,
     open_journal,
 )
+from webhook_app.journal import postgres as postgres_journal
+from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres_sql import LOCK_RECOVERY
@@ -565,3 +571,174 @@ def test_one_alert_the_journal_cannot_store_never_sinks_the_others_committed_wit
         assert results.count(True) == 11 and results[5] == "refused"
     finally:
         journal.close()
+
+
+# -- OKX's records on an unknown outcome ------------------------------------------------------------
+
+SNAPSHOT = '{"before": {"algoId": "1", "state": "running", "availBal": "40"}}'
+GATHERED = '{"before": {"availBal": "40"}, "after": {"availBal": "90"}, "events": [], "proposal": "executed"}'
+
+
+def unknown_alert(journal, key="fp:u", algo_id="u", finished_at=None, evidence=SNAPSHOT):
+    """An alert sent with ``evidence`` and never answered: it ends unknown, as the sender leaves it."""
+    add(journal, key=key, algo_id=algo_id)
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    assert journal.confirm_send(Claim.of(claimed), evidence=evidence)
+    return journal.finish(claimed.id, "unknown", detail="timed out", now=finished_at, claim=Claim.of(claimed))
+
+
+def test_a_confirmed_send_stores_the_snapshot_taken_before_it_and_a_refused_one_stores_nothing(journals):
+    journal = journals()
+    record, _ = add(journal)
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    assert not journal.confirm_send(Claim(claimed.id, "b", claimed.attempts), evidence=SNAPSHOT)  # another instance
+    assert (journal.get(record.id).evidence, journal.get(record.id).sent_at) == (None, None)
+    assert journal.confirm_send(Claim.of(claimed), evidence=SNAPSHOT)
+    assert journal.get(record.id).evidence == SNAPSHOT
+    # A retry's confirm stores its own attempt's snapshot, none included: never the previous attempt's.
+    journal.requeue(record.id, "50013", "busy", "not executed", journal.now(), claim=Claim.of(claimed))
+    (again,) = journal.claim_due("a", 1, journal.now())
+    assert journal.confirm_send(Claim.of(again))
+    assert journal.get(record.id).evidence is None and journal.get(record.id).sent_at is not None
+
+
+def test_evidence_is_recorded_once_on_an_unknown_alert_with_one_timeline_entry(journals):
+    journal = journals()
+    unknown = unknown_alert(journal)
+    recorded = journal.record_evidence(unknown.id, GATHERED, "executed", "OKX's records: executed")
+    assert (recorded.id, recorded.state, recorded.evidence, recorded.proposal) == (
+        unknown.id,
+        "unknown",
+        GATHERED,
+        "executed",
+    )
+    # Another instance got there second: nothing changes, and the first evidence stands.
+    assert journal.record_evidence(unknown.id, SNAPSHOT, "cant_tell", "a second reading") is None
+    stored = journal.get(unknown.id)
+    assert (stored.evidence, stored.proposal) == (GATHERED, "executed")
+    evidence_entries = [e for e in journal.events(unknown.id) if e.kind == "evidence"]
+    assert [e.detail for e in evidence_entries] == ["OKX's records: executed"]
+    assert journal.events(unknown.id)[-1].kind == "evidence"
+
+
+@pytest.mark.parametrize("state", ["ok", "rejected", "failed", "expired"])
+def test_evidence_is_never_recorded_on_an_alert_whose_outcome_is_known(journals, state):
+    journal = journals()
+    record, _ = add(journal)
+    journal.claim_due("a", 1, journal.now())
+    journal.finish(record.id, state, okx_code="0")
+    assert journal.record_evidence(record.id, GATHERED, "executed", "OKX's records: executed") is None
+    stored = journal.get(record.id)
+    assert (stored.evidence, stored.proposal) == (None, None)
+    assert "evidence" not in [e.kind for e in journal.events(record.id)]
+
+
+def test_evidence_is_never_recorded_on_an_alert_still_queued(journals):
+    journal = journals()
+    record, _ = add(journal)
+    assert journal.record_evidence(record.id, GATHERED, "executed", "OKX's records: executed") is None
+    assert journal.get(record.id).proposal is None
+
+
+def test_awaiting_evidence_lists_the_unknown_alerts_without_a_proposal_since_oldest_first(journals):
+    journal = journals()
+    since = journal.now()
+    too_early = unknown_alert(journal, key="fp:early", algo_id="e", finished_at=since - 60)
+    later = unknown_alert(journal, key="fp:later", algo_id="l", finished_at=since + 20)
+    # Journaled after ``later``, finished before it: "oldest" is by when the outcome became unknown.
+    earlier = unknown_alert(journal, key="fp:earlier", algo_id="r", finished_at=since + 10)
+    answered = unknown_alert(journal, key="fp:answered", algo_id="n", finished_at=since + 5)
+    journal.record_evidence(answered.id, GATHERED, "not_executed", "OKX's records: not executed")
+    ok, _ = add(journal, key="fp:ok", algo_id="o")
+    journal.claim_due("a", 1, journal.now())
+    journal.finish(ok.id, "ok", okx_code="0", now=since + 1)
+    add(journal, key="fp:queued", algo_id="q")
+    assert [r.id for r in journal.awaiting_evidence(since)] == [earlier.id, later.id]
+    assert [r.id for r in journal.awaiting_evidence(since, limit=1)] == [earlier.id]
+    assert [r.id for r in journal.awaiting_evidence(since - 120)] == [too_early.id, earlier.id, later.id]
+    assert journal.awaiting_evidence(since + 30) == []
+
+
+def test_the_records_json_shows_the_evidence_parsed_and_the_proposal(journals):
+    journal = journals()
+    unknown = unknown_alert(journal)
+    assert journal.get(unknown.id).to_json()["evidence"] == json.loads(SNAPSHOT)
+    journal.record_evidence(unknown.id, GATHERED, "executed", "OKX's records: executed")
+    shown = journal.get(unknown.id).to_json()
+    assert (shown["evidence"], shown["proposal"]) == (json.loads(GATHERED), "executed")
+
+
+@pytest.mark.parametrize(
+    ("evidence", "proposal", "shown"),
+    [
+        (None, None, None),
+        ("{}", None, {}),
+        ('{"changes": [{"delta": "+50"}], "events": []}', "cant_tell", {"changes": [{"delta": "+50"}], "events": []}),
+    ],
+)
+def test_to_json_parses_the_evidence_and_shows_the_proposal_as_stored(evidence, proposal, shown):
+    record = Record(1, 0.0, "fp:1", "1", "add", "1", BODY, 60.0, "unknown", evidence=evidence, proposal=proposal)
+    assert (record.to_json()["evidence"], record.to_json()["proposal"]) == (shown, proposal)
+
+
+def previous_release_journal(url, monkeypatch) -> int:
+    """The journal as the release before evidence left it: that release's schema, and one alert
+    journaled by SQL naming only its columns. Returns the alert's id."""
+    engine = sqlite_journal if url.startswith("sqlite") else postgres_journal
+    monkeypatch.setattr(engine, "MIGRATIONS", engine.MIGRATIONS[:-1])
+    monkeypatch.setattr(engine, "SCHEMA_VERSION", engine.MIGRATIONS[-2][0])
+    open_journal(url).close()
+    monkeypatch.undo()
+    insert = (
+        "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state) "
+        "VALUES (?, 'fp:old', '1', 'add', '1', ?, ?, 'queued')"
+    )
+    now = time.time()
+    if engine is sqlite_journal:
+        with sqlite3.connect(url[len("sqlite:///") :]) as db:
+            return db.execute(insert, (now, BODY, now + 600)).lastrowid
+    with psycopg.connect(url, autocommit=True) as db:
+        return db.execute(insert.replace("?", "%s") + " RETURNING id", (now, BODY, now + 600)).fetchone()[0]
+
+
+def test_a_journal_of_the_previous_schema_is_upgraded_and_its_alerts_gain_evidence(database_url, monkeypatch):
+    old_id = previous_release_journal(database_url, monkeypatch)
+    journal = open_journal(database_url)
+    try:
+        expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
+        assert journal.schema_version() == expected
+        old = journal.get(old_id)
+        assert (old.state, old.evidence, old.proposal) == ("queued", None, None)
+        (claimed,) = journal.claim_due("a", 1, journal.now())
+        assert journal.confirm_send(Claim.of(claimed), evidence=SNAPSHOT)
+        journal.finish(old_id, "unknown", claim=Claim.of(claimed))
+        assert [r.id for r in journal.awaiting_evidence(0)] == [old_id]
+        assert journal.record_evidence(old_id, GATHERED, "executed", "OKX's records: executed").proposal == "executed"
+    finally:
+        journal.close()
+    again = open_journal(database_url)  # opening it again migrates nothing twice
+    try:
+        assert again.schema_version() == expected and again.get(old_id).evidence == GATHERED
+    finally:
+        again.close()
+
+
+def test_an_older_release_keeps_claiming_and_confirming_while_the_new_one_migrates(pg_url, monkeypatch):
+    # A deploy overlaps both releases on one database: the old one's claims name only its own columns.
+    previous_release_journal(pg_url, monkeypatch)
+    old_columns = ", ".join(COLUMNS[: -len(("evidence", "proposal"))])
+    with psycopg.connect(pg_url, autocommit=True) as old_release:
+        claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
+        old_release.execute(claim_sql, ("old", time.time()))  # its plan, cached before the upgrade
+        new = open_journal(pg_url)
+        try:
+            add(new, key="fp:new", algo_id="2")
+            (row,) = old_release.execute(claim_sql, ("old", new.now())).fetchall()
+            assert len(row) == len(COLUMNS) - 2 and row[COLUMNS.index("claimed_by")] == "old"
+            confirmed = old_release.execute(
+                "UPDATE alerts SET sent_at = %s WHERE id = %s AND state = 'sending' AND claimed_by = 'old'",
+                (new.now(), row[0]),
+            ).rowcount
+            assert confirmed == 1 and new.get(row[0]).evidence is None
+        finally:
+            new.close()

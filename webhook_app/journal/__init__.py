@@ -80,6 +80,11 @@ class Record:
     resent_as: int | None = None  # this alert was sent again as that one
     lease_until: float | None = None  # the claim of the current attempt lapses then (journal clock)
     sent_at: float | None = None  # the current attempt was cleared to go on the wire then (journal clock)
+    # What OKX's own records say about an unknown outcome: JSON text, opaque to the journal (the bot's
+    # snapshot from before the send, then all of it once read), and the verdict proposed from it
+    # (one of evidence.VERDICTS; None until OKX's records were read).
+    evidence: str | None = None
+    proposal: str | None = None
 
     @property
     def final(self) -> bool:
@@ -97,6 +102,7 @@ class Record:
         out.pop("lease_until")
         out["sent_at"] = iso_time(out["sent_at"])
         out["request"] = json.loads(out.pop("request_body"))
+        out["evidence"] = None if self.evidence is None else json.loads(self.evidence)
         for name in ("received_at", "expires_at", "first_sent_at", "finished_at"):
             out[name] = iso_time(out[name])
         return out
@@ -267,10 +273,12 @@ class Journal(abc.ABC):
         its lag."""
 
     @abc.abstractmethod
-    def confirm_send(self, claim: Claim) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         """Immediately before the request goes on the wire: True, and ``sent_at`` recorded
         durably, only while the claim is current (same instance and attempt, still sending,
-        lease not lapsed, alert not past ``expires_at``, all by the journal's clock)."""
+        lease not lapsed, alert not past ``expires_at``, all by the journal's clock). The same
+        single write stores ``evidence`` (the bot's snapshot taken before this attempt, as JSON
+        text; NULL when None): no round trip more before the send."""
 
     @abc.abstractmethod
     def expire_overdue(self, now: float) -> list[Record]:
@@ -310,6 +318,17 @@ class Journal(abc.ABC):
     ) -> Record | None:
         """The alert's final state. With ``claim``, only while the alert is still sending on that
         claim (None when it was taken over: the state recovery set stands)."""
+
+    @abc.abstractmethod
+    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
+        """OKX's records on an ``unknown`` alert and the verdict proposed from them, with a timeline
+        entry of kind 'evidence' (detail ``note``), in one transaction. Only once, and only while the
+        alert is unknown: None when it is not, or already has a proposal (another instance got there
+        first; its evidence stands)."""
+
+    @abc.abstractmethod
+    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
+        """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
 
     @abc.abstractmethod
     def note(self, alert_id: int, kind: str, detail: str) -> None:

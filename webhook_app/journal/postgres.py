@@ -279,6 +279,11 @@ BEGIN
 END $$;
 """,
     ),
+    # OKX's own records on an unknown outcome, and the verdict proposed from them. Nullable, no default:
+    # a catalogue change, no rewrite, and an older release still running reads and writes as before
+    # (journal_claim returns SETOF alerts, resolved at each call: the new columns come with it and
+    # callers name the columns they read).
+    (5, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS evidence TEXT, ADD COLUMN IF NOT EXISTS proposal TEXT;"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # Its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
@@ -517,12 +522,13 @@ class PostgresJournal(PostgresActivity, Journal):
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
-    def confirm_send(self, claim: Claim) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         # Durable (_pool): once this says yes the request may leave, and a crash must not forget that it may have.
         return bool(
             self._statement(
-                f"UPDATE alerts SET sent_at = {NOW} WHERE {_CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
-                (claim.alert_id, claim.instance, claim.attempt),
+                f"UPDATE alerts SET sent_at = {NOW}, evidence = %s "
+                f"WHERE {_CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
+                (evidence, claim.alert_id, claim.instance, claim.attempt),
             ).rowcount
         )
 

@@ -35,6 +35,25 @@ class PostgresActivity:
 
         return self._transaction(step)
 
+    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
+        # One statement: the update and its timeline entry commit together, or neither does.
+        row = self._one(
+            "WITH found AS (UPDATE alerts SET evidence = %s, proposal = %s "
+            f"WHERE id = %s AND state = 'unknown' AND proposal IS NULL RETURNING {', '.join(COLUMNS)}), "
+            "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
+            f"SELECT id, {NOW}, 'evidence', %s FROM found) SELECT {', '.join(COLUMNS)} FROM found",
+            (evidence, proposal, alert_id, note),
+        )
+        return Record(*row) if row else None
+
+    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
+        rows = self._all(
+            f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "
+            "AND finished_at >= %s ORDER BY finished_at, id LIMIT %s",
+            (since, limit),
+        )
+        return [Record(*row) for row in rows]
+
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         def step(conn):
             conn.execute("UPDATE alerts SET resent_as = %s WHERE id = %s", (resend_id, original_id))

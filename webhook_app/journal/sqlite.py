@@ -123,6 +123,9 @@ CREATE TABLE admin_sessions (
         "ALTER TABLE alerts ADD COLUMN sent_at REAL; "
         "CREATE INDEX alerts_open_bot ON alerts (algo_id, id) WHERE state IN ('queued', 'sending')",
     ),
+    # OKX's own records on an unknown outcome, and the verdict proposed from them. Nullable columns
+    # only: an older release still running on the file reads and writes it as before.
+    (6, "ALTER TABLE alerts ADD COLUMN evidence TEXT; ALTER TABLE alerts ADD COLUMN proposal TEXT"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -337,12 +340,13 @@ class SqliteJournal(SqliteActivity, Journal):
 
         return self._transaction(step) if limit > 0 else []
 
-    def confirm_send(self, claim: Claim) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
         def step(db):
             return db.execute(
-                f"UPDATE alerts SET sent_at = :now WHERE {_CLAIMED} AND lease_until > :now AND expires_at >= :now",
-                {"now": time.time(), **_fence(claim)},
+                "UPDATE alerts SET sent_at = :now, evidence = :evidence "
+                f"WHERE {_CLAIMED} AND lease_until > :now AND expires_at >= :now",
+                {"now": time.time(), "evidence": evidence, **_fence(claim)},
             ).rowcount
 
         return self._transaction(step) == 1

@@ -41,6 +41,36 @@ class SqliteActivity:
 
         return self._transaction(step)
 
+    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
+        now = time.time()
+
+        def step(db):
+            row = db.execute(
+                "UPDATE alerts SET evidence = ?, proposal = ? WHERE id = ? AND state = 'unknown' AND proposal IS NULL "
+                f"RETURNING {', '.join(COLUMNS)}",
+                (evidence, proposal, alert_id),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (?, ?, 'evidence', ?)",
+                (alert_id, now, note),
+            )
+            return Record(*row)
+
+        return self._transaction(step)
+
+    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
+        rows = self._transaction(
+            lambda db: db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "
+                "AND finished_at >= ? ORDER BY finished_at, id LIMIT ?",
+                (since, limit),
+            ).fetchall(),
+            write=False,
+        )
+        return [Record(*row) for row in rows]
+
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         now = time.time()
 
