@@ -5,6 +5,16 @@ exact body bytes, the content type, the demo header, and the margin-balance body
 enforces the 20-requests-per-2-seconds limit per key; and it plays scripted faults.
 ``executed`` lists the requests after which OKX changed margin: the figure that must
 never count an alert twice.
+
+It also keeps the account's signal bots (``bots``: one ``Bot`` per algoId) with the fields
+OKX documents: an executed margin change moves ``availBal`` and ``totalEq`` (and
+``investAmt`` with ``allowReinvest``), a bot that is not running refuses with 51291, and
+each bot has an event history (an algoId a test never mentioned is a running bot with the
+default fields, until the test removes it or clears ``bots``: see ``Bots``). It serves the
+three signed reads (details, pending, event history), each with its own 20-per-2-s limit
+apart from the margin call's. Tests script the world between two reads with ``move_pnl``,
+``trade``, ``change_margin`` and ``stop_bot``, and inside a margin request's handling with
+``Meanwhile``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -28,6 +39,11 @@ MARGIN_PATH = "/api/v5/tradingBot/signal/margin-balance"
 TIME_PATH = "/api/v5/public/time"
 ACCOUNT_CONFIG_PATH = "/api/v5/account/config"
 BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
+BOTS_PENDING_PATH = "/api/v5/tradingBot/signal/orders-algo-pending"
+BOT_EVENTS_PATH = "/api/v5/tradingBot/signal/event-history"
+# Each has its own limit at OKX (20 per 2 s per User ID), apart from margin-balance's.
+BOT_READ_PATHS = (BOT_DETAILS_PATH, BOTS_PENDING_PATH, BOT_EVENTS_PATH)
+DEFAULT_BOT = "581628185981813760"
 STATS_PATH = "/_stand_in/stats"
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _AMT = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
@@ -74,6 +90,122 @@ class DropUnexecuted:
 
 
 @dataclasses.dataclass
+class Meanwhile:
+    """``behaviour`` as usual (None: OKX acts and answers), and ``change(stand_in, algo_id)``
+    applied while the request is handled: after OKX executed it or not, before the reply (or
+    the dropped connection). E.g. ``Meanwhile(Drop(), lambda s, bot: s.move_pnl(bot, Decimal("-3.5")))``."""
+
+    behaviour: object
+    change: Callable[[OkxStandIn, str], None]
+
+
+# -- the account's signal bots -------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Event:
+    """One entry of a bot's event history, as event-history lists it."""
+
+    event_type: str  # system_action | user_action | signal_processing
+    event_status: str  # success | failure
+    ctime_ms: int  # eventCtime: epoch ms on the stand-in's (OKX's) clock
+    message: str  # eventProcessMsg
+    alert_msg: str = ""  # the alert text OKX received, for signal_processing
+
+    def okx_json(self, algo_id: str) -> dict:
+        return {
+            "algoId": algo_id,
+            "eventType": self.event_type,
+            "eventStatus": self.event_status,
+            "eventCtime": str(self.ctime_ms),
+            "eventUtime": str(self.ctime_ms),
+            "eventProcessMsg": self.message,
+            "alertMsg": self.alert_msg,
+            "triggeredOrdData": [],
+        }
+
+
+@dataclasses.dataclass
+class Bot:
+    """One signal bot: its state and the balance fields orders-algo-details reports."""
+
+    state: str = "running"  # starting | running | stopping | stopped
+    inst_ids: list[str] = dataclasses.field(default_factory=lambda: ["BTC-USDT-SWAP"])
+    invest_amt: Decimal = Decimal("100")
+    avail_bal: Decimal = Decimal("40")
+    frozen_bal: Decimal = Decimal("0")
+    total_eq: Decimal = Decimal("140")
+    u_time_ms: int = 0
+    c_time_ms: int = 0
+    events: list[Event] = dataclasses.field(default_factory=list)
+
+    def okx_json(self, algo_id: str) -> dict:
+        """The bot as orders-algo-details and orders-algo-pending give it; decimals as plain strings."""
+        return {
+            "algoId": algo_id,
+            "algoOrdType": "contract",
+            "state": self.state,
+            "instType": "SWAP",
+            "instIds": list(self.inst_ids),
+            "investAmt": _plain(self.invest_amt),
+            "availBal": _plain(self.avail_bal),
+            "frozenBal": _plain(self.frozen_bal),
+            "totalEq": _plain(self.total_eq),
+            "uTime": str(self.u_time_ms),
+            "cTime": str(self.c_time_ms),
+        }
+
+
+class Bots(dict):
+    """The account's signal bots by algoId (``dict[str, Bot]``).
+
+    So that tests about other things may name any algoId, an algoId (digits) never mentioned is a
+    running bot with ``Bot``'s default fields, made on its first use. One removed (``pop``, ``del``) is
+    unknown to OKX from then on, and after ``clear()`` every algoId not added again is unknown;
+    ``unlisted_run = False`` makes OKX know only the listed bots from the start.
+    """
+
+    def __init__(self, make_bot: Callable[[], Bot]):
+        super().__init__()
+        self._make_bot = make_bot
+        self.unlisted_run = True
+        self.removed: set[str] = set()
+
+    def find(self, algo_id: str) -> Bot | None:
+        """The bot OKX knows by ``algo_id``, or None when OKX knows no such bot."""
+        unlisted = algo_id not in self and algo_id.isdigit() and algo_id not in self.removed
+        if unlisted and self.unlisted_run:
+            super().__setitem__(algo_id, self._make_bot())
+        return self.get(algo_id)
+
+    def __setitem__(self, algo_id, bot):
+        self.removed.discard(algo_id)
+        super().__setitem__(algo_id, bot)
+
+    def __delitem__(self, algo_id):
+        self.removed.add(algo_id)
+        super().__delitem__(algo_id)
+
+    def pop(self, algo_id, *default):
+        self.removed.add(algo_id)
+        return super().pop(algo_id, *default)
+
+    def popitem(self):
+        algo_id, bot = super().popitem()
+        self.removed.add(algo_id)
+        return algo_id, bot
+
+    def clear(self):
+        self.unlisted_run = False
+        super().clear()
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as OKX writes it: digits and a point, never an exponent."""
+    return format(value, "f")
+
+
+@dataclasses.dataclass
 class Received:
     at: float
     path: str
@@ -93,6 +225,8 @@ class OkxStandIn:
         window=2.0,
         max_skew=30.0,
         port=0,
+        read_rate_limit=20,
+        events_for_margin=False,
     ):
         self.api_key, self.secret_key, self.passphrase = api_key, secret_key, passphrase
         self.demo = demo
@@ -103,7 +237,13 @@ class OkxStandIn:
         self.perm = "read_only,trade"
         self.ip_allowed = True
         self.right_region = True
-        self.bots: dict[str, str] = {"581628185981813760": "running"}
+        self.bots = Bots(lambda: Bot(u_time_ms=self.now_ms(), c_time_ms=self.now_ms()))
+        # OKX's docs do not say whether an API margin change appears in event-history: off by default.
+        self.events_for_margin = events_for_margin
+        self.read_rate_limit = read_rate_limit
+        self.read_limited: collections.Counter = collections.Counter()  # per path: reads refused with 50011
+        self._read_arrivals: dict[str, list[float]] = collections.defaultdict(list)
+        self._recent_reads: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.script: collections.deque = collections.deque()
         # Called for a behaviour when the script is empty (None: OKX simply acts and answers "0").
         self.faults: Callable[[], object] | None = None
@@ -112,7 +252,8 @@ class OkxStandIn:
         self.rate_limited = 0
         self.counted_times: list[float] = []  # arrivals that used up a slot of the limit
         self._recent: collections.deque = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a Meanwhile change runs helpers that take it
+        self.add_bot(DEFAULT_BOT)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -138,6 +279,77 @@ class OkxStandIn:
 
     def margin_requests(self) -> list[Received]:
         return [r for r in self.received if r.path == MARGIN_PATH]
+
+    def reads(self, path: str) -> list[float]:
+        """Arrival times (time.monotonic()) of the GETs to ``path``, e.g. BOT_DETAILS_PATH."""
+        with self._lock:
+            return list(self._read_arrivals[path])
+
+    # -- scripting the bots (what happens at OKX besides our requests) ---------------------
+
+    def now_ms(self) -> int:
+        return int(self.now() * 1000)
+
+    def add_bot(self, algo_id: str, state: str = "running", **fields) -> Bot:
+        """A bot of this account; ``fields`` are ``Bot``'s (invest_amt=Decimal("50"), ...)."""
+        now_ms = self.now_ms()
+        fields.setdefault("u_time_ms", now_ms)
+        fields.setdefault("c_time_ms", now_ms)
+        bot = Bot(state=state, **fields)
+        with self._lock:
+            self.bots[algo_id] = bot
+        return bot
+
+    def bot(self, algo_id: str) -> Bot:
+        """The bot OKX knows by ``algo_id`` (KeyError when none)."""
+        with self._lock:
+            bot = self.bots.find(algo_id)
+        if bot is None:
+            raise KeyError(f"OKX knows no bot {algo_id}")
+        return bot
+
+    def add_event(self, algo_id: str, event_type: str, message: str, status: str = "success", alert_msg: str = ""):
+        with self._lock:
+            self.bot(algo_id).events.append(Event(event_type, status, self.now_ms(), message, alert_msg))
+
+    def stop_bot(self, algo_id: str) -> None:
+        """The user stops the bot in OKX's app: state stopped and a user_action event."""
+        with self._lock:
+            self.bot(algo_id).state = "stopped"
+            self.bot(algo_id).u_time_ms = self.now_ms()
+            self.add_event(algo_id, "user_action", "Bot stopped by user")
+
+    def move_pnl(self, algo_id: str, delta: Decimal) -> None:
+        """The market moves the bot's PnL: availBal and totalEq by ``delta``, no event."""
+        with self._lock:
+            bot = self.bot(algo_id)
+            bot.avail_bal += delta
+            bot.total_eq += delta
+            bot.u_time_ms = self.now_ms()
+
+    def trade(self, algo_id: str, margin: Decimal = Decimal("10"), alert_msg: str = '{"action":"ENTER_LONG"}') -> None:
+        """A TradingView signal opens a position: ``margin`` moves from availBal to frozenBal
+        (totalEq unchanged), with a signal_processing success event."""
+        with self._lock:
+            bot = self.bot(algo_id)
+            bot.avail_bal -= margin
+            bot.frozen_bal += margin
+            bot.u_time_ms = self.now_ms()
+            self.add_event(algo_id, "signal_processing", "Signal processed: order placed", alert_msg=alert_msg)
+
+    def change_margin(self, algo_id: str, action: str, amt: Decimal, allow_reinvest: bool = False) -> None:
+        """A margin change made out of band (e.g. in OKX's app): the change and a user_action event."""
+        with self._lock:
+            self._apply_margin(self.bot(algo_id), action, amt, allow_reinvest)
+            self.add_event(algo_id, "user_action", f"Margin {'added' if action == 'add' else 'reduced'}: {amt}")
+
+    def _apply_margin(self, bot: Bot, action: str, amt: Decimal, allow_reinvest: bool) -> None:
+        sign = 1 if action == "add" else -1
+        bot.avail_bal += sign * amt
+        bot.total_eq += sign * amt
+        if allow_reinvest:
+            bot.invest_amt += sign * amt
+        bot.u_time_ms = self.now_ms()
 
     # -- what OKX checks --------------------------------------------------------------
 
@@ -209,6 +421,62 @@ class OkxStandIn:
             self.counted_times.append(now)
             return False
 
+    def _read_over_limit(self, path: str) -> bool:
+        """Each read endpoint's own limit, never the margin call's."""
+        with self._lock:
+            now = time.monotonic()
+            recent = self._recent_reads[path]
+            while recent and now - recent[0] >= self.window:
+                recent.popleft()
+            if len(recent) >= self.read_rate_limit:
+                self.read_limited[path] += 1
+                return True
+            recent.append(now)
+            return False
+
+    def _bot_read(self, path: str, query: str) -> tuple[int, dict]:
+        """The answer to a signed, authentic read of one of BOT_READ_PATHS."""
+        params = {key: values[0] for key, values in parse_qs(query).items()}
+        algo_id = params.get("algoId", "")
+        if path in (BOT_DETAILS_PATH, BOTS_PENDING_PATH):
+            if "algoOrdType" not in params:
+                return 400, {"code": "50014", "msg": "Parameter algoOrdType can not be empty", "data": []}
+            if params["algoOrdType"] != "contract":
+                return 400, {"code": "51000", "msg": "Parameter algoOrdType error", "data": []}
+        if path in (BOT_DETAILS_PATH, BOT_EVENTS_PATH) and not algo_id:
+            return 400, {"code": "50014", "msg": "Parameter algoId can not be empty", "data": []}
+        with self._lock:
+            if path == BOTS_PENDING_PATH:
+                data = [bot.okx_json(i) for i, bot in self.bots.items() if bot.state != "stopped"]
+                return 200, {"code": "0", "msg": "", "data": data}
+            bot = self.bots.find(algo_id)
+            if bot is None:
+                return 200, {"code": "51293", "msg": "Bot does not exist", "data": []}
+            if path == BOT_DETAILS_PATH:
+                return 200, {"code": "0", "msg": "", "data": [bot.okx_json(algo_id)]}
+            limit = params.get("limit", "100")
+            if not limit.isdigit() or not 1 <= int(limit) <= 100:
+                return 400, {"code": "51000", "msg": "Parameter limit error", "data": []}
+            newest_first = [event.okx_json(algo_id) for event in reversed(bot.events)]
+            return 200, {"code": "0", "msg": "", "data": newest_first[: int(limit)]}
+
+    def _execute(self, body: bytes) -> tuple[str, str] | None:
+        """OKX acts on a margin request: None when it changed the bot, else its refusal (code, msg)."""
+        request = json.loads(body)
+        amt, action = Decimal(request["amt"]), request["type"]
+        with self._lock:
+            bot = self.bots.find(request["algoId"])
+            if bot is None or bot.state != "running":
+                return "51291", "Bot does not exist or stopped"
+            if action == "reduce" and amt > bot.avail_bal:
+                return "51008", "Order failed. Insufficient USDT balance in account."
+            self._apply_margin(bot, action, amt, request.get("allowReinvest", False))
+            if self.events_for_margin:
+                done = "added" if action == "add" else "reduced"
+                self.add_event(request["algoId"], "user_action", f"Margin {done} via API: {amt}")
+            self.executed.append(request)
+            return None
+
     def _handler_class(self):
         stand_in = self
 
@@ -222,18 +490,22 @@ class OkxStandIn:
             def do_GET(self):
                 if self.path == STATS_PATH:  # for benchmarks running the stand-in in its own process
                     return self._json(200, stand_in.stats())
-                with stand_in._lock:
-                    stand_in.received.append(Received(time.monotonic(), self.path, dict(self.headers), b"", "0"))
                 path, _, query = self.path.partition("?")
+                with stand_in._lock:
+                    arrived = time.monotonic()
+                    stand_in.received.append(Received(arrived, self.path, dict(self.headers), b"", "0"))
+                    stand_in._read_arrivals[path].append(arrived)
                 if path == TIME_PATH:
                     return self._json(200, {"code": "0", "msg": "", "data": [{"ts": str(int(stand_in.now() * 1000))}]})
-                if path not in (ACCOUNT_CONFIG_PATH, BOT_DETAILS_PATH):
+                if path != ACCOUNT_CONFIG_PATH and path not in BOT_READ_PATHS:
                     return self._json(404, {"code": "50000", "msg": "not found", "data": []})
                 if not stand_in.right_region:  # OKX's other regional sites do not know the key
                     return self._json(401, {"code": "50119", "msg": "API key doesn't exist", "data": []})
                 refusal = stand_in.check("GET", self.path, self.headers, b"")  # signed over path and query
                 if refusal is None and not stand_in.ip_allowed:
                     refusal = (401, "50110", "Your IP 127.0.0.1 is not included in your API key's IP whitelist.")
+                if refusal is None and path in BOT_READ_PATHS and stand_in._read_over_limit(path):
+                    refusal = (429, "50011", "Too Many Requests")
                 if refusal:
                     return self._json(refusal[0], {"code": refusal[1], "msg": refusal[2], "data": []})
                 if path == ACCOUNT_CONFIG_PATH:
@@ -246,11 +518,7 @@ class OkxStandIn:
                         "label": "relay",
                     }
                     return self._json(200, {"code": "0", "msg": "", "data": [account]})
-                algo_id = parse_qs(query).get("algoId", [""])[0]
-                if algo_id not in stand_in.bots or "algoOrdType=contract" not in query:
-                    return self._json(200, {"code": "51293", "msg": "Bot does not exist", "data": []})
-                bot = {"algoId": algo_id, "state": stand_in.bots[algo_id], "investAmt": "100", "availBal": "40"}
-                self._json(200, {"code": "0", "msg": "", "data": [bot]})
+                self._json(*stand_in._bot_read(path, query))
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
@@ -270,31 +538,48 @@ class OkxStandIn:
                     behaviour = stand_in.script.popleft() if stand_in.script else None
                 if behaviour is None and stand_in.faults is not None:
                     behaviour = stand_in.faults()
+                change = None
+                if isinstance(behaviour, Meanwhile):
+                    behaviour, change = behaviour.behaviour, behaviour.change
+                algo_id = json.loads(body)["algoId"]
+
+                def meanwhile():  # the world moves after OKX decided, before the answer leaves
+                    if change is not None:
+                        change(stand_in, algo_id)
+
                 if isinstance(behaviour, DropUnexecuted):
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
+                    meanwhile()
+                    return self._drop()
                 if isinstance(behaviour, OkxReply):
-                    record.code = behaviour.code
-                    if behaviour.code == "0":
-                        stand_in._execute(body)
-                    return self._json(
-                        behaviour.http, {"code": behaviour.code, "msg": behaviour.msg, "data": behaviour.data}
-                    )
+                    reply = {"code": behaviour.code, "msg": behaviour.msg, "data": behaviour.data}
+                    status = behaviour.http
+                    if behaviour.code == "0":  # a scripted success still meets the bot's own refusals
+                        bot_refusal = stand_in._execute(body)
+                        if bot_refusal:
+                            status, reply = 200, {"code": bot_refusal[0], "msg": bot_refusal[1], "data": []}
+                    record.code = reply["code"]
+                    meanwhile()
+                    return self._json(status, reply)
                 if isinstance(behaviour, RawReply):
                     if behaviour.executed:
                         stand_in._execute(body)
+                    meanwhile()
                     return self._raw(behaviour.http, behaviour.text.encode(), "text/html")
-                stand_in._execute(body)
+                bot_refusal = stand_in._execute(body)
+                meanwhile()
                 if isinstance(behaviour, Drop):
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
+                    return self._drop()
                 if isinstance(behaviour, Slow):
                     time.sleep(behaviour.seconds)
+                if bot_refusal:  # OKX answers a bot's refusal with HTTP 200 and its code
+                    record.code = bot_refusal[0]
+                    return self._json(200, {"code": bot_refusal[0], "msg": bot_refusal[1], "data": []})
                 record.code = "0"
-                algo_id = json.loads(body)["algoId"]
                 self._json(200, {"code": "0", "msg": "", "data": [{"algoId": algo_id}]})
+
+            def _drop(self):
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def _json(self, status, payload):
                 self._raw(status, json.dumps(payload).encode(), "application/json")
@@ -311,12 +596,9 @@ class OkxStandIn:
 
         return Handler
 
-    def _execute(self, body: bytes) -> None:
-        with self._lock:
-            self.executed.append(json.loads(body))
-
     def max_in_any_window(self) -> int:
-        """The most requests counted against the limit within any ``window`` seconds."""
+        """The most margin-balance requests counted against its limit within any ``window``
+        seconds (reads have limits of their own and never count here)."""
         times = sorted(self.counted_times)
         most, start = 0, 0
         for end, t in enumerate(times):
@@ -333,6 +615,8 @@ class OkxStandIn:
                 "counted_times": list(self.counted_times),
                 "rate_limited": self.rate_limited,
                 "max_in_window": self.max_in_any_window(),
+                "reads": {path: len(self._read_arrivals[path]) for path in BOT_READ_PATHS},
+                "read_limited": dict(self.read_limited),
             }
 
 

@@ -39,7 +39,7 @@ def test_all_checks_pass_with_the_right_key_region_and_bot(make_app, okx):
         (lambda okx: setattr(okx, "demo", True), {}, "api_key", "OKX_DEMO"),
         (lambda okx: setattr(okx, "ip_allowed", False), {}, "api_key", "IP address"),
         (lambda okx: setattr(okx, "perm", "read_only"), {}, "api_key", "Trade permission"),
-        (lambda okx: okx.bots.update({BOT: "stopped"}), {}, f"bot {BOT}", "start the bot"),
+        (lambda okx: okx.stop_bot(BOT), {}, f"bot {BOT}", "start the bot"),
         (lambda okx: okx.bots.clear(), {}, f"bot {BOT}", "ALLOWED_ALGO_IDS"),
         (lambda okx: setattr(okx, "clock_offset", 12.0), {}, "okx_reachable", "clock"),
     ],
@@ -111,7 +111,7 @@ def test_readyz_turns_503_when_a_check_fails_and_logs_it(make_app, okx, caplog):
     app = make_app(allowed_algo_ids=frozenset({BOT}))
     readiness = app.extensions["webhook"].readiness
     readiness.refresh()
-    okx.bots[BOT] = "stopped"
+    okx.bots[BOT].state = "stopped"
     readiness.refresh()
     reply = app.test_client().get("/readyz")
     assert reply.status_code == 503 and reply.json["status"] == "not_ready"
