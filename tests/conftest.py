@@ -109,8 +109,12 @@ def make_app(tmp_path, okx):
 
     yield build
     for app in apps:
-        app.extensions["webhook"].delivery.stop(timeout=2)
-        app.extensions["webhook"].refusals.stop()
+        services = app.extensions["webhook"]
+        services.delivery.stop(timeout=2)
+        services.refusals.stop()
+        if services.bots is not None:
+            services.bots.stop()
+            services.investigator.stop()
         app.extensions["webhook"].journal.close()
 
 

@@ -13,9 +13,11 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask
 
+from .bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
 from .config import Config, ConfigError
 from .delivery import Delivery
 from .intake import Intake
+from .investigation import Investigator
 from .journal import Journal, JournalUnavailable, open_journal
 from .logs import configure_logging, scrub_secrets, scrubber
 from .membership import Membership
@@ -82,18 +84,46 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     if not config.dry_run:  # one budget per API key: shared through the journal where instances share it
         limit, window = config.okx_rate_limit, config.okx_rate_window
         pacer = journal.pacer(config.okx_api_key, limit, window) or MemoryPacer(limit, window)
+    membership = Membership(journal)
+    bots = investigator = None
+    if not config.dry_run:
+        bots = BotWatch(
+            client,
+            instance=membership.instance,
+            known_ids=lambda: _known_bots(config, journal),
+            refresh_every=config.bot_refresh,
+            max_age=config.bot_state_max_age,
+            read_timeout=min(2.0, config.okx_read_timeout),
+            # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
+            pacer_for=lambda path: journal.pacer(config.okx_api_key + path, READS_PER_WINDOW, READ_WINDOW),
+        )
+        investigator = Investigator(
+            journal,
+            bots,
+            settle=config.unknown_settle,
+            auto=config.resolve_unknown == "auto",
+            on_done=notifier.alert_finished,
+        )
+
+    def finished(record):  # an unknown one is told once OKX's records have been read, with the proposal
+        if investigator is not None and record.state == "unknown":
+            investigator.submit(record)
+        else:
+            notifier.alert_finished(record)
+
     delivery = Delivery(
         journal,
         client,
         pacer,
         OutcomePolicy(config.okx_max_attempts, sync_clock=client.sync_clock),
-        Membership(journal),
+        membership,
         # Never fewer senders than rate slots: a claimed alert must start at once,
         # or a stop could find it claimed ("sending") but not sent.
         senders=max(config.okx_rate_limit, 4),
         retention=config.retention_days * 86400,
-        on_final=notifier.alert_finished,
+        on_final=finished,
         on_late=notifier.late_answer,
+        read_bot=bots.snapshot_now if bots is not None else None,
     )
 
     from . import admin, cli, web  # imported here: they are the top of the one-way flow
@@ -108,7 +138,9 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         readiness=readiness,
         notifier=notifier,
         refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
-        intake=Intake(config, protection, journal, delivery, clock=clock),
+        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots),
+        bots=bots,
+        investigator=investigator,
     )
     app.register_blueprint(web.bp)
     admin.install(app)
@@ -116,6 +148,15 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     _announce(config, log)
     log.info("%s", protection.describe())
     return app
+
+
+def _known_bots(config: Config, journal: Journal) -> list[str]:
+    """The bots to show and watch: the allowlist's, then those of the latest alerts."""
+    try:
+        recent = [record.algo_id for record in journal.recent(limit=200)]
+    except JournalUnavailable:
+        recent = []
+    return list(dict.fromkeys([*sorted(config.allowed_algo_ids), *recent]))
 
 
 def _open_journal(config: Config) -> Journal:
@@ -167,6 +208,9 @@ def start_delivery(app: Flask) -> Flask:
     services.delivery.start()
     services.readiness.start()
     services.refusals.start()  # also prunes refused requests past their retention, hourly
+    if services.bots is not None:
+        services.bots.start()
+        services.investigator.start()  # also picks up unknown alerts a dead instance left without a proposal
     return app
 
 

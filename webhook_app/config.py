@@ -86,6 +86,11 @@ class Config:
     lockout_threshold: int = 10  # wrong secrets from one address within lockout_window...
     lockout_window: float = 300.0
     lockout_seconds: float = 900.0  # ...lock it out for this long (never TradingView's addresses)
+    # OKX's own records of the bots (issue 14): their states, and the evidence for unknown outcomes.
+    resolve_unknown: str = "manual"  # "auto": the service marks the unambiguous unknown alerts itself
+    unknown_settle: float = 3.0  # seconds after an ambiguous attempt before the bot is read again
+    bot_refresh: float = 30.0  # seconds between background reads of the bots' states
+    bot_state_max_age: float = 90.0  # an older read of a bot never refuses an alert
     # Notifications (Apprise URLs hold tokens: secrets).
     notify_urls: tuple = dataclasses.field(default=(), repr=False)
     notify_on: frozenset = frozenset({"failed", "unknown", "rejected", "expired", "lockout", "readiness"})
@@ -229,6 +234,10 @@ class Config:
             lockout_threshold=reader.integer("LOCKOUT_THRESHOLD", 10, 1, 10_000),
             lockout_window=reader.number("LOCKOUT_WINDOW", 300.0, 1, 86_400),
             lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),
+            resolve_unknown=reader.choice("RESOLVE_UNKNOWN", ("manual", "auto")),
+            unknown_settle=reader.number("UNKNOWN_SETTLE_SECONDS", 3.0, 0, 60),
+            bot_refresh=reader.number("BOT_REFRESH_SECONDS", 30.0, 1, 3600),
+            bot_state_max_age=reader.number("BOT_STATE_MAX_AGE", 90.0, 1, 3600),
             notify_urls=reader.notify_urls("NOTIFY_URLS"),
             notify_on=reader.notify_on("NOTIFY_ON"),
         )
@@ -375,6 +384,16 @@ class _Reader:
             self.bad(name, f"must be a whole number from {low} to {high}")
             return default
         return int(raw)
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        """One of ``options`` (any case), the first when unset."""
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return options[0]
+        if raw not in options:
+            self.bad(name, f"must be one of {', '.join(options)}")
+            return options[0]
+        return raw
 
     def _items(self, name: str) -> list[str]:
         return [item for item in self.env.get(name, "").replace(",", " ").split() if item]

@@ -16,6 +16,7 @@ that comes back after a take-over is kept on the timeline and notified, and chan
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -36,6 +37,9 @@ RECOVER_EVERY = 1.0  # seconds between looks for lapsed claims (a dead instance'
 SEND_BY = 3.0  # a claimed alert's request leaves within this many seconds of its claim, or not at all
 LEASE_MARGIN = 5.0  # the lease outlasts the latest possible end of a request by this much
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
+# The bot's read before a send: at most MAX_BEFORE_READ seconds, skipped with less than MIN_BEFORE_READ
+# left, and always leaving BEFORE_READ_SPARE of SEND_BY for the confirmation and the send itself.
+MAX_BEFORE_READ, MIN_BEFORE_READ, BEFORE_READ_SPARE = 1.0, 0.2, 1.0
 
 
 class _Unwritten(Exception):
@@ -55,6 +59,7 @@ class Delivery:
         retention: float = 30 * 86400,
         on_final: Callable[[Record], None] | None = None,
         on_late: Callable[[Record, str], None] | None = None,
+        read_bot: Callable[..., object | None] | None = None,
         send_by: float = SEND_BY,
     ):
         self.journal = journal
@@ -66,6 +71,9 @@ class Delivery:
         self.senders = senders
         self._on_final = on_final  # told of every alert that reaches its final state (notifications)
         self._on_late = on_late  # told of an answer that came after its claim was taken over
+        # The bot read just before each send (a ``BotSnapshot`` or None): the "before" of the evidence
+        # if the outcome turns out unknown, kept with the send's confirmation at no extra round trip.
+        self._read_bot = read_bot
         self.send_by = send_by
         connect_timeout, read_timeout = client.timeout
         # The latest a request can still be under way after its claim, plus a margin: only then may
@@ -303,7 +311,7 @@ class Delivery:
         started = time.monotonic()
         failure: OkxError | None = None
         try:
-            if not self._cleared(claim, send_by):
+            if not self._cleared(claim, send_by, self._snapshot_before(record.algo_id, send_by)):
                 self._cancel([slot])
                 slot = None
                 return
@@ -335,12 +343,25 @@ class Delivery:
             )
             self._signal(record.id)  # the reply reads what the journal has
 
-    def _cleared(self, claim: Claim, send_by: float) -> bool:
+    def _snapshot_before(self, algo_id: str, send_by: float) -> str | None:
+        """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
+        (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
+        time_left = send_by - time.monotonic() - BEFORE_READ_SPARE
+        if self._read_bot is None or time_left < MIN_BEFORE_READ:
+            return None
+        try:
+            snapshot = self._read_bot(algo_id, min(time_left, MAX_BEFORE_READ))
+            return json.dumps({"before": snapshot.to_json()}) if snapshot is not None else None
+        except Exception:  # nothing has been sent yet: a bug here must not read as an unknown outcome
+            log.exception("reading bot %s before a send failed; sending without its snapshot", algo_id)
+            return None
+
+    def _cleared(self, claim: Claim, send_by: float, evidence: str | None = None) -> bool:
         """May the request leave now? Only inside the local deadline and with the journal's word
         that the claim is current; otherwise it is not sent (and never will be on this claim)."""
         if time.monotonic() < send_by:
             try:
-                if self.journal.confirm_send(claim):
+                if self.journal.confirm_send(claim, evidence):
                     return True
                 log.warning(
                     "alert %s was not sent: attempt %s's claim by %s had lapsed or been taken over",

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from .alerts import Alert, load_alert
+from .bots import BotWatch
 from .config import Config
 from .delivery import Delivery
 from .journal import CAP_STATES, ActionRefused, Journal, Record
@@ -32,6 +33,14 @@ class DuplicateAlert(Exception):
         self.original = original
 
 
+class BotNotSendable(Exception):
+    """A fresh read from OKX says the alert's bot is stopped or gone (422): OKX would refuse it."""
+
+    def __init__(self, algo_id: str, reason: str):
+        super().__init__(reason)
+        self.algo_id = algo_id
+
+
 class Intake:
     def __init__(
         self,
@@ -40,11 +49,13 @@ class Intake:
         journal: Journal,
         delivery: Delivery,
         clock: Callable[[], float] | None = None,
+        bots: BotWatch | None = None,
     ):
         self.config = config
         self.protection = protection
         self.journal = journal
         self.delivery = delivery
+        self.bots = bots  # OKX's latest word on each bot's state; None: not read (dry-run)
         self.clock = clock  # when alerts are received; None: the journal's clock
 
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
@@ -59,6 +70,9 @@ class Intake:
 
     def _journal(self, alert: Alert, secret_name: str | None, deadline: float, dedup_since: float, now: float):
         config, req = self.config, alert.request
+        refusal = self.bots.refusal(req.algo_id) if self.bots is not None else None
+        if refusal is not None:
+            raise BotNotSendable(req.algo_id, refusal)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
         record, created = self.journal.add(
             dedup_key=alert.dedup_key,

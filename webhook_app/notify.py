@@ -37,6 +37,20 @@ WHAT_TO_DO = {
 }
 
 
+def _proposal(record) -> str:
+    """For an unknown alert whose bot was read again on OKX: the service's proposal and its reason
+    (and the service's own finding, with RESOLVE_UNKNOWN=auto)."""
+    proposal = getattr(record, "proposal", None)
+    if record.state != "unknown" or not proposal:
+        return ""
+    reason = (record.to_json().get("evidence") or {}).get("reason", "")
+    words = proposal.replace("_", " ").replace("cant", "can't")
+    found = f"From OKX's records the service proposes: {words} ({reason})" if reason else f"Proposal: {words}"
+    if record.resolution:
+        return f"{found}. Marked {record.resolution.replace('_', ' ')} by the service"
+    return found if proposal == "cant_tell" else f"{found}. Confirm it on the alert's page (one click)"
+
+
 def invalid_urls(urls: tuple[str, ...]) -> list[int]:
     """Positions (1-based) of the URLs Apprise does not understand (the URLs hold tokens: never echo them)."""
     return [i for i, url in enumerate(urls, 1) if not apprise.Apprise().add(url)]
@@ -72,7 +86,7 @@ class Notifier:
         okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
         title = f"Alert {record.id} {record.state}: bot {record.algo_id}, {record.action} {record.amount}"
         what_to_do = WHAT_TO_DO.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
-        parts = [f"{title}.", f"{okx}.", record.detail or "", what_to_do]
+        parts = [f"{title}.", f"{okx}.", record.detail or "", _proposal(record), what_to_do]
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
         self._put(record.state, title, body)
 

@@ -14,9 +14,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
+from .bots import BotWatch
 from .config import Config
 from .delivery import Delivery
-from .intake import DuplicateAlert, Intake, NoSuchAlert
+from .intake import BotNotSendable, DuplicateAlert, Intake, NoSuchAlert
+from .investigation import Investigator
 from .journal import ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
 from .notify import Notifier
@@ -52,6 +54,8 @@ class Services:
     notifier: Notifier
     refusals: RefusalLog
     intake: Intake
+    bots: BotWatch | None = None  # OKX's word on the bots' states (None in dry-run)
+    investigator: Investigator | None = None  # the evidence for unknown outcomes (None in dry-run)
 
 
 class AdminUnauthorized(Exception):
@@ -222,6 +226,11 @@ def _unauthorized(exc):
 @bp.app_errorhandler(InvalidAlert)
 def _invalid_alert(exc):
     return _error(422, "invalid", "the alert has invalid fields; nothing was sent", errors=exc.errors)
+
+
+@bp.app_errorhandler(BotNotSendable)
+def _bot_not_sendable(exc):
+    return _error(422, "bot_not_running", f"{exc}; nothing was sent", errors=[{"field": "algoId", "message": str(exc)}])
 
 
 @bp.app_errorhandler(Forbidden)

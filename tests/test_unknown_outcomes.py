@@ -1,0 +1,255 @@
+"""Issue 14: an ``unknown`` outcome answered from OKX's own records (bot snapshots around the send,
+its event history), a proposal, RESOLVE_UNKNOWN=auto, and alerts refused for a stopped bot.
+
+In-process apps for the table of scenarios; one service started as the Procfile does for the
+whole road through gunicorn."""
+
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+
+from tests.conftest import ADMIN_TOKEN, live_env, make_alert
+from tests.okx_stand_in import BOT_DETAILS_PATH, Drop, DropUnexecuted, Meanwhile, OkxReply, OkxStandIn
+from tests.test_notify import Receiver
+from webhook_app.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
+from webhook_app.okx import OkxClient
+
+BOT = "581628185981813760"
+STOPPED = "581628185981813763"
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def pnl(stand_in, bot):
+    stand_in.move_pnl(bot, Decimal("-3.5"))
+
+
+def second_change(stand_in, bot):  # the trader adds margin in OKX's app at the same moment
+    stand_in.change_margin(bot, "add", Decimal("10"))
+
+
+def trade(stand_in, bot):
+    stand_in.trade(bot)
+
+
+# (what OKX does with the request, whether it executed it, the proposal, words of its reason)
+SCENARIOS = [
+    pytest.param(Drop(), True, "executed", "rose by 10", id="dropped-after-executing"),
+    pytest.param(DropUnexecuted(), False, "not_executed", "did not change", id="dropped-before-executing"),
+    pytest.param(Meanwhile(Drop(), pnl), True, "cant_tell", "availBal", id="executed-while-pnl-moved"),
+    pytest.param(Meanwhile(DropUnexecuted(), pnl), False, "cant_tell", "availBal", id="not-executed-while-pnl-moved"),
+    pytest.param(Meanwhile(Drop(), second_change), True, "cant_tell", "event", id="a-second-change-in-the-window"),
+    pytest.param(Meanwhile(DropUnexecuted(), trade), False, "cant_tell", "", id="a-trade-in-the-window"),
+]
+
+
+def wait_proposal(journal, alert_id, timeout=20.0):
+    """The alert once OKX's records have been read for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = journal.get(alert_id)
+        if record.proposal is not None:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"alert {alert_id} has no proposal after {timeout} s: {journal.get(alert_id)}")
+
+
+@pytest.mark.parametrize("behaviour, executed, proposal, words", SCENARIOS)
+def test_an_unknown_outcome_is_proposed_from_okx_records(make_app, okx, behaviour, executed, proposal, words):
+    app = make_app(unknown_settle=0.0)
+    journal = app.extensions["webhook"].journal
+    okx.play(behaviour)
+    reply = app.test_client().post("/webhook", json=make_alert())
+    assert reply.status_code == 202, reply.json
+    record = wait_proposal(journal, reply.json["id"])
+    assert record.state == "unknown" and record.resolution is None  # manual: proposed, not marked
+    assert len(okx.executed) == int(executed)
+    assert record.proposal == proposal, record.to_json()["evidence"]
+    evidence = record.to_json()["evidence"]
+    assert evidence["before"]["availBal"] == "40"  # the snapshot taken just before the send
+    assert evidence["after"] is not None and words in evidence["reason"]
+    rows = {row["field"]: row for row in evidence["changes"]}
+    if proposal == "executed":
+        assert (rows["availBal"]["before"], rows["availBal"]["after"], rows["availBal"]["delta"]) == ("40", "50", "+10")
+    timeline = [e.detail for e in journal.events(record.id)]
+    assert any(d.startswith("OKX's records:") for d in timeline), timeline
+
+
+@pytest.mark.parametrize(
+    "behaviour, marked",
+    [(Drop(), "executed"), (DropUnexecuted(), "not_executed"), (Meanwhile(Drop(), pnl), None)],
+    ids=["executed", "not-executed", "cant-tell"],
+)
+def test_resolve_unknown_auto_marks_only_what_leaves_no_doubt(make_app, okx, behaviour, marked):
+    app = make_app(unknown_settle=0.0, resolve_unknown="auto")
+    journal = app.extensions["webhook"].journal
+    okx.play(behaviour)
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    record = wait_proposal(journal, alert_id)
+    assert record.resolution == marked
+    marks = [e.detail for e in journal.events(alert_id) if e.kind == "marked"]
+    assert marks == ([f"marked {marked.replace('_', ' ')} by the service, from OKX's records"] if marked else [])
+
+
+def test_the_notification_of_an_unknown_alert_carries_the_proposal(make_app, okx):
+    receiver = Receiver()
+    try:
+        app = make_app(unknown_settle=0.0, notify_urls=(receiver.url,))
+        app.extensions["webhook"].notifier.start()
+        okx.play(Drop())
+        alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+        (message,) = receiver.wait_for(1)
+        assert f"Alert {alert_id} unknown" in message["title"]
+        assert "proposes: executed" in message["message"] and "rose by 10" in message["message"]
+    finally:
+        receiver.server.shutdown()
+
+
+def test_every_live_send_keeps_the_bot_as_it_was_just_before(make_app, okx):
+    app = make_app()
+    journal = app.extensions["webhook"].journal
+    reply = app.test_client().post("/webhook", json=make_alert(amount="5"))
+    assert reply.status_code == 200 and reply.json["status"] == "ok"
+    record = journal.get(reply.json["id"])
+    assert record.to_json()["evidence"]["before"]["availBal"] == "40"
+    assert record.proposal is None  # only unknown outcomes get a proposal
+    assert okx.bot(BOT).avail_bal == Decimal("45")
+
+
+def test_an_alert_for_a_bot_okx_reports_stopped_is_refused_before_sending(make_app, okx):
+    app = make_app()
+    services = app.extensions["webhook"]
+    services.bots.refresh()  # running: in OKX's list of active bots
+    okx.stop_bot(BOT)
+    services.bots.refresh()  # gone from the list: read on its own, stopped
+    reply = app.test_client().post("/webhook", json=make_alert())
+    assert reply.status_code == 422 and reply.json["status"] == "bot_not_running", reply.json
+    assert reply.json["errors"][0]["field"] == "algoId" and "stopped" in reply.json["errors"][0]["message"]
+    assert okx.margin_requests() == [] and services.journal.recent() == []
+
+
+def test_an_alert_for_a_bot_okx_does_not_know_is_refused(make_app, okx):
+    app = make_app()
+    okx.add_bot("581628185981813799")
+    app.extensions["webhook"].bots.refresh()  # reads the known bots outside OKX's active list
+    okx.bots.pop("581628185981813799")
+    app.extensions["webhook"].bots.snapshot_now("581628185981813799")
+    reply = app.test_client().post("/webhook", json=make_alert(algoId="581628185981813799"))
+    assert reply.status_code == 422 and "does not know this bot" in reply.json["errors"][0]["message"]
+    assert okx.margin_requests() == []
+
+
+def test_a_failed_read_of_the_bots_never_refuses_an_alert(make_app, okx):
+    app = make_app()
+    okx.stop_bot(BOT)
+    okx.right_region = False  # every read is refused (50119)
+    app.extensions["webhook"].bots.refresh()
+    reply = app.test_client().post("/webhook", json=make_alert())
+    assert reply.status_code == 424 and reply.json["okx"]["code"] == "51291", reply.json  # OKX itself refuses it
+
+
+def test_a_stopped_state_read_too_long_ago_no_longer_refuses(okx):
+    now = [1000.0]
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
+    watch = BotWatch(client, instance="t", known_ids=lambda: [BOT], max_age=90.0, clock=lambda: now[0])
+    okx.stop_bot(BOT)
+    watch.refresh()
+    assert "stopped" in watch.refusal(BOT)
+    now[0] += 90.5
+    assert watch.refusal(BOT) is None
+    assert watch.table()[0]["state"] == "stopped" and watch.table()[0]["fresh"] is False
+
+
+def test_reads_keep_to_their_own_budget_and_never_wait(okx):
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
+    watch = BotWatch(client, instance="t", known_ids=lambda: [BOT])
+    got = [watch.snapshot_now(BOT) for _ in range(READS_PER_WINDOW + 5)]
+    assert sum(s is not None for s in got) == READS_PER_WINDOW  # the rest skipped, not waited for
+    assert len(okx.reads(BOT_DETAILS_PATH)) == READS_PER_WINDOW
+    assert okx.margin_requests() == [] and READ_WINDOW == 2.0
+
+
+def test_a_burst_with_reads_stays_within_the_margin_limit(make_app, okx):
+    """40 alerts over 4 bots, each send read before it: the margin calls stay within 20 per 2 s, the
+    reads within their own 20 per 2 s, and no read takes a margin call's slot."""
+    bots = [BOT, *(f"58162818598181377{n}" for n in range(3))]
+    for algo_id in bots[1:]:
+        okx.add_bot(algo_id)
+    app = make_app()
+    client = app.test_client()
+    replies = [client.post("/webhook", json=make_alert(algoId=bots[n % 4], amount=str(n + 1))) for n in range(40)]
+    assert all(r.status_code in (200, 202) for r in replies)
+    journal = app.extensions["webhook"].journal
+    deadline = time.monotonic() + 30
+    while any(not journal.get(r.json["id"]).final for r in replies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [journal.get(r.json["id"]).state for r in replies] == ["ok"] * 40
+    assert okx.max_in_any_window() <= 20 and okx.rate_limited == 0
+    reads = sorted(okx.reads(BOT_DETAILS_PATH))
+    busiest = max(sum(1 for t in reads if start <= t < start + READ_WINDOW) for start in reads)
+    with_snapshot = sum(1 for r in replies if journal.get(r.json["id"]).evidence)
+    print(f"margin calls: most in 2 s {okx.max_in_any_window()}; detail reads {len(reads)}, most in 2 s {busiest}")
+    print(f"sends with the bot read just before: {with_snapshot} of 40")
+    assert busiest <= READS_PER_WINDOW
+
+
+def test_through_gunicorn_unknowns_are_proposed_and_marked_and_a_stopped_bot_refused(service_factory, tmp_path):
+    """The whole road as deployed: RESOLVE_UNKNOWN=auto, three ambiguous sends, a stopped bot."""
+    okx = OkxStandIn().start()
+    try:
+        bots = {"executed": BOT, "not_executed": "581628185981813761", "cant_tell": "581628185981813762"}
+        for algo_id in list(bots.values())[1:]:
+            okx.add_bot(algo_id)
+        okx.add_bot(STOPPED, state="stopped")
+        env = live_env(
+            okx,
+            tmp_path,
+            ADMIN_TOKEN=ADMIN_TOKEN,
+            RESOLVE_UNKNOWN="auto",
+            UNKNOWN_SETTLE_SECONDS="1",
+            BOT_REFRESH_SECONDS="1",
+            ALLOWED_ALGO_IDS=",".join([*bots.values(), STOPPED]),
+        )
+        service = service_factory(env)
+        okx.play(Drop(), DropUnexecuted(), Meanwhile(Drop(), pnl))
+        started = time.monotonic()
+        ids = {}
+        for proposal, algo_id in bots.items():
+            reply = requests.post(service.url + "/webhook", json=make_alert(algoId=algo_id), timeout=5)
+            assert reply.status_code == 202, reply.text
+            ids[proposal] = reply.json()["id"]
+        found = {}
+        while len(found) < 3 and time.monotonic() - started < 30:
+            for proposal, alert_id in ids.items():
+                alert = requests.get(f"{service.url}/alerts/{alert_id}", headers=BEARER, timeout=5).json()["alert"]
+                if alert["proposal"] is not None:
+                    found[proposal] = alert
+            time.sleep(0.2)
+        print(f"proposals after {time.monotonic() - started:.1f} s: { {k: v['proposal'] for k, v in found.items()} }")
+        assert {k: v["proposal"] for k, v in found.items()} == {k: k for k in bots}
+        assert {k: v["resolution"] for k, v in found.items()} == {
+            "executed": "executed",
+            "not_executed": "not_executed",
+            "cant_tell": None,
+        }
+        # The stopped bot: once the background read has seen it stopped, its alert is refused, nothing sent.
+        deadline, states = time.monotonic() + 10, {}
+        while states.get(STOPPED) != "stopped" and time.monotonic() < deadline:
+            status = requests.get(service.url + "/status", headers=BEARER, timeout=5).json()
+            states = {b["algoId"]: b["state"] for b in status["service"]["bots"]}
+            time.sleep(0.2)
+        assert states[STOPPED] == "stopped" and states[BOT] == "running", states
+        refused = requests.post(service.url + "/webhook", json=make_alert(algoId=STOPPED), timeout=5)
+        assert refused.status_code == 422 and refused.json()["status"] == "bot_not_running", refused.text
+        assert [r for r in okx.margin_requests() if STOPPED.encode() in r.body] == []
+        assert len(okx.margin_requests()) == 3
+    finally:
+        okx.stop()
+
+
+def test_okx_refusing_a_stopped_bot_is_rejected_not_unknown(make_app, okx):
+    app = make_app()
+    okx.play(OkxReply("51291", "Bot does not exist or stopped"))
+    reply = app.test_client().post("/webhook", json=make_alert())
+    assert reply.status_code == 424 and reply.json["status"] == "rejected"

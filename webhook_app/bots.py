@@ -1,0 +1,163 @@
+"""The bots as OKX sees them: read in the background for the page and for refusing alerts to a
+stopped bot, and read on demand around a send for the evidence of an unknown outcome.
+
+Reads are signed GETs on endpoints with their own OKX limit (20 per 2 s per User ID each), so
+they never spend the margin calls' budget. We keep to that limit on each endpoint, shared by the
+instances (``READS_PER_WINDOW``): at the margin calls' full rate every send can still be read
+before it. A read that finds no room is skipped, never waited for: no read may hold up a send
+or a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from .okx import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, BotEvent, BotSnapshot, OkxClient, OkxError
+from .pacing import MemoryPacer, Pacer
+
+log = logging.getLogger("webhook_app")
+
+READS_PER_WINDOW, READ_WINDOW = 20, 2.0  # OKX's limit for each read endpoint
+NOT_SENDABLE = ("stopped", "stopping", "missing")  # OKX refuses a margin change for these (51291, 51288, 51293)
+MAX_DETAIL_READS_PER_REFRESH = 5  # bots outside OKX's active list, read one by one
+
+
+class BotWatch:
+    def __init__(
+        self,
+        client: OkxClient | None,
+        *,
+        instance: str,
+        known_ids: Callable[[], Iterable[str]],
+        refresh_every: float = 30.0,
+        max_age: float = 90.0,
+        read_timeout: float = 2.0,
+        pacer_for: Callable[[str], Pacer | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """``client`` None: dry-run without credentials, nothing is read. ``pacer_for(path)``: the
+        shared budget for one endpoint (the journal's, across instances), or None for one in memory."""
+        self.client = client
+        self.instance = instance
+        self.known_ids = known_ids
+        self.refresh_every = refresh_every
+        self.max_age = max_age
+        self.read_timeout = read_timeout
+        self._clock = clock
+        self._pacers = {
+            path: (pacer_for(path) if pacer_for else None) or MemoryPacer(READS_PER_WINDOW, READ_WINDOW)
+            for path in (BOT_DETAILS_PATH, BOTS_PENDING_PATH, BOT_EVENTS_PATH)
+        }
+        self._latest: dict[str, tuple[BotSnapshot, float]] = {}  # algoId -> (snapshot, when read, our clock)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def snapshot_now(self, algo_id: str, timeout: float | None = None) -> BotSnapshot | None:
+        """The bot read now, or None when there is no room in the reads' budget or the read failed."""
+        snapshot = self._read(BOT_DETAILS_PATH, lambda t: self.client.bot_snapshot(algo_id, timeout=t), timeout)
+        if snapshot is not None:
+            self._keep([snapshot])
+        return snapshot
+
+    def events_now(self, algo_id: str, timeout: float | None = None) -> list[BotEvent] | None:
+        """The bot's event history (newest first), or None when it could not be read."""
+        return self._read(BOT_EVENTS_PATH, lambda t: self.client.bot_events(algo_id, timeout=t), timeout)
+
+    def refresh(self) -> None:
+        """OKX's list of active bots, then the known bots missing from it one by one (stopped or gone)."""
+        running = self._read(BOTS_PENDING_PATH, lambda t: self.client.running_bots(timeout=t), None)
+        if running is None:
+            return
+        listed = {s.algo_id for s in running}
+        with self._lock:
+            seen = list(self._latest)  # a bot that left the active list has stopped, or is gone
+        self._keep(running)
+        unlisted = [a for a in dict.fromkeys([*self.known_ids(), *seen]) if a not in listed]
+        for algo_id in unlisted[:MAX_DETAIL_READS_PER_REFRESH]:
+            self.snapshot_now(algo_id)
+
+    def _read(self, path: str, read: Callable, timeout: float | None):
+        if self.client is None:
+            return None
+        pacer = self._pacers[path]
+        try:
+            slots = pacer.acquire(self.instance, 1)
+        except Exception as exc:  # the shared ledger is unreachable: no read, never a wait
+            log.warning("bot read skipped: the reads' rate ledger is unavailable (%s)", exc)
+            return None
+        if not slots:
+            log.info("bot read skipped: %s is at its read budget", path.rsplit("/", 1)[-1])
+            return None
+        try:
+            return read(timeout or self.read_timeout)
+        except OkxError as exc:
+            log.warning("could not read %s from OKX: %s %s", path.rsplit("/", 1)[-1], exc.code or "", exc)
+            return None
+        finally:
+            try:
+                pacer.release(slots[0])
+            except Exception as exc:
+                log.warning("could not record the end of a bot read in the rate ledger: %s", exc)
+
+    def _keep(self, snapshots: Iterable[BotSnapshot]) -> None:
+        now = self._clock()
+        with self._lock:
+            for snapshot in snapshots:
+                self._latest[snapshot.algo_id] = (snapshot, now)
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def refusal(self, algo_id: str) -> str | None:
+        """Why an alert for this bot must not be sent, from a read no older than ``max_age``; None
+        when the bot is sendable or its state is not known freshly (a failed read never blocks)."""
+        with self._lock:
+            latest = self._latest.get(algo_id)
+        if latest is None:
+            return None
+        snapshot, read = latest
+        age = self._clock() - read
+        if age > self.max_age or snapshot.state not in NOT_SENDABLE:
+            return None
+        state = "does not know this bot" if snapshot.state == "missing" else f"reports this bot {snapshot.state}"
+        return f"OKX {state} (read {age:.0f} s ago): start it on OKX, or fix algoId"
+
+    def table(self) -> list[dict]:
+        """Each known bot's latest state for /status and the page (known ones first, then any other read)."""
+        now = self._clock()
+        with self._lock:
+            latest = dict(self._latest)
+        rows = []
+        for algo_id in dict.fromkeys([*self.known_ids(), *latest]):
+            snapshot, read = latest.get(algo_id, (None, None))
+            row = {"algoId": algo_id, "state": None, "instIds": [], "readAgo": None}
+            if snapshot is not None:
+                row.update(snapshot.to_json())
+                row["readAgo"] = round(now - read, 1)
+                row["fresh"] = now - read <= self.max_age
+            rows.append(row)
+        return rows
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.client is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="bot-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("reading the bots' states failed")
+            self._stop.wait(self.refresh_every)
