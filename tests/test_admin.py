@@ -1,6 +1,7 @@
 """The operator page and its JSON over HTTP: off without ADMIN_TOKEN, nothing without logging in,
 sessions and CSRF, wrong tokens counted, and the actions on unknown and failed alerts."""
 
+import json
 import re
 import threading
 import time
@@ -577,3 +578,51 @@ def test_an_alert_the_service_marked_from_okxs_records_says_so(make_app, okx):
     assert '<span id="resolution">executed</span> <small id="marked-by">by the service, from OKX&#39;s records' in page
     assert "marked executed by the service, from OKX&#39;s records" in page  # on the timeline
     assert 'id="mark-executed"' not in page and 'id="mark-not-executed"' not in page
+
+
+def stored_evidence(**changes) -> dict:
+    """Evidence as the investigator stores it when no snapshot could be read after the send;
+    each keyword changes one field."""
+    evidence = {
+        "before": None,
+        "after": None,
+        "window": None,
+        "events": [],
+        "otherEvents": 0,
+        "changes": [],
+        "proposal": "cant_tell",
+        "reason": "no snapshot of the bot from before the send; the request asked to add 10",
+    }
+    return {**evidence, **changes}
+
+
+@pytest.mark.parametrize(
+    "evidence, shown, not_shown",
+    [
+        (stored_evidence(), ["No before/after comparison", "No events in the window."], ['id="changes"']),
+        (
+            stored_evidence(events=None, otherEvents=None),
+            ["event history for the bot could not be read"],
+            ["No events"],
+        ),
+        (stored_evidence(otherEvents=3), ["3 other event(s) of the bot fall outside the window"], ['id="events"']),
+        (stored_evidence(proposal="executed"), ["Confirm: executed", 'id="mark-not-executed"'], ["v-cant_tell"]),
+        (None, ['id="mark-executed">Mark executed'], ["OKX's records", "Confirm"]),
+    ],
+    ids=["no-snapshots", "events-unread", "events-outside", "executed", "only-the-snapshot-before"],
+)
+def test_the_alerts_page_says_what_okxs_records_lack(make_app, okx, evidence, shown, not_shown):
+    app = make_app(unknown_settle=60)  # the service's own reading waits: this test stores the evidence
+    alert_id = unknown_alert(app, okx)
+    journal = app.extensions["webhook"].journal
+    if evidence is None:  # not read yet: only the snapshot from before the send, kept when it went out
+        assert set(json.loads(journal.get(alert_id).evidence)) == {"before"}
+    else:
+        assert journal.record_evidence(alert_id, json.dumps(evidence), evidence["proposal"], "read")
+    client = app.test_client()
+    logged_in(client)
+    page = client.get(f"/admin/alerts/{alert_id}").text
+    for text in shown:
+        assert text in page, text
+    for text in not_shown:
+        assert text not in page, text
