@@ -406,11 +406,11 @@ class Examples:
     def post(self, data, content_type="application/json"):
         self.count += 1
         peer = str(ipaddress.ip_address("198.18.0.0") + self.count)
-        received_before = len(self.okx.received)
+        received_before = len(self.okx.margin_requests())
         response = self.app.test_client().post(
             "/webhook", data=data, content_type=content_type, environ_base={"REMOTE_ADDR": peer}
         )
-        forwarded = len(self.okx.received) - received_before
+        forwarded = len(self.okx.margin_requests()) - received_before
         self.check(response, forwarded)
         self.outcomes["forwarded" if forwarded else f"refused {response.status_code}"] += 1
         event(f"HTTP {response.status_code}")
