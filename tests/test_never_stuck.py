@@ -73,6 +73,7 @@ def test_an_alert_whose_requeue_cannot_be_written_is_recovered_not_left_sending(
     assert faults["faults"] >= 2  # the write was tried again before it was given up
     (message,) = receiver.wait_for(1)
     assert f"Alert {alert_id} unknown" in message["title"]
+    assert "proposes: not executed" in message["message"]  # OKX answered 50013: the bot did not move
     assert len(okx.margin_requests()) == 1  # never sent again on its own
 
 
@@ -94,6 +95,9 @@ def test_a_crash_recovered_unknown_alert_is_logged_and_notified(okx, tmp_path, r
     try:
         (message,) = receiver.wait_for(1)
         assert f"Alert {alert_id} unknown" in message["title"] and "may have acted" in message["message"]
+        # The snapshot the dead instance took before sending was kept with the send's confirmation,
+        # so the survivor can compare: OKX executed it.
+        assert "proposes: executed" in message["message"], message
         assert f"alert {alert_id} final state=unknown" in second.log()
         assert len(okx.margin_requests()) == 1
     finally:

@@ -178,8 +178,13 @@ def test_a_burst_with_reads_stays_within_the_margin_limit(make_app, okx):
         okx.add_bot(algo_id)
     app = make_app()
     client = app.test_client()
-    replies = [client.post("/webhook", json=make_alert(algoId=bots[n % 4], amount=str(n + 1))) for n in range(40)]
+    replies, slowest = [], 0.0
+    for n in range(40):
+        started = time.monotonic()
+        replies.append(client.post("/webhook", json=make_alert(algoId=bots[n % 4], amount=str(n + 1))))
+        slowest = max(slowest, time.monotonic() - started)
     assert all(r.status_code in (200, 202) for r in replies)
+    assert slowest < 3.0  # TradingView gives up at 3 s: a read before the send never holds a reply past it
     journal = app.extensions["webhook"].journal
     deadline = time.monotonic() + 30
     while any(not journal.get(r.json["id"]).final for r in replies) and time.monotonic() < deadline:
@@ -190,7 +195,7 @@ def test_a_burst_with_reads_stays_within_the_margin_limit(make_app, okx):
     busiest = max(sum(1 for t in reads if start <= t < start + READ_WINDOW) for start in reads)
     with_snapshot = sum(1 for r in replies if journal.get(r.json["id"]).evidence)
     print(f"margin calls: most in 2 s {okx.max_in_any_window()}; detail reads {len(reads)}, most in 2 s {busiest}")
-    print(f"sends with the bot read just before: {with_snapshot} of 40")
+    print(f"sends with the bot read just before: {with_snapshot} of 40; slowest reply {slowest:.2f} s")
     assert busiest <= READS_PER_WINDOW
 
 
