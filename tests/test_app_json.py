@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook_app.config import Config
+from webhook_app.config import ACCOUNT_VARIABLE_SUFFIXES, Config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_SOURCE = (REPO / "webhook_app" / "config.py").read_text()
@@ -65,6 +65,14 @@ def test_app_json_describes_every_variable_the_app_reads(app_json):
         assert entry.get("description", "").strip(), name
         assert isinstance(entry.get("required"), bool), name
         assert set(entry) <= {"description", "required", "value", "generator"}, name
+
+
+def test_app_json_describes_each_accounts_variables_under_okx_accounts(app_json):
+    """OKX_<NAME>_* names depend on OKX_ACCOUNTS' value, so app.json cannot list them: the
+    description of OKX_ACCOUNTS names every one config.py reads for an account."""
+    description = app_json["env"]["OKX_ACCOUNTS"]["description"]
+    for suffix in ACCOUNT_VARIABLE_SUFFIXES.values():
+        assert f"OKX_<NAME>_{suffix}" in description, suffix
 
 
 def test_app_json_generates_the_secrets_and_trusts_herokus_router(app_json):

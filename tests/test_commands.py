@@ -40,6 +40,16 @@ BAD_CONFIGS = {
     "rate-limit-abc": ({"OKX_RATE_LIMIT": "abc"}, ["OKX_RATE_LIMIT"]),
     "database-refused": ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, ["DATABASE_URL"]),
     "two-problems": ({"OKX_RATE_LIMIT": "abc", "WEBHOOK_SECRET": "short"}, ["WEBHOOK_SECRET", "OKX_RATE_LIMIT"]),
+    "two-accounts": (  # hedge without its passphrase, and a typo in an account's name
+        {
+            "OKX_ACCOUNTS": "main,hedge",
+            **{f"OKX_{name}_{suffix}": "x" * 20 for name in ("MAIN", "HEDGE") for suffix in ("API_KEY", "API_SECRET")},
+            "OKX_MAIN_API_PASSPHRASE": "main-pass-01",
+            "OKX_HDGE_API_PASSPHRASE": "hedge-pass-01",
+            "WEBHOOK_SECRET": "w" * 24,
+        },
+        ["OKX_HEDGE_API_PASSPHRASE", "OKX_HDGE_API_PASSPHRASE"],
+    ),
 }
 
 

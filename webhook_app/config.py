@@ -22,6 +22,31 @@ MIN_SECRET_LENGTH = 16
 # characters: anything shorter is a paste gone wrong (and a one-letter value would make the log
 # scrubber redact that letter everywhere).
 MIN_CREDENTIAL_LENGTH = {"OKX_API_KEY": 16, "OKX_API_SECRET": 16, "OKX_API_PASSPHRASE": 8}
+# Several OKX accounts (OKX_ACCOUNTS=main,hedge): each name reads OKX_<NAME>_<suffix> for these
+# fields. The name matches what an alert's "account" field accepts.
+ACCOUNT_VARIABLE_SUFFIXES = {
+    "api_key": "API_KEY",
+    "api_secret": "API_SECRET",
+    "passphrase": "API_PASSPHRASE",
+    "base_url": "BASE_URL",
+    "demo": "DEMO",
+    "rate_limit": "RATE_LIMIT",
+    "algo_ids": "ALGO_IDS",
+}
+DEFAULT_ACCOUNT = "default"  # the one account of OKX_API_KEY & co.
+MAX_ACCOUNTS = 10
+_ACCOUNT_NAME = re.compile(r"[a-z0-9_]{1,32}\Z")
+# Any OKX_<NAME>_<suffix> variable: one set for an account not in OKX_ACCOUNTS is a mistake to name.
+_ACCOUNT_VARIABLE = re.compile(r"OKX_([A-Z0-9_]+)_(" + "|".join(ACCOUNT_VARIABLE_SUFFIXES.values()) + r")\Z")
+# The single-account variables: with OKX_ACCOUNTS set, each account has its own instead.
+SINGLE_ACCOUNT_VARIABLES = (
+    "OKX_API_KEY",
+    "OKX_API_SECRET",
+    "OKX_API_PASSPHRASE",
+    "OKX_BASE_URL",
+    "OKX_DEMO",
+    "OKX_RATE_LIMIT",
+)
 MIN_DEDUP_WINDOW = 20  # TradingView resends a 5xx after 5 s, up to 3 times
 # TradingView's published webhook senders (TradingView's support pages).
 TRADINGVIEW_ADDRESSES = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -43,6 +68,33 @@ class ConfigError(Exception):
     @property
     def variables(self) -> list[str]:
         return [name for name, _ in self.problems]
+
+
+@dataclasses.dataclass(frozen=True)
+class OkxAccount:
+    """One OKX account the service sends with: its key, site, budget and bots."""
+
+    name: str  # "default" for the single-account variables; else from OKX_ACCOUNTS
+    api_key: str = ""
+    api_secret: str = dataclasses.field(default="", repr=False)
+    passphrase: str = dataclasses.field(default="", repr=False)
+    base_url: str = "https://www.okx.com"
+    demo: bool = False
+    rate_limit: int = 20  # requests per 2 s to margin-balance for this account (OKX counts per User ID)
+    algo_ids: frozenset = frozenset()  # OKX_<NAME>_ALGO_IDS: the bots of this account the service may touch
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.api_key and self.api_secret and self.passphrase)
+
+    def variable(self, field: str) -> str:
+        """The environment variable behind ``field``, for messages: ``OKX_HEDGE_API_KEY``, or
+        ``OKX_API_KEY`` (``ALLOWED_ALGO_IDS`` for algo_ids) for the default account."""
+        if field not in ACCOUNT_VARIABLE_SUFFIXES:
+            raise ValueError(f"{field!r} is not an account field read from the environment")
+        if self.name == DEFAULT_ACCOUNT:
+            return "ALLOWED_ALGO_IDS" if field == "algo_ids" else f"OKX_{ACCOUNT_VARIABLE_SUFFIXES[field]}"
+        return f"OKX_{self.name.upper()}_{ACCOUNT_VARIABLE_SUFFIXES[field]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,16 +146,43 @@ class Config:
     # Notifications (Apprise URLs hold tokens: secrets).
     notify_urls: tuple = dataclasses.field(default=(), repr=False)
     notify_on: frozenset = frozenset({"failed", "unknown", "rejected", "expired", "lockout", "readiness"})
+    # Several accounts (OKX_ACCOUNTS); () means one account "default" from the okx_* fields above,
+    # which otherwise hold the first account's values (so "the" base URL still has one answer).
+    okx_accounts: tuple = ()
 
     def __repr__(self) -> str:  # never show secrets, whatever the field
         return (
-            f"Config(dry_run={self.dry_run}, okx_base_url={self.okx_base_url!r}, "
-            f"okx_demo={self.okx_demo}, database_url={redacted_url(self.database_url)!r})"
+            f"Config(dry_run={self.dry_run}, accounts={[account.name for account in self.accounts]!r}, "
+            f"okx_base_url={self.okx_base_url!r}, okx_demo={self.okx_demo}, "
+            f"database_url={redacted_url(self.database_url)!r})"
         )
 
     @property
+    def accounts(self) -> tuple[OkxAccount, ...]:
+        """Every OKX account, in OKX_ACCOUNTS' order; without it the one account "default"."""
+        if self.okx_accounts:
+            return self.okx_accounts
+        return (
+            OkxAccount(
+                DEFAULT_ACCOUNT,
+                self.okx_api_key,
+                self.okx_api_secret,
+                self.okx_api_passphrase,
+                self.okx_base_url,
+                self.okx_demo,
+                self.okx_rate_limit,
+                self.allowed_algo_ids,
+            ),
+        )
+
+    def account(self, name: str) -> OkxAccount | None:
+        """The account called ``name``, or None."""
+        return next((account for account in self.accounts if account.name == name), None)
+
+    @property
     def has_okx_credentials(self) -> bool:
-        return bool(self.okx_api_key and self.okx_api_secret and self.okx_api_passphrase)
+        """Whether any account has a key (then the service is live unless DRY_RUN=1)."""
+        return any(account.has_credentials for account in self.accounts)
 
     @property
     def secret_values(self) -> tuple[str, ...]:
@@ -116,6 +195,7 @@ class Config:
                 self.webhook_secret_previous,
                 self.okx_api_secret,
                 self.okx_api_passphrase,
+                *(value for account in self.accounts for value in (account.api_secret, account.passphrase)),
                 self.admin_token,
                 *self.notify_urls,
             )
@@ -137,25 +217,36 @@ class Config:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
 
-        key = reader.text("OKX_API_KEY")
-        api_secret = reader.text("OKX_API_SECRET")
-        passphrase = reader.text("OKX_API_PASSPHRASE")
-        given = {"OKX_API_KEY": key, "OKX_API_SECRET": api_secret, "OKX_API_PASSPHRASE": passphrase}
-        if any(given.values()) and not all(given.values()):
-            for name in (name for name, value in given.items() if not value):
-                reader.bad(
-                    name,
-                    "is required when any OKX credential is set "
-                    "(set all three of OKX_API_KEY, OKX_API_SECRET, OKX_API_PASSPHRASE, or none)",
-                )
-        for name, value in given.items():
-            if value and len(value) < MIN_CREDENTIAL_LENGTH[name]:
-                reader.bad(
-                    name,
-                    f"is too short to be a real OKX credential (at least {MIN_CREDENTIAL_LENGTH[name]} characters): "
-                    "copy it whole from OKX's API key page",
-                )
-        dry_run = reader.flag("DRY_RUN", False) or not all(given.values())
+        account_names = reader._items("OKX_ACCOUNTS")
+        if account_names:
+            accounts = reader.accounts("OKX_ACCOUNTS", account_names)
+            # The single-account fields hold the first account's values.
+            first = accounts[0] if accounts else OkxAccount(DEFAULT_ACCOUNT)
+            key, api_secret, passphrase = first.api_key, first.api_secret, first.passphrase
+            has_credentials = any(account.has_credentials for account in accounts)
+        else:
+            accounts, first = (), None
+            key = reader.text("OKX_API_KEY")
+            api_secret = reader.text("OKX_API_SECRET")
+            passphrase = reader.text("OKX_API_PASSPHRASE")
+            given = {"OKX_API_KEY": key, "OKX_API_SECRET": api_secret, "OKX_API_PASSPHRASE": passphrase}
+            if any(given.values()) and not all(given.values()):
+                for name in (name for name, value in given.items() if not value):
+                    reader.bad(
+                        name,
+                        "is required when any OKX credential is set "
+                        "(set all three of OKX_API_KEY, OKX_API_SECRET, OKX_API_PASSPHRASE, or none)",
+                    )
+            for name, value in given.items():
+                if value and len(value) < MIN_CREDENTIAL_LENGTH[name]:
+                    reader.bad(
+                        name,
+                        f"is too short to be a real OKX credential (at least {MIN_CREDENTIAL_LENGTH[name]} "
+                        "characters): copy it whole from OKX's API key page",
+                    )
+            has_credentials = all(given.values())
+        reader.unlisted_account_variables(account_names)
+        dry_run = reader.flag("DRY_RUN", False) or not has_credentials
 
         database_url = reader.database_url("DATABASE_URL", "sqlite:///instance/alerts.db")
 
@@ -206,12 +297,12 @@ class Config:
             okx_api_key=key,
             okx_api_secret=api_secret,
             okx_api_passphrase=passphrase,
-            okx_base_url=reader.base_url("OKX_BASE_URL", "https://www.okx.com"),
-            okx_demo=reader.flag("OKX_DEMO", False),
+            okx_base_url=first.base_url if first else reader.base_url("OKX_BASE_URL", "https://www.okx.com"),
+            okx_demo=first.demo if first else reader.flag("OKX_DEMO", False),
             dry_run=dry_run,
             database_url=database_url,
             admin_token=admin_token,
-            okx_rate_limit=reader.integer("OKX_RATE_LIMIT", 20, 1, 10_000),
+            okx_rate_limit=first.rate_limit if first else reader.integer("OKX_RATE_LIMIT", 20, 1, 10_000),
             reply_deadline=reader.number("REPLY_DEADLINE", 2.5, 0.1, 2.9),
             okx_connect_timeout=reader.number("OKX_CONNECT_TIMEOUT", 1.0, 0.05, 10),
             okx_read_timeout=reader.number("OKX_READ_TIMEOUT", 10.0, 0.05, 60),
@@ -228,7 +319,8 @@ class Config:
             allowed_sources=reader.sources("ALLOWED_SOURCES"),
             trusted_proxy_hops=reader.integer("TRUSTED_PROXY_HOPS", 1 if platform else 0, 0, 10),
             platform=platform,
-            allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS"),
+            # With several accounts, every account's bots are allowed too: the allowlist check stays one.
+            allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS").union(*(a.algo_ids for a in accounts)),
             max_amount=reader.amount("MAX_AMOUNT"),
             max_amount_per_day=reader.amount("MAX_AMOUNT_PER_DAY"),
             lockout_threshold=reader.integer("LOCKOUT_THRESHOLD", 10, 1, 10_000),
@@ -240,6 +332,7 @@ class Config:
             bot_state_max_age=reader.number("BOT_STATE_MAX_AGE", 90.0, 1, 3600),
             notify_urls=reader.notify_urls("NOTIFY_URLS"),
             notify_on=reader.notify_on("NOTIFY_ON"),
+            okx_accounts=accounts,
         )
         if reader.problems:
             raise ConfigError(*reader.problems[0], *reader.problems[1:])
@@ -397,6 +490,88 @@ class _Reader:
 
     def _items(self, name: str) -> list[str]:
         return [item for item in self.env.get(name, "").replace(",", " ").split() if item]
+
+    def accounts(self, name: str, names: list[str]) -> tuple[OkxAccount, ...]:
+        """The accounts listed in ``name`` (OKX_ACCOUNTS), each from its OKX_<NAME>_* variables."""
+        for single in SINGLE_ACCOUNT_VARIABLES:
+            if self.text(single):
+                self.bad(
+                    name,
+                    f"cannot be used with {single}: with several accounts each has its own "
+                    f"OKX_<NAME>_{single[len('OKX_') :]}; remove {single}",
+                )
+        if len(names) > MAX_ACCOUNTS:
+            self.bad(name, f"lists {len(names)} accounts: at most {MAX_ACCOUNTS}")
+        listed: list[str] = []
+        for position, account_name in enumerate(names, start=1):
+            # A malformed name is not echoed: it may be a value pasted into the wrong variable.
+            if not _ACCOUNT_NAME.match(account_name):
+                self.bad(name, f"name number {position} is not an account name: 1 to 32 lowercase letters, digits or _")
+            elif account_name == DEFAULT_ACCOUNT:
+                self.bad(name, "default names the account of OKX_API_KEY & co.: give the accounts other names")
+            elif account_name in listed:
+                self.bad(name, f"lists account {account_name} twice")
+            else:
+                listed.append(account_name)
+        accounts = tuple(self._account(account_name) for account_name in listed)
+
+        # All keys or none: one account in dry-run beside live ones would drop its alerts unseen.
+        credentials = ("api_key", "api_secret", "passphrase")
+        if any(getattr(account, field) for account in accounts for field in credentials):
+            for account in accounts:
+                for field in credentials:
+                    if not getattr(account, field):
+                        self.bad(
+                            account.variable(field),
+                            f"is required for account {account.name}: once any account has an API key, "
+                            "every account in OKX_ACCOUNTS needs its key, secret and passphrase "
+                            "(set none at all for dry-run)",
+                        )
+
+        # An OKX bot belongs to one account: listed under two, which key sends its alerts is unclear.
+        for index, account in enumerate(accounts):
+            for other in accounts[index + 1 :]:
+                for algo_id in sorted(account.algo_ids & other.algo_ids):
+                    self.bad(
+                        account.variable("algo_ids"),
+                        f"bot {algo_id} is also listed in {other.variable('algo_ids')}: "
+                        "a bot belongs to one account, list it under that one only",
+                    )
+        return accounts
+
+    def _account(self, name: str) -> OkxAccount:
+        """One account's variables; its problems each name the variable and the account."""
+        variable = OkxAccount(name).variable
+        already = len(self.problems)
+        values = {field: self.text(variable(field)) for field in ("api_key", "api_secret", "passphrase")}
+        for field, value in values.items():
+            minimum = MIN_CREDENTIAL_LENGTH[f"OKX_{ACCOUNT_VARIABLE_SUFFIXES[field]}"]
+            if value and len(value) < minimum:
+                self.bad(
+                    variable(field),
+                    f"is too short to be a real OKX credential (at least {minimum} characters): "
+                    "copy it whole from OKX's API key page",
+                )
+        account = OkxAccount(
+            name,
+            **values,
+            base_url=self.base_url(variable("base_url"), "https://www.okx.com"),
+            demo=self.flag(variable("demo"), False),
+            rate_limit=self.integer(variable("rate_limit"), 20, 1, 10_000),
+            algo_ids=self.algo_ids(variable("algo_ids")),
+        )
+        self.problems[already:] = [(var, f"{problem} (account {name})") for var, problem in self.problems[already:]]
+        return account
+
+    def unlisted_account_variables(self, names: list[str]) -> None:
+        """An OKX_<NAME>_* variable for an account not in OKX_ACCOUNTS: a typo, or a forgotten
+        OKX_ACCOUNTS that would leave the account silently unused. ``names`` as listed, even
+        malformed ones (already named as such)."""
+        listed = {name.upper() for name in names}
+        for variable in sorted(self.env):
+            match = _ACCOUNT_VARIABLE.match(variable)
+            if match and match.group(1) not in listed and self.text(variable):
+                self.bad(variable, f"account {match.group(1).lower()} is not in OKX_ACCOUNTS")
 
     def sources(self, name: str) -> tuple:
         networks = []
