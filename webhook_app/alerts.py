@@ -28,6 +28,7 @@ MAX_DECIMAL_PLACES = 16
 MAX_AMOUNT_VALUE = Decimal(10) ** 12
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
+_ACCOUNT = re.compile(r"[a-z0-9_]{1,32}\Z")  # OKX_ACCOUNTS' names: each becomes part of OKX_<NAME>_* variables
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 _ANGLE_PLACEHOLDER = re.compile(r"\s*<[^<>]*>\s*\Z")  # README's "<WEBHOOK_SECRET>", left as it was
 _EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): ms (13 digits); or seconds (10)
@@ -63,6 +64,7 @@ class Alert:
     timestamp: datetime | None = None
     max_lag: int | None = None
     investment_type: str | None = None
+    account: str | None = None  # the OKX account it names; None: the service chooses (intake's ``route``)
 
     @property
     def amount(self) -> Decimal:
@@ -161,6 +163,7 @@ def load_alert(payload: dict) -> Alert:
         timestamp=data.get("timestamp"),
         max_lag=data.get("max_lag"),
         investment_type=data.get("investment_type"),
+        account=data.get("account"),
     )
 
 
@@ -182,6 +185,24 @@ class _AlgoId(fields.Field):
         if not _ALGO_ID.match(text):
             raise ValidationError("must be the bot's algo ID: 1 to 32 digits")
         return text
+
+
+class _Account(fields.Field):
+    """The name of one of the service's OKX accounts (OKX_ACCOUNTS). A malformed value is never
+    echoed (only an unfilled {{placeholder}} is named): a wrong paste here may be a secret."""
+
+    MESSAGE = (
+        "must be the name of an OKX account of this service (OKX_ACCOUNTS): 1 to 32 lowercase letters, digits or _"
+    )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError(self.MESSAGE)
+        _refuse_placeholder(value)
+        if not _ACCOUNT.match(value):
+            hint = " (names are lowercase)" if _ACCOUNT.match(value.lower()) else ""
+            raise ValidationError(self.MESSAGE + hint)
+        return value
 
 
 class _Action(fields.Field):
@@ -289,6 +310,7 @@ class AlertSchema(Schema):
     alert_id = _TraderId(data_key="id")
     timestamp = _Timestamp(data_key="timestamp")
     max_lag = fields.Integer(data_key="maxLag", strict=True, validate=Range(min=1, max=3600))
+    account = _Account(data_key="account")
 
     @pre_load
     def resolve_aliases(self, data, **kwargs):

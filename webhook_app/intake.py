@@ -1,18 +1,20 @@
 """Taking an alert in: the checks that need the journal, the journal itself, then delivery.
 One road for TradingView's alerts and for an operator's resend, so a resend meets every
 check of what an alert may do (allowlists, MAX_AMOUNT, the daily cap, duplicates, pacing)
-like any other alert; only TradingView's own checks (a timestamp, its age) are not its."""
+like any other alert; only TradingView's own checks (a timestamp, its age) are not its.
+Both are routed to one of the service's OKX accounts (``Intake.route``) before anything else
+is decided about them: the bot's state, the journal, the send are all that account's."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .alerts import Alert, load_alert
 from .bots import BotWatch
-from .config import Config
+from .config import Config, OkxAccount
 from .delivery import Delivery
 from .journal import CAP_STATES, ActionRefused, Journal, Record
 from .protection import Protection
@@ -41,6 +43,17 @@ class BotNotSendable(Exception):
         self.algo_id = algo_id
 
 
+class AccountRefused(Exception):
+    """The alert cannot go to any one of the service's OKX accounts (422): it names none of them,
+    names none where several could take it, or names another than its bot's. Nothing is
+    journaled or sent. ``field`` is the alert's field at fault ("account")."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class Intake:
     def __init__(
         self,
@@ -49,13 +62,14 @@ class Intake:
         journal: Journal,
         delivery: Delivery,
         clock: Callable[[], float] | None = None,
-        bots: BotWatch | None = None,
+        bots: Mapping[str, BotWatch] | None = None,
     ):
+        """``bots``: each account's watch of its bots (account name -> BotWatch); None: not read (dry-run)."""
         self.config = config
         self.protection = protection
         self.journal = journal
         self.delivery = delivery
-        self.bots = bots  # OKX's latest word on each bot's state; None: not read (dry-run)
+        self.bots = bots  # OKX's latest word on each bot's state, per account
         self.clock = clock  # when alerts are received; None: the journal's clock
 
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
@@ -68,9 +82,49 @@ class Intake:
         self.protection.check_alert(alert, now)
         return self._journal(alert, secret_name, deadline, self.protection.duplicate_since(alert, now), now)
 
+    def route(self, alert: Alert) -> OkxAccount:
+        """The OKX account the alert goes to; ``AccountRefused`` when there is no one account for it."""
+        return self._route(alert.account, alert.request.algo_id)
+
+    def _route(self, name: str | None, algo_id: str) -> OkxAccount:
+        """With one account, ``name`` may be omitted or must name it. With several, ``name`` picks
+        one, else the bot's listing under exactly one account's OKX_<NAME>_ALGO_IDS does. Named or
+        not, a bot listed under one account never goes to another: its algoId is that account's."""
+        accounts = self.config.accounts
+        names = ", ".join(account.name for account in accounts)
+        # The configuration refuses a bot listed under two accounts, so there is at most one owner.
+        owner = next((account for account in accounts if algo_id in account.algo_ids), None)
+        if name is None:
+            if len(accounts) == 1:
+                return accounts[0]
+            if owner is not None:
+                return owner
+            raise AccountRefused(
+                "account",
+                f"required: this service sends to several OKX accounts ({names}) and bot {algo_id} "
+                "is not listed under any one of them",
+            )
+        account = self.config.account(name)
+        if account is None:
+            raise AccountRefused("account", f"{self._no_account(name)} (accounts: {names})")
+        if owner is not None and owner.name != account.name:
+            raise AccountRefused(
+                "account",
+                f"algoId {algo_id} belongs to account {owner.name} ({owner.variable('algo_ids')}), not {account.name}",
+            )
+        return account
+
+    def _no_account(self, name: str) -> str:
+        """That no account has the name, showing it unless it holds a secret pasted into the wrong field."""
+        if any(secret in name for secret in self.config.secret_values):
+            return "no account by that name"
+        return f"no account named {name!r}"
+
     def _journal(self, alert: Alert, secret_name: str | None, deadline: float, dedup_since: float, now: float):
         config, req = self.config, alert.request
-        refusal = self.bots.refusal(req.algo_id) if self.bots is not None else None
+        account = self.route(alert)  # first: the bot's state and the journal's record are the account's
+        watch = self.bots.get(account.name) if self.bots is not None else None
+        refusal = watch.refusal(req.algo_id) if watch is not None else None
         if refusal is not None:
             raise BotNotSendable(req.algo_id, refusal)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
@@ -88,6 +142,7 @@ class Intake:
             cap_states=DRY_RUN_CAP_STATES if config.dry_run else CAP_STATES,
             trader_id=alert.alert_id,
             now=now,
+            account=account.name,
         )
         if not created:
             raise DuplicateAlert(record)
@@ -107,6 +162,7 @@ class Intake:
             payload.update(allowReinvest=request["allowReinvest"], investmentType="percentage_investment")
         if original.trader_id is not None:
             payload["id"] = original.trader_id
+        payload["account"] = original.account  # sent again to the account it was meant for, or refused
         # The original's key: the journal's duplicate check, atomic with the insert, then lets one
         # of a resend, another operator's resend and TradingView's copy of the same alert through.
         alert = dataclasses.replace(load_alert(payload), dedup_key=original.dedup_key)
@@ -120,7 +176,13 @@ class Intake:
 
     def resend_refusal(self, original: Record) -> str | None:
         """Why ``original`` may not be sent again (the message a resend is refused with), or None."""
-        return self._resend_check(original)[0]
+        refusal = self._resend_check(original)[0]
+        if refusal is None:
+            try:  # its account may since have left OKX_ACCOUNTS, or its bot moved to another account
+                self._route(original.account, original.algo_id)
+            except AccountRefused as exc:
+                return str(exc)
+        return refusal
 
     def _resend_check(self, original: Record) -> tuple[str | None, float]:
         """Why ``original`` may not be sent again, or None; and from when on (journal time) an

@@ -17,7 +17,7 @@ from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_b
 from .bots import BotWatch
 from .config import Config
 from .delivery import Delivery
-from .intake import BotNotSendable, DuplicateAlert, Intake, NoSuchAlert
+from .intake import AccountRefused, BotNotSendable, DuplicateAlert, Intake, NoSuchAlert
 from .investigation import Investigator
 from .journal import ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
@@ -231,6 +231,13 @@ def _invalid_alert(exc):
 @bp.app_errorhandler(BotNotSendable)
 def _bot_not_sendable(exc):
     return _error(422, "bot_not_running", f"{exc}; nothing was sent", errors=[{"field": "algoId", "message": str(exc)}])
+
+
+@bp.app_errorhandler(AccountRefused)
+def _account_refused(exc):
+    return _error(
+        422, "account_refused", f"{exc}; nothing was sent", errors=[{"field": exc.field, "message": exc.message}]
+    )
 
 
 @bp.app_errorhandler(Forbidden)
