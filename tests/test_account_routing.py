@@ -158,8 +158,9 @@ ROUTED = [
 
 
 @pytest.mark.parametrize("changes, account", ROUTED)
-def test_an_alert_is_journaled_with_the_account_it_is_routed_to(two_accounts, changes, account):
-    app = two_accounts(dry_run=True)  # routing and journaling only: sending is the next test's
+def test_an_alert_is_journaled_with_the_account_it_is_routed_to(two_accounts, database_url, changes, account):
+    # Routing and journaling only, on each journal: sending is the next test's.
+    app = two_accounts(dry_run=True, database_url=database_url)
     response = app.test_client().post("/webhook", json=make_alert(**changes))
     assert response.status_code == 200 and response.json["status"] == "dry_run", response.json
     assert app.extensions["webhook"].journal.get(response.json["id"]).account == account
