@@ -681,12 +681,17 @@ def test_to_json_parses_the_evidence_and_shows_the_proposal_as_stored(evidence, 
     assert (record.to_json()["evidence"], record.to_json()["proposal"]) == (shown, proposal)
 
 
-def previous_release_journal(url, monkeypatch) -> int:
-    """The journal as the release before evidence left it: that release's schema, and one alert
-    journaled by SQL naming only its columns. Returns the alert's id."""
+# Columns each later release added, newest last: a release ``back`` releases ago knows none of the last ``back``.
+ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",))
+
+
+def previous_release_journal(url, monkeypatch, back: int = 1) -> int:
+    """The journal as the release ``back`` migrations ago left it (1: before accounts, 2: before
+    evidence): that release's schema, and one alert journaled by SQL naming only its columns.
+    Returns the alert's id."""
     engine = sqlite_journal if url.startswith("sqlite") else postgres_journal
-    monkeypatch.setattr(engine, "MIGRATIONS", engine.MIGRATIONS[:-1])
-    monkeypatch.setattr(engine, "SCHEMA_VERSION", engine.MIGRATIONS[-2][0])
+    monkeypatch.setattr(engine, "MIGRATIONS", engine.MIGRATIONS[:-back])
+    monkeypatch.setattr(engine, "SCHEMA_VERSION", engine.MIGRATIONS[-back - 1][0])
     open_journal(url).close()
     monkeypatch.undo()
     insert = (
@@ -702,7 +707,7 @@ def previous_release_journal(url, monkeypatch) -> int:
 
 
 def test_a_journal_of_the_previous_schema_is_upgraded_and_its_alerts_gain_evidence(database_url, monkeypatch):
-    old_id = previous_release_journal(database_url, monkeypatch)
+    old_id = previous_release_journal(database_url, monkeypatch, back=2)
     journal = open_journal(database_url)
     try:
         expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
@@ -725,8 +730,9 @@ def test_a_journal_of_the_previous_schema_is_upgraded_and_its_alerts_gain_eviden
 
 def test_an_older_release_keeps_claiming_and_confirming_while_the_new_one_migrates(pg_url, monkeypatch):
     # A deploy overlaps both releases on one database: the old one's claims name only its own columns.
-    previous_release_journal(pg_url, monkeypatch)
-    old_columns = ", ".join(COLUMNS[: -len(("evidence", "proposal"))])
+    previous_release_journal(pg_url, monkeypatch, back=2)
+    newer = sum(ADDED_BY_RELEASE, ())
+    old_columns = ", ".join(c for c in COLUMNS if c not in newer)
     with psycopg.connect(pg_url, autocommit=True) as old_release:
         claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
         old_release.execute(claim_sql, ("old", time.time()))  # its plan, cached before the upgrade
@@ -734,7 +740,7 @@ def test_an_older_release_keeps_claiming_and_confirming_while_the_new_one_migrat
         try:
             add(new, key="fp:new", algo_id="2")
             (row,) = old_release.execute(claim_sql, ("old", new.now())).fetchall()
-            assert len(row) == len(COLUMNS) - 2 and row[COLUMNS.index("claimed_by")] == "old"
+            assert len(row) == len(COLUMNS) - len(newer) and row[COLUMNS.index("claimed_by")] == "old"
             confirmed = old_release.execute(
                 "UPDATE alerts SET sent_at = %s WHERE id = %s AND state = 'sending' AND claimed_by = 'old'",
                 (new.now(), row[0]),
@@ -742,3 +748,221 @@ def test_an_older_release_keeps_claiming_and_confirming_while_the_new_one_migrat
             assert confirmed == 1 and new.get(row[0]).evidence is None
         finally:
             new.close()
+
+
+# -- several OKX accounts ---------------------------------------------------------------------------
+
+
+def two_accounts_queued(journal) -> dict[str, list[int]]:
+    """Alerts for two accounts, interleaved as they arrive, two bots each: ids by account, oldest first."""
+    ids: dict[str, list[int]] = {"main": [], "hedge": []}
+    for n in range(3):
+        for account, bot in (("main", f"m{n % 2}"), ("hedge", f"h{n % 2}")):
+            ids[account].append(add(journal, key=f"fp:{account}:{n}", algo_id=bot, account=account)[0].id)
+    return ids
+
+
+def test_an_alert_keeps_the_account_it_was_added_for_and_one_added_without_is_default(journals):
+    journal = journals()
+    hedge, _ = add(journal, key="fp:hedge", algo_id="7", account="hedge")
+    unnamed, _ = add(journal, key="fp:unnamed", algo_id="8")
+    assert (hedge.account, journal.get(hedge.id).account, hedge.to_json()["account"]) == ("hedge", "hedge", "hedge")
+    assert (unnamed.account, journal.get(unnamed.id).account) == ("default", "default")
+    # A repeat is the earlier alert, its account with it: duplicates are per bot, as before.
+    again, created = add(journal, key="fp:hedge", algo_id="7", account="hedge")
+    assert (created, again.id, again.account) == (False, hedge.id, "hedge")
+
+
+def test_a_claim_for_one_account_takes_only_its_alerts_and_leaves_the_others_queued(journals):
+    journal = journals()
+    ids = two_accounts_queued(journal)
+    now = journal.now()
+    # Each bot's first alert is due; its second waits its turn (h0's n=2 behind n=0).
+    hedge = journal.claim_due("a", 10, now, account="hedge")
+    assert [r.id for r in hedge] == ids["hedge"][:2] and {r.account for r in hedge} == {"hedge"}
+    assert [r.state for r in journal.recent(account="main")] == ["queued"] * 3
+    assert journal.claim_due("a", 10, journal.now(), account="hedge") == []  # hedge's third waits for h0
+    assert journal.claim_due("a", 10, journal.now(), account="demo") == []
+    main = journal.claim_due("a", 10, journal.now(), account="main")
+    assert [r.id for r in main] == ids["main"][:2] and {r.account for r in main} == {"main"}
+
+
+def test_a_claim_without_an_account_takes_every_accounts_alerts_as_before(journals):
+    journal = journals()
+    ids = two_accounts_queued(journal)
+    claimed = journal.claim_due("a", 10, journal.now())
+    assert [r.id for r in claimed] == sorted(ids["main"][:2] + ids["hedge"][:2])
+
+
+@pytest.mark.parametrize(
+    ("account", "in_turn", "before_third", "expected"),
+    [
+        (None, True, False, 4),  # each bot's first alert
+        (None, False, False, 6),
+        ("main", True, False, 2),
+        ("main", False, False, 3),
+        ("hedge", False, False, 3),
+        ("hedge", False, True, 2),  # ahead of hedge's third alert: hedge's own, not main's
+        (None, False, True, 5),  # every account's alerts ahead of it
+        ("demo", False, False, 0),
+    ],
+)
+def test_count_due_counts_one_accounts_alerts_or_every_accounts(journals, account, in_turn, before_third, expected):
+    journal = journals()
+    ids = two_accounts_queued(journal)
+    before_id = ids["hedge"][2] if before_third else None
+    assert journal.count_due(journal.now(), before_id=before_id, in_turn=in_turn, account=account) == expected
+
+
+def test_one_bots_alerts_go_in_order_within_its_account_and_never_hold_up_another_account(journals):
+    journal = journals()
+    x1, x2 = (add(journal, key=f"fp:x{n}", algo_id="x", account="hedge")[0] for n in (1, 2))
+    m1, _ = add(journal, key="fp:m1", algo_id="m", account="main")
+    assert [r.id for r in journal.claim_due("a", 10, journal.now(), account="hedge")] == [x1.id]
+    assert journal.claim_due("a", 10, journal.now(), account="hedge") == []  # x2 waits while x1 is sent
+    assert [r.id for r in journal.claim_due("a", 10, journal.now(), account="main")] == [m1.id]
+    journal.requeue(x1.id, "50013", "busy", "not executed", not_before=journal.now() + 60, claim=Claim(x1.id, "a", 1))
+    assert journal.claim_due("a", 10, journal.now(), account="hedge") == []  # ...and while x1 waits for its retry
+    (again,) = journal.claim_due("a", 10, journal.now() + 61, account="hedge")
+    assert again.id == x1.id
+    journal.finish(x1.id, "ok", claim=Claim.of(again))
+    assert [r.id for r in journal.claim_due("a", 10, journal.now(), account="hedge")] == [x2.id]
+
+
+def test_recent_filters_by_account(journals):
+    journal = journals()
+    ids = two_accounts_queued(journal)
+    unnamed, _ = add(journal, key="fp:unnamed", algo_id="d")
+    assert [r.id for r in journal.recent(account="hedge")] == ids["hedge"][::-1]
+    assert [r.id for r in journal.recent(account="main", limit=1)] == ids["main"][-1:]
+    assert [r.id for r in journal.recent(account="default")] == [unnamed.id]
+    assert journal.recent(account="demo") == []
+    assert len(journal.recent()) == 7
+
+
+def test_a_journal_from_before_accounts_is_upgraded_and_its_alerts_are_the_default_accounts(database_url, monkeypatch):
+    old_id = previous_release_journal(database_url, monkeypatch, back=1)
+    journal = open_journal(database_url)
+    try:
+        expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
+        assert expected == (7 if database_url.startswith("sqlite") else 6)
+        assert journal.schema_version() == expected and journal.get(old_id).account == "default"
+        hedge, _ = add(journal, key="fp:hedge", algo_id="2", account="hedge")
+        assert journal.count_due(journal.now(), account="default") == 1
+        assert [r.id for r in journal.claim_due("a", 10, journal.now(), account="default")] == [old_id]
+        assert [r.id for r in journal.recent(account="hedge")] == [hedge.id]
+    finally:
+        journal.close()
+
+
+# Migration 4's journal_add as the release before accounts calls it: 13 arguments, no account.
+OLD_ADD = (
+    "SELECT created, used, alert_id "
+    "FROM journal_add(%s, 0, %s, 'add', '1', %s, %s, 'queued', NULL, NULL, NULL, NULL, %s)"
+)
+
+
+def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_accounts_migration(pg_url, monkeypatch):
+    # A deploy overlaps both releases on one database: the old one adds and claims through migration 4's
+    # functions, naming only its own columns; its alerts are the default account's, and its claims take any.
+    previous_release_journal(pg_url, monkeypatch, back=1)
+    old_columns = ", ".join(c for c in COLUMNS if c != "account")
+    claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
+    with psycopg.connect(pg_url, autocommit=True) as old_release:
+        old_release.execute(claim_sql, ("old", time.time()))  # its plan, cached before the upgrade
+        new = open_journal(pg_url)
+        try:
+            new.claim_due("new", 10, new.now())  # the alert journaled before the upgrade: out of the way
+            (created, _, old_id) = old_release.execute(
+                OLD_ADD, ("fp:old-release", "5", BODY, new.now() + 600, ["queued"])
+            ).fetchone()
+            hedge, _ = add(new, key="fp:hedge", algo_id="6", account="hedge")
+            assert created and new.get(old_id).account == "default"
+            rows = old_release.execute(claim_sql, ("old", new.now())).fetchall()
+            assert sorted(row[0] for row in rows) == [old_id, hedge.id]  # any account's, as that release expects
+            assert all(len(row) == len(COLUMNS) - 1 and row[COLUMNS.index("claimed_by")] == "old" for row in rows)
+        finally:
+            new.close()
+
+
+def claim_waits(conn, account: str | None, old_signature: bool = False) -> bool:
+    """Whether a claim on ``conn`` would wait for a lock another transaction holds (lock_timeout ends
+    the wait at once instead); a claim that does not wait finds nothing due and changes nothing."""
+    call = "journal_claim('probe', 10, 0, 30)" if old_signature else "journal_claim('probe', 10, 0, 30, %s)"
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '100ms'")
+            conn.execute(f"SELECT id FROM {call}", () if old_signature else (account,))
+        return False
+    except psycopg.errors.LockNotAvailable:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("probe", "old_signature", "waits"),
+    [
+        ("hedge", False, False),  # another account's claim never waits for main's
+        ("main", False, True),  # main's claims take turns (each bot's order)
+        (None, False, True),  # a claim for every account waits for every claim
+        (None, True, True),  # and so does an older release's
+    ],
+)
+def test_claims_for_different_accounts_never_wait_for_each_other(pg_url, probe, old_signature, waits):
+    open_journal(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as holder, psycopg.connect(pg_url, autocommit=True) as prober:
+        with holder.transaction():  # a claim for main, under way
+            holder.execute("SELECT id FROM journal_claim('holder', 10, 0, 30, 'main')")
+            assert claim_waits(prober, probe, old_signature) is waits
+        assert claim_waits(prober, probe, old_signature) is False  # ...and once it committed, nothing waits
+
+
+def test_a_claim_for_every_account_holds_up_each_accounts_claims(pg_url):
+    open_journal(pg_url).close()
+    with (
+        psycopg.connect(pg_url, autocommit=True) as holder,
+        psycopg.connect(pg_url, autocommit=True) as prober,
+        holder.transaction(),
+    ):
+        holder.execute("SELECT id FROM journal_claim('holder', 10, 0, 30)")  # an older release's
+        assert claim_waits(prober, "hedge") and claim_waits(prober, "main")
+
+
+def test_bot_order_holds_between_instances_claiming_for_accounts_and_for_every_account_at_once(pg_journals):
+    instances = [pg_journals(), pg_journals(), pg_journals()]
+    for n in range(48):
+        account = ("main", "hedge")[n % 2]
+        add(instances[0], key=f"fp:{n}", algo_id=f"{account}-{n % 3}", account=account)
+    claimants = [("main", instances[0]), ("hedge", instances[1]), (None, instances[2])]
+    order: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    overlaps = 0
+
+    def drain(i):
+        nonlocal overlaps
+        account, journal = claimants[i]
+        idle = 0
+        while idle < 20:
+            got = journal.claim_due(f"i{i}", 3, journal.now(), account=account)
+            if not got:
+                idle += 1
+                time.sleep(0.005)
+                continue
+            idle = 0
+            assert account is None or {r.account for r in got} == {account}
+            for r in got:
+                overlaps += len(journal.recent(state="sending", algo_id=r.algo_id)) > 1
+            with lock:
+                order.extend((r.algo_id, r.id) for r in got)
+            time.sleep(0.002)
+            for r in got:
+                journal.finish(r.id, "ok", claim=Claim.of(r))
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == 0 and len(order) == 48
+    for bot in {b for b, _ in order}:
+        ids = [i for b, i in order if b == bot]
+        assert ids == sorted(ids), bot

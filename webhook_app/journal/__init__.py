@@ -5,7 +5,10 @@ queued -> sending -> ok | rejected | unknown | failed, queued -> expired, and dr
 alerts that were never meant to leave; sending -> queued (a retry, or a claim that lapsed
 before its request left) and sending -> expired (such a claim, too old to send again). The
 queue itself lives here (``claim_due``), so several instances on one database share it; an
-alert is claimed by exactly one instance.
+alert is claimed by exactly one instance. Each alert names the OKX account that sends it, and
+the queue can be taken one account at a time (``claim_due(account=...)``), so a burst to one
+account never holds up another's; duplicates, the daily cap and each bot's order are kept per
+bot, and a bot belongs to one account.
 
 Backends: ``sqlite.py`` (one process; the default, no setup) and ``postgres.py`` (any
 number of instances on one database). ``open_journal`` picks one from ``DATABASE_URL``.
@@ -85,6 +88,9 @@ class Record:
     # (one of evidence.VERDICTS; None until OKX's records were read).
     evidence: str | None = None
     proposal: str | None = None
+    # The OKX account (config ``OkxAccount.name``) whose key sends it; alerts journaled before
+    # accounts existed, or by a release that does not know them, are "default".
+    account: str = "default"
 
     @property
     def final(self) -> bool:
@@ -232,13 +238,16 @@ class Journal(abc.ABC):
         trader_id: str | None = None,
         now: float | None = None,
         cap_states: tuple[str, ...] = CAP_STATES,
+        account: str = "default",
     ) -> tuple[Record, bool]:
         """Insert a new alert unless one with the same key was journaled since ``dedup_since``
         (alerts that ended ``failed`` were never executed and do not count), or unless it
         would take its bot and direction over ``daily_cap`` in the last 24 h
         (``DailyCapExceeded``). Atomic against every other writer. Returns (record, created)
         once the insert is durable; ``record`` is the earlier alert when not created. The cap
-        sums alerts in ``cap_states`` (dry-run adds its own alerts, so a cap can be tried)."""
+        sums alerts in ``cap_states`` (dry-run adds its own alerts, so a cap can be tried).
+        ``account`` is stored with the alert; duplicates and the cap stay keyed by the dedup key and
+        the bot alone (an OKX algoId belongs to one account)."""
 
     @abc.abstractmethod
     def get(self, alert_id: int) -> Record | None: ...
@@ -250,14 +259,22 @@ class Journal(abc.ABC):
         state: str | None = None,
         trader_id: str | None = None,
         algo_id: str | None = None,
+        account: str | None = None,
     ) -> list[Record]:
-        """Newest first, optionally one state, one trader id and/or one bot."""
+        """Newest first, optionally one state, one trader id, one bot and/or one account."""
 
     @abc.abstractmethod
-    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
+    def count_due(
+        self,
+        now: float | None = None,
+        before_id: int | None = None,
+        in_turn: bool = True,
+        account: str | None = None,
+    ) -> int:
         """Queued alerts whose time has come (``not_before`` passed, not yet expired) and, with
         ``in_turn``, no other alert for their bot in the way (see ``claim_due``); or only those
-        ahead of alert ``before_id``."""
+        ahead of alert ``before_id``. ``account``: None counts every account's, a name only that
+        account's."""
 
     @abc.abstractmethod
     def next_due_at(self) -> float | None:
@@ -265,12 +282,16 @@ class Journal(abc.ABC):
         alert waits behind one being sent (its outcome wakes the dispatcher) or none is queued."""
 
     @abc.abstractmethod
-    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
+    def claim_due(
+        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+    ) -> list[Record]:
         """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
         ``instance`` with a lease of ``lease`` seconds (the journal's clock), in one durable
         transaction before any is sent. No two instances ever claim the same alert, and an alert
         is never claimed while another for its bot is sending or an earlier one is queued inside
-        its lag."""
+        its lag. ``account``: None claims any account's alerts (as before accounts existed), a
+        name only that account's, leaving every other account's queued; claims for different
+        accounts do not wait for each other (beyond the moment a claim for any account takes)."""
 
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:

@@ -40,7 +40,17 @@ from . import (
 )
 from .postgres_activity import PostgresActivity
 from .postgres_shared import PostgresLockoutStore, PostgresPacer
-from .postgres_sql import LOCK_BOT, LOCK_CAP, LOCK_CLAIM, LOCK_DEDUP, LOCK_MIGRATION, LOCK_PACING, LOCK_RECOVERY, NOW
+from .postgres_sql import (
+    LOCK_BOT,
+    LOCK_CAP,
+    LOCK_CLAIM,
+    LOCK_CLAIM_ACCOUNT,
+    LOCK_DEDUP,
+    LOCK_MIGRATION,
+    LOCK_PACING,
+    LOCK_RECOVERY,
+    NOW,
+)
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
@@ -284,6 +294,89 @@ END $$;
     # (journal_claim returns SETOF alerts, resolved at each call: the new columns come with it and
     # callers name the columns they read).
     (5, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS evidence TEXT, ADD COLUMN IF NOT EXISTS proposal TEXT;"),
+    # Several OKX accounts: each alert names the one that sends it. A constant default is a catalogue
+    # change (PostgreSQL 11+), no rewrite: every earlier alert, and every alert an older release still
+    # running inserts through migration 4's journal_add, is "default", the one account there was. The
+    # older release's functions stay as they were (its journal_claim claims any account's alerts, under
+    # the exclusive claim lock); this release calls the overloads below, one more argument each.
+    # alerts_account serves the operator's filter; claims find the few queued alerts by alerts_queue.
+    (
+        6,
+        f"""
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS account TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX alerts_account ON alerts (account, id);
+
+-- Migration 4's journal_add, storing the account.
+CREATE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT)
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock({LOCK_BOT}, hashtext(p_algo_id));
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id, account)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id, p_account)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+-- Migration 4's journal_claim, for one account (p_account) or, NULL, for every account as before.
+-- Claims that could take alerts of one bot must run one at a time (see migration 4); a bot belongs
+-- to one account, so only claims for the same account, or for every account, need to: one for an
+-- account holds the claim lock shared and its account's lock exclusively, and claims for two
+-- accounts never wait for each other; one for every account (an older release's, too) holds the
+-- claim lock exclusively and waits for, and holds up, all of them for the moment it takes.
+CREATE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION,
+    p_account TEXT)
+RETURNS SETOF alerts LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_account IS NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM}, 0);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({LOCK_CLAIM}, 0);
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM_ACCOUNT}, hashtext(p_account));
+    END IF;
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
+            AND (p_account IS NULL OR a.account = p_account)
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))
+        ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
+            lease_until = {NOW} + p_lease,
+            first_sent_at = COALESCE(first_sent_at, GREATEST(p_now, received_at))  -- never before it arrived
+        FROM picked WHERE alerts.id = picked.id RETURNING alerts.*),
+    logged AS (
+        INSERT INTO alert_events (alert_id, at, kind, detail)
+        SELECT c.id, {NOW}, 'claimed', format('attempt %s, claimed by %s', c.attempts, c.claimed_by)  -- claimed_detail
+        FROM claimed c)
+    SELECT * FROM claimed;
+END $$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # Its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
@@ -458,10 +551,11 @@ class PostgresJournal(PostgresActivity, Journal):
         trader_id=None,
         now=None,
         cap_states=CAP_STATES,
+        account="default",
     ) -> tuple[Record, bool]:
-        # journal_add (migration 2) checks and inserts under advisory locks, in one statement.
+        # journal_add (migration 6) checks and inserts under advisory locks, in one statement.
         created, used, alert_id = self._one(
-            "SELECT created, used, alert_id FROM journal_add(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT created, used, alert_id FROM journal_add(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 dedup_key,
                 dedup_since,
@@ -476,6 +570,7 @@ class PostgresJournal(PostgresActivity, Journal):
                 trader_id,
                 now,
                 list(cap_states),
+                account,
             ),
         )
         if alert_id is None:
@@ -488,9 +583,11 @@ class PostgresJournal(PostgresActivity, Journal):
         row = self._one(f"{_SELECT} WHERE id = %s", (alert_id,))
         return Record(*row) if row else None
 
-    def recent(self, limit=50, state=None, trader_id=None, algo_id=None) -> list[Record]:
+    def recent(self, limit=50, state=None, trader_id=None, algo_id=None, account=None) -> list[Record]:
         filters = [
-            (c, v) for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id)) if v is not None
+            (c, v)
+            for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id), ("account", account))
+            if v is not None
         ]
         where = " AND ".join(f"{column} = %s" for column, _ in filters)
         rows = self._all(
@@ -499,11 +596,15 @@ class PostgresJournal(PostgresActivity, Journal):
         )
         return [Record(*row) for row in rows]
 
-    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
+    def count_due(
+        self, now: float | None = None, before_id: int | None = None, in_turn: bool = True, account: str | None = None
+    ) -> int:
+        of_account = "" if account is None else "AND account = %s"
         return self._one(
             f"SELECT count(*) FROM alerts, (SELECT COALESCE(%s, {NOW}) AS t) clock WHERE state = 'queued' "
-            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s {'AND ' + _BOTS_TURN if in_turn else ''}",
-            (now, 2**63 - 1 if before_id is None else before_id),
+            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s {of_account} "
+            f"{'AND ' + _BOTS_TURN if in_turn else ''}",
+            (now, 2**63 - 1 if before_id is None else before_id, *(() if account is None else (account,))),
         )[0]
 
     def next_due_at(self) -> float | None:
@@ -513,12 +614,15 @@ class PostgresJournal(PostgresActivity, Journal):
             f"AND expires_at >= clock.t AND {_BOTS_TURN}"
         )[0]
 
-    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
+    def claim_due(
+        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+    ) -> list[Record]:
         if limit <= 0:
             return []
-        # journal_claim (migration 4): the claim and its timeline entries, one statement, one round trip.
+        # journal_claim (migration 6): the claim and its timeline entries, one statement, one round trip.
         rows = self._all(
-            f"SELECT {', '.join(COLUMNS)} FROM journal_claim(%s, %s, %s, %s)", (instance, limit, now, lease)
+            f"SELECT {', '.join(COLUMNS)} FROM journal_claim(%s, %s, %s, %s, %s)",
+            (instance, limit, now, lease, account),
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 

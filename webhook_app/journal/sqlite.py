@@ -126,6 +126,15 @@ CREATE TABLE admin_sessions (
     # OKX's own records on an unknown outcome, and the verdict proposed from them. Nullable columns
     # only: an older release still running on the file reads and writes it as before.
     (6, "ALTER TABLE alerts ADD COLUMN evidence TEXT; ALTER TABLE alerts ADD COLUMN proposal TEXT"),
+    # Several OKX accounts: each alert names the one that sends it. Every alert journaled before, and
+    # any an older release still running inserts without naming it, belongs to the single account
+    # there was, "default". The index serves the operator's filter by account; claims find the few
+    # queued alerts through alerts_queue and filter those.
+    (
+        7,
+        "ALTER TABLE alerts ADD COLUMN account TEXT NOT NULL DEFAULT 'default'; "
+        "CREATE INDEX alerts_account ON alerts (account, id)",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -136,6 +145,8 @@ _DUE = (
     "WHERE b.algo_id = alerts.algo_id AND b.id != alerts.id AND b.state IN ('queued', 'sending') "
     "AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= :now)))"
 )
+# One account's alerts, or (no account named) every account's.
+_OF_ACCOUNT = "(:account IS NULL OR account = :account)"
 # The current attempt's claim, as a fence on every write after a send.
 _CLAIMED = "id = :id AND state = 'sending' AND claimed_by = :instance AND attempts = :attempt"
 
@@ -254,6 +265,7 @@ class SqliteJournal(SqliteActivity, Journal):
         daily_cap=None,
         trader_id=None,
         cap_states=CAP_STATES,
+        account="default",
         now,
     ) -> tuple[Record, bool]:
         row = db.execute(
@@ -273,8 +285,8 @@ class SqliteJournal(SqliteActivity, Journal):
                 raise DailyCapExceeded(daily_cap, used)
         cursor = db.execute(
             "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
-            "expires_at, state, secret_name, trader_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name, trader_id),
+            "expires_at, state, secret_name, trader_id, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name, trader_id, account),
         )
         return self._get(db, cursor.lastrowid), True
 
@@ -283,9 +295,11 @@ class SqliteJournal(SqliteActivity, Journal):
             return None
         return self._transaction(lambda db: self._get(db, alert_id), write=False)
 
-    def recent(self, limit=50, state=None, trader_id=None, algo_id=None) -> list[Record]:
+    def recent(self, limit=50, state=None, trader_id=None, algo_id=None, account=None) -> list[Record]:
         filters = [
-            (c, v) for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id)) if v is not None
+            (c, v)
+            for c, v in (("state", state), ("trader_id", trader_id), ("algo_id", algo_id), ("account", account))
+            if v is not None
         ]
         where = " AND ".join(f"{column} = ?" for column, _ in filters)
 
@@ -298,13 +312,15 @@ class SqliteJournal(SqliteActivity, Journal):
 
         return self._transaction(step, write=False)
 
-    def count_due(self, now: float | None = None, before_id: int | None = None, in_turn: bool = True) -> int:
+    def count_due(
+        self, now: float | None = None, before_id: int | None = None, in_turn: bool = True, account: str | None = None
+    ) -> int:
         now = time.time() if now is None else now
         due = _DUE if in_turn else "state = 'queued' AND not_before <= :now AND expires_at >= :now"
         return self._transaction(
             lambda db: db.execute(
-                f"SELECT count(*) FROM alerts WHERE {due} AND id < :before",
-                {"now": now, "before": 2**63 - 1 if before_id is None else before_id},
+                f"SELECT count(*) FROM alerts WHERE {due} AND {_OF_ACCOUNT} AND id < :before",
+                {"now": now, "before": 2**63 - 1 if before_id is None else before_id, "account": account},
             ).fetchone()[0],
             write=False,
         )
@@ -322,7 +338,11 @@ class SqliteJournal(SqliteActivity, Journal):
             write=False,
         )
 
-    def claim_due(self, instance: str, limit: int, now: float, lease: float = 30.0) -> list[Record]:
+    def claim_due(
+        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+    ) -> list[Record]:
+        # One process sends from a file, and each claim is one write transaction: claims for
+        # different accounts are already one after another, each a moment long.
         def step(db):
             # ``now`` was read before the claim: an alert received since then still never shows
             # a send that started before it arrived.
@@ -330,9 +350,15 @@ class SqliteJournal(SqliteActivity, Journal):
                 "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = :instance, "
                 "first_sent_at = COALESCE(first_sent_at, MAX(:now, received_at)), sent_at = NULL, "
                 "lease_until = :lease_until "
-                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} ORDER BY id LIMIT :limit) "
+                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} AND {_OF_ACCOUNT} ORDER BY id LIMIT :limit) "
                 f"RETURNING {', '.join(COLUMNS)}",
-                {"instance": instance, "now": now, "limit": limit, "lease_until": time.time() + lease},
+                {
+                    "instance": instance,
+                    "now": now,
+                    "limit": limit,
+                    "lease_until": time.time() + lease,
+                    "account": account,
+                },
             ).fetchall()
             records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
             _log_events(db, [(r.id, now, "claimed", claimed_detail(r.attempts, instance)) for r in records])
