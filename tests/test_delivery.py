@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, MovableClock, make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply, RawReply, Slow
-from webhook_app.delivery import Delivery
+from webhook_app.delivery import Delivery, Lane
 from webhook_app.journal import Claim, JournalUnavailable
 from webhook_app.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from webhook_app.journal.sqlite import SqliteJournal
@@ -478,9 +478,8 @@ def test_a_dry_run_start_leaves_queued_live_alerts_queued_and_says_so(make_app, 
 def test_an_alert_is_recorded_ok_only_when_okx_said_so(tmp_path):
     journal, (record,) = journal_with_queued(tmp_path / "j.db", ["5"])
     # A pacer as if live, with a client in dry-run: the guard must still keep it from reading "ok".
-    delivery = Delivery(
-        journal, OkxClient("https://www.okx.com", dry_run=True), MemoryPacer(5), OutcomePolicy(), Membership(journal)
-    )
+    lanes = {"default": Lane(OkxClient("https://www.okx.com", dry_run=True), MemoryPacer(5))}
+    delivery = Delivery(journal, lanes, OutcomePolicy(), Membership(journal))
     try:
         delivery.submit(record, wait=0.5)
         assert journal.get(record.id).state == "queued"
@@ -494,7 +493,9 @@ def test_stop_puts_claimed_sends_that_never_started_back_in_the_queue(okx, tmp_p
     journal, records = journal_with_queued(tmp_path / "j.db", ["1", "2", "3"])
     client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
     # One sender: the others wait for it.
-    delivery = Delivery(journal, client, MemoryPacer(5), OutcomePolicy(), Membership(journal), senders=1)
+    delivery = Delivery(
+        journal, {"default": Lane(client, MemoryPacer(5))}, OutcomePolicy(), Membership(journal), senders=1
+    )
     okx.play(Slow(0.5))
     try:
         delivery.start()
@@ -639,7 +640,7 @@ def test_an_alert_sent_before_its_reply_started_waiting_is_answered_at_once(tmp_
     # before the web thread that journaled it starts waiting for its outcome.
     journal, (record,) = journal_with_queued(tmp_path / "j.db", ["5"])
     client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
-    delivery = Delivery(journal, client, MemoryPacer(5), OutcomePolicy(), Membership(journal))
+    delivery = Delivery(journal, {"default": Lane(client, MemoryPacer(5))}, OutcomePolicy(), Membership(journal))
     try:
         delivery.start()
         wait_final_record = None

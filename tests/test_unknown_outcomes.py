@@ -134,7 +134,7 @@ def test_an_alert_for_a_bot_okx_does_not_know_is_refused(make_app, okx):
     okx.add_bot("581628185981813799")
     app.extensions["webhook"].bots.refresh()  # reads the known bots outside OKX's active list
     okx.bots.pop("581628185981813799")
-    app.extensions["webhook"].bots.snapshot_now("581628185981813799")
+    app.extensions["webhook"].bots["default"].snapshot_now("581628185981813799")
     reply = app.test_client().post("/webhook", json=make_alert(algoId="581628185981813799"))
     assert reply.status_code == 422 and "does not know this bot" in reply.json["errors"][0]["message"]
     assert okx.margin_requests() == []

@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask
 
-from .bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
-from .config import Config, ConfigError
-from .delivery import Delivery
+from .bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
+from .config import Config, ConfigError, OkxAccount
+from .delivery import Delivery, Lane
 from .intake import Intake
 from .investigation import Investigator
 from .journal import Journal, JournalUnavailable, open_journal
@@ -68,35 +68,29 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     if config.webhook_secret_source == "database":
         config = _secret_from_journal(config, journal)
         scrubber.add(config.secret_values)
-    client = OkxClient(
-        config.okx_base_url,
-        config.okx_api_key,
-        config.okx_api_secret,
-        config.okx_api_passphrase,
-        demo=config.okx_demo,
-        dry_run=config.dry_run,
-        connect_timeout=config.okx_connect_timeout,
-        read_timeout=config.okx_read_timeout,
-        pool_size=min(max(config.okx_rate_limit, 4), 32),
-    )
     notifier = Notifier(config.notify_urls, config.notify_on, scrub=scrubber.scrub)
-    pacer = None
-    if not config.dry_run:  # one budget per API key: shared through the journal where instances share it
-        limit, window = config.okx_rate_limit, config.okx_rate_window
-        pacer = journal.pacer(config.okx_api_key, limit, window) or MemoryPacer(limit, window)
     membership = Membership(journal)
-    bots = investigator = None
-    if not config.dry_run:
-        bots = BotWatch(
-            client,
-            instance=membership.instance,
-            known_ids=lambda: _known_bots(config, journal),
-            refresh_every=config.bot_refresh,
-            max_age=config.bot_state_max_age,
-            read_timeout=min(2.0, config.okx_read_timeout),
-            # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
-            pacer_for=lambda path: journal.pacer(config.okx_api_key + path, READS_PER_WINDOW, READ_WINDOW),
-        )
+    clients = {account.name: _client(config, account) for account in config.accounts}
+    lanes, bots = {}, BotWatches()
+    for account in config.accounts:
+        client, pacer, watch = clients[account.name], None, None
+        if not config.dry_run:
+            # One budget per account (OKX counts per User ID): shared through the journal where instances share it.
+            limit, window = account.rate_limit, config.okx_rate_window
+            pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window)
+            watch = bots[account.name] = BotWatch(
+                client,
+                instance=membership.instance,
+                known_ids=lambda account=account: _known_bots(account, journal),
+                refresh_every=config.bot_refresh,
+                max_age=config.bot_state_max_age,
+                read_timeout=min(2.0, config.okx_read_timeout),
+                # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
+                pacer_for=lambda path, key=account.api_key: journal.pacer(key + path, READS_PER_WINDOW, READ_WINDOW),
+            )
+        lanes[account.name] = Lane(client, pacer, watch.snapshot_now if watch is not None else None)
+    investigator = None
+    if bots:
         investigator = Investigator(
             journal,
             bots,
@@ -111,24 +105,25 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         else:
             notifier.alert_finished(record)
 
+    def sync_clocks() -> float:  # OKX said 50102: every account's client reads OKX's time again
+        return [client.sync_clock() for client in clients.values()][0]
+
     delivery = Delivery(
         journal,
-        client,
-        pacer,
-        OutcomePolicy(config.okx_max_attempts, sync_clock=client.sync_clock),
+        lanes,
+        OutcomePolicy(config.okx_max_attempts, sync_clock=sync_clocks),
         membership,
         # Never fewer senders than rate slots: a claimed alert must start at once,
         # or a stop could find it claimed ("sending") but not sent.
-        senders=max(config.okx_rate_limit, 4),
+        senders=max(sum(account.rate_limit for account in config.accounts), 4),
         retention=config.retention_days * 86400,
         on_final=finished,
         on_late=notifier.late_answer,
-        read_bot=bots.snapshot_now if bots is not None else None,
     )
 
     from . import admin, cli, web  # imported here: they are the top of the one-way flow
 
-    readiness = Readiness(config, client, journal, on_change=notifier.readiness_changed)
+    readiness = Readiness(config, clients, journal, on_change=notifier.readiness_changed)
     protection = Protection(config, lockout_store=journal.lockout_store())
     app.extensions["webhook"] = web.Services(
         config=config,
@@ -138,8 +133,8 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         readiness=readiness,
         notifier=notifier,
         refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
-        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots),
-        bots=bots,
+        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None),
+        bots=bots or None,
         investigator=investigator,
     )
     app.register_blueprint(web.bp)
@@ -150,13 +145,27 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     return app
 
 
-def _known_bots(config: Config, journal: Journal) -> list[str]:
-    """The bots to show and watch: the allowlist's, then those of the latest alerts."""
+def _client(config: Config, account: OkxAccount) -> OkxClient:
+    return OkxClient(
+        account.base_url,
+        account.api_key,
+        account.api_secret,
+        account.passphrase,
+        demo=account.demo,
+        dry_run=config.dry_run,
+        connect_timeout=config.okx_connect_timeout,
+        read_timeout=config.okx_read_timeout,
+        pool_size=min(max(account.rate_limit, 4), 32),
+    )
+
+
+def _known_bots(account: OkxAccount, journal: Journal) -> list[str]:
+    """An account's bots to show and watch: its allowlist's, then those of its latest alerts."""
     try:
-        recent = [record.algo_id for record in journal.recent(limit=200)]
+        recent = [record.algo_id for record in journal.recent(limit=200, account=account.name)]
     except JournalUnavailable:
         recent = []
-    return list(dict.fromkeys([*sorted(config.allowed_algo_ids), *recent]))
+    return list(dict.fromkeys([*sorted(account.algo_ids), *recent]))
 
 
 def _open_journal(config: Config) -> Journal:
@@ -233,22 +242,27 @@ def _announce(config: Config, log: logging.Logger) -> None:
         reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
         log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
     else:
-        log.info(
-            "live: forwarding to %s%s, at most %d requests per %g s",
-            config.okx_base_url,
-            " (demo trading)" if config.okx_demo else "",
-            config.okx_rate_limit,
-            config.okx_rate_window,
-        )
-    if config.okx_rate_limit / config.okx_rate_window > OKX_LIMIT / OKX_WINDOW:
-        log.warning(
-            "OKX_RATE_LIMIT=%d (per %g s) is above OKX's documented limit of %d requests per %g s per API key: "
-            "OKX refuses the excess with 50011 and those alerts wait and are sent again, later",
-            config.okx_rate_limit,
-            config.okx_rate_window,
-            OKX_LIMIT,
-            OKX_WINDOW,
-        )
+        several = len(config.accounts) > 1
+        for account in config.accounts:
+            log.info(
+                "live: %sforwarding to %s%s, at most %d requests per %g s",
+                f"account {account.name}: " if several else "",
+                account.base_url,
+                " (demo trading)" if account.demo else "",
+                account.rate_limit,
+                config.okx_rate_window,
+            )
+    for account in config.accounts:
+        if account.rate_limit / config.okx_rate_window > OKX_LIMIT / OKX_WINDOW:
+            log.warning(
+                "%s=%d (per %g s) is above OKX's documented limit of %d requests per %g s per account: "
+                "OKX refuses the excess with 50011 and those alerts wait and are sent again, later",
+                account.variable("rate_limit"),
+                account.rate_limit,
+                config.okx_rate_window,
+                OKX_LIMIT,
+                OKX_WINDOW,
+            )
     log.info("journal: %s", _journal_description(config.database_url))
     if config.admin_token:
         log.info("operator page: on at /admin (ADMIN_TOKEN is set)")

@@ -161,3 +161,26 @@ class BotWatch:
             except Exception:
                 log.exception("reading the bots' states failed")
             self._stop.wait(self.refresh_every)
+
+
+class BotWatches(dict):
+    """Each OKX account's BotWatch by account name: the bots of one account are read with its key."""
+
+    def table(self) -> list[dict]:
+        """Every account's bots (the account named on each row when there are several)."""
+        rows = []
+        for name, watch in self.items():
+            rows.extend({"account": name, **row} if len(self) > 1 else row for row in watch.table())
+        return rows
+
+    def refresh(self) -> None:
+        for watch in self.values():
+            watch.refresh()
+
+    def start(self) -> None:
+        for watch in self.values():
+            watch.start()
+
+    def stop(self) -> None:
+        for watch in self.values():
+            watch.stop()

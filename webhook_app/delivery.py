@@ -16,11 +16,12 @@ that comes back after a take-over is kept on the timeline and notified, and chan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from .journal import INTERRUPTED_DETAIL, Claim, Journal, JournalUnavailable, Record, answer_detail
@@ -46,12 +47,23 @@ class _Unwritten(Exception):
     """A journal write after a send failed every retry: the lease's lapse hands the alert to recovery."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Lane:
+    """One OKX account's road to OKX: its signed client, its rate budget (OKX counts per User ID,
+    so each account has its own; None in dry-run: nothing is sent) and how to read its bots."""
+
+    client: OkxClient
+    pacer: Pacer | None
+    # The bot read just before each send (a ``BotSnapshot`` or None): the "before" of the evidence
+    # if the outcome turns out unknown, kept with the send's confirmation at no extra round trip.
+    read_bot: Callable[..., object | None] | None = None
+
+
 class Delivery:
     def __init__(
         self,
         journal: Journal,
-        client: OkxClient,
-        pacer: Pacer | None,
+        lanes: Mapping[str, Lane],
         policy: OutcomePolicy,
         membership: Membership,
         *,
@@ -59,33 +71,33 @@ class Delivery:
         retention: float = 30 * 86400,
         on_final: Callable[[Record], None] | None = None,
         on_late: Callable[[Record, str], None] | None = None,
-        read_bot: Callable[..., object | None] | None = None,
         send_by: float = SEND_BY,
     ):
+        """``lanes``: account name -> its ``Lane``; an alert goes by its account's lane only, and
+        each account's alerts are claimed against its own budget, so a burst to one never slows another."""
         self.journal = journal
-        self.client = client
-        self.pacer = pacer  # None in dry-run: nothing is ever sent
+        self.lanes = dict(lanes)
+        first = next(iter(self.lanes.values()))
+        self.client = first.client  # the first account's: dry-run signing, and its time-outs
+        self.pacer = first.pacer  # the first account's budget (the only one, with one account)
         self.policy = policy
         self.membership = membership
         self.retention = retention
         self.senders = senders
         self._on_final = on_final  # told of every alert that reaches its final state (notifications)
         self._on_late = on_late  # told of an answer that came after its claim was taken over
-        # The bot read just before each send (a ``BotSnapshot`` or None): the "before" of the evidence
-        # if the outcome turns out unknown, kept with the send's confirmation at no extra round trip.
-        self._read_bot = read_bot
         self.send_by = send_by
-        connect_timeout, read_timeout = client.timeout
         # The latest a request can still be under way after its claim, plus a margin: only then may
         # another instance take the alert over.
-        self.lease = send_by + connect_timeout + read_timeout + LEASE_MARGIN
-        self._unsettled: list[tuple[str, object]] = []  # pacing writes that failed, tried again later
+        self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + LEASE_MARGIN
+        self._unsettled: list[tuple[str, Pacer, object]] = []  # pacing writes that failed, tried again later
         self._last_recovery = 0.0
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
         self._woken = False
         self._done: dict[int, threading.Event] = {}
-        self._in_flight: dict = {}  # sender future -> (claim, rate slot)
+        self._in_flight: dict = {}  # sender future -> (claim, lane, rate slot)
+        self._lane_turn = 0  # which account's lane is served first in this round (each in turn)
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopping = False
@@ -135,9 +147,10 @@ class Delivery:
             self._thread.join(timeout)
         not_started = [claim_and_slot for future, claim_and_slot in list(self._in_flight.items()) if future.cancel()]
         if not_started:
-            claims = [claim for claim, _ in not_started]
+            claims = [claim for claim, _, _ in not_started]
             ids = [claim.alert_id for claim in claims]
-            self._cancel([slot for _, slot in not_started])
+            for _, lane, slot in not_started:
+                self._cancel(lane.pacer, [slot])
             try:
                 self.journal.unclaim(claims)
                 log.info("stopping: claimed alerts %s had not been sent yet and are queued again", ids)
@@ -161,7 +174,7 @@ class Delivery:
 
         A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
         if record.state == "dry_run":
-            self.client.adjust_margin(_margin_request(record))
+            self._lane(record).client.adjust_margin(_margin_request(record))
             return record
         self.start()
         event = threading.Event()
@@ -175,12 +188,13 @@ class Delivery:
             # against an alert that is about to be sent.
             with self._dispatching:
                 current = self.journal.get(record.id) or record
-                if current.final or wait <= 0 or self.pacer is None:
+                pacer = self._lane(current).pacer
+                if current.final or wait <= 0 or pacer is None:
                     return current
                 if current.state == "queued":  # its turn under the rate limit: answer at once if it is far off
-                    # Every alert ahead, its bot's turn come or not: each takes a slot before this one.
-                    ahead = self.journal.count_due(before_id=record.id, in_turn=False)
-                    if self.pacer.projected(ahead) >= wait:
+                    # Every alert of its account ahead, its bot's turn come or not: each takes a slot before this one.
+                    ahead = self.journal.count_due(before_id=record.id, in_turn=False, account=current.account)
+                    if pacer.projected(ahead) >= wait:
                         return current
             latest = self._wait_final(record.id, event, time.monotonic() + wait)
             return latest or self.journal.get(record.id) or current
@@ -208,6 +222,11 @@ class Delivery:
                 if latest is not None and latest.claimed_by == self.instance:
                     step = None  # ours: the event will say when it is done
         return None
+
+    def _lane(self, record: Record) -> Lane:
+        """The lane of the alert's account (the first one's for an account no longer configured:
+        such an alert is never claimed, only a dry-run one is signed)."""
+        return self.lanes.get(record.account) or next(iter(self.lanes.values()))
 
     def _wake(self) -> None:
         with self._cond:
@@ -249,25 +268,37 @@ class Delivery:
             self._last_expiry = now
             for record in self.journal.expire_overdue(now):
                 self._finished(record)
-        due = self.journal.count_due(now)
-        if not due:
+        # Each account in turn goes first, so that none waits behind another's burst.
+        names = list(self.lanes)
+        self._lane_turn = (self._lane_turn + 1) % len(names)
+        pauses = [self._dispatch_lane(name, now, poll) for name in names[self._lane_turn :] + names[: self._lane_turn]]
+        if all(pause is None for pause in pauses):  # nothing due in any account: sleep until the next retry
             upcoming = self.journal.next_due_at()
             return poll if upcoming is None else min(max(upcoming - now, 0.001), poll)
+        return min(pause for pause in pauses if pause is not None)
+
+    def _dispatch_lane(self, account: str, now: float, poll: float) -> float | None:
+        """Claims and starts what one account may send now; returns how long until it may look
+        again, or None when it has nothing due."""
+        lane = self.lanes[account]
+        due = self.journal.count_due(now, account=account)
+        if not due:
+            return None
         with self._dispatching:
-            slots = self.pacer.acquire(self.instance, min(due, self.senders))
+            slots = lane.pacer.acquire(self.instance, min(due, self.senders))
             if not slots:
-                opens_in = self.pacer.opens_in()  # a reply here wakes us sooner
+                opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
                 return poll if opens_in is None else min(max(opens_in, 0.001), poll)
             # Read before the claim: the local deadline then ends before the lease the journal grants.
             send_by = time.monotonic() + self.send_by
             records: list[Record] = []
             try:
-                records = self.journal.claim_due(self.instance, len(slots), now, self.lease)
+                records = self.journal.claim_due(self.instance, len(slots), now, self.lease, account=account)
             finally:  # whatever happened, slots without an alert were never used
-                self._cancel(slots[len(records) :])
+                self._cancel(lane.pacer, slots[len(records) :])
         for record, slot in zip(records, slots, strict=False):
-            future = self._pool.submit(self._send, record, slot, send_by)
-            self._in_flight[future] = (Claim.of(record), slot)
+            future = self._pool.submit(self._send, record, lane, slot, send_by)
+            self._in_flight[future] = (Claim.of(record), lane, slot)
             future.add_done_callback(self._sent)
         # Counted as due but none claimed: another instance (or a sweep) holds them for a moment.
         return 0.0 if records else min(poll, 0.05)
@@ -298,7 +329,7 @@ class Delivery:
             self._wake()
 
     def _sent(self, future) -> None:
-        claim, _ = self._in_flight.pop(future, (None, None))
+        claim, _, _ = self._in_flight.pop(future, (None, None, None))
         alert_id = claim.alert_id if claim else None
         if not future.cancelled() and future.exception() is not None:
             # Never swallowed by the pool: the alert may be left "sending" until its lease lapses and recovery takes it.
@@ -306,18 +337,18 @@ class Delivery:
 
     # -- sender -----------------------------------------------------------------------
 
-    def _send(self, record: Record, slot, send_by: float) -> None:
+    def _send(self, record: Record, lane: Lane, slot, send_by: float) -> None:
         claim = Claim.of(record)
         started = time.monotonic()
         failure: OkxError | None = None
         try:
-            if not self._cleared(claim, send_by, self._snapshot_before(record.algo_id, send_by)):
-                self._cancel([slot])
+            if not self._cleared(claim, send_by, self._snapshot_before(lane, record.algo_id, send_by)):
+                self._cancel(lane.pacer, [slot])
                 slot = None
                 return
-            ack = self.client.adjust_margin(_margin_request(record), send_by=send_by)
+            ack = lane.client.adjust_margin(_margin_request(record), send_by=send_by)
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
-                self._cancel([slot])
+                self._cancel(lane.pacer, [slot])
                 slot = None
                 self._write(lambda: self.journal.unclaim([claim]), started)
                 log.warning("alert %s was not sent: the OKX client is in dry-run; it stays queued", record.id)
@@ -330,10 +361,10 @@ class Delivery:
             log.exception("unexpected error while sending alert %s", record.id)
             failure = OkxOutcomeUnknown("internal error while sending; check the bot on OKX")
         finally:
-            self._release(slot)  # whatever happened, the exchange with OKX is over
+            self._release(lane.pacer, slot)  # whatever happened, the exchange with OKX is over
         latency_ms = (time.monotonic() - started) * 1000
         try:
-            self._record_outcome(record, claim, failure, latency_ms, started)
+            self._record_outcome(record, lane, claim, failure, latency_ms, started)
         except _Unwritten as exc:
             # It stays "sending"; when its lease lapses, recovery (on any live instance) makes it unknown.
             log.error(
@@ -343,14 +374,14 @@ class Delivery:
             )
             self._signal(record.id)  # the reply reads what the journal has
 
-    def _snapshot_before(self, algo_id: str, send_by: float) -> str | None:
+    def _snapshot_before(self, lane: Lane, algo_id: str, send_by: float) -> str | None:
         """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
         (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
         time_left = send_by - time.monotonic() - BEFORE_READ_SPARE
-        if self._read_bot is None or time_left < MIN_BEFORE_READ:
+        if lane.read_bot is None or time_left < MIN_BEFORE_READ:
             return None
         try:
-            snapshot = self._read_bot(algo_id, min(time_left, MAX_BEFORE_READ))
+            snapshot = lane.read_bot(algo_id, min(time_left, MAX_BEFORE_READ))
             return json.dumps({"before": snapshot.to_json()}) if snapshot is not None else None
         except Exception:  # nothing has been sent yet: a bug here must not read as an unknown outcome
             log.exception("reading bot %s before a send failed; sending without its snapshot", algo_id)
@@ -396,7 +427,7 @@ class Delivery:
         return False
 
     def _record_outcome(
-        self, record: Record, claim: Claim, failure: OkxError | None, latency_ms: float, started: float
+        self, record: Record, lane: Lane, claim: Claim, failure: OkxError | None, latency_ms: float, started: float
     ) -> None:
         # The journal's clock, read only when a retry needs a time.
         now = self._write(self.journal.now, started) if isinstance(failure, OkxNotExecuted) else 0.0
@@ -410,7 +441,7 @@ class Delivery:
                 started,
             )
             if current or self._fenced_out(record, claim, "queued", answer):
-                self._hold_off(outcome.hold_off)
+                self._hold_off(lane.pacer, outcome.hold_off)
             self._wake()
             return
         done = self._write(
@@ -429,7 +460,7 @@ class Delivery:
         if done is None:
             return
         self._finished(done)
-        self._hold_off(outcome.hold_off)
+        self._hold_off(lane.pacer, outcome.hold_off)
 
     def _fenced_out(self, record: Record, claim: Claim, state: str, answer: str) -> Record | None:
         """A write after a send was fenced out. If it was only a retry of our own write that had
@@ -452,11 +483,11 @@ class Delivery:
                 log.exception("telling of alert %s's late answer failed", record.id)
         return None
 
-    def _hold_off(self, seconds: float) -> None:
+    def _hold_off(self, pacer: Pacer, seconds: float) -> None:
         if not seconds:
             return
         try:
-            self.pacer.hold_off(seconds)
+            pacer.hold_off(seconds)
         except JournalUnavailable as exc:
             log.error("could not record OKX's %.1f s hold-off in the pacing ledger: %s", seconds, exc)
 
@@ -478,31 +509,31 @@ class Delivery:
         except JournalUnavailable as exc:
             log.error("could not add to alert %s's timeline (%s): %s", alert_id, exc, detail)
 
-    def _release(self, slot) -> None:
+    def _release(self, pacer: Pacer, slot) -> None:
         if slot is None:
             return
         try:
-            self.pacer.release(slot)
+            pacer.release(slot)
         except JournalUnavailable as exc:
             log.error("could not record the end of a request in the pacing ledger (tried again later): %s", exc)
-            self._unsettled.append(("release", slot))
+            self._unsettled.append(("release", pacer, slot))
         self._wake()
 
-    def _cancel(self, slots: list) -> None:
+    def _cancel(self, pacer: Pacer, slots: list) -> None:
         if not slots:
             return
         try:
-            self.pacer.cancel(slots)
+            pacer.cancel(slots)
         except JournalUnavailable as exc:
             log.error("could not give back unused rate slots (tried again later): %s", exc)
-            self._unsettled.append(("cancel", slots))
+            self._unsettled.append(("cancel", pacer, slots))
 
     def _settle(self) -> None:
         """Pacing writes that failed earlier: a slot is given back on every path, sooner or later."""
         while self._unsettled:
-            kind, slot = self._unsettled[0]
+            kind, pacer, slot = self._unsettled[0]
             try:
-                self.pacer.release(slot) if kind == "release" else self.pacer.cancel(slot)
+                pacer.release(slot) if kind == "release" else pacer.cancel(slot)
             except JournalUnavailable:
                 return
             self._unsettled.pop(0)

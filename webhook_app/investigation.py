@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from .bots import BotWatch
@@ -37,7 +37,7 @@ class Investigator:
     def __init__(
         self,
         journal: Journal,
-        bots: BotWatch,
+        bots: Mapping[str, BotWatch],
         *,
         settle: float = 3.0,
         auto: bool = False,
@@ -45,7 +45,7 @@ class Investigator:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.journal = journal
-        self.bots = bots
+        self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
         self.auto = auto
         self._on_done = on_done  # the notification, once the proposal is known
@@ -100,13 +100,14 @@ class Investigator:
     def investigate(self, record: Record) -> Record | None:
         """Read, compare, keep, propose, tell; the alert as recorded, or None when another instance did it."""
         before = _before(record)
+        watch = self.bots.get(record.account)  # None: the account is no longer configured
         after = None
-        for attempt in range(READ_TRIES):
-            after = self.bots.snapshot_now(record.algo_id)
+        for attempt in range(READ_TRIES if watch is not None else 0):
+            after = watch.snapshot_now(record.algo_id)
             if after is not None:
                 break
             self._stop.wait(1.0 + attempt)
-        events = self.bots.events_now(record.algo_id) if after is not None else None
+        events = watch.events_now(record.algo_id) if after is not None else None
         request = record.request
         evidence = gather(
             record.action,

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Mapping
 
 from .config import Config
 from .journal import Journal, JournalUnavailable
@@ -41,25 +42,37 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+    account: str = ""  # the OKX account checked; "" for the journal
 
     def line(self) -> str:
         return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}" + (f" -> {self.hint}" if self.hint else "")
 
 
-def run_checks(config: Config, client: OkxClient, journal: Journal) -> list[Check]:
+def run_checks(config: Config, clients: Mapping[str, OkxClient], journal: Journal) -> list[Check]:
+    """Each OKX account's checks (named after the account when there are several), then the journal's."""
     if not config.has_okx_credentials:  # a dry run without a key never talks to OKX
         return [Check("okx", True, "dry-run without OKX credentials: OKX is not contacted"), _journal(journal)]
+    several = len(config.accounts) > 1
+    checks = []
+    for account in config.accounts:
+        for check in _account_checks(clients[account.name], sorted(account.algo_ids)):
+            name = f"{account.name} {check.name}" if several else check.name
+            checks.append(dataclasses.replace(check, name=name, account=account.name))
+    checks.append(_journal(journal))
+    return checks
+
+
+def _account_checks(client: OkxClient, algo_ids: list[str]) -> list[Check]:
     clock = _clock(client)  # first: it also corrects the offset the signed reads below use
     key = _api_key(client)
     checks = [clock, key]
-    for algo_id in sorted(config.allowed_algo_ids):
+    for algo_id in algo_ids:
         if key.ok:
             checks.append(_bot(client, algo_id))
         elif key.detail.startswith(_KEY_NOT_CHECKED):  # OKX not reached, or busy: no verdict on the key
             checks.append(Check(f"bot {algo_id}", False, "not checked: the API key could not be checked", key.hint))
         else:  # it could only fail for the key's reason, and send the operator after the wrong setting
             checks.append(Check(f"bot {algo_id}", False, "not checked: the API key was refused", "fix the key first"))
-    checks.append(_journal(journal))
     return checks
 
 
@@ -151,9 +164,14 @@ class Readiness:
     """The latest results, refreshed by a background thread; never checked on a visitor's request."""
 
     def __init__(
-        self, config: Config, client: OkxClient, journal: Journal, every: float = REFRESH_EVERY, on_change=None
+        self,
+        config: Config,
+        clients: Mapping[str, OkxClient],
+        journal: Journal,
+        every: float = REFRESH_EVERY,
+        on_change=None,
     ):
-        self.config, self.client, self.journal, self.every = config, client, journal, every
+        self.config, self.clients, self.journal, self.every = config, clients, journal, every
         self._on_change = on_change  # told (ready, failing lines) when readiness turns
         self.results: list[Check] | None = None
         self.checked_at: float | None = None
@@ -169,7 +187,7 @@ class Readiness:
         self._stop.set()
 
     def refresh(self) -> list[Check]:
-        results = run_checks(self.config, self.client, self.journal)
+        results = run_checks(self.config, self.clients, self.journal)
         first = self.results is None
         was_ready = self.ready
         self.results, self.checked_at = results, time.time()
@@ -182,7 +200,17 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        return bool(self.results) and all(check.ok for check in self.results)
+        """The journal passes, and so does every check of at least one account: an account that
+        fails is named in the results and its alerts fail, but it never takes the others down."""
+        if not self.results:
+            return False
+        accounts: dict[str, bool] = {}
+        for check in self.results:
+            if not check.account and not check.ok:
+                return False
+            if check.account:
+                accounts[check.account] = accounts.get(check.account, True) and check.ok
+        return not accounts or any(accounts.values())
 
     def _loop(self) -> None:
         while True:
