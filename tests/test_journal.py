@@ -864,7 +864,8 @@ OLD_ADD = (
 
 def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_accounts_migration(pg_url, monkeypatch):
     # A deploy overlaps both releases on one database: the old one adds and claims through migration 4's
-    # functions, naming only its own columns; its alerts are the default account's, and its claims take any.
+    # functions, naming only its own columns; its alerts are the default account's, and so are the only
+    # ones its claims take: it knows one key, and another account's alert must never go with it.
     previous_release_journal(pg_url, monkeypatch, back=1)
     old_columns = ", ".join(c for c in COLUMNS if c != "account")
     claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
@@ -879,7 +880,8 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
             hedge, _ = add(new, key="fp:hedge", algo_id="6", account="hedge")
             assert created and new.get(old_id).account == "default"
             rows = old_release.execute(claim_sql, ("old", new.now())).fetchall()
-            assert sorted(row[0] for row in rows) == [old_id, hedge.id]  # any account's, as that release expects
+            assert sorted(row[0] for row in rows) == [old_id]
+            assert new.get(hedge.id).state == "queued"  # left for this release, which sends it with hedge's key
             assert all(len(row) == len(COLUMNS) - 1 and row[COLUMNS.index("claimed_by")] == "old" for row in rows)
         finally:
             new.close()
@@ -904,7 +906,7 @@ def claim_waits(conn, account: str | None, old_signature: bool = False) -> bool:
         ("hedge", False, False),  # another account's claim never waits for main's
         ("main", False, True),  # main's claims take turns (each bot's order)
         (None, False, True),  # a claim for every account waits for every claim
-        (None, True, True),  # and so does an older release's
+        (None, True, False),  # an older release's claims the default account's only: it never waits for main's
     ],
 )
 def test_claims_for_different_accounts_never_wait_for_each_other(pg_url, probe, old_signature, waits):
@@ -916,15 +918,22 @@ def test_claims_for_different_accounts_never_wait_for_each_other(pg_url, probe, 
         assert claim_waits(prober, probe, old_signature) is False  # ...and once it committed, nothing waits
 
 
-def test_a_claim_for_every_account_holds_up_each_accounts_claims(pg_url):
+@pytest.mark.parametrize(
+    ("holder_claim", "waiting"),
+    [
+        ("journal_claim('holder', 10, 0, 30, NULL)", {"hedge": True, "main": True, "default": True}),
+        ("journal_claim('holder', 10, 0, 30)", {"hedge": False, "main": False, "default": True}),  # an older release's
+    ],
+)
+def test_a_claim_for_every_account_holds_up_each_accounts_claims(pg_url, holder_claim, waiting):
     open_journal(pg_url).close()
     with (
         psycopg.connect(pg_url, autocommit=True) as holder,
         psycopg.connect(pg_url, autocommit=True) as prober,
         holder.transaction(),
     ):
-        holder.execute("SELECT id FROM journal_claim('holder', 10, 0, 30)")  # an older release's
-        assert claim_waits(prober, "hedge") and claim_waits(prober, "main")
+        holder.execute(f"SELECT id FROM {holder_claim}")
+        assert {account: claim_waits(prober, account) for account in waiting} == waiting
 
 
 def test_bot_order_holds_between_instances_claiming_for_accounts_and_for_every_account_at_once(pg_journals):

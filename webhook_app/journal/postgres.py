@@ -296,9 +296,10 @@ END $$;
     (5, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS evidence TEXT, ADD COLUMN IF NOT EXISTS proposal TEXT;"),
     # Several OKX accounts: each alert names the one that sends it. A constant default is a catalogue
     # change (PostgreSQL 11+), no rewrite: every earlier alert, and every alert an older release still
-    # running inserts through migration 4's journal_add, is "default", the one account there was. The
-    # older release's functions stay as they were (its journal_claim claims any account's alerts, under
-    # the exclusive claim lock); this release calls the overloads below, one more argument each.
+    # running inserts through migration 4's journal_add, is "default", the one account there was. This
+    # release calls the overloads below, one more argument each. The older release's journal_claim now
+    # claims account default's alerts only: it knows one key, and must never send another account's
+    # alerts with it while a deploy that adds OKX_ACCOUNTS overlaps it.
     # alerts_account serves the operator's filter; claims find the few queued alerts by alerts_queue.
     (
         6,
@@ -375,6 +376,13 @@ BEGIN
         FROM claimed c)
     SELECT * FROM claimed;
 END $$;
+
+-- An older release's claims: account default's alerts only, under that account's lock.
+CREATE OR REPLACE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION)
+RETURNS SETOF alerts LANGUAGE sql AS $$
+    SELECT * FROM journal_claim(p_instance, p_limit, p_now, p_lease, 'default')
+$$;
 """,
     ),
 )
