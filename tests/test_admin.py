@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import DEFAULT_BOT, Drop, DropUnexecuted, Meanwhile, OkxReply, RawReply
+from webhook_app.config import OkxAccount
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MARKER = "trader-marker-7f3a"
@@ -459,7 +460,7 @@ def test_status_and_the_page_list_each_known_bot_with_its_state_once_read(make_a
 
 def test_a_bot_read_longer_ago_than_its_bound_is_marked_stale(make_app, okx):
     app = make_app(bot_state_max_age=1)
-    bots = app.extensions["webhook"].bots
+    bots = app.extensions["webhook"].bots["default"]  # the one account's BotWatch
     bots.refresh()
     bots._clock = lambda: time.monotonic() + 5  # five seconds on: the read is older than its bound
     assert status_bots(app.test_client())[DEFAULT_BOT]["fresh"] is False
@@ -626,3 +627,152 @@ def test_the_alerts_page_says_what_okxs_records_lack(make_app, okx, evidence, sh
         assert text in page, text
     for text in not_shown:
         assert text not in page, text
+
+
+# -- several OKX accounts (issue 15): each alert's account shown and filtered on, only where there are several --
+
+HEDGE_KEY, HEDGE_SECRET, HEDGE_PASSPHRASE = "hedge-key-5b1e0c", "hedge-secret-9d4f7a", "hedge-pass-3c8e21"
+
+
+def two_accounts(okx) -> tuple[OkxAccount, OkxAccount]:
+    """ "main" with the stand-in's key and bot 111; "hedge", a demo account with its own key, budget and bot 222."""
+    main = OkxAccount(
+        "main",
+        api_key=okx.api_key,
+        api_secret=okx.secret_key,
+        passphrase=okx.passphrase,
+        base_url=okx.base_url,
+        algo_ids=frozenset({"111"}),
+    )
+    hedge = OkxAccount(
+        "hedge",
+        api_key=HEDGE_KEY,
+        api_secret=HEDGE_SECRET,
+        passphrase=HEDGE_PASSPHRASE,
+        base_url=okx.base_url,
+        demo=True,
+        rate_limit=5,
+        algo_ids=frozenset({"222"}),
+    )
+    return main, hedge
+
+
+def journaled(app, account: str, algo_id: str, trader_id: str, state: str = "ok") -> int:
+    """An alert of ``account`` already final in the journal: the page and the filters read it, nothing sends it."""
+    journal = app.extensions["webhook"].journal
+    record, created = journal.add(
+        dedup_key=f"id:{algo_id}:{trader_id}",
+        dedup_since=0.0,
+        algo_id=algo_id,
+        action="add",
+        amount="5",
+        request_body=json.dumps({"algoId": algo_id, "type": "add", "amt": "5"}),
+        expires_at=journal.now() + 600,
+        state=state,
+        trader_id=trader_id,
+        account=account,
+    )
+    assert created
+    return record.id
+
+
+@pytest.fixture
+def two_account_app(make_app, okx):
+    """Alert 1 for main's bot, alert 2 for hedge's."""
+    app = make_app(okx_accounts=two_accounts(okx))
+    journaled(app, "main", "111", "M1")
+    journaled(app, "hedge", "222", "H1")
+    return app
+
+
+def alert_ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-alert="(\d+)"', html)
+
+
+@pytest.mark.parametrize(
+    "query, listed",
+    [
+        ("?account=main", [("M1", "main")]),
+        ("?account=hedge", [("H1", "hedge")]),
+        ("", [("H1", "hedge"), ("M1", "main")]),
+    ],
+    ids=["main", "hedge", "any"],
+)
+def test_alerts_are_listed_by_account(two_account_app, query, listed):
+    alerts = two_account_app.test_client().get(f"/alerts{query}", headers=BEARER).json["alerts"]
+    assert [(a["trader_id"], a["account"]) for a in alerts] == listed
+
+
+@pytest.mark.parametrize("query", ["account=hdge", "account=", "account=HEDGE", "account=default", "acount=main"])
+def test_an_account_filter_that_names_no_account_is_refused_naming_the_parameter(two_account_app, query):
+    reply = two_account_app.test_client().get(f"/alerts?{query}", headers=BEARER)
+    assert reply.status_code == 422
+    field = reply.json["errors"][0]["field"]
+    assert field == query.split("=")[0] and (field != "account" or "must be one of main, hedge" in reply.text)
+
+
+def test_a_single_accounts_alerts_are_filtered_by_its_name_default(make_app):
+    app = make_app()
+    journaled(app, "default", DEFAULT_BOT, "D1")
+    client = app.test_client()
+    assert [a["account"] for a in client.get("/alerts?account=default", headers=BEARER).json["alerts"]] == ["default"]
+    refused = client.get("/alerts?account=main", headers=BEARER)
+    assert refused.status_code == 422
+    assert refused.json["errors"] == [{"field": "account", "message": "must be one of default"}]
+
+
+def test_the_page_shows_each_alerts_account_and_filters_by_it(two_account_app):
+    client = two_account_app.test_client()
+    logged_in(client)
+    page = client.get("/admin").text
+    assert "<th>Account</th>" in page and alert_ids(page) == ["2", "1"]
+    hedge_row = re.search(r'<tr data-alert="2">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'<td data-label="Account"[^>]*>hedge</td>', hedge_row)
+    hedge_bot = re.search(r'<tr data-bot="222">(.*?)</tr>', page, re.S).group(1)  # the Bots panel too
+    assert re.search(r'<td data-label="Account"[^>]*>hedge</td>', hedge_bot)
+    form = page.split('id="filter-account"')[1].split("</select>")[0]
+    assert re.findall(r'<option value="([a-z]*)"', form) == ["", "main", "hedge"]
+
+    filtered = client.get("/admin?account=hedge").text
+    assert alert_ids(filtered) == ["2"] and '<option value="hedge" selected>' in filtered
+    assert 'data-refresh="/admin/live?account=hedge"' in filtered  # the live refresh keeps the filter
+    assert alert_ids(client.get("/admin?account=").text) == ["2", "1"]  # the form's "any"
+    assert client.get("/admin?account=nope").status_code == 422
+    detail = client.get("/admin/alerts/2").text
+    assert '<dt>Account</dt><dd class="mono" id="account">hedge</dd>' in detail
+
+
+def test_status_lists_each_account_with_its_own_rate_use_and_never_a_key(two_account_app, okx):
+    held = two_account_app.extensions["webhook"].delivery.lanes["hedge"].pacer.acquire("test", 3)
+    try:  # three requests to hedge in flight: its budget only
+        client = two_account_app.test_client()
+        status = client.get("/status", headers=BEARER)
+        logged_in(client)
+        live = client.get("/admin/live").text
+    finally:
+        two_account_app.extensions["webhook"].delivery.lanes["hedge"].pacer.cancel(held)
+    assert status.json["service"]["accounts"] == [
+        {"name": "main", "base_url": okx.base_url, "demo": False, "rate_limit": 20, "rate_used": 0},
+        {"name": "hedge", "base_url": okx.base_url, "demo": True, "rate_limit": 5, "rate_used": 3},
+    ]
+    table = live.split('id="accounts"')[1].split("</table>")[0]
+    hedge = re.search(r'<tr data-account="hedge">(.*?)</tr>', table, re.S).group(1)
+    assert ">demo</span>" in hedge and "3 of 5 per" in hedge
+    main = re.search(r'<tr data-account="main">(.*?)</tr>', table, re.S).group(1)
+    assert ">live</span>" in main and "0 of 20 per" in main
+    for secret in (okx.api_key, okx.secret_key, okx.passphrase, HEDGE_KEY, HEDGE_SECRET, HEDGE_PASSPHRASE):
+        assert secret not in status.text and secret not in live
+
+
+def test_a_single_accounts_page_shows_no_account(make_app, okx):
+    app = make_app()
+    alert_id = journaled(app, "default", DEFAULT_BOT, "D1")
+    client = app.test_client()
+    assert client.get("/status", headers=BEARER).json["service"]["accounts"] == [
+        {"name": "default", "base_url": okx.base_url, "demo": False, "rate_limit": 20, "rate_used": 0}
+    ]
+    logged_in(client)
+    page, detail = client.get("/admin").text, client.get(f"/admin/alerts/{alert_id}").text
+    for text in ("Account", 'id="filter-account"', 'id="accounts"', "data-account"):
+        assert text not in page and text not in detail, text
+    assert "<dt>OKX</dt>" in page and "<dt>Rate use now</dt>" in page  # the service's one budget, as before

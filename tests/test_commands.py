@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import TEST_DATABASE_URL, live_env
 from tests.service_process import REPO
+from tests.test_admin import journaled, two_accounts
 
 COMMANDS = (["check"], ["db", "upgrade"], ["alerts"], ["routes"])
 PASSWORD = "pw-never-shown-0123"
@@ -123,3 +124,38 @@ def test_check_says_okx_could_not_be_reached_not_that_it_refused_the_key(okx, tm
     assert "refused" not in result.stdout, result.stdout
     api_key = next(line for line in lines if line.startswith("FAIL api_key"))
     assert "could not reach OKX at http://127.0.0.1:1" in api_key
+
+
+# -- `alerts` with several OKX accounts (issue 15): an account column and --account, in process --
+
+
+def alerts_table(app, *options) -> tuple[int, list[list[str]]]:
+    """``flask alerts OPTIONS`` on ``app``: the exit code and the table's cells, header first."""
+    result = app.test_cli_runner().invoke(args=["alerts", *options])
+    return result.exit_code, [line.split() for line in result.output.splitlines()]
+
+
+def test_alerts_shows_each_alerts_account_and_filters_by_it(make_app, okx):
+    app = make_app(okx_accounts=two_accounts(okx))
+    journaled(app, "main", "111", "M1")
+    journaled(app, "hedge", "222", "H1")
+    code, table = alerts_table(app)
+    assert code == 0 and table[0][:5] == ["id", "received", "(UTC)", "account", "state"]
+    assert [(row[0], row[2], row[4]) for row in table[1:]] == [("2", "hedge", "222"), ("1", "main", "111")]
+    code, table = alerts_table(app, "--account", "hedge")
+    assert code == 0 and [(row[0], row[2]) for row in table[1:]] == [("2", "hedge")]
+    none = app.test_cli_runner().invoke(args=["alerts", "--account", "main", "--state", "rejected"])
+    assert none.output.strip() == "no alerts journaled in state rejected for account main"
+
+
+def test_alerts_refuses_an_account_that_is_not_configured(make_app, okx):
+    result = make_app(okx_accounts=two_accounts(okx)).test_cli_runner().invoke(args=["alerts", "--account", "hdge"])
+    assert result.exit_code == 2 and "--account" in result.output and "must be one of main, hedge" in result.output
+
+
+def test_a_single_accounts_alerts_table_has_no_account_column(make_app):
+    app = make_app()
+    journaled(app, "default", "581628185981813760", "D1")
+    code, table = alerts_table(app, "--account", "default")
+    assert code == 0 and "account" not in table[0] and [row[0] for row in table[1:]] == ["1"]
+    assert table[0][:4] == ["id", "received", "(UTC)", "state"]

@@ -211,3 +211,26 @@ def test_see_the_detail_points_at_a_detail_that_is_there(receiver):
     notifier.alert_finished(record_with(state="rejected", okx_code="50113", detail="check OKX_API_SECRET"))
     (message,) = receiver.wait_for(1)
     assert "check OKX_API_SECRET" in message["message"] and "see the detail" in message["message"]
+
+
+# -- several OKX accounts (issue 15): a message names the alert's account where there is a choice --
+
+
+@pytest.mark.parametrize(
+    "show_account, event, title",
+    [
+        (True, lambda n: n.alert_finished(record_with(state="unknown", account="hedge", id=12)),
+         "Alert 12 unknown: account hedge, bot 7, add 5"),
+        (False, lambda n: n.alert_finished(record_with(state="unknown", id=12)), "Alert 12 unknown: bot 7, add 5"),
+        (True, lambda n: n.late_answer(record_with(state="unknown", account="hedge"), "OKX said 0"),
+         "Alert 1: late answer from OKX after take-over (account hedge, bot 7)"),
+        (False, lambda n: n.late_answer(record_with(state="unknown"), "OKX said 0"),
+         "Alert 1: late answer from OKX after take-over (bot 7)"),
+    ],
+    ids=["finished-several", "finished-one", "late-several", "late-one"],
+)  # fmt: skip
+def test_a_message_names_the_account_only_when_the_service_has_several(receiver, show_account, event, title):
+    notifier = Notifier((receiver.url,), events=frozenset(EVENTS), show_account=show_account)
+    event(notifier)
+    (message,) = receiver.wait_for(1)
+    assert message["title"] == title and message["message"].startswith(title)

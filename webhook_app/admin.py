@@ -41,7 +41,7 @@ log = logging.getLogger("webhook_app")
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")
 
 SESSION_HOURS = 12
-ALERT_FILTERS = ("limit", "state", "trader_id", "algo_id")
+ALERT_FILTERS = ("limit", "state", "trader_id", "algo_id", "account")
 
 
 class AdminSessions(SecureCookieSessionInterface):
@@ -189,6 +189,7 @@ def alert_page(alert_id: int):
         csrf_token=_csrf_token(),
         who=operator(),
         can_mark=can_mark,
+        show_account=_several_accounts(),
         okx_records=okx_records,
         # The mark OKX's records point to, offered first as one click; the other stays offered.
         proposed=okx_records["verdict"] if can_mark and okx_records and okx_records["verdict"] in RESOLUTIONS else None,
@@ -276,7 +277,15 @@ def _dashboard() -> dict:
         "status": current,
         "bots": [dashboard.bot_row(bot, now) for bot in current["bots"]],
         "bots_read": svc.bots is not None,  # dry-run reads no bot
+        # The account is shown (a column, a filter, a table of accounts) only where there is a choice:
+        # a single-account service's page stays as it was.
+        "show_account": _several_accounts(),
+        "account_names": [account.name for account in svc.config.accounts],
     }
+
+
+def _several_accounts() -> bool:
+    return len(services().config.accounts) > 1
 
 
 # -- JSON for scripts (bearer) and the page's actions --------------------------------------------
@@ -409,6 +418,13 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
         if not 1 <= len(value) <= 128:
             raise InvalidAlert([{"field": name, "message": "must be 1 to 128 characters"}])
         filters[name] = value
+    account = request.args.get("account")
+    if account is not None and not (blank_is_any and not account.strip()):
+        account = account.strip() if blank_is_any else account
+        names = [known.name for known in services().config.accounts]
+        if account not in names:  # a misspelt account must not read as "no alerts"
+            raise InvalidAlert([{"field": "account", "message": f"must be one of {', '.join(names)}"}])
+        filters["account"] = account
     return filters
 
 

@@ -50,21 +50,31 @@ def db_upgrade_command() -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--state", type=click.Choice(STATES), help="only alerts in this state")
 @click.option("--trader-id", help='only alerts with this "id" (the one in the alert message)')
+@click.option("--account", metavar="NAME", help="only alerts for this OKX account (a name in OKX_ACCOUNTS)")
 @with_appcontext
-def alerts_command(limit: int, state: str | None, trader_id: str | None) -> None:
-    """Recent alerts, newest first: state, bot, action, amount, OKX's code and message, in full."""
-    records = current_app.extensions["webhook"].journal.recent(limit, state, trader_id=trader_id)
+def alerts_command(limit: int, state: str | None, trader_id: str | None, account: str | None) -> None:
+    """Recent alerts, newest first: state, bot, action, amount, OKX's code and message, in full
+    (and each alert's account, when the service has several)."""
+    services = current_app.extensions["webhook"]
+    names = [known.name for known in services.config.accounts]
+    if account is not None and account not in names:  # a misspelt name must not read as "no alerts"
+        raise click.BadParameter(f"must be one of {', '.join(names)}", param_hint="--account")
+    records = services.journal.recent(limit, state, trader_id=trader_id, account=account)
     if not records:
         click.echo(
             "no alerts journaled"
             + (f" in state {state}" if state else "")
             + (f" with id {trader_id!r}" if trader_id else "")
+            + (f" for account {account}" if account else "")
         )
         return
+    several = len(names) > 1  # one account: the table stays as it was, without the column
+    columns = (*COLUMNS[:2], "account", *COLUMNS[2:]) if several else COLUMNS
     rows = [
         (
             str(r.id),
             iso_time(r.received_at),
+            *((r.account,) if several else ()),
             r.state,
             r.algo_id,
             r.action,
@@ -77,6 +87,6 @@ def alerts_command(limit: int, state: str | None, trader_id: str | None) -> None
         for r in records
     ]
     # Every column as wide as its widest cell; the last one (detail) is never cut.
-    widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS) - 1)]
-    for row in [COLUMNS, *rows]:
+    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns) - 1)]
+    for row in [columns, *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])

@@ -172,6 +172,29 @@ def status(config, readiness, delivery, journal: Journal, refusals, bots=None) -
         "refused_counted": refusals.counted,
         "notifications": len(config.notify_urls),
         "bots": bots.table() if bots is not None else [],
+        "accounts": [account_status(account, config, delivery) for account in config.accounts],
+    }
+
+
+def account_status(account, config, delivery) -> dict:
+    """One OKX account as the page and /status show it: where it sends and its rate budget in use.
+    Never its key, secret or passphrase (not even part of the key).
+
+    ``rate_used`` is the account's own pacer's count now (0 in dry-run, where nothing is sent);
+    None where the delivery keeps no per-account pacer to ask."""
+    lanes = getattr(delivery, "lanes", None)  # one lane (client, pacer) per account
+    if lanes is not None:
+        lane = lanes.get(account.name)
+        pacer, known = getattr(lane, "pacer", None), lane is not None
+    else:  # a delivery with one pacer: it is the only account's
+        pacer, known = delivery.pacer, len(config.accounts) == 1
+    known = known or config.dry_run  # nothing is sent in dry-run: no budget in use
+    return {
+        "name": account.name,
+        "base_url": account.base_url,
+        "demo": account.demo,
+        "rate_limit": account.rate_limit,
+        "rate_used": (pacer.busy() if pacer is not None else 0) if known else None,
     }
 
 
@@ -185,6 +208,7 @@ def bot_row(bot: dict, now: float) -> dict:
     state = bot.get("state")
     read_ago = bot.get("readAgo")
     return {
+        "account": bot.get("account", ""),  # named by BotWatches only when there are several accounts
         "algo_id": bot["algoId"],
         "instruments": ", ".join(bot.get("instIds") or []),
         "state": "not read yet" if state is None else "not known to OKX" if state == "missing" else state,

@@ -63,8 +63,12 @@ class Notifier:
         events: frozenset[str] = DEFAULT_EVENTS,
         coalesce: float = COALESCE_SECONDS,
         scrub: Callable[[str], str] = lambda text: text,
+        show_account: bool = False,
     ):
+        """``show_account``: name each alert's OKX account in its messages (a service with several
+        accounts); with one account the messages stay as they were."""
         self.events = events
+        self.show_account = show_account
         self.coalesce = coalesce
         self._scrub = scrub
         self._apprise = apprise.Apprise()
@@ -84,7 +88,7 @@ class Notifier:
         if record.state not in self.events:
             return
         okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
-        title = f"Alert {record.id} {record.state}: bot {record.algo_id}, {record.action} {record.amount}"
+        title = f"Alert {record.id} {record.state}: {self._bot(record)}, {record.action} {record.amount}"
         what_to_do = WHAT_TO_DO.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
         parts = [f"{title}.", f"{okx}.", record.detail or "", _proposal(record), what_to_do]
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
@@ -93,7 +97,7 @@ class Notifier:
     def late_answer(self, record, answer: str) -> None:
         """OKX answered a send whose claim another instance had already taken over: its state stands."""
         if "unknown" in self.events:
-            title = f"Alert {record.id}: late answer from OKX after take-over (bot {record.algo_id})"
+            title = f"Alert {record.id}: late answer from OKX after take-over ({self._bot(record)})"
             body = (
                 f"{title}: {answer}. The journal keeps the state it had ({record.state}); compare with the bot on "
                 "OKX before acting on it."
@@ -113,6 +117,10 @@ class Notifier:
         if "readiness" in self.events and not ready:
             title = "Not ready to move money"
             self._put("readiness", title, f"{title}: " + "; ".join(failures))
+
+    def _bot(self, record) -> str:
+        """ "bot 123", or "account hedge, bot 123" where the service has several accounts."""
+        return f"account {record.account}, bot {record.algo_id}" if self.show_account else f"bot {record.algo_id}"
 
     def _put(self, kind: str, title: str, body: str, notify_type: str | None = None) -> None:
         if not self.enabled:
