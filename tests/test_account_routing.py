@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, DELETE, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import OkxReply, OkxStandIn
+from tests.test_notify import Receiver
 from webhook_app.config import OkxAccount
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -256,3 +257,16 @@ def test_a_resend_whose_account_is_gone_is_refused_and_not_offered(two_accounts,
     assert response.json["errors"] == [{"field": "account", "message": problem}]
     assert main_only.extensions["webhook"].journal.get(failed).resent_as is None
     assert nothing_sent(okx)
+
+
+def test_a_notification_names_the_alerts_account(two_accounts, hedge_okx):
+    receiver = Receiver()
+    try:
+        app = two_accounts(notify_urls=(receiver.url,), unknown_settle=0.0)
+        app.extensions["webhook"].notifier.start()
+        hedge_okx.play(OkxReply("51000", "Parameter amt error"))
+        alert_id = app.test_client().post("/webhook", json=make_alert(algoId=HEDGE_BOT)).json["id"]
+        (message,) = receiver.wait_for(1)
+        assert message["title"].startswith(f"Alert {alert_id} rejected: account hedge, bot {HEDGE_BOT}")
+    finally:
+        receiver.server.shutdown()

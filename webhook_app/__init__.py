@@ -68,7 +68,9 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     if config.webhook_secret_source == "database":
         config = _secret_from_journal(config, journal)
         scrubber.add(config.secret_values)
-    notifier = Notifier(config.notify_urls, config.notify_on, scrub=scrubber.scrub)
+    notifier = Notifier(
+        config.notify_urls, config.notify_on, scrub=scrubber.scrub, show_account=len(config.accounts) > 1
+    )
     membership = Membership(journal)
     clients = {account.name: _client(config, account) for account in config.accounts}
     lanes, bots = {}, BotWatches()
