@@ -655,3 +655,44 @@ def test_an_alert_sent_before_its_reply_started_waiting_is_answered_at_once(tmp_
     finally:
         delivery.stop(timeout=1)
         journal.close()
+
+
+class PausingPacer(MemoryPacer):
+    """Takes its slots, then stalls once, as a process paused between taking slots and claiming."""
+
+    def __init__(self, pause: float):
+        super().__init__(5)
+        self.pause, self.paused, self.cancelled = pause, 0, 0
+
+    def acquire(self, instance, wanted):
+        slots = super().acquire(instance, wanted)
+        if slots and not self.paused:
+            self.paused += 1
+            time.sleep(self.pause)
+        return slots
+
+    def cancel(self, slots):
+        self.cancelled += len(slots)
+        super().cancel(slots)
+
+
+def test_slots_held_through_a_pause_longer_than_their_lease_allows_send_nothing(okx, tmp_path, caplog):
+    # Taken for dead during such a pause, an instance has its slots closed by the others at their start
+    # plus the lease: a request sent on them later would not count against OKX's limit (CI saw five 50011).
+    journal, (record,) = journal_with_queued(tmp_path / "j.db", ["5"])
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
+    pacer = PausingPacer(pause=0.6)  # past send_by + lease_margin (0.4 s) from taking the slots
+    lanes = {"default": Lane(client, pacer)}
+    delivery = Delivery(journal, lanes, OutcomePolicy(), Membership(journal), send_by=0.2, lease_margin=0.2)
+    try:
+        delivery.start()
+        deadline = time.monotonic() + 5
+        while not journal.get(record.id).final and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert journal.get(record.id).state == "ok"
+        assert pacer.paused == 1 and pacer.cancelled == 1  # the stale slot was given back, unused
+        assert "held up" in caplog.text
+        assert len(okx.margin_requests()) == 1  # sent once, on a slot taken afterwards
+    finally:
+        delivery.stop(timeout=1)
+        journal.close()

@@ -72,6 +72,7 @@ class Delivery:
         on_final: Callable[[Record], None] | None = None,
         on_late: Callable[[Record, str], None] | None = None,
         send_by: float = SEND_BY,
+        lease_margin: float = LEASE_MARGIN,
     ):
         """``lanes``: account name -> its ``Lane``; an alert goes by its account's lane only, and
         each account's alerts are claimed against its own budget, so a burst to one never slows another."""
@@ -89,7 +90,8 @@ class Delivery:
         self.send_by = send_by
         # The latest a request can still be under way after its claim, plus a margin: only then may
         # another instance take the alert over.
-        self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + LEASE_MARGIN
+        self.lease_margin = lease_margin
+        self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + lease_margin
         self._unsettled: list[tuple[str, Pacer, object]] = []  # pacing writes that failed, tried again later
         self._last_recovery = 0.0
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
@@ -285,12 +287,16 @@ class Delivery:
         if not due:
             return None
         with self._dispatching:
+            acquiring = time.monotonic()
             slots = lane.pacer.acquire(self.instance, min(due, self.senders))
             if not slots:
                 opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
                 return poll if opens_in is None else min(max(opens_in, 0.001), poll)
             # Read before the claim: the local deadline then ends before the lease the journal grants.
-            send_by = time.monotonic() + self.send_by
+            # And never later than the slots allow: if this instance were taken for dead (a pause between
+            # taking slots and claiming), the others close its slots at their start + the lease, and a
+            # request sent past ``acquiring + send_by + lease_margin`` could still be under way then.
+            send_by = min(time.monotonic(), acquiring + self.lease_margin) + self.send_by
             records: list[Record] = []
             try:
                 records = self.journal.claim_due(self.instance, len(slots), now, self.lease, account=account)
