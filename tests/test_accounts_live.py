@@ -144,6 +144,7 @@ def test_one_account_with_a_wrong_key_leaves_the_other_ready_and_sending(account
     failing = [c for c in body["checks"] if not c["ok"]]
     assert failing and {c["account"] for c in failing} == {"hedge"} and failing[0]["name"].startswith("hedge ")
     assert all(c["ok"] for c in body["checks"] if c["account"] == "main")
+    assert any("OKX_HEDGE_API_KEY" in c["hint"] for c in failing), failing  # the hint names hedge's own setting
     assert "hedge-key-9999999999" not in ready.text  # the key is named by its account, never shown
 
     sent = requests.post(service.url + "/webhook", json=make_alert(algoId=MAIN_BOTS[0]), timeout=5)

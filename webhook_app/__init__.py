@@ -158,6 +158,7 @@ def _client(config: Config, account: OkxAccount) -> OkxClient:
         connect_timeout=config.okx_connect_timeout,
         read_timeout=config.okx_read_timeout,
         pool_size=min(max(account.rate_limit, 4), 32),
+        settings_prefix=account.variable("api_key").removesuffix("API_KEY"),
     )
 
 

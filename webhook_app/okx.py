@@ -30,15 +30,17 @@ BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
 BOTS_PENDING_PATH = "/api/v5/tradingBot/signal/orders-algo-pending"
 BOT_EVENTS_PATH = "/api/v5/tradingBot/signal/event-history"
 
+# Formatted with the client's base URL and the prefix of its account's variables ("OKX_", "OKX_HEDGE_").
 HINTS = {
     "50119": "OKX does not know this API key at {base_url}. Accounts registered at my.okx.com use "
-    "https://eea.okx.com and at app.okx.com use https://us.okx.com: check OKX_BASE_URL.",
-    "50101": "The API key's environment does not match: demo-trading keys need OKX_DEMO=1, live keys OKX_DEMO=0.",
+    "https://eea.okx.com and at app.okx.com use https://us.okx.com: check {prefix}BASE_URL.",
+    "50101": "The API key's environment does not match: "
+    "demo-trading keys need {prefix}DEMO=1, live keys {prefix}DEMO=0.",
     "50102": "The request timestamp was outside OKX's 30 s window: check this server's clock.",
     "50110": "This server's IP address is not in the API key's IP allowlist.",
-    "50111": "Check OKX_API_KEY.",
-    "50113": "The signature was refused: check OKX_API_SECRET.",
-    "50105": "The passphrase was refused: check OKX_API_PASSPHRASE.",
+    "50111": "Check {prefix}API_KEY.",
+    "50113": "The signature was refused: check {prefix}API_SECRET.",
+    "50105": "The passphrase was refused: check {prefix}API_PASSPHRASE.",
     "50120": "The API key lacks a permission: margin-balance needs the Trade permission.",
 }
 
@@ -241,12 +243,15 @@ class OkxClient:
         read_timeout: float = 10.0,
         pool_size: int = 16,
         clock: Callable[[], float] = time.time,
+        settings_prefix: str = "OKX_",
     ):
+        """``settings_prefix``: how the account's variables begin, for the hints in OKX's errors."""
         if not dry_run and not (api_key and secret_key and passphrase):
             raise ValueError("OkxClient needs api_key, secret_key and passphrase unless dry_run")
         self.base_url = base_url.rstrip("/")
         self.demo = demo
         self.dry_run = dry_run
+        self.settings_prefix = settings_prefix
         self.timeout = (connect_timeout, read_timeout)
         self._api_key = api_key
         self._secret_key = secret_key
@@ -262,6 +267,10 @@ class OkxClient:
         )
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+
+    def hint(self, code: str) -> str:
+        """What to check for OKX's error ``code``, naming this account's settings; "" if nothing is known."""
+        return HINTS.get(code, "").format(base_url=self.base_url, prefix=self.settings_prefix)
 
     def __repr__(self) -> str:
         return f"OkxClient(base_url={self.base_url!r}, demo={self.demo}, dry_run={self.dry_run})"
@@ -409,7 +418,7 @@ class OkxClient:
         # Decide on OKX's code, not on the HTTP status: 50011 comes with 429 or 200.
         if code == "0":
             return payload
-        hint = HINTS.get(code, "").format(base_url=self.base_url)
+        hint = self.hint(code)
         error, retry_after = CODE_OUTCOMES.get(code, (OkxOutcomeUnknown if status >= 500 else OkxRefused, 0.0))
         if issubclass(error, OkxNotExecuted):
             raise error(message, code, hint, retry_after=retry_after)

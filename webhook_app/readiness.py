@@ -16,7 +16,6 @@ from .journal import Journal, JournalUnavailable
 from .okx import (
     ACCOUNT_CONFIG_PATH,
     BOT_DETAILS_PATH,
-    HINTS,
     SERVER_TIME_PATH,
     OkxClient,
     OkxError,
@@ -29,10 +28,10 @@ log = logging.getLogger("webhook_app")
 
 MAX_CLOCK_OFFSET = 5.0  # seconds; OKX refuses beyond 30
 REFRESH_EVERY = 55.0  # seconds: results are never older than a minute, OKX is asked once a minute at most
-BOT_HINTS = {
-    "51291": "the bot does not exist or has stopped: check ALLOWED_ALGO_IDS and the bot on OKX",
-    "51293": "the bot does not exist: check ALLOWED_ALGO_IDS (the algo ID of a signal bot of this account)",
-    "51289": "the bot's configuration does not exist: check ALLOWED_ALGO_IDS",
+BOT_HINTS = {  # formatted with the variable that lists the account's bots (ALLOWED_ALGO_IDS, OKX_<NAME>_ALGO_IDS)
+    "51291": "the bot does not exist or has stopped: check {bots} and the bot on OKX",
+    "51293": "the bot does not exist: check {bots} (the algo ID of a signal bot of this account)",
+    "51289": "the bot's configuration does not exist: check {bots}",
 }
 
 
@@ -55,20 +54,20 @@ def run_checks(config: Config, clients: Mapping[str, OkxClient], journal: Journa
     several = len(config.accounts) > 1
     checks = []
     for account in config.accounts:
-        for check in _account_checks(clients[account.name], sorted(account.algo_ids)):
+        for check in _account_checks(clients[account.name], sorted(account.algo_ids), account.variable("algo_ids")):
             name = f"{account.name} {check.name}" if several else check.name
             checks.append(dataclasses.replace(check, name=name, account=account.name))
     checks.append(_journal(journal))
     return checks
 
 
-def _account_checks(client: OkxClient, algo_ids: list[str]) -> list[Check]:
+def _account_checks(client: OkxClient, algo_ids: list[str], bots_variable: str) -> list[Check]:
     clock = _clock(client)  # first: it also corrects the offset the signed reads below use
     key = _api_key(client)
     checks = [clock, key]
     for algo_id in algo_ids:
         if key.ok:
-            checks.append(_bot(client, algo_id))
+            checks.append(_bot(client, algo_id, bots_variable))
         elif key.detail.startswith(_KEY_NOT_CHECKED):  # OKX not reached, or busy: no verdict on the key
             checks.append(Check(f"bot {algo_id}", False, "not checked: the API key could not be checked", key.hint))
         else:  # it could only fail for the key's reason, and send the operator after the wrong setting
@@ -109,7 +108,7 @@ def _api_key(client: OkxClient) -> Check:
         detail = f"OKX did not check the key: {exc.code or ''} {exc.message}".strip()
         return Check("api_key", False, detail, exc.hint or "try again shortly")
     except OkxError as exc:
-        hint = HINTS.get(exc.code, "").format(base_url=client.base_url) or "check the OKX API key settings"
+        hint = client.hint(exc.code) or "check the OKX API key settings"
         if not isinstance(exc, OkxRefused):  # OkxOutcomeUnknown: a 5xx or an unreadable answer
             return Check("api_key", False, f"no usable answer from OKX: {exc.code or ''} {exc.message}".strip(), hint)
         return Check("api_key", False, f"OKX refused the key: {exc.code or ''} {exc.message}".strip(), hint)
@@ -128,7 +127,7 @@ def _api_key(client: OkxClient) -> Check:
     return Check("api_key", True, f"key, signature and passphrase accepted ({mode}, permissions {granted})")
 
 
-def _bot(client: OkxClient, algo_id: str) -> Check:
+def _bot(client: OkxClient, algo_id: str, bots_variable: str) -> Check:
     name = f"bot {algo_id}"
     try:
         payload = client.get_signed(BOT_DETAILS_PATH, {"algoOrdType": "contract", "algoId": algo_id})
@@ -136,18 +135,21 @@ def _bot(client: OkxClient, algo_id: str) -> Check:
         return Check(name, False, f"could not reach OKX at {client.base_url}", _UNREACHABLE_HINT)
     except OkxError as exc:
         return Check(
-            name, False, f"OKX said {exc.code} {exc.message}".strip(), BOT_HINTS.get(exc.code, "check ALLOWED_ALGO_IDS")
+            name,
+            False,
+            f"OKX said {exc.code} {exc.message}".strip(),
+            BOT_HINTS.get(exc.code, "check {bots}").format(bots=bots_variable),
         )
     data = payload.get("data")
     bot = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
     if bot is None:
-        return Check(name, False, "OKX knows no such bot", BOT_HINTS["51293"])
+        return Check(name, False, "OKX knows no such bot", BOT_HINTS["51293"].format(bots=bots_variable))
     if bot.get("state") != "running":
         return Check(
             name,
             False,
             f"the bot is {bot.get('state') or 'in an unknown state'}, not running",
-            "start the bot on OKX, or remove it from ALLOWED_ALGO_IDS",
+            f"start the bot on OKX, or remove it from {bots_variable}",
         )
     return Check(name, True, "running")
 
