@@ -4,7 +4,10 @@
     python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup,pipeline_pg,relay_pg,bursts_pg]
 
 The *_pg sections put the journal in PostgreSQL (BENCH_DATABASE_URL, by default the local
-server's database "test", in a schema of their own that is dropped afterwards).
+server's database "test", in a schema of their own that is dropped afterwards). pipeline_pg and
+relay_pg compare against the durable floors: bench/bare_app.py committing one INSERT per alert
+through a psycopg pool on the same server (another schema of its own), and for the relay also
+posting to the stand-in. pipeline and relay (SQLite) compare against the bare floors, which keep nothing.
 
 Starts the service exactly as deployed (the Procfile's gunicorn and gunicorn.conf.py), a stand-in
 OKX in its own process that answers at once, and wrk as the load generator. Comparisons run side
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import requests
@@ -121,7 +125,8 @@ class PgSchema:
     def __init__(self):
         import psycopg
 
-        self.name = f"bench_{int(time.time() * 1000)}"
+        # Two are made within the same millisecond (the service's and its floor's): the suffix tells them apart.
+        self.name = f"bench_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}"
         self._admin = psycopg.connect(PG_URL, autocommit=True)
         self._admin.execute(f"CREATE SCHEMA {self.name}")
         separator = "&" if "?" in PG_URL else "?"
@@ -213,18 +218,25 @@ def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: fl
         )
 
 
-def pipeline(args, database_url: str | None = None, label: str = "SQLite") -> None:
+def start_floor(okx: StandIn | None = None, floor_url: str | None = None) -> ServiceProcess:
+    """bench.bare_app under the same gunicorn.conf.py, whose pre-start check wants a valid configuration
+    (its own SQLite journal, which the floor never touches). ``floor_url``: the durable routes' database."""
+    extra = {"BARE_DATABASE_URL": floor_url} if floor_url else {}
+    return start_service(service_env(temp_dir("bench-bare-"), okx, **extra), app_spec="bench.bare_app:app")
+
+
+def pipeline(args, database_url: str | None = None, label: str = "SQLite", floor_url: str | None = None) -> None:
     folder = temp_dir("bench-pipeline-")
     extra = {"DATABASE_URL": database_url} if database_url else {}
     service = start_service(service_env(folder, DRY_RUN="1", **extra))
-    # The floor runs under the same gunicorn.conf.py, whose pre-start check wants a valid configuration.
-    bare = start_service(service_env(temp_dir("bench-bare-")), app_spec="bench.bare_app:app")
+    bare = start_floor(floor_url=floor_url)
+    floor = ("durable floor", bare.url, "/durable") if floor_url else ("bare flask", bare.url, "/webhook")
     try:
         cpu0 = service.worker_cpu_seconds()
         side_by_side(
             f"pipeline, {label} journal (dry-run: auth, validation, mapping, journal)",
             ("service", service.url, "/webhook"),
-            ("bare flask", bare.url, "/webhook"),
+            floor,
             args.levels,
             args.rounds,
             args.seconds,
@@ -235,17 +247,18 @@ def pipeline(args, database_url: str | None = None, label: str = "SQLite") -> No
         bare.terminate()
 
 
-def relay(args, database_url: str | None = None, label: str = "SQLite") -> None:
+def relay(args, database_url: str | None = None, label: str = "SQLite", floor_url: str | None = None) -> None:
     okx = StandIn(rate_limit=1_000_000)
     folder = temp_dir("bench-relay-")
     extra = {"DATABASE_URL": database_url} if database_url else {}
     service = start_service(service_env(folder, okx, OKX_RATE_LIMIT="10000", **extra))
-    bare = start_service(service_env(temp_dir("bench-bare-"), okx), app_spec="bench.bare_app:app")
+    bare = start_floor(okx, floor_url)
+    floor = ("durable relay", bare.url, "/durable-relay") if floor_url else ("bare relay", bare.url, "/relay")
     try:
         side_by_side(
             f"relay, {label} journal (signed and forwarded to the stand-in OKX)",
             ("service", service.url, "/webhook"),
-            ("bare relay", bare.url, "/relay"),
+            floor,
             args.levels,
             args.rounds,
             args.seconds,
@@ -257,10 +270,16 @@ def relay(args, database_url: str | None = None, label: str = "SQLite") -> None:
 
 
 def _with_pg(section):
+    """The section with the service's journal in one schema and the durable floor's table in another."""
+
     def run(args) -> None:
         schema = PgSchema()
         try:
-            section(args, schema.url, "PostgreSQL")
+            floor_schema = PgSchema()
+            try:
+                section(args, schema.url, "PostgreSQL", floor_schema.url)
+            finally:
+                floor_schema.drop()
         finally:
             schema.drop()
 
