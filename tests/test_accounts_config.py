@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import DELETE
 from tests.service_process import REPO, free_port, procfile_command
 from webhook_app.config import ACCOUNT_VARIABLE_SUFFIXES, Config, ConfigError, OkxAccount
+from webhook_app.logs import SecretScrubber
 
 WEBHOOK_SECRET = "webhook-secret-0123456789"
 MAIN_BOT, HEDGE_BOT, OTHER_HEDGE_BOT = "581628185981813760", "690000000000000001", "690000000000000002"
@@ -343,3 +344,23 @@ def test_a_bad_accounts_configuration_stops_gunicorns_start_one_line_each_withou
     ], output
     assert "Traceback" not in output and "Listening at" not in output and "Booting worker" not in output
     assert all(value not in output for value in NEVER_SHOWN)
+
+
+def test_a_secret_pasted_into_okx_accounts_is_refused_and_never_shown_in_any_case(tmp_path):
+    # A passphrase shaped like an account name would otherwise come back upper-cased in a variable's
+    # name ("OKX_TRADINGPASS2024X_API_KEY: is required ..."), where no scrubber of the exact value finds it.
+    passphrase = "tradingpass2024x"
+    error = problems_of(
+        accounts_env(tmp_path, OKX_HEDGE_API_PASSPHRASE=passphrase, OKX_ACCOUNTS=f"main,hedge,{passphrase}")
+    )
+    assert error.variables == ["OKX_ACCOUNTS"], str(error)
+    assert "name number 3 is the value of a secret setting" in str(error)
+    assert passphrase not in str(error).lower()
+
+
+def test_the_log_scrubber_hides_a_secret_in_any_case():
+    scrubber = SecretScrubber()
+    scrubber.add(["tradingpass2024x"])
+    assert (
+        scrubber.scrub("OKX_TRADINGPASS2024X_API_KEY and TradingPass2024x") == "OKX_[redacted]_API_KEY and [redacted]"
+    )

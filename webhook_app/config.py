@@ -38,6 +38,15 @@ MAX_ACCOUNTS = 10
 _ACCOUNT_NAME = re.compile(r"[a-z0-9_]{1,32}\Z")
 # Any OKX_<NAME>_<suffix> variable: one set for an account not in OKX_ACCOUNTS is a mistake to name.
 _ACCOUNT_VARIABLE = re.compile(r"OKX_([A-Z0-9_]+)_(" + "|".join(ACCOUNT_VARIABLE_SUFFIXES.values()) + r")\Z")
+# Variables whose values are secrets, by how their names end (OKX_HEDGE_API_SECRET, WEBHOOK_SECRET...).
+_SECRET_SUFFIXES = (
+    "API_KEY",
+    "API_SECRET",
+    "API_PASSPHRASE",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_SECRET_PREVIOUS",
+    "ADMIN_TOKEN",
+)
 # The single-account variables: with OKX_ACCOUNTS set, each account has its own instead.
 SINGLE_ACCOUNT_VARIABLES = (
     "OKX_API_KEY",
@@ -503,10 +512,13 @@ class _Reader:
         if len(names) > MAX_ACCOUNTS:
             self.bad(name, f"lists {len(names)} accounts: at most {MAX_ACCOUNTS}")
         listed: list[str] = []
+        secrets = self._secret_values()
         for position, account_name in enumerate(names, start=1):
             # A malformed name is not echoed: it may be a value pasted into the wrong variable.
             if not _ACCOUNT_NAME.match(account_name):
                 self.bad(name, f"name number {position} is not an account name: 1 to 32 lowercase letters, digits or _")
+            elif account_name.lower() in secrets:  # a secret pasted here: every message would name it
+                self.bad(name, f"name number {position} is the value of a secret setting, not an account name")
             elif account_name == DEFAULT_ACCOUNT:
                 self.bad(name, "default names the account of OKX_API_KEY & co.: give the accounts other names")
             elif account_name in listed:
@@ -538,6 +550,14 @@ class _Reader:
                         "a bot belongs to one account, list it under that one only",
                     )
         return accounts
+
+    def _secret_values(self) -> set[str]:
+        """Every secret-holding variable's value, lower-cased (account names are compared without case)."""
+        return {
+            value.strip().lower()
+            for variable, value in self.env.items()
+            if value.strip() and variable.endswith(_SECRET_SUFFIXES)
+        }
 
     def _account(self, name: str) -> OkxAccount:
         """One account's variables; its problems each name the variable and the account."""

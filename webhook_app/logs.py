@@ -4,6 +4,7 @@ ours and gunicorn's alike."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 
@@ -21,16 +22,19 @@ class SecretScrubber(logging.Filter):
     def __init__(self):
         super().__init__()
         self._secrets: set[str] = set()
+        self._pattern: re.Pattern | None = None
         self._lock = threading.Lock()
 
     def add(self, values) -> None:
         with self._lock:
             self._secrets.update(v for v in values if v)
+            # In any case: a secret may come back upper-cased, e.g. inside a variable's name.
+            alternatives = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
+            self._pattern = re.compile(alternatives, re.IGNORECASE) if alternatives else None
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-        return text
+        pattern = self._pattern
+        return pattern.sub(REDACTED, text) if pattern is not None else text
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())
