@@ -322,7 +322,7 @@ class OkxClient:
     def get_signed(self, path: str, query: dict | None = None, timeout: float | None = None) -> dict:
         """A signed GET (a read): the prehash is timestamp + GET + the path with its query string,
         and an empty body. Returns OKX's payload when it said "0", raises an ``OkxError`` otherwise.
-        ``timeout``: seconds for the connect and for the read, instead of the client's own."""
+        ``timeout``: seconds for the connect and the read together (half each), instead of the client's own."""
         if self.dry_run and not self._secret_key:
             raise OkxRefused("no OKX credentials are set (dry-run)")
         request_path = path + ("?" + urlencode(query) if query else "")
@@ -331,7 +331,7 @@ class OkxClient:
             response = self.session.get(
                 self.base_url + request_path,
                 headers=headers,
-                timeout=self.timeout if timeout is None else (timeout, timeout),
+                timeout=self.timeout if timeout is None else (timeout / 2, timeout / 2),
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
