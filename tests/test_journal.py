@@ -26,7 +26,7 @@ from webhook_app.journal import postgres as postgres_journal
 from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
-from webhook_app.journal.postgres_sql import LOCK_RECOVERY
+from webhook_app.journal.postgres.sql import LOCK_RECOVERY
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
 
@@ -518,7 +518,7 @@ def test_a_heartbeat_never_waits_for_a_busy_pool(pg_url):
     journal = PostgresJournal(pg_url, pool_size=1, connect_timeout=1)
     try:
         journal.register("a")
-        with journal._pool.connection(), journal._lazy_pool.connection():
+        with journal.database.pool.connection(), journal.database.lazy_pool.connection():
             started = time.monotonic()
             journal.heartbeat("a")
             waited = time.monotonic() - started
@@ -538,7 +538,7 @@ def test_a_dead_instances_rate_slot_counts_until_its_request_can_no_longer_be_un
     b.recover("b", dead_after=1, lease=20.0)  # a is found dead; its slot's request may still be under way
     assert pacer.acquire("b", 1) == []  # the take-over did not give its slot to someone else
     pacer.release(slot)  # a resumes and says its exchange ended: the later end stands
-    ended = b._one("SELECT ended_at - started_at FROM okx_pacing WHERE id = %s", (slot,))[0]
+    ended = b.database.one("SELECT ended_at - started_at FROM okx_pacing WHERE id = %s", (slot,))[0]
     assert ended == pytest.approx(20.0, abs=0.5)
 
 
@@ -550,7 +550,7 @@ def test_recovery_never_waits_for_an_instance_frozen_inside_its_own(pg_journals,
         assert journal.recover("b", dead_after=15) == []
         assert time.monotonic() - started < 1
     # ...and a transaction left open by a frozen process ends on the server's side.
-    assert journal._one("SHOW idle_in_transaction_session_timeout")[0] == "5s"
+    assert journal.database.one("SHOW idle_in_transaction_session_timeout")[0] == "5s"
 
 
 def test_one_alert_the_journal_cannot_store_never_sinks_the_others_committed_with_it(tmp_path):
@@ -690,8 +690,8 @@ def previous_release_journal(url, monkeypatch, back: int = 1) -> int:
     evidence): that release's schema, and one alert journaled by SQL naming only its columns.
     Returns the alert's id."""
     engine = sqlite_journal if url.startswith("sqlite") else postgres_journal
-    monkeypatch.setattr(engine, "MIGRATIONS", engine.MIGRATIONS[:-back])
-    monkeypatch.setattr(engine, "SCHEMA_VERSION", engine.MIGRATIONS[-back - 1][0])
+    monkeypatch.setattr(engine.migrations, "MIGRATIONS", engine.MIGRATIONS[:-back])
+    monkeypatch.setattr(engine.migrations, "SCHEMA_VERSION", engine.MIGRATIONS[-back - 1][0])
     open_journal(url).close()
     monkeypatch.undo()
     insert = (

@@ -1,25 +1,58 @@
-"""State every instance on one PostgreSQL database shares besides the journal: OKX's rate
-budget (a ledger of request slots per API key) and the wrong-secret lockouts."""
+"""The instances on one PostgreSQL database and what they share besides the queue: who is alive
+(heartbeats say whose rate slots to close), OKX's rate budget (a ledger of request slots per API
+key), the wrong-secret lockouts and a generated secret."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
-from typing import TYPE_CHECKING
 
-from ..pacing import Pacer
-from . import JournalUnavailable
-from .postgres_sql import LOCK_PACING, NOW
+from ...pacing import Pacer
+from ..contracts import Instances
+from ..records import JournalUnavailable
+from .database import PostgresDatabase
+from .sql import LOCK_PACING, NOW
 
-if TYPE_CHECKING:
-    from .postgres import PostgresJournal
+# Alive: a new instance, or one back after a long pause.
+_ALIVE = f"INSERT INTO instances (id, host) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}"
+
+
+class PostgresInstances(Instances):
+    def __init__(self, db: PostgresDatabase):
+        self.db = db
+
+    def register(self, instance: str) -> None:
+        self.db.statement(_ALIVE, (instance, socket.gethostname()[:200]))
+
+    def heartbeat(self, instance: str) -> None:
+        # On a connection of its own: a pool busy with sends must never make a live instance look dead.
+        self.db.execute_alone(_ALIVE, (instance, socket.gethostname()[:200]))
+
+    def deregister(self, instance: str) -> None:
+        self.db.statement("DELETE FROM instances WHERE id = %s", (instance,))
+
+    def stored_secret(self, name, make):
+        def step(conn):
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, make())
+            )
+            return conn.execute("SELECT value FROM settings WHERE name = %s", (name,)).fetchone()[0]
+
+        return self.db.transaction(step)
+
+    def pacer(self, account: str, limit: int, window: float) -> PostgresPacer:
+        return PostgresPacer(self.db, account, limit, window)
+
+    def lockout_store(self) -> PostgresLockoutStore:
+        return PostgresLockoutStore(self.db)
 
 
 class PostgresPacer(Pacer):
     """OKX's rate budget for one API key, shared by every instance on the database."""
 
-    def __init__(self, journal: PostgresJournal, account: str, limit: int, window: float = 2.0, margin: float = 0.01):
-        self.journal = journal
+    def __init__(self, db: PostgresDatabase, account: str, limit: int, window: float = 2.0, margin: float = 0.01):
+        self.db = db
         # The ledger names the account by a hash of its API key, never the key itself.
         self.account = hashlib.sha256(account.encode()).hexdigest()[:16]
         self.limit = limit
@@ -37,7 +70,7 @@ class PostgresPacer(Pacer):
     def acquire(self, instance: str, wanted: int) -> list:
         if wanted <= 0:
             return []
-        rows = self.journal._transaction(
+        rows = self.db.transaction(
             lambda conn: conn.execute(
                 "SELECT pacing_acquire(%s, %s, %s, %s, %s)", (self.account, instance, wanted, self.limit, self.window)
             ).fetchall(),
@@ -48,13 +81,13 @@ class PostgresPacer(Pacer):
 
     def release(self, slot) -> None:
         # Only an open slot: one that a take-over closed (at the latest its request could end) stays so.
-        self.journal._statement(
+        self.db.statement(
             f"UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL", (slot,), durable=False
         )
 
     def cancel(self, slots: list) -> None:
         if slots:
-            self.journal._statement("DELETE FROM okx_pacing WHERE id = ANY(%s)", (slots,), durable=False)
+            self.db.statement("DELETE FROM okx_pacing WHERE id = ANY(%s)", (slots,), durable=False)
 
     def hold_off(self, seconds: float) -> None:
         def step(conn):
@@ -64,16 +97,16 @@ class PostgresPacer(Pacer):
                 (self.account, now + seconds - self.window, self.limit),
             )
 
-        self.journal._transaction(step)
+        self.db.transaction(step)
 
     def busy(self) -> int:
-        return self.journal._one(
+        return self.db.one(
             f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})",
             (self.account, self.window),
         )[0]
 
     def opens_in(self) -> float | None:
-        busy, first_opening, now = self.journal._one(
+        busy, first_opening, now = self.db.one(
             f"SELECT count(*), min(ended_at) + %s, {NOW} FROM okx_pacing WHERE account = %s "
             f"AND (ended_at IS NULL OR ended_at + %s > {NOW})",
             (self.window, self.account, self.window),
@@ -90,8 +123,8 @@ class PostgresLockoutStore:
 
     prune_every = 60.0  # seconds
 
-    def __init__(self, journal: PostgresJournal):
-        self.journal = journal
+    def __init__(self, db: PostgresDatabase):
+        self.db = db
         self._pruned_at: float | None = None  # time.monotonic() of the last pruning
 
     def prune(self, window: float) -> int:
@@ -105,21 +138,21 @@ class PostgresLockoutStore:
                 (window,),
             ).rowcount
 
-        return self.journal._transaction(step, atomic=False)
+        return self.db.transaction(step, atomic=False)
 
     def remaining(self, address: str) -> float:
         def step(conn):
             row = conn.execute(f"SELECT locked_until - {NOW} FROM lockouts WHERE address = %s", (address,)).fetchone()
             return max(row[0] or 0.0, 0.0) if row else 0.0
 
-        return self.journal._transaction(step)
+        return self.db.transaction(step)
 
     def active(self) -> list[tuple[str, float]]:
         """(address, locked_until) for each address locked out now. The table keeps when a
         lockout ends, not when it began nor its failures (cleared when it begins)."""
         return [
             (address, until)
-            for address, until in self.journal._transaction(
+            for address, until in self.db.transaction(
                 lambda conn: conn.execute(
                     f"SELECT address, locked_until FROM lockouts WHERE locked_until > {NOW} ORDER BY locked_until"
                 ).fetchall()
@@ -135,7 +168,7 @@ class PostgresLockoutStore:
             ).fetchone()
             return bool(row and row[0])
 
-        return self.journal._transaction(step)
+        return self.db.transaction(step)
 
     def failure(self, address: str, threshold: int, window: float, duration: float) -> bool:
         def step(conn):
@@ -155,7 +188,7 @@ class PostgresLockoutStore:
                 return True
             return False
 
-        locked = self.journal._transaction(step)
+        locked = self.db.transaction(step)
         started = time.monotonic()
         if self._pruned_at is None or started - self._pruned_at >= self.prune_every:
             self._pruned_at = started

@@ -1,0 +1,336 @@
+"""The journal's contracts, one per job, and the ``Journal`` that composes them for callers.
+
+Each engine implements every contract in a store of its own, built on the engine's one
+database object (``Database``); ``Journal`` forwards each method to the store that does the
+job, so callers keep asking one object (``journal.add(...)``, ``journal.pacer(...)``). Times are
+epoch seconds from the engine's clock: the database's where instances share one."""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable
+from decimal import Decimal
+
+from .records import CAP_STATES, Claim, Event, Record, Refusal
+
+
+class Database(abc.ABC):
+    """One engine's database: its connection (or pool), migrations and clock. Each store of the
+    engine runs its statements through it (the engine's own ``transaction``, ``one``, ``all``)."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The journal's clock."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class AlertQueue(abc.ABC):
+    """The alert queue: every valid alert written before anything is sent, claimed by one instance,
+    its outcome fenced by that claim."""
+
+    @abc.abstractmethod
+    def add(
+        self,
+        *,
+        dedup_key: str,
+        dedup_since: float,
+        algo_id: str,
+        action: str,
+        amount: str,
+        request_body: str,
+        expires_at: float,
+        state: str = "queued",
+        secret_name: str | None = None,
+        daily_cap: Decimal | None = None,
+        trader_id: str | None = None,
+        now: float | None = None,
+        cap_states: tuple[str, ...] = CAP_STATES,
+        account: str = "default",
+    ) -> tuple[Record, bool]:
+        """Insert a new alert unless one with the same key was journaled since ``dedup_since``
+        (alerts that ended ``failed`` were never executed and do not count), or unless it
+        would take its bot and direction over ``daily_cap`` in the last 24 h
+        (``DailyCapExceeded``). Atomic against every other writer. Returns (record, created)
+        once the insert is durable; ``record`` is the earlier alert when not created. The cap
+        sums alerts in ``cap_states`` (dry-run adds its own alerts, so a cap can be tried).
+        ``account`` is stored with the alert; duplicates and the cap stay keyed by the dedup key and
+        the bot alone (an OKX algoId belongs to one account)."""
+
+    @abc.abstractmethod
+    def get(self, alert_id: int) -> Record | None: ...
+
+    @abc.abstractmethod
+    def recent(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        trader_id: str | None = None,
+        algo_id: str | None = None,
+        account: str | None = None,
+    ) -> list[Record]:
+        """Newest first, optionally one state, one trader id, one bot and/or one account."""
+
+    @abc.abstractmethod
+    def count_due(
+        self,
+        now: float | None = None,
+        before_id: int | None = None,
+        in_turn: bool = True,
+        account: str | None = None,
+    ) -> int:
+        """Queued alerts whose time has come (``not_before`` passed, not yet expired) and, with
+        ``in_turn``, no other alert for their bot in the way (see ``claim_due``); or only those
+        ahead of alert ``before_id``. ``account``: None counts every account's, a name only that
+        account's."""
+
+    @abc.abstractmethod
+    def next_due_at(self) -> float | None:
+        """When the earliest queued alert that nothing else holds up may go; None when every queued
+        alert waits behind one being sent (its outcome wakes the dispatcher) or none is queued."""
+
+    @abc.abstractmethod
+    def claim_due(
+        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+    ) -> list[Record]:
+        """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
+        ``instance`` with a lease of ``lease`` seconds (the journal's clock), in one durable
+        transaction before any is sent. No two instances ever claim the same alert, and an alert
+        is never claimed while another for its bot is sending or an earlier one is queued inside
+        its lag. ``account``: None claims any account's alerts (as before accounts existed), a
+        name only that account's, leaving every other account's queued; claims for different
+        accounts do not wait for each other (beyond the moment a claim for any account takes)."""
+
+    @abc.abstractmethod
+    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
+        """Immediately before the request goes on the wire: True, and ``sent_at`` recorded
+        durably, only while the claim is current (same instance and attempt, still sending,
+        lease not lapsed, alert not past ``expires_at``, all by the journal's clock). The same
+        single write stores ``evidence`` (the bot's snapshot taken before this attempt, as JSON
+        text; NULL when None): no round trip more before the send."""
+
+    @abc.abstractmethod
+    def expire_overdue(self, now: float) -> list[Record]:
+        """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
+
+    @abc.abstractmethod
+    def unclaim(self, claims: list[Claim]) -> None:
+        """sending -> queued for claims whose request never left, while each is still current (same
+        instance and attempt): as if never claimed. A claim taken over since changes nothing."""
+
+    @abc.abstractmethod
+    def requeue(
+        self,
+        alert_id: int,
+        okx_code: str | None,
+        okx_msg: str | None,
+        detail: str,
+        not_before: float,
+        claim: Claim | None = None,
+    ) -> bool:
+        """sending -> queued after OKX certainly did not act; due again at ``not_before``. With
+        ``claim``, only while the alert is still sending on that claim (same instance and attempt;
+        a lapsed lease that nobody took over yet still counts); False when it was fenced out."""
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        alert_id: int,
+        state: str,
+        *,
+        okx_code: str | None = None,
+        okx_msg: str | None = None,
+        detail: str | None = None,
+        latency_ms: float | None = None,
+        now: float | None = None,
+        claim: Claim | None = None,
+    ) -> Record | None:
+        """The alert's final state. With ``claim``, only while the alert is still sending on that
+        claim (None when it was taken over: the state recovery set stands)."""
+
+    @abc.abstractmethod
+    def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
+        """Alerts left ``sending`` whose claim lapsed: its lease ran out by the journal's clock (or,
+        on SQLite, its claimant is another process, which the sender lock says is gone; or, for a
+        claim without a lease, made by an earlier release, its claimant stopped heartbeating).
+        ``unknown`` when the request may have left (``sent_at`` set, or no lease to tell), never
+        resent; queued again when it certainly did not (``expired`` if too old). Returns the
+        changed records. A current claim is never touched. ``lease``: the longest a dead
+        instance's request may still be under way (its rate slot counts until then)."""
+
+    @abc.abstractmethod
+    def prune(self, before: float) -> int:
+        """Delete finished alerts received before ``before`` and their timelines; queued and sending ones stay."""
+
+
+class Activity(abc.ABC):
+    """Each alert's timeline and what operators (and the investigator) find and do about it."""
+
+    @abc.abstractmethod
+    def note(self, alert_id: int, kind: str, detail: str) -> None:
+        """A timeline entry that changes nothing else (a late answer after a take-over, say)."""
+
+    @abc.abstractmethod
+    def events(self, alert_id: int) -> list[Event]:
+        """The alert's timeline after it was received, oldest first (claims, answers, outcome, actions)."""
+
+    @abc.abstractmethod
+    def resolve(self, alert_id: int, resolution: str, by: str) -> Record:
+        """An operator's finding on an ``unknown`` alert (one of RESOLUTIONS), once; ``ActionRefused`` otherwise."""
+
+    @abc.abstractmethod
+    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
+        """OKX's records on an ``unknown`` alert and the verdict proposed from them, with a timeline
+        entry of kind 'evidence' (detail ``note``), in one transaction. Only once, and only while the
+        alert is unknown: None when it is not, or already has a proposal (another instance got there
+        first; its evidence stands)."""
+
+    @abc.abstractmethod
+    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
+        """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
+
+    @abc.abstractmethod
+    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
+        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
+
+    @abc.abstractmethod
+    def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
+        """Record that ``resend_id`` is an operator's resend of ``original_id``, on both timelines."""
+
+    @abc.abstractmethod
+    def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
+        """(hour as epoch seconds, state, alerts received in it) since ``since``."""
+
+
+class RefusalStore(abc.ABC):
+    """The log of requests to /webhook that left no alert."""
+
+    @abc.abstractmethod
+    def add_refusals(self, refusals: list[Refusal]) -> None:
+        """Store refused requests (not durable: losing the last few in a crash is acceptable)."""
+
+    @abc.abstractmethod
+    def refusals(self, limit: int = 50) -> list[Refusal]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def refusal_rows(self) -> int:
+        """How many refusal rows are stored (each may stand for several requests)."""
+
+    @abc.abstractmethod
+    def prune_refusals(self, before: float) -> int: ...
+
+
+class SessionStore(abc.ABC):
+    """Operator sessions, so a logout ends a cookie everywhere."""
+
+    @abc.abstractmethod
+    def start_session(self, sid: str, client: str | None) -> None:
+        """An operator logged in; sessions that ended or began more than a day ago are dropped."""
+
+    @abc.abstractmethod
+    def end_session(self, sid: str) -> None:
+        """An operator logged out: the session's cookie is worthless from now on, wherever it is."""
+
+    @abc.abstractmethod
+    def session_active(self, sid: str, max_age: float) -> bool:
+        """The session was started less than ``max_age`` seconds ago and has not ended."""
+
+
+class Instances(abc.ABC):
+    """The instances sending from the journal and what they share: OKX's rate ledger, the
+    wrong-secret lockouts, a generated secret."""
+
+    @abc.abstractmethod
+    def register(self, instance: str) -> None:
+        """This instance will send from the journal (``JournalInUse`` if the backend cannot share)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, instance: str) -> None: ...
+
+    @abc.abstractmethod
+    def deregister(self, instance: str) -> None:
+        """A clean stop: this instance claims nothing more; its queued alerts are others' to send."""
+
+    def stored_secret(self, name: str, make: Callable[[], str]) -> str | None:
+        """A generated secret kept in the journal, made once by whichever instance comes first;
+        None where the backend keeps none (SQLite keeps it in a file beside the journal)."""
+        return None
+
+    def pacer(self, account: str, limit: int, window: float):
+        """OKX's rate budget shared by every instance on this journal (a ``pacing.Pacer``), or
+        None where one process sends and keeps it in memory."""
+        return None
+
+    def lockout_store(self):
+        """Wrong-secret counts shared by every instance, or None: kept in process memory."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the instance holds beside the database (a lock, a connection of its own)."""
+        return None
+
+
+def _forwarding(contract: type, store: str) -> Callable[[type], type]:
+    """A class decorator: every public method of ``contract`` becomes one that asks ``self.<store>``."""
+
+    def decorate(cls: type) -> type:
+        for name, method in vars(contract).items():
+            if name.startswith("_") or not callable(method) or name in vars(cls):
+                continue  # not a job's method, or one the class answers itself (close)
+
+            def forward(self, *args, _name=name, **kwargs):
+                return getattr(getattr(self, store), _name)(*args, **kwargs)
+
+            forward = functools.wraps(method)(forward)
+            forward.__isabstractmethod__ = False  # wraps copied the contract's flag
+            setattr(cls, name, forward)
+        return abc.update_abstractmethods(cls)
+
+    return decorate
+
+
+@_forwarding(AlertQueue, "queue")
+@_forwarding(Activity, "activity")
+@_forwarding(RefusalStore, "refusal_log")
+@_forwarding(SessionStore, "sessions")
+@_forwarding(Instances, "instances")
+class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
+    """What the web and delivery layers may ask of storage, whatever the engine: each job's
+    store, on one database."""
+
+    shared: bool = False  # True when several processes may send from it at once
+    poll_interval: float = 1.0  # how often a dispatcher looks for work others may have queued
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        queue: AlertQueue,
+        activity: Activity,
+        refusal_log: RefusalStore,
+        sessions: SessionStore,
+        instances: Instances,
+    ):
+        self.database = database
+        self.queue = queue
+        self.activity = activity
+        self.refusal_log = refusal_log
+        self.sessions = sessions
+        self.instances = instances
+
+    def now(self) -> float:
+        """The journal's clock."""
+        return self.database.now()
+
+    def schema_version(self) -> int:
+        return self.database.schema_version()
+
+    def close(self) -> None:
+        self.database.close()
+        self.instances.close()

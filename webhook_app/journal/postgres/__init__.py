@@ -1,0 +1,52 @@
+"""The PostgreSQL journal: any number of instances on one database keep every guarantee.
+
+One ``PostgresDatabase`` (two pools, the migrations, the database's clock) under one store per
+job: the queue (``queue.py``), timelines and operators' actions (``activity.py``), refused
+requests, operator sessions, and the instances with OKX's shared rate ledger and the lockouts
+(``instances.py``). Time is the database's (clock_timestamp()), never one host's.
+"""
+
+from __future__ import annotations
+
+from ..contracts import Journal
+from .activity import PostgresActivity
+from .database import PostgresDatabase, connection_url
+from .instances import PostgresInstances, PostgresLockoutStore, PostgresPacer
+from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .queue import PostgresAlertQueue
+from .refusals import PostgresRefusals
+from .sessions import PostgresSessions
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "PostgresDatabase",
+    "PostgresJournal",
+    "PostgresLockoutStore",
+    "PostgresPacer",
+    "connection_url",
+]
+
+
+class PostgresJournal(Journal):
+    shared = True
+    poll_interval = 0.1  # other instances queue alerts too: look for them often
+
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
+        db = PostgresDatabase(url, pool_size, connect_timeout)
+        super().__init__(
+            db,
+            queue=PostgresAlertQueue(db),
+            activity=PostgresActivity(db),
+            refusal_log=PostgresRefusals(db),
+            sessions=PostgresSessions(db),
+            instances=PostgresInstances(db),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.database.url
+
+    @property
+    def display_url(self) -> str:
+        return self.database.display_url

@@ -1,0 +1,202 @@
+"""The PostgreSQL journal's database: two pools (durable commits, and commits that may skip the
+WAL flush), the migrations, and the clock (the database's, never one host's). Every PostgreSQL
+store runs its statements through one ``PostgresDatabase``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ...config import redacted_url
+from ..contracts import Database
+from ..records import JournalUnavailable
+from . import migrations
+from .sql import LOCK_MIGRATION, NOW
+
+
+def _configure(conn) -> None:
+    # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
+    # them every other instance's recovery or hold-off, for longer than this: the server ends it.
+    conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+
+
+def connection_url(url: str) -> str:
+    """PaaS add-ons write postgres://; libpq takes both, but say postgresql:// everywhere."""
+    return "postgresql://" + url[len("postgres://") :] if url.startswith("postgres://") else url
+
+
+class PostgresDatabase(Database):
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
+        self.url = connection_url(url)
+        self.display_url = redacted_url(self.url)
+        # application_name: an operator (or a fault test) can tell which process a session belongs to.
+        self._connect_kwargs = {
+            "autocommit": True,
+            "connect_timeout": max(int(connect_timeout), 1),
+            "application_name": f"okx-relay:{os.getpid()}",
+        }
+        self._alone: psycopg.Connection | None = None  # see execute_alone
+        self._alone_lock = threading.Lock()
+        # One plain connection first: libpq's answer names the cause at once (refused, no such
+        # host or database, authentication, TLS), where the pools would retry it for
+        # ``connect_timeout`` seconds and log each try.
+        try:
+            psycopg.connect(self.url, **self._connect_kwargs).close()
+        except psycopg.Error as exc:
+            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._cause(exc)}") from None
+        # Should the pools still fail (the server went away since), the start says so once, not per retry.
+        pool_notices = logging.getLogger("psycopg.pool")
+        level = pool_notices.level
+        pool_notices.setLevel(logging.ERROR)
+        try:
+            self.pool = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs=self._connect_kwargs,
+                configure=_configure,
+                # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
+                # replaced when it is handed out, not discovered by the write that needed it.
+                check=ConnectionPool.check_connection,
+                timeout=connect_timeout,
+                open=False,
+            )
+            self.pool.open(wait=True, timeout=connect_timeout)
+            # Writes whose loss in a database crash is safe skip the commit's WAL flush: an outcome
+            # not recorded leaves the alert "sending", which reads as unknown, never resent; a pacing
+            # slot is only ever over-counted. What must survive (the alert, its claim) uses pool.
+            self.lazy_pool = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs=self._connect_kwargs,
+                configure=lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
+                check=ConnectionPool.check_connection,
+                timeout=connect_timeout,
+                open=False,
+            )
+            self.lazy_pool.open(wait=True, timeout=connect_timeout)
+            self.migrate()
+        except Exception as exc:  # psycopg errors, OS errors, and the pool's own PoolTimeout
+            self._close_quietly()
+            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
+        finally:
+            pool_notices.setLevel(level)
+
+    def _cause(self, exc: BaseException) -> str:
+        """A failed first connection, in words: its cause named where libpq's message tells it."""
+        text = str(exc)
+        lowered = text.lower()
+        parts = urlsplit(self.url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        if "connection refused" in lowered:
+            return f"connection refused at {where}: is PostgreSQL running there, on that port?"
+        if "could not translate host name" in lowered or "failed to resolve host" in lowered:
+            return f"host not found: {parts.hostname!r} does not resolve"
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            return "authentication failed: check the user name and password in DATABASE_URL"
+        if "no encryption" in lowered or ("ssl" in lowered and "off" in lowered and "pg_hba.conf" in lowered):
+            return "the server requires TLS: add ?sslmode=require to DATABASE_URL"
+        if "does not support ssl" in lowered:
+            return f"TLS required (sslmode in DATABASE_URL) but the server at {where} does not offer it"
+        if "does not exist" in lowered and "database" in lowered:
+            first = next((line for line in text.splitlines() if "does not exist" in line), text)
+            return f"{first.split('FATAL:')[-1].strip()} on {where}"
+        if "timeout expired" in lowered:
+            return f"no answer from {where} within {self._connect_kwargs['connect_timeout']} s"
+        return self._describe(exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = urlsplit(self.url).password
+        return text.replace(password, "***") if password else text
+
+    def _close_quietly(self) -> None:
+        for pool in (getattr(self, "pool", None), getattr(self, "lazy_pool", None)):
+            try:
+                if pool is not None:
+                    pool.close()
+            except Exception:
+                pass
+
+    def migrate(self) -> int:
+        """Bring the database to ``migrations.SCHEMA_VERSION`` under a session advisory lock, so instances
+        starting together (or the release phase beside them) do not race. Returns the version."""
+        with self.pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, 0)", (LOCK_MIGRATION,))
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+                if version > migrations.SCHEMA_VERSION:
+                    raise JournalUnavailable(
+                        f"the database is at schema version {version}, newer than this release's "
+                        f"{migrations.SCHEMA_VERSION}: run the newer release"
+                    )
+                for target, script in migrations.MIGRATIONS:
+                    if target > version:
+                        with conn.transaction():
+                            conn.execute(script)
+                            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (target,))
+                        version = target
+                return version
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, 0)", (LOCK_MIGRATION,))
+
+    def schema_version(self) -> int:
+        return self.one("SELECT max(version) FROM schema_version")[0]
+
+    def close(self) -> None:
+        self.pool.close()
+        self.lazy_pool.close()
+        with self._alone_lock:
+            if self._alone is not None:
+                self._alone.close()
+
+    def execute_alone(self, sql: str, params=()) -> None:
+        """One statement on a connection of its own, outside the pools: what must never wait for
+        a pool busy with sends (a heartbeat). Reconnects on the next call after an error."""
+        with self._alone_lock:
+            try:
+                if self._alone is None or self._alone.closed:
+                    self._alone = psycopg.connect(self.url, **self._connect_kwargs)
+                self._alone.execute(sql, params)
+            except (psycopg.Error, OSError) as exc:
+                if self._alone is not None:
+                    self._alone.close()
+                self._alone = None
+                raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
+
+    def now(self) -> float:
+        return self.one(f"SELECT {NOW}")[0]
+
+    def transaction(self, step, atomic: bool = True, durable: bool = True):
+        """Run ``step`` on a pooled connection: in a transaction, or (``atomic=False``, for one
+        statement, atomic by itself) without BEGIN and COMMIT, two round trips fewer. ``durable=False``:
+        committed without waiting for the WAL flush (see ``lazy_pool``)."""
+        try:
+            with (self.pool if durable else self.lazy_pool).connection() as conn:
+                if not atomic:
+                    return step(conn)
+                with conn.transaction():
+                    return step(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg_pool"):  # PoolTimeout: no connection in time
+                raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
+            raise
+
+    def one(self, sql, params=()):
+        return self.transaction(lambda conn: conn.execute(sql, params).fetchone(), atomic=False)
+
+    def all(self, sql, params=()):
+        return self.transaction(lambda conn: conn.execute(sql, params).fetchall(), atomic=False)
+
+    def statement(self, sql, params=(), durable: bool = True):
+        return self.transaction(lambda conn: conn.execute(sql, params), atomic=False, durable=durable)

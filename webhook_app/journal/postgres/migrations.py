@@ -1,0 +1,338 @@
+"""The PostgreSQL journal's schema, one step per release. A step that has shipped is never
+edited: it ran on deployed databases (tests pin each one's text by its hash)."""
+
+from ..records import CLAIMED_DETAIL_FORMAT
+from .sql import LOCK_BOT, LOCK_CAP, LOCK_CLAIM, LOCK_CLAIM_ACCOUNT, LOCK_DEDUP, LOCK_PACING, NOW
+
+MIGRATIONS = (
+    (
+        1,
+        f"""
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    dedup_key TEXT NOT NULL,
+    algo_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    request_body TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    okx_code TEXT,
+    okx_msg TEXT,
+    detail TEXT,
+    secret_name TEXT,
+    first_sent_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION,
+    trader_id TEXT,
+    claimed_by TEXT,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE INDEX alerts_dedup ON alerts (dedup_key, received_at);
+CREATE INDEX alerts_queue ON alerts (state, not_before, id);
+CREATE INDEX alerts_received ON alerts (received_at);
+CREATE INDEX alerts_bot ON alerts (algo_id, action, received_at);
+CREATE INDEX alerts_trader ON alerts (trader_id, id);
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL DEFAULT {NOW},
+    heartbeat_at DOUBLE PRECISION NOT NULL DEFAULT {NOW}
+);
+CREATE TABLE okx_pacing (
+    id BIGSERIAL PRIMARY KEY,
+    account TEXT NOT NULL,
+    instance TEXT,
+    started_at DOUBLE PRECISION NOT NULL DEFAULT {NOW},
+    ended_at DOUBLE PRECISION
+);
+CREATE INDEX okx_pacing_account ON okx_pacing (account, ended_at);
+CREATE TABLE lockouts (
+    address TEXT PRIMARY KEY,
+    failures DOUBLE PRECISION[] NOT NULL DEFAULT '{{}}',
+    locked_until DOUBLE PRECISION
+);
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+""",
+    ),
+    # The two hot paths as functions: one round trip each instead of five or six.
+    (
+        2,
+        f"""
+CREATE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[])
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    -- Every writer of this key waits here, so the check and the insert are one step.
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        -- numeric: exact, whatever the number of decimals
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+CREATE FUNCTION pacing_acquire(p_account TEXT, p_instance TEXT, p_wanted INTEGER, p_limit INTEGER,
+    p_window DOUBLE PRECISION)
+RETURNS SETOF BIGINT LANGUAGE plpgsql AS $$
+DECLARE v_now DOUBLE PRECISION; v_free INTEGER;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_PACING}, hashtext(p_account));
+    v_now := {NOW};
+    -- No request is in flight longer than 60 s (the longest read time-out): one that seems to be
+    -- lost its end to an error; count it as ended then, so the budget is never lost for good.
+    UPDATE okx_pacing SET ended_at = started_at + 60
+        WHERE account = p_account AND ended_at IS NULL AND started_at < v_now - 60;
+    DELETE FROM okx_pacing WHERE account = p_account AND ended_at IS NOT NULL AND ended_at + p_window <= v_now;
+    SELECT LEAST(p_wanted, p_limit - count(*)) INTO v_free FROM okx_pacing WHERE account = p_account;
+    IF v_free > 0 THEN
+        RETURN QUERY INSERT INTO okx_pacing (account, instance, started_at)
+            SELECT p_account, p_instance, v_now FROM generate_series(1, v_free) RETURNING id;
+    END IF;
+END $$;
+""",
+    ),
+    # What operators see and do: each alert's timeline, their findings and resends, refused requests.
+    (
+        3,
+        """
+ALTER TABLE alerts ADD COLUMN resolution TEXT, ADD COLUMN resent_from BIGINT, ADD COLUMN resent_as BIGINT;
+CREATE TABLE alert_events (
+    id BIGSERIAL PRIMARY KEY,
+    alert_id BIGINT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX alert_events_alert ON alert_events (alert_id, id);
+CREATE INDEX alert_events_at ON alert_events (at);
+CREATE TABLE refused (
+    id BIGSERIAL PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    status INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    client TEXT,
+    errors TEXT NOT NULL DEFAULT '[]',
+    algo_id TEXT,
+    trader_id TEXT,
+    count INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX refused_at ON refused (at);
+CREATE TABLE admin_sessions (
+    sid TEXT PRIMARY KEY,
+    client TEXT,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION
+);
+""",
+    ),
+    # Fenced claims: a lease by the database's clock, and when the attempt was cleared to go on the
+    # wire. Claims go through one function that keeps each bot's alerts in order across instances.
+    (
+        4,
+        f"""
+ALTER TABLE alerts ADD COLUMN lease_until DOUBLE PRECISION, ADD COLUMN sent_at DOUBLE PRECISION;
+CREATE INDEX alerts_open_bot ON alerts (algo_id, id) WHERE state IN ('queued', 'sending');
+CREATE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION)
+RETURNS SETOF alerts LANGUAGE plpgsql AS $$
+BEGIN
+    -- One claimant at a time, and the claim below reads a snapshot taken after the lock: an
+    -- earlier alert for the bot that another instance just claimed is seen as sending.
+    PERFORM pg_advisory_xact_lock({LOCK_CLAIM}, 0);
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))
+        ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
+            lease_until = {NOW} + p_lease,
+            first_sent_at = COALESCE(first_sent_at, GREATEST(p_now, received_at))  -- never before it arrived
+        FROM picked WHERE alerts.id = picked.id RETURNING alerts.*),
+    logged AS (
+        INSERT INTO alert_events (alert_id, at, kind, detail)
+        SELECT c.id, {NOW}, 'claimed', format('{CLAIMED_DETAIL_FORMAT}', c.attempts, c.claimed_by)  -- claimed_detail
+        FROM claimed c)
+    SELECT * FROM claimed;
+END $$;
+
+-- Inserts for one bot take their ids in the order they commit (a per-bot lock), so "earlier" in
+-- the claim above means received earlier; the rest is migration 2's journal_add, repeated because
+-- a migration that ran on deployed databases is never edited.
+CREATE OR REPLACE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[])
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock({LOCK_BOT}, hashtext(p_algo_id));
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+-- No request is under way longer than the longest lease (3 + 10 + 60 + 5 s): a slot still open
+-- after 90 s lost its end to an error, and counts as ended then.
+CREATE OR REPLACE FUNCTION pacing_acquire(p_account TEXT, p_instance TEXT, p_wanted INTEGER, p_limit INTEGER,
+    p_window DOUBLE PRECISION)
+RETURNS SETOF BIGINT LANGUAGE plpgsql AS $$
+DECLARE v_now DOUBLE PRECISION; v_free INTEGER;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_PACING}, hashtext(p_account));
+    v_now := {NOW};
+    UPDATE okx_pacing SET ended_at = started_at + 90
+        WHERE account = p_account AND ended_at IS NULL AND started_at < v_now - 90;
+    DELETE FROM okx_pacing WHERE account = p_account AND ended_at IS NOT NULL AND ended_at + p_window <= v_now;
+    SELECT LEAST(p_wanted, p_limit - count(*)) INTO v_free FROM okx_pacing WHERE account = p_account;
+    IF v_free > 0 THEN
+        RETURN QUERY INSERT INTO okx_pacing (account, instance, started_at)
+            SELECT p_account, p_instance, v_now FROM generate_series(1, v_free) RETURNING id;
+    END IF;
+END $$;
+""",
+    ),
+    # OKX's own records on an unknown outcome, and the verdict proposed from them. Nullable, no default:
+    # a catalogue change, no rewrite, and an older release still running reads and writes as before
+    # (journal_claim returns SETOF alerts, resolved at each call: the new columns come with it and
+    # callers name the columns they read).
+    (5, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS evidence TEXT, ADD COLUMN IF NOT EXISTS proposal TEXT;"),
+    # Several OKX accounts: each alert names the one that sends it. A constant default is a catalogue
+    # change (PostgreSQL 11+), no rewrite: every earlier alert, and every alert an older release still
+    # running inserts through migration 4's journal_add, is "default", the one account there was. This
+    # release calls the overloads below, one more argument each. The older release's journal_claim now
+    # claims account default's alerts only: it knows one key, and must never send another account's
+    # alerts with it while a deploy that adds OKX_ACCOUNTS overlaps it.
+    # alerts_account serves the operator's filter; claims find the few queued alerts by alerts_queue.
+    (
+        6,
+        f"""
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS account TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX alerts_account ON alerts (account, id);
+
+-- Migration 4's journal_add, storing the account.
+CREATE FUNCTION journal_add(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT)
+RETURNS TABLE (created BOOLEAN, used NUMERIC, alert_id BIGINT) LANGUAGE plpgsql AS $$
+DECLARE v_id BIGINT; v_used NUMERIC; v_at DOUBLE PRECISION;
+BEGIN
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.id INTO v_id FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT FALSE, NULL::NUMERIC, v_id;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock({LOCK_BOT}, hashtext(p_algo_id));
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO v_used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF v_used + p_amount::NUMERIC > p_cap THEN
+            RETURN QUERY SELECT FALSE, v_used, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id, account)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id, p_account)
+    RETURNING id INTO v_id;
+    RETURN QUERY SELECT TRUE, NULL::NUMERIC, v_id;
+END $$;
+
+-- Migration 4's journal_claim, for one account (p_account) or, NULL, for every account as before.
+-- Claims that could take alerts of one bot must run one at a time (see migration 4); a bot belongs
+-- to one account, so only claims for the same account, or for every account, need to: one for an
+-- account holds the claim lock shared and its account's lock exclusively, and claims for two
+-- accounts never wait for each other; one for every account (an older release's, too) holds the
+-- claim lock exclusively and waits for, and holds up, all of them for the moment it takes.
+CREATE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION,
+    p_account TEXT)
+RETURNS SETOF alerts LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_account IS NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM}, 0);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({LOCK_CLAIM}, 0);
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM_ACCOUNT}, hashtext(p_account));
+    END IF;
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
+            AND (p_account IS NULL OR a.account = p_account)
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))
+        ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
+            lease_until = {NOW} + p_lease,
+            first_sent_at = COALESCE(first_sent_at, GREATEST(p_now, received_at))  -- never before it arrived
+        FROM picked WHERE alerts.id = picked.id RETURNING alerts.*),
+    logged AS (
+        INSERT INTO alert_events (alert_id, at, kind, detail)
+        SELECT c.id, {NOW}, 'claimed', format('{CLAIMED_DETAIL_FORMAT}', c.attempts, c.claimed_by)  -- claimed_detail
+        FROM claimed c)
+    SELECT * FROM claimed;
+END $$;
+
+-- An older release's claims: account default's alerts only, under that account's lock.
+CREATE OR REPLACE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION)
+RETURNS SETOF alerts LANGUAGE sql AS $$
+    SELECT * FROM journal_claim(p_instance, p_limit, p_now, p_lease, 'default')
+$$;
+""",
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
