@@ -124,10 +124,11 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     )
 
     from . import admin, cli, web  # imported here: they are the top of the one-way flow
+    from .services import Services
 
     readiness = Readiness(config, clients, journal, on_change=notifier.readiness_changed)
     protection = Protection(config, lockout_store=journal.lockout_store())
-    app.extensions["webhook"] = web.Services(
+    app.extensions["webhook"] = Services(
         config=config,
         journal=journal,
         delivery=delivery,
@@ -135,7 +136,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         readiness=readiness,
         notifier=notifier,
         refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
-        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None),
+        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None, notifier=notifier),
         bots=bots or None,
         investigator=investigator,
     )

@@ -3,7 +3,8 @@
 Two ways in: a browser logs in with the token once and holds a signed session cookie
 (HttpOnly, SameSite=Strict, Secure behind HTTPS; every form it posts carries a CSRF token);
 a script sends ``Authorization: Bearer <ADMIN_TOKEN>`` and needs no CSRF token (no browser
-sends that header by itself). A wrong token counts against the sender like a wrong secret."""
+sends that header by itself). A wrong token counts against the sender like a wrong secret.
+Who is asking is ``auth``'s to say; the errors raised here become replies in ``web``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from flask import (
     Flask,
     Response,
     abort,
-    g,
     jsonify,
     redirect,
     render_template,
@@ -32,15 +32,24 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from . import dashboard
-from .alerts import InvalidAlert
+from .auth import (
+    SESSION_HOURS,
+    AdminOff,
+    check_csrf,
+    csrf_token,
+    enabled,
+    note_wrong_credential,
+    operator,
+    operator_required,
+    request_sender,
+)
 from .journal import RESOLUTIONS, STATES
 from .protection import LIFT_HINT, LockedOut
-from .web import AdminUnauthorized, CsrfRefused, bearer_is_admin, services
+from .services import InvalidParameter, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")
 
-SESSION_HOURS = 12
 ALERT_FILTERS = ("limit", "state", "trader_id", "algo_id", "account")
 
 
@@ -81,17 +90,6 @@ def _forwarded_https() -> bool:
     return hops > 0 and proto == "https"
 
 
-class AdminOff(Exception):
-    """The operator page was asked for without ADMIN_TOKEN set (a 404 page that says so)."""
-
-
-def _enabled() -> None:
-    if not services().config.admin_token:
-        if request.path.startswith("/admin"):
-            raise AdminOff()  # a browser: a page saying how to turn it on, no data
-        abort(404)  # the page's JSON is off without ADMIN_TOKEN
-
-
 @bp.app_errorhandler(AdminOff)
 def _admin_off(exc):
     return render_template("admin/off.html"), 404
@@ -111,41 +109,6 @@ def favicon():
     return Response(FAVICON, mimetype="image/svg+xml")
 
 
-def operator() -> str | None:
-    """Who is asking: "token" (a script's bearer), "session <id>" (a logged-in browser whose
-    session the journal still holds open: a logout ends it for every copy of the cookie), or None."""
-    if "operator" not in g:
-        g.operator = None
-        if bearer_is_admin():
-            g.operator = "token"
-        elif session.get("sid") and services().journal.session_active(session["sid"], SESSION_HOURS * 3600):
-            g.operator = f"session {session['sid']}"
-    return g.operator
-
-
-def require_operator(posting: bool = False) -> str:
-    _enabled()
-    who = operator()
-    if who is None:
-        raise AdminUnauthorized()
-    if posting and who != "token":
-        _check_csrf()
-    return who
-
-
-def _csrf_token() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
-
-
-def _check_csrf() -> None:
-    given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
-    expected = session.get("csrf", "")
-    if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
-        raise CsrfRefused()
-
-
 def _wants_json() -> bool:
     return operator() == "token" or request.accept_mimetypes.best == "application/json"
 
@@ -155,22 +118,22 @@ def _wants_json() -> bool:
 
 @bp.get("/admin")
 def page():
-    _enabled()
+    enabled()
     if operator() is None:
         return _login_page()
-    return render_template("admin/dashboard.html", **_dashboard(), csrf_token=_csrf_token(), who=operator())
+    return render_template("admin/dashboard.html", **_dashboard(), csrf_token=csrf_token(), who=operator())
 
 
 @bp.get("/admin/live")
+@operator_required
 def live():
     """The parts of the page that change, for refreshing without a reload."""
-    require_operator()
-    return render_template("admin/_live.html", **_dashboard(), csrf_token=_csrf_token())
+    return render_template("admin/_live.html", **_dashboard(), csrf_token=csrf_token())
 
 
 @bp.get("/admin/alerts/<int:alert_id>")
 def alert_page(alert_id: int):
-    _enabled()
+    enabled()
     if operator() is None:
         return _login_page()
     svc = services()
@@ -186,7 +149,7 @@ def alert_page(alert_id: int):
         "admin/alert.html",
         row=dashboard.alert_row(record, now),
         steps=[{**step, **dashboard.when(step["at"], now)} for step in steps],
-        csrf_token=_csrf_token(),
+        csrf_token=csrf_token(),
         who=operator(),
         can_mark=can_mark,
         show_account=_several_accounts(),
@@ -212,14 +175,14 @@ def _resendable_state(record) -> bool:
 
 
 def _login_page(error: str = "", status: int = 200):
-    return render_template("admin/login.html", csrf_token=_csrf_token(), error=error), status
+    return render_template("admin/login.html", csrf_token=csrf_token(), error=error), status
 
 
 @bp.post("/admin/login")
 def login():
-    _enabled()
+    enabled()
     svc = services()
-    sender = svc.protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    sender = request_sender()
     try:
         svc.protection.lockout.check(sender.lockout_key)
     except LockedOut as exc:
@@ -228,12 +191,10 @@ def login():
             f"({LIFT_HINT})",
             429,
         )
-    _check_csrf()
+    check_csrf()
     given = request.form.get("token", "").encode("utf-8", "surrogatepass")
     if not hmac.compare_digest(given, svc.config.admin_token.encode()):
-        if svc.protection.lockout.failure(sender.lockout_key):
-            log.warning("locked out %s after wrong admin tokens", sender.lockout_key)
-            svc.notifier.lockout(sender.lockout_key, svc.config.lockout_threshold)
+        note_wrong_credential(sender, "admin tokens")
         log.warning("admin login refused: wrong token from %s", sender.address)
         return _login_page("wrong token", 401)
     session.clear()  # a new session id and CSRF token: nothing carried over from before the login
@@ -246,9 +207,9 @@ def login():
 
 @bp.post("/admin/logout")
 def logout():
-    _enabled()
+    enabled()
     if session.get("sid"):
-        _check_csrf()
+        check_csrf()
         services().journal.end_session(session["sid"])
         log.info("admin logout (session %s)", session["sid"])
     session.clear()
@@ -292,16 +253,16 @@ def _several_accounts() -> bool:
 
 
 @bp.get("/alerts")
+@operator_required
 def list_alerts():
-    require_operator()
     filters = _alert_filters(default_limit=50)
     records = services().journal.recent(filters.pop("limit"), **filters)
     return jsonify(status="ok", alerts=[r.to_json() for r in records])
 
 
 @bp.get("/alerts/<int:alert_id>")
+@operator_required
 def show_alert(alert_id: int):
-    require_operator()
     svc = services()
     record = svc.journal.get(alert_id)
     if record is None:
@@ -321,17 +282,17 @@ def _timeline(record) -> list[dict]:
 
 
 @bp.get("/lockouts")
+@operator_required
 def list_lockouts():
     """The addresses locked out now (wrong secrets or tokens): even the right token is refused from them."""
-    require_operator()
     return jsonify(status="ok", lockouts=[dashboard.lockout_json(e) for e in services().protection.lockout.active()])
 
 
 @bp.post("/lockouts/clear")
 @bp.post("/admin/lockouts/clear")
+@operator_required(posting=True)
 def clear_lockout():
     """Lift one address's lockout: a form (with its CSRF token) or a script's JSON ``{"address": ...}``."""
-    who = require_operator(posting=True)
     body = request.get_json(silent=True)
     address = body.get("address") if isinstance(body, dict) else request.form.get("address")
     try:
@@ -339,22 +300,23 @@ def clear_lockout():
     except ValueError:
         address = None
     if address is None:
-        raise InvalidAlert([{"field": "address", "message": "must be an IP address, as listed"}])
+        raise InvalidParameter("address", "must be an IP address, as listed")
     lifted = services().protection.lockout.clear(address)
     if lifted:
-        log.warning("lockout of %s lifted by %s", address, who)
+        log.warning("lockout of %s lifted by %s", address, operator())
     if _wants_json():
         return jsonify(status="ok", address=address, lifted=lifted)
     return redirect(url_for("admin.page") + "#lockouts", 303)
 
 
 @bp.post("/alerts/<int:alert_id>/mark")
+@operator_required(posting=True)
 def mark(alert_id: int):
-    who = require_operator(posting=True)
+    who = operator()
     body = request.get_json(silent=True)
     resolution = body.get("resolution") if isinstance(body, dict) else request.form.get("resolution")
     if resolution not in RESOLUTIONS:
-        raise InvalidAlert([{"field": "resolution", "message": f"must be one of {', '.join(RESOLUTIONS)}"}])
+        raise InvalidParameter("resolution", f"must be one of {', '.join(RESOLUTIONS)}")
     record = services().intake.mark(alert_id, resolution, by=who)
     log.info("alert %s marked %s by %s", alert_id, resolution, who)
     if _wants_json():
@@ -363,8 +325,9 @@ def mark(alert_id: int):
 
 
 @bp.post("/alerts/<int:alert_id>/resend")
+@operator_required(posting=True)
 def resend(alert_id: int):
-    who = require_operator(posting=True)
+    who = operator()
     record = services().intake.resend(alert_id, by=who)
     log.info("alert %s sent again as alert %s by %s", alert_id, record.id, who)
     if _wants_json():
@@ -373,15 +336,15 @@ def resend(alert_id: int):
 
 
 @bp.get("/refused")
+@operator_required
 def refused():
-    require_operator()
     limit = _limit(50)
     return jsonify(status="ok", refused=[r.to_json() for r in services().journal.refusals(limit)])
 
 
 @bp.get("/status")
+@operator_required
 def status():
-    require_operator()
     svc = services()
     current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals, svc.bots)
     current["checks"] = [dataclasses.asdict(check) for check in current["checks"]]
@@ -393,9 +356,9 @@ def _limit(default: int) -> int:
     try:
         limit = int(request.args.get("limit", str(default)))
     except ValueError:
-        raise InvalidAlert([{"field": "limit", "message": "must be a whole number"}]) from None
+        raise InvalidParameter("limit", "must be a whole number") from None
     if not 1 <= limit <= 1000:
-        raise InvalidAlert([{"field": "limit", "message": "must be from 1 to 1000"}])
+        raise InvalidParameter("limit", "must be from 1 to 1000")
     return limit
 
 
@@ -404,9 +367,8 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
     for scripts an empty value is a mistake, never "everything"."""
     unknown = sorted(set(request.args) - set(ALERT_FILTERS))
     if unknown:  # a typo such as ?stat=ok must not silently list everything
-        raise InvalidAlert(
-            [{"field": name[:64], "message": f"is not a filter; use {', '.join(ALERT_FILTERS)}"} for name in unknown]
-        )
+        problems = [(name[:64], f"is not a filter; use {', '.join(ALERT_FILTERS)}") for name in unknown]
+        raise InvalidParameter(*problems[0], *problems[1:])
     filters = {"limit": _limit(default_limit)}
     for name in ("state", "trader_id", "algo_id"):
         value = request.args.get(name)
@@ -414,16 +376,16 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
             continue
         value = value.strip() if blank_is_any else value
         if name == "state" and value not in STATES:
-            raise InvalidAlert([{"field": "state", "message": f"must be one of {', '.join(STATES)}"}])
+            raise InvalidParameter("state", f"must be one of {', '.join(STATES)}")
         if not 1 <= len(value) <= 128:
-            raise InvalidAlert([{"field": name, "message": "must be 1 to 128 characters"}])
+            raise InvalidParameter(name, "must be 1 to 128 characters")
         filters[name] = value
     account = request.args.get("account")
     if account is not None and not (blank_is_any and not account.strip()):
         account = account.strip() if blank_is_any else account
         names = [known.name for known in services().config.accounts]
         if account not in names:  # a misspelt account must not read as "no alerts"
-            raise InvalidAlert([{"field": "account", "message": f"must be one of {', '.join(names)}"}])
+            raise InvalidParameter("account", f"must be one of {', '.join(names)}")
         filters["account"] = account
     return filters
 

@@ -1,4 +1,8 @@
-"""Taking an alert in: the checks that need the journal, the journal itself, then delivery.
+"""Taking an alert in: ``Intake.receive`` runs a webhook request's whole pipeline (its sender,
+its body, its secret, its fields) up to ``accept``: the checks that need the journal, the journal
+itself, then delivery. It knows nothing of HTTP: it returns a ``Receipt`` or raises the typed
+error that ``web`` turns into the reply.
+
 One road for TradingView's alerts and for an operator's resend, so a resend meets every
 check of what an alert may do (allowlists, MAX_AMOUNT, the daily cap, duplicates, pacing)
 like any other alert; only TradingView's own checks (a timestamp, its age) are not its.
@@ -8,16 +12,20 @@ is decided about them: the bot's state, the journal, the send are all that accou
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 
-from .alerts import Alert, load_alert
+from .alerts import Alert, Unauthorized, load_alert, parse_body, verify_secret
 from .bots import BotWatch
 from .config import Config, OkxAccount
 from .delivery import Delivery
 from .journal import CAP_STATES, ActionRefused, Journal, Record
-from .protection import Protection
+from .notify import Notifier
+from .protection import Protection, Sender
+
+log = logging.getLogger("webhook_app")
 
 # A later alert in one of these carries the same alert as an earlier one: sent, about to be,
 # or maybe executed (an unknown one, unless an operator found it not executed).
@@ -54,6 +62,20 @@ class AccountRefused(Exception):
         self.message = message
 
 
+@dataclasses.dataclass
+class Receipt:
+    """What is known of one webhook request, filled in as ``Intake.receive`` goes, so that the
+    request's log line and refusal record can say it whether it was accepted or refused."""
+
+    client: str | None = None  # the sender's address (after the trusted proxies)
+    payload: object = None  # the parsed body, once it parsed
+    secret_name: str | None = None  # which accepted secret it carried, once verified
+    algo_id: str | None = None  # the alert's bot, action and amount, once its fields are valid
+    action: str | None = None
+    amount: str | None = None  # as OKX gets it (a plain decimal string)
+    record: Record | None = None  # the journaled alert: set only when it was accepted
+
+
 class Intake:
     def __init__(
         self,
@@ -63,14 +85,55 @@ class Intake:
         delivery: Delivery,
         clock: Callable[[], float] | None = None,
         bots: Mapping[str, BotWatch] | None = None,
+        notifier: Notifier | None = None,
     ):
-        """``bots``: each account's watch of its bots (account name -> BotWatch); None: not read (dry-run)."""
+        """``bots``: each account's watch of its bots (account name -> BotWatch); None: not read (dry-run).
+        ``notifier``: told when a sender is locked out for wrong secrets."""
         self.config = config
+        self.notifier = notifier
         self.protection = protection
         self.journal = journal
         self.delivery = delivery
         self.bots = bots  # OKX's latest word on each bot's state, per account
         self.clock = clock  # when alerts are received; None: the journal's clock
+
+    def receive(
+        self,
+        raw_body: bytes | Callable[[], bytes],
+        sender: Sender,
+        *,
+        started: float | None = None,
+        receipt: Receipt | None = None,
+    ) -> Receipt:
+        """Take one webhook request in: its sender's source and lockout, its body, its secret, its
+        fields, then ``accept``. Returns the ``Receipt`` with the journaled record; a refusal raises
+        its typed error (``Forbidden``, ``LockedOut``, ``InvalidBody``, ``Unauthorized``,
+        ``InvalidAlert``, ``StaleAlert``, ``AccountRefused``, ``BotNotSendable``, ``DailyCapExceeded``,
+        ``DuplicateAlert``, ``JournalUnavailable``...).
+
+        ``raw_body``: the body, or a function that reads it: read only once the sender may send.
+        ``started``: when the request arrived (time.monotonic()), the reply deadline's start; now
+        when not given. ``receipt``: filled in place of a new one, so that a caller still learns,
+        when the request is refused, what was read of it before."""
+        receipt = receipt if receipt is not None else Receipt()
+        started = time.monotonic() if started is None else started
+        config, protection = self.config, self.protection
+        receipt.client = sender.address
+        protection.check_source(sender.address)  # before the body is even read
+        protection.lockout.check(sender.lockout_key)
+        payload = receipt.payload = parse_body(raw_body() if callable(raw_body) else raw_body)
+        try:
+            receipt.secret_name = verify_secret(payload, config.accepted_secrets)
+        except Unauthorized:
+            if protection.lockout.failure(sender.lockout_key):
+                log.warning("locked out %s after %d wrong secrets", sender.lockout_key, config.lockout_threshold)
+                if self.notifier is not None:
+                    self.notifier.lockout(sender.lockout_key, config.lockout_threshold)
+            raise
+        alert = load_alert(payload)
+        receipt.algo_id, receipt.action, receipt.amount = alert.request.algo_id, alert.request.type, alert.request.amt
+        receipt.record = self.accept(alert, secret_name=receipt.secret_name, deadline=started + config.reply_deadline)
+        return receipt
 
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
         """Check, journal and submit a valid, authenticated alert; wait for its outcome until

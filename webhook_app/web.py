@@ -1,9 +1,10 @@
-"""HTTP layer: routes and the one place where error types become HTTP replies."""
+"""HTTP layer: the webhook and the service's own routes, and the one place where error types
+become HTTP replies (the operator's routes in ``admin`` included). The webhook's pipeline is
+``Intake.receive``'s; here it only becomes a reply, a log line and, when refused, a refusal record."""
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 import re
@@ -13,19 +14,14 @@ from pathlib import Path
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .alerts import InvalidAlert, InvalidBody, Unauthorized, load_alert, parse_body, verify_secret
-from .bots import BotWatch
-from .config import Config
-from .delivery import Delivery
-from .intake import AccountRefused, BotNotSendable, DuplicateAlert, Intake, NoSuchAlert
-from .investigation import Investigator
-from .journal import ActionRefused, DailyCapExceeded, Journal, JournalUnavailable, Record, Refusal, iso_time
+from .alerts import InvalidAlert, InvalidBody, Unauthorized
+from .auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
+from .intake import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
+from .journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
-from .notify import Notifier
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
-from .protection import Forbidden, LockedOut, Protection, StaleAlert
-from .readiness import Readiness
-from .refusals import RefusalLog
+from .protection import Forbidden, LockedOut, StaleAlert
+from .services import InvalidParameter, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -45,29 +41,15 @@ STATE_STATUS = {
 
 
 @dataclasses.dataclass
-class Services:
-    config: Config
-    journal: Journal
-    delivery: Delivery
-    protection: Protection
-    readiness: Readiness
-    notifier: Notifier
-    refusals: RefusalLog
-    intake: Intake
-    bots: BotWatch | None = None  # OKX's word on the bots' states (None in dry-run)
-    investigator: Investigator | None = None  # the evidence for unknown outcomes (None in dry-run)
+class Trace:
+    """One request's story, for the webhook's log line and refusal record (``g.trace``): when it
+    began, what the intake read of it, what the reply said (``outcome``: state, OKX's code, the
+    alert's id) and, when refused, why (``refusal``: kind, message, errors)."""
 
-
-class AdminUnauthorized(Exception):
-    """Neither the ADMIN_TOKEN bearer nor a logged-in session (401)."""
-
-
-class CsrfRefused(Exception):
-    """A form posted with a session cookie but without its CSRF token (403)."""
-
-
-def services() -> Services:
-    return current_app.extensions["webhook"]
+    started: float
+    receipt: Receipt = dataclasses.field(default_factory=Receipt)
+    outcome: tuple = (None, None, None)
+    refusal: tuple | None = None
 
 
 # The HTTP contract (README's reply tables, as OpenAPI 3), read once; checked by schemathesis in CI.
@@ -103,51 +85,14 @@ def healthz():
 def webhook():
     svc = services()
     svc.delivery.start()  # no-op once running; recovers the journal first when it is not
-    config, protection = svc.config, svc.protection
-    sender = protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
-    g.client = sender.address
-    protection.check_source(sender.address)  # before the body is even read
-    protection.lockout.check(sender.lockout_key)
-    payload = parse_body(request.get_data(cache=False))
-    g.payload = payload  # read again only if the request is refused
-    try:
-        g.secret_name = verify_secret(payload, config.accepted_secrets)
-    except Unauthorized:
-        if protection.lockout.failure(sender.lockout_key):
-            log.warning("locked out %s after %d wrong secrets", sender.lockout_key, config.lockout_threshold)
-            svc.notifier.lockout(sender.lockout_key, config.lockout_threshold)
-        raise
-    alert = load_alert(payload)
-    req = alert.request
-    g.alert = {"algoId": req.algo_id, "action": req.type, "amount": req.amt}
-    record = svc.intake.accept(alert, secret_name=g.secret_name, deadline=g.started + config.reply_deadline)
-    g.journaled = True
-    return _alert_reply(record)
-
-
-def bearer_is_admin() -> bool:
-    """The request carries ``Authorization: Bearer <ADMIN_TOKEN>`` (and ADMIN_TOKEN is set).
-
-    A wrong bearer token counts against the sender like a wrong secret, in the same lockout;
-    a sender locked out is refused (``LockedOut``, 429) even with the right token. Checked
-    once per request."""
-    if "bearer_is_admin" in g:
-        return g.bearer_is_admin
-    svc = services()
-    token = svc.config.admin_token
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not token or scheme.lower() != "bearer":
-        g.bearer_is_admin = False
-        return False
-    protection = svc.protection
-    sender = protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
-    protection.lockout.check(sender.lockout_key)
-    matched = hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8"))
-    if not matched and protection.lockout.failure(sender.lockout_key):
-        log.warning("locked out %s after wrong bearer tokens", sender.lockout_key)
-        svc.notifier.lockout(sender.lockout_key, svc.config.lockout_threshold)
-    g.bearer_is_admin = matched
-    return matched
+    trace = _trace()
+    svc.intake.receive(
+        lambda: request.get_data(cache=False),  # read only once the sender passed its checks
+        request_sender(),
+        started=trace.started,
+        receipt=trace.receipt,  # what was read of it, for the log line and refusal record even when refused
+    )
+    return _alert_reply(trace.receipt.record)
 
 
 def _alert_reply(record: Record):
@@ -166,13 +111,14 @@ def _alert_reply(record: Record):
         body["detail"] = record.detail
     if record.state in ("queued", "sending"):
         body["detail"] = "accepted; the outcome was not known within the reply deadline and will be journaled"
-    g.outcome = (record.state, record.okx_code, record.id)
+    _trace().outcome = (record.state, record.okx_code, record.id)
     return jsonify(body), STATE_STATUS[record.state]
 
 
 def _error(http_status: int, kind: str, message: str, **extra):
-    g.outcome = (kind, None, extra.get("id"))
-    g.refusal = (kind, message + (f" (alert {extra['id']})" if "id" in extra else ""), extra.get("errors", ()))
+    trace = _trace()
+    trace.outcome = (kind, None, extra.get("id"))
+    trace.refusal = (kind, message + (f" (alert {extra['id']})" if "id" in extra else ""), extra.get("errors", ()))
     return jsonify(status=kind, message=message, **extra), http_status
 
 
@@ -189,9 +135,9 @@ def _readable_fields(payload) -> dict:
     return found
 
 
-def _record_refusal(status: int) -> None:
+def _record_refusal(trace: Trace, status: int) -> None:
     """Every request to /webhook that left no alert in the journal leaves a refusal record."""
-    kind, message, errors = g.get("refusal", ("error", "no reply body", ()))
+    kind, message, errors = trace.refusal or ("error", "no reply body", ())
     svc = services()
     svc.refusals.record(
         Refusal(
@@ -199,7 +145,7 @@ def _record_refusal(status: int) -> None:
             status=status,
             kind=kind,
             message=scrubber.scrub(message)[:500],
-            client=g.get("client") or request.remote_addr,
+            client=trace.receipt.client or request.remote_addr,
             errors=tuple(
                 {
                     "field": scrubber.scrub(str(e.get("field", "")))[:64],
@@ -207,7 +153,7 @@ def _record_refusal(status: int) -> None:
                 }
                 for e in (errors or ())[:20]
             ),
-            **_readable_fields(g.get("payload")),
+            **_readable_fields(trace.receipt.payload),
         )
     )
 
@@ -226,6 +172,16 @@ def _unauthorized(exc):
 @bp.app_errorhandler(InvalidAlert)
 def _invalid_alert(exc):
     return _error(422, "invalid", "the alert has invalid fields; nothing was sent", errors=exc.errors)
+
+
+@bp.app_errorhandler(InvalidParameter)
+def _invalid_parameter(exc):
+    return _error(
+        422,
+        "invalid_parameter",
+        str(exc),
+        errors=[{"field": name, "message": problem} for name, problem in exc.problems],
+    )
 
 
 @bp.app_errorhandler(BotNotSendable)
@@ -340,25 +296,28 @@ def _unexpected(exc):
 
 @bp.after_app_request
 def _log_alert(response):
-    if request.path == "/webhook" and not g.get("journaled"):
-        _record_refusal(response.status_code)
-    if request.path == "/webhook" and request.method == "POST":
-        state, okx_code, alert_id = g.get("outcome", (None, None, None))
-        alert = g.get("alert", {})
-        refusal = g.get("refusal")
+    if request.path != "/webhook":
+        return response
+    trace = _trace()
+    receipt = trace.receipt
+    if receipt.record is None:
+        _record_refusal(trace, response.status_code)
+    if request.method == "POST":
+        state, okx_code, alert_id = trace.outcome
+        refusal = trace.refusal
         log.info(
             "alert http=%s status=%s id=%s algoId=%s action=%s amount=%s okx_code=%s latency_ms=%.1f "
             "client=%s secret=%s%s",
             response.status_code,
             _or_dash(state),
             _or_dash(alert_id),
-            _or_dash(alert.get("algoId")),
-            _or_dash(alert.get("action")),
-            _or_dash(alert.get("amount")),
+            _or_dash(receipt.algo_id),
+            _or_dash(receipt.action),
+            _or_dash(receipt.amount),
             _or_dash(okx_code),
-            (time.monotonic() - g.started) * 1000,
-            _or_dash(g.get("client")),
-            _or_dash(g.get("secret_name")),
+            (time.monotonic() - trace.started) * 1000,
+            _or_dash(receipt.client),
+            _or_dash(receipt.secret_name),
             f" errors={_log_errors(refusal)}" if refusal is not None else "",
         )
     return response
@@ -385,4 +344,11 @@ def _log_errors(refusal) -> str:
 
 @bp.before_app_request
 def _start_clock():
-    g.started = time.monotonic()
+    g.trace = Trace(started=time.monotonic())
+
+
+def _trace() -> Trace:
+    """This request's trace (begun before anything else ran, unless an earlier hook failed)."""
+    if "trace" not in g:
+        g.trace = Trace(started=time.monotonic())
+    return g.trace

@@ -1,0 +1,52 @@
+"""What every route reaches for: the service's parts (``Services``, through ``services()``) and the
+operator's request errors. Below the routes (``web``, ``admin``) and the operator's auth (``auth``),
+so they share these without importing each other."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import current_app
+
+from .bots import BotWatch
+from .config import Config
+from .delivery import Delivery
+from .intake import Intake
+from .investigation import Investigator
+from .journal import Journal
+from .notify import Notifier
+from .protection import Protection
+from .readiness import Readiness
+from .refusals import RefusalLog
+
+
+@dataclasses.dataclass
+class Services:
+    config: Config
+    journal: Journal
+    delivery: Delivery
+    protection: Protection
+    readiness: Readiness
+    notifier: Notifier
+    refusals: RefusalLog
+    intake: Intake
+    bots: BotWatch | None = None  # OKX's word on the bots' states (None in dry-run)
+    investigator: Investigator | None = None  # the evidence for unknown outcomes (None in dry-run)
+
+
+def services() -> Services:
+    """The running app's parts."""
+    return current_app.extensions["webhook"]
+
+
+class InvalidParameter(Exception):
+    """A parameter of an operator's request is wrong (422): a query-string filter of ``/alerts``
+    or ``/refused``, or a form's field (a lockout's address, a mark's resolution). Not an alert's
+    field: nothing about an alert was refused. ``problems``: (parameter, message) pairs, the first
+    one's ``parameter`` and ``message`` also as attributes."""
+
+    def __init__(self, parameter: str, message: str, *more: tuple[str, str]):
+        self.problems = ((parameter, message), *more)
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in self.problems))
+        self.parameter = parameter
+        self.message = message
