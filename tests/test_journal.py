@@ -1,10 +1,13 @@
 """The journal's contract, against each backend: SQLite on a file, PostgreSQL over a real
 connection (CI's server on 127.0.0.1:5432; skipped with the reason elsewhere)."""
 
+import hashlib
+import inspect
 import json
 import sqlite3
 import threading
 import time
+import unittest.mock
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -14,12 +17,19 @@ import pytest
 from webhook_app.journal import (
     COLUMNS,
     ActionRefused,
+    Activity,
+    AlertQueue,
     Claim,
     DailyCapExceeded,
+    Database,
+    Instances,
+    Journal,
     JournalInUse,
     JournalUnavailable,
     Record,
     Refusal,
+    RefusalStore,
+    SessionStore,
     open_journal,
 )
 from webhook_app.journal import postgres as postgres_journal
@@ -975,3 +985,98 @@ def test_bot_order_holds_between_instances_claiming_for_accounts_and_for_every_a
     for bot in {b for b, _ in order}:
         ids = [i for b, i in order if b == bot]
         assert ids == sorted(ids), bot
+
+
+# -- the journal by job: the same texts on both engines, shipped migrations untouched -------------
+
+
+def test_every_timeline_text_is_the_same_on_both_engines(journals):
+    # Known answers: each engine writes these texts from the one constant (PostgreSQL's claim from
+    # its shipped journal_claim, generated from CLAIMED_DETAIL_FORMAT); an edit to one shows here.
+    journal = journals()
+    sent, dropped = add(journal, key="fp:s")[0], add(journal, key="fp:d", algo_id="2")[0]
+    old = add(journal, key="fp:o", algo_id="3", expires_in=-1)[0]
+    journal.claim_due("instance-a", 2, journal.now())
+    journal.unclaim([Claim(dropped.id, "instance-a", 1)])
+    journal.requeue(sent.id, "50011", "Too Many Requests", "rate limited", 1_800_000_000.0)
+    journal.expire_overdue(journal.now())
+    journal.finish(sent.id, "unknown", detail="no answer")
+    journal.resolve(sent.id, "not_executed", "token")
+    resend = add(journal, key="fp:r")[0]
+    journal.link_resend(sent.id, resend.id, "token")
+    assert [(e.kind, e.detail) for e in journal.events(sent.id)] == [
+        ("claimed", "attempt 1, claimed by instance-a"),
+        ("retry", "not executed: OKX 50011: Too Many Requests; rate limited; due again 2027-01-15T08:00:00.000Z"),
+        ("unknown", "unknown: no answer from OKX; no answer"),
+        ("marked", "marked not executed by token"),
+        ("resent", f"sent again as alert {resend.id} by token"),
+    ]
+    assert [(e.kind, e.detail) for e in journal.events(dropped.id)] == [
+        ("claimed", "attempt 1, claimed by instance-a"),
+        ("unclaimed", "back in the queue: the send never started"),
+    ]
+    assert [(e.kind, e.detail) for e in journal.events(old.id)] == [
+        ("expired", "too old to send: it waited past its lag; not sent")
+    ]
+    assert journal.events(resend.id)[-1].detail == f"a resend of alert {sent.id} by token"
+
+
+# sha256 of each shipped migration's text: they ran on deployed databases and are never edited.
+SHIPPED_MIGRATIONS = {
+    ("postgres", 1): "c8952ecddd3f452e78e72041906c8361218f52a612bdf8598522fa51bb4d88d4",
+    ("postgres", 2): "792af26be033115753a6aaf74926628f565be6531bfe16bfb6f172b98c7f79b8",
+    ("postgres", 3): "6820ad526594e5e9a2df3f15e3f0f1ace78aa4d7ec9552dad26d58829e99b484",
+    ("postgres", 4): "aee527945db8300d718cd60eceddb37a647fa0d605fd46f8d26059081d456fbf",
+    ("postgres", 5): "3b124d332605c4394fad7d48eee7b6ded093a3508f0d950ffad066561415a8e3",
+    ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
+    ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
+    ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
+    ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",
+    ("sqlite", 4): "93e9109df2dcc926dac1f3ec982cd6162c778a0d061443651b2f2aef3473dbd7",
+    ("sqlite", 5): "3c9bb9d342ab428dc5ccaccf43b4dda59f8c4bdcd5e9ffdab0415befdb11caf2",
+    ("sqlite", 6): "7265794ffbcd302bb759d2bea681799238972c3119f72d9daf89c6a9e226e281",
+    ("sqlite", 7): "7684682ea1ea62ae1298a877307fe38651ed0d84d617c51350ef4125775f0c47",
+}
+
+
+@pytest.mark.parametrize(("engine", "version"), sorted(SHIPPED_MIGRATIONS))
+def test_a_shipped_migration_is_byte_for_byte_what_databases_ran(engine, version):
+    module = sqlite_journal if engine == "sqlite" else postgres_journal
+    script = dict(module.MIGRATIONS)[version]
+    assert hashlib.sha256(script.encode()).hexdigest() == SHIPPED_MIGRATIONS[engine, version]
+
+
+JOBS = (
+    (AlertQueue, "queue"),
+    (Activity, "activity"),
+    (RefusalStore, "refusal_log"),
+    (SessionStore, "sessions"),
+    (Instances, "instances"),
+)
+
+
+@pytest.mark.parametrize(
+    ("contract", "store", "method"),
+    [
+        (contract, store, name)
+        for contract, store in JOBS
+        for name, member in vars(contract).items()
+        if callable(member) and not name.startswith("_") and name != "close"
+    ],
+)
+def test_the_journal_asks_the_store_whose_job_a_method_is(contract, store, method):
+    stores = {name: unittest.mock.create_autospec(job, instance=True) for job, name in JOBS}
+    journal = Journal(unittest.mock.Mock(spec=Database), **stores)
+    asked = getattr(stores[store], method)
+    parameters = list(inspect.signature(getattr(contract, method)).parameters.values())[1:]
+    arguments = {p.name: object() for p in parameters if p.default is inspect.Parameter.empty}
+    assert getattr(journal, method)(**arguments) is asked.return_value
+    asked.assert_called_once_with(**arguments)
+    assert all(not other.method_calls for name, other in stores.items() if name != store)
+
+
+def test_each_engine_gives_every_job_its_own_store_on_one_database(journals):
+    journal = journals()
+    for contract, store in JOBS:
+        assert isinstance(getattr(journal, store), contract)
+        assert getattr(journal, store).db is journal.database
