@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, MovableClock, make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply, RawReply, Slow
+from webhook_app.clock import ManualClock
 from webhook_app.delivery import Delivery, Lane
 from webhook_app.journal import Claim, JournalUnavailable
 from webhook_app.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
@@ -23,47 +24,39 @@ from webhook_app.pacing import MemoryPacer
 # -- pacing ---------------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self, now=100.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 def test_pacer_holds_a_slot_until_window_after_the_reply():
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     pacer = MemoryPacer(limit=3, window=2.0, margin=0.0, clock=clock)
     slots = pacer.acquire("me", 5)
     assert len(slots) == 3 and pacer.acquire("me", 1) == []
     assert pacer.opens_in() is None  # nothing frees until a reply comes back
-    clock.now = 100.3
+    clock.advance(0.3)
     pacer.release(slots[0])  # its reply arrived at 100.3
     assert pacer.busy() == 3 and pacer.opens_in() == pytest.approx(2.0)
-    clock.now = 102.29
+    clock.advance(1.99)
     assert pacer.acquire("me", 1) == []
-    clock.now = 102.3
+    clock.advance(0.01)
     assert len(pacer.acquire("me", 2)) == 1  # window after the reply, never earlier
 
 
 def test_pacer_cancel_gives_back_slots_never_used():
-    pacer = MemoryPacer(limit=3, window=2.0, margin=0.0, clock=FakeClock())
+    pacer = MemoryPacer(limit=3, window=2.0, margin=0.0, clock=ManualClock())
     slots = pacer.acquire("me", 3)
     pacer.cancel(slots[1:])
     assert pacer.busy() == 1 and len(pacer.acquire("me", 3)) == 2
 
 
 def test_pacer_hold_off_starts_nothing_until_it_ends():
-    clock = FakeClock(0.0)
+    clock = ManualClock(0.0)
     pacer = MemoryPacer(limit=5, window=2.0, margin=0.0, clock=clock)
     pacer.hold_off(2.0)
     assert pacer.acquire("me", 1) == [] and pacer.opens_in() == pytest.approx(2.0)
-    clock.now = 2.0
+    clock.advance(2.0)
     assert len(pacer.acquire("me", 9)) == 5
 
 
 def test_pacer_projects_a_burst_tail_beyond_the_reply_deadline():
-    pacer = MemoryPacer(limit=20, window=2.0, margin=0.0, clock=FakeClock())
+    pacer = MemoryPacer(limit=20, window=2.0, margin=0.0, clock=ManualClock())
     assert pacer.projected(0) == 0.0 and pacer.projected(19) == 0.0
     assert pacer.projected(20) == pytest.approx(2.0) and pacer.projected(45) == pytest.approx(4.0)
 
@@ -660,15 +653,16 @@ def test_an_alert_sent_before_its_reply_started_waiting_is_answered_at_once(tmp_
 class PausingPacer(MemoryPacer):
     """Takes its slots, then stalls once, as a process paused between taking slots and claiming."""
 
-    def __init__(self, pause: float):
-        super().__init__(5)
+    def __init__(self, pause: float, clock: ManualClock):
+        super().__init__(5, clock=clock)
+        self.clock = clock
         self.pause, self.paused, self.cancelled = pause, 0, 0
 
     def acquire(self, instance, wanted):
         slots = super().acquire(instance, wanted)
         if slots and not self.paused:
             self.paused += 1
-            time.sleep(self.pause)
+            self.clock.advance(self.pause)  # the pause, as this process's clock sees it
         return slots
 
     def cancel(self, slots):
@@ -681,9 +675,11 @@ def test_slots_held_through_a_pause_longer_than_their_lease_allows_send_nothing(
     # plus the lease: a request sent on them later would not count against OKX's limit (CI saw five 50011).
     journal, (record,) = journal_with_queued(tmp_path / "j.db", ["5"])
     client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
-    pacer = PausingPacer(pause=0.6)  # past send_by + lease_margin (0.4 s) from taking the slots
+    clock = ManualClock()
+    pacer = PausingPacer(pause=0.6, clock=clock)  # past send_by + lease_margin (0.4 s) from taking the slots
     lanes = {"default": Lane(client, pacer)}
-    delivery = Delivery(journal, lanes, OutcomePolicy(), Membership(journal), send_by=0.2, lease_margin=0.2)
+    membership = Membership(journal, clock=clock)
+    delivery = Delivery(journal, lanes, OutcomePolicy(), membership, send_by=0.2, lease_margin=0.2, clock=clock)
     try:
         delivery.start()
         deadline = time.monotonic() + 5

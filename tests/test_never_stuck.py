@@ -13,6 +13,7 @@ from tests.conftest import live_env, make_alert, wait_final
 from tests.okx_stand_in import OkxReply, Slow
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
+from webhook_app.clock import ManualClock
 from webhook_app.journal import JournalUnavailable
 
 
@@ -142,7 +143,10 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
     # the request is not sent on that claim, whether the hold-up came before the journal confirmed
     # the claim or after; the alert goes later, once.
     app = make_app(reply_deadline=0.1)
-    app.extensions["webhook"].delivery.send_by = 1.0
+    delivery = app.extensions["webhook"].delivery
+    delivery.send_by = 1.0
+    # Moves with the host's (the journal's due times do too), and jumps when the process is held up.
+    delivery.clock = clock = ManualClock(runs=True)
     journal = app.extensions["webhook"].journal
     real = getattr(journal, held_in)
     held = threading.Event()
@@ -151,7 +155,7 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
         result = real(*args, **kwargs)
         if not held.is_set() and result:
             held.set()
-            time.sleep(1.5)  # past the 1 s deadline, with the claim itself still current
+            clock.advance(1.5)  # past the 1 s deadline, with the claim itself still current
         return result
 
     setattr(journal, held_in, slow)

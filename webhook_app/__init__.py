@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from flask import Flask
 
 from .bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config, ConfigError, OkxAccount
 from .delivery import Delivery, Lane
 from .intake import Intake
@@ -34,10 +35,14 @@ OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' m
 __all__ = ["create_app", "start_delivery", "preflight", "Config", "ConfigError"]
 
 
-def create_app(config: Config | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
+def create_app(
+    config: Config | None = None, *, clock: Callable[[], float] | None = None, local_clock: Clock = SYSTEM_CLOCK
+) -> Flask:
     """Build the app from ``config``, or from the environment when none is given. ``clock``
     says when alerts are received (their age and duplicate windows, on one clock); tests move
     it forward. By default the journal's clock (the database's, with PostgreSQL): never this host's.
+    ``local_clock``: this host's elapsed time (send deadlines, heartbeats, rate ledgers in memory,
+    bot reads' ages, the investigator's waits); tests pass a ``clock.ManualClock``.
 
     The delivery thread starts on the first alert, or at once through ``start_delivery``
     (wsgi.py does that, so queued alerts left by a previous process are sent at start).
@@ -47,18 +52,18 @@ def create_app(config: Config | None = None, *, clock: Callable[[], float] | Non
     start (one line per problem, exit status 2), and no dry-run webhook secret is made or
     printed: that is the web process's (wsgi.py passes its config)."""
     if config is not None:
-        return _build_app(config, clock)
+        return _build_app(config, clock, local_clock)
     try:
         config = Config.from_env(generate_secret=False)
         scrub_secrets(config.secret_values)  # before the journal opens
         if not config.webhook_secret:  # dry run, none made yet; no command needs one: never make it here
             config = dataclasses.replace(config, webhook_secret_source="none")
-        return _build_app(config, clock)
+        return _build_app(config, clock, local_clock)
     except ConfigError as exc:
         _refuse(exc, "the command did not run")
 
 
-def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
+def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: Clock = SYSTEM_CLOCK) -> Flask:
     log = configure_logging(config.secret_values)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -71,7 +76,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
     notifier = Notifier(
         config.notify_urls, config.notify_on, scrub=scrubber.scrub, show_account=len(config.accounts) > 1
     )
-    membership = Membership(journal)
+    membership = Membership(journal, clock=local_clock)
     clients = {account.name: _client(config, account) for account in config.accounts}
     lanes, bots = {}, BotWatches()
     for account in config.accounts:
@@ -79,7 +84,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         if not config.dry_run:
             # One budget per account (OKX counts per User ID): shared through the journal where instances share it.
             limit, window = account.rate_limit, config.okx_rate_window
-            pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window)
+            pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window, clock=local_clock)
             watch = bots[account.name] = BotWatch(
                 client,
                 instance=membership.instance,
@@ -89,6 +94,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
                 read_timeout=min(2.0, config.okx_read_timeout),
                 # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
                 pacer_for=lambda path, key=account.api_key: journal.pacer(key + path, READS_PER_WINDOW, READ_WINDOW),
+                clock=local_clock,
             )
         lanes[account.name] = Lane(client, pacer, watch.snapshot_now if watch is not None else None)
     investigator = None
@@ -99,6 +105,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
             settle=config.unknown_settle,
             auto=config.resolve_unknown == "auto",
             on_done=notifier.alert_finished,
+            clock=local_clock,
         )
 
     def finished(record):  # an unknown one is told once OKX's records have been read, with the proposal
@@ -121,6 +128,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None) -> Flask:
         retention=config.retention_days * 86400,
         on_final=finished,
         on_late=notifier.late_answer,
+        clock=local_clock,
     )
 
     from . import admin, cli, web  # imported here: they are the top of the one-way flow

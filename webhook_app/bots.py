@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
+from .clock import SYSTEM_CLOCK, Clock
 from .okx import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, BotEvent, BotSnapshot, OkxClient, OkxError
 from .pacing import MemoryPacer, Pacer
 
@@ -36,10 +36,11 @@ class BotWatch:
         max_age: float = 90.0,
         read_timeout: float = 2.0,
         pacer_for: Callable[[str], Pacer | None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         """``client`` None: dry-run without credentials, nothing is read. ``pacer_for(path)``: the
-        shared budget for one endpoint (the journal's, across instances), or None for one in memory."""
+        shared budget for one endpoint (the journal's, across instances), or None for one in memory.
+        ``clock``: the reads' ages, the refresh pace and the in-memory budgets."""
         self.client = client
         self.instance = instance
         self.known_ids = known_ids
@@ -48,7 +49,7 @@ class BotWatch:
         self.read_timeout = read_timeout
         self._clock = clock
         self._pacers = {
-            path: (pacer_for(path) if pacer_for else None) or MemoryPacer(READS_PER_WINDOW, READ_WINDOW)
+            path: (pacer_for(path) if pacer_for else None) or MemoryPacer(READS_PER_WINDOW, READ_WINDOW, clock=clock)
             for path in (BOT_DETAILS_PATH, BOTS_PENDING_PATH, BOT_EVENTS_PATH)
         }
         self._latest: dict[str, tuple[BotSnapshot, float]] = {}  # algoId -> (snapshot, when read, our clock)
@@ -160,7 +161,7 @@ class BotWatch:
                 self.refresh()
             except Exception:
                 log.exception("reading the bots' states failed")
-            self._stop.wait(self.refresh_every)
+            self._clock.wait(self._stop, self.refresh_every)
 
 
 class BotWatches(dict):

@@ -7,7 +7,7 @@ is ``outcomes``'s job; who else is alive is ``membership``'s. The queue is the j
 with PostgreSQL any instance may send an alert that another one received.
 
 A claim is a fenced lease. Its request leaves within ``send_by`` seconds of the claim (this
-host's monotonic clock) and only after the journal confirmed the claim is still current (same
+host's monotonic clock, ``clock.Clock``) and only after the journal confirmed the claim is still current (same
 instance and attempt, lease not lapsed, alert not past its lag, by the journal's clock); the
 lease outlasts ``send_by`` plus OKX's time-outs, so a claim is only ever taken over once its
 request can no longer leave. Every write after a send is conditional on the claim: an answer
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from .clock import SYSTEM_CLOCK, Clock
 from .journal import INTERRUPTED_DETAIL, Claim, Journal, JournalUnavailable, Record, answer_detail
 from .membership import Membership
 from .okx import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
@@ -73,10 +74,14 @@ class Delivery:
         on_late: Callable[[Record, str], None] | None = None,
         send_by: float = SEND_BY,
         lease_margin: float = LEASE_MARGIN,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         """``lanes``: account name -> its ``Lane``; an alert goes by its account's lane only, and
-        each account's alerts are claimed against its own budget, so a burst to one never slows another."""
+        each account's alerts are claimed against its own budget, so a burst to one never slows another.
+        ``clock``: this host's elapsed time, for the send deadlines, the recovery timer, the reply
+        waits and the write retries (the journal's clock stays the judge of leases and due times)."""
         self.journal = journal
+        self.clock = clock
         self.lanes = dict(lanes)
         first = next(iter(self.lanes.values()))
         self.client = first.client  # the first account's: dry-run signing, and its time-outs
@@ -160,6 +165,7 @@ class Delivery:
                 log.error(
                     "stopping: alerts %s were never sent; their claims lapse and they are queued again (%s)", ids, exc
                 )
+        # The host's own seconds, whatever ``clock``: a bound on shutting this process down.
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -198,7 +204,7 @@ class Delivery:
                     ahead = self.journal.count_due(before_id=record.id, in_turn=False, account=current.account)
                     if pacer.projected(ahead) >= wait:
                         return current
-            latest = self._wait_final(record.id, event, time.monotonic() + wait)
+            latest = self._wait_final(record.id, event, self.clock() + wait)
             return latest or self.journal.get(record.id) or current
         except JournalUnavailable as exc:
             # It is journaled and queued, and will be sent: the reply must not say otherwise.
@@ -214,8 +220,8 @@ class Delivery:
         # Sent here, the event says so. Sent by another instance (PostgreSQL), only the journal
         # knows: look there until it is final, or until it turns out to be ours after all.
         step = self.journal.poll_interval if self.journal.shared else None
-        while (remaining := deadline - time.monotonic()) > 0:
-            if event.wait(remaining if step is None else min(step, remaining)):
+        while (remaining := deadline - self.clock()) > 0:
+            if self.clock.wait(event, remaining if step is None else min(step, remaining)):
                 return None
             if step is not None:
                 latest = self.journal.get(alert_id)
@@ -251,7 +257,7 @@ class Delivery:
                 if self._stopping:
                     return
                 if not self._woken and pause > 0:
-                    self._cond.wait(pause)
+                    self.clock.wait(self._cond, pause)
                 self._woken = False
                 if self._stopping:
                     return
@@ -264,7 +270,7 @@ class Delivery:
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
-        if time.monotonic() - self._last_recovery >= RECOVER_EVERY:
+        if self.clock() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
         if now - self._last_expiry >= EXPIRE_EVERY:  # an alert is never claimed late anyway (claim_due checks)
             self._last_expiry = now
@@ -287,7 +293,7 @@ class Delivery:
         if not due:
             return None
         with self._dispatching:
-            acquiring = time.monotonic()
+            acquiring = self.clock()
             slots = lane.pacer.acquire(self.instance, min(due, self.senders))
             if not slots:
                 opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
@@ -296,7 +302,7 @@ class Delivery:
             # And never later than the slots allow: if this instance were taken for dead (a pause between
             # taking slots and claiming), the others close its slots at their start + the lease, and a
             # request sent past ``acquiring + send_by + lease_margin`` could still be under way then.
-            send_by = min(time.monotonic(), acquiring + self.lease_margin) + self.send_by
+            send_by = min(self.clock(), acquiring + self.lease_margin) + self.send_by
             records: list[Record] = []
             try:
                 records = self.journal.claim_due(self.instance, len(slots), now, self.lease, account=account)
@@ -312,7 +318,7 @@ class Delivery:
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
         unknown if the request may have left (logged with its final state and notified), else queued again."""
-        self._last_recovery = time.monotonic()
+        self._last_recovery = self.clock()
         try:
             records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)
         except JournalUnavailable as exc:
@@ -345,14 +351,15 @@ class Delivery:
 
     def _send(self, record: Record, lane: Lane, slot, send_by: float) -> None:
         claim = Claim.of(record)
-        started = time.monotonic()
+        started = self.clock()
         failure: OkxError | None = None
         try:
             if not self._cleared(claim, send_by, self._snapshot_before(lane, record.algo_id, send_by)):
                 self._cancel(lane.pacer, [slot])
                 slot = None
                 return
-            ack = lane.client.adjust_margin(_margin_request(record), send_by=send_by)
+            # The client checks the deadline on the host's monotonic clock, as late as it can.
+            ack = lane.client.adjust_margin(_margin_request(record), send_by=self.clock.host_deadline(send_by))
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self._cancel(lane.pacer, [slot])
                 slot = None
@@ -368,7 +375,7 @@ class Delivery:
             failure = OkxOutcomeUnknown("internal error while sending; check the bot on OKX")
         finally:
             self._release(lane.pacer, slot)  # whatever happened, the exchange with OKX is over
-        latency_ms = (time.monotonic() - started) * 1000
+        latency_ms = (self.clock() - started) * 1000
         try:
             self._record_outcome(record, lane, claim, failure, latency_ms, started)
         except _Unwritten as exc:
@@ -383,7 +390,7 @@ class Delivery:
     def _snapshot_before(self, lane: Lane, algo_id: str, send_by: float) -> str | None:
         """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
         (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
-        time_left = send_by - time.monotonic() - BEFORE_READ_SPARE
+        time_left = send_by - self.clock() - BEFORE_READ_SPARE
         if lane.read_bot is None or time_left < MIN_BEFORE_READ:
             return None
         try:
@@ -396,7 +403,7 @@ class Delivery:
     def _cleared(self, claim: Claim, send_by: float, evidence: str | None = None) -> bool:
         """May the request leave now? Only inside the local deadline and with the journal's word
         that the claim is current; otherwise it is not sent (and never will be on this claim)."""
-        if time.monotonic() < send_by:
+        if self.clock() < send_by:
             try:
                 if self.journal.confirm_send(claim, evidence):
                     return True
@@ -418,7 +425,7 @@ class Delivery:
             log.warning(
                 "alert %s not sent: held up %.1f s past its claim's deadline",
                 claim.alert_id,
-                time.monotonic() - send_by,
+                self.clock() - send_by,
             )
         # Never sent: back in the queue while the claim is still ours (else recovery does it at the lapse).
         try:
@@ -504,10 +511,10 @@ class Delivery:
             try:
                 return step()
             except JournalUnavailable as exc:
-                if delay is None or time.monotonic() + delay >= give_up:
+                if delay is None or self.clock() + delay >= give_up:
                     raise _Unwritten(str(exc)) from None
                 log.warning("journal write failed (%s); trying again in %.2f s", exc, delay)
-                time.sleep(delay)
+                self.clock.sleep(delay)
 
     def _note(self, alert_id: int, kind: str, detail: str) -> None:
         try:

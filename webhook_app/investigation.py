@@ -14,11 +14,11 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from .bots import BotWatch
+from .clock import SYSTEM_CLOCK, Clock
 from .evidence import gather
 from .journal import ActionRefused, Journal, JournalUnavailable, Record
 from .okx import BotSnapshot
@@ -42,8 +42,9 @@ class Investigator:
         settle: float = 3.0,
         auto: bool = False,
         on_done: Callable[[Record], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ):
+        """``clock``: the settle time before the reads, the pause between them, and the sweeps' pace."""
         self.journal = journal
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
@@ -76,7 +77,7 @@ class Investigator:
             except queue.Empty:
                 self._sweep()
                 continue
-            self._stop.wait(max(due - self._clock(), 0.0))
+            self._clock.wait(self._stop, max(due - self._clock(), 0.0))
             try:
                 self.investigate(record)
             except Exception:
@@ -106,7 +107,7 @@ class Investigator:
             after = watch.snapshot_now(record.algo_id)
             if after is not None:
                 break
-            self._stop.wait(1.0 + attempt)
+            self._clock.wait(self._stop, 1.0 + attempt)
         events = watch.events_now(record.algo_id) if after is not None else None
         request = record.request
         evidence = gather(

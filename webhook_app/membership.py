@@ -12,6 +12,7 @@ import socket
 import threading
 import uuid
 
+from .clock import SYSTEM_CLOCK, Clock
 from .journal import Journal, JournalUnavailable
 
 log = logging.getLogger("webhook_app")
@@ -32,8 +33,11 @@ class Membership:
         instance: str | None = None,
         heartbeat_every: float = HEARTBEAT_EVERY,
         dead_after: float = DEAD_AFTER,
+        clock: Clock = SYSTEM_CLOCK,
     ):
+        """``clock``: the heartbeats' pace (how long without one makes an instance dead is the journal's judgement)."""
         self.journal = journal
+        self.clock = clock
         self.instance = instance or new_instance_id()
         self.heartbeat_every = heartbeat_every
         self.dead_after = dead_after
@@ -58,7 +62,7 @@ class Membership:
             log.error("could not deregister instance %s: %s (the others will find it dead)", self.instance, exc)
 
     def _beat(self) -> None:
-        while not self._stopping.wait(self.heartbeat_every):
+        while not self.clock.wait(self._stopping, self.heartbeat_every):
             try:
                 self.journal.heartbeat(self.instance)
             except JournalUnavailable as exc:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import abc
 import collections
 import threading
-import time
-from collections.abc import Callable
+
+from .clock import SYSTEM_CLOCK, Clock
 
 
 class Pacer(abc.ABC):
@@ -59,9 +59,8 @@ class MemoryPacer(Pacer):
         def __init__(self, ended: float | None = None):
             self.ended = ended  # monotonic time the exchange ended; None while in flight
 
-    def __init__(
-        self, limit: int, window: float = 2.0, margin: float = 0.01, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, limit: int, window: float = 2.0, margin: float = 0.01, clock: Clock = SYSTEM_CLOCK):
+        """``clock``: any ``() -> float`` of elapsed seconds will do; the ledger only reads it."""
         self.limit = limit
         self.window = window + margin
         self._clock = clock
