@@ -16,8 +16,22 @@ from .records import CAP_STATES, Claim, Event, Record, Refusal
 
 
 class Database(abc.ABC):
-    """One engine's database: its connection (or pool), migrations and clock. Each store of the
-    engine runs its statements through it (the engine's own ``transaction``, ``one``, ``all``)."""
+    """One engine's database: its connection (or pools), migrations and clock. Each store of the
+    engine runs its statements through it: one statement by ``one``, ``all`` or ``statement``,
+    several in one transaction by the engine's own ``transaction(step, ...)`` (whose options
+    differ: SQLite chooses the write lock, PostgreSQL whether to BEGIN at all)."""
+
+    @abc.abstractmethod
+    def one(self, sql: str, params=()) -> tuple | None:
+        """The first row of a read."""
+
+    @abc.abstractmethod
+    def all(self, sql: str, params=()) -> list[tuple]:
+        """Every row of a read."""
+
+    @abc.abstractmethod
+    def statement(self, sql: str, params=(), durable: bool = True) -> int:
+        """One write, committed (without waiting for the disk when not ``durable``); how many rows it changed."""
 
     @abc.abstractmethod
     def now(self) -> float:

@@ -198,5 +198,5 @@ class PostgresDatabase(Database):
     def all(self, sql, params=()):
         return self.transaction(lambda conn: conn.execute(sql, params).fetchall(), atomic=False)
 
-    def statement(self, sql, params=(), durable: bool = True):
-        return self.transaction(lambda conn: conn.execute(sql, params), atomic=False, durable=durable)
+    def statement(self, sql, params=(), durable: bool = True) -> int:
+        return self.transaction(lambda conn: conn.execute(sql, params).rowcount, atomic=False, durable=durable)

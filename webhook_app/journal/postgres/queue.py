@@ -146,7 +146,7 @@ class PostgresAlertQueue(AlertQueue):
                 f"UPDATE alerts SET sent_at = {NOW}, evidence = %s "
                 f"WHERE {_CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
                 (evidence, claim.alert_id, claim.instance, claim.attempt),
-            ).rowcount
+            )
         )
 
     def expire_overdue(self, now: float) -> list[Record]:
@@ -183,7 +183,7 @@ class PostgresAlertQueue(AlertQueue):
                 f"not_before = %s, lease_until = NULL WHERE {fence} RETURNING id) "
                 f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
                 (okx_code, okx_msg, detail, not_before, *fence_params, retry),
-            ).rowcount
+            )
         )
 
     def finish(

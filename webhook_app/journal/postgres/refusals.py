@@ -34,4 +34,4 @@ class PostgresRefusals(RefusalStore):
         return self.db.one("SELECT count(*) FROM refused")[0]
 
     def prune_refusals(self, before: float) -> int:
-        return self.db.statement("DELETE FROM refused WHERE at < %s", (before,)).rowcount
+        return self.db.statement("DELETE FROM refused WHERE at < %s", (before,))

@@ -22,11 +22,8 @@ class SqliteActivity(Activity):
         self.db.transaction(lambda db: log_events(db, [(alert_id, self.db.now(), kind, detail)]), durable=False)
 
     def events(self, alert_id: int) -> list[Event]:
-        rows = self.db.transaction(
-            lambda db: db.execute(
-                "SELECT alert_id, at, kind, detail FROM alert_events WHERE alert_id = ? ORDER BY id", (alert_id,)
-            ).fetchall(),
-            write=False,
+        rows = self.db.all(
+            "SELECT alert_id, at, kind, detail FROM alert_events WHERE alert_id = ? ORDER BY id", (alert_id,)
         )
         return [Event(*row) for row in rows]
 
@@ -65,13 +62,10 @@ class SqliteActivity(Activity):
         return self.db.transaction(step)
 
     def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
-        rows = self.db.transaction(
-            lambda db: db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "
-                "AND finished_at >= ? ORDER BY finished_at, id LIMIT ?",
-                (since, limit),
-            ).fetchall(),
-            write=False,
+        rows = self.db.all(
+            f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "
+            "AND finished_at >= ? ORDER BY finished_at, id LIMIT ?",
+            (since, limit),
         )
         return [Record(*row) for row in rows]
 
@@ -88,22 +82,15 @@ class SqliteActivity(Activity):
 
     def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
         """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
-        rows = self.db.transaction(
-            lambda db: db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE dedup_key = ? AND id > ? ORDER BY id",
-                (dedup_key, alert_id),
-            ).fetchall(),
-            write=False,
+        rows = self.db.all(
+            f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE dedup_key = ? AND id > ? ORDER BY id", (dedup_key, alert_id)
         )
         return [Record(*row) for row in rows]
 
     def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
-        rows = self.db.transaction(
-            lambda db: db.execute(
-                "SELECT CAST(received_at / 3600 AS INTEGER) * 3600 AS hour, state, count(*) FROM alerts "
-                "WHERE received_at >= ? GROUP BY hour, state ORDER BY hour",
-                (since,),
-            ).fetchall(),
-            write=False,
+        rows = self.db.all(
+            "SELECT CAST(received_at / 3600 AS INTEGER) * 3600 AS hour, state, count(*) FROM alerts "
+            "WHERE received_at >= ? GROUP BY hour, state ORDER BY hour",
+            (since,),
         )
         return [(int(hour), state, count) for hour, state, count in rows]

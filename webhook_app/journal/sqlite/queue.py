@@ -30,11 +30,12 @@ from .database import SqliteDatabase
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 # Due, and its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
-_DUE = (
-    "state = 'queued' AND not_before <= :now AND expires_at >= :now AND NOT EXISTS (SELECT 1 FROM alerts b "
+_BOTS_TURN = (
+    "NOT EXISTS (SELECT 1 FROM alerts b "
     "WHERE b.algo_id = alerts.algo_id AND b.id != alerts.id AND b.state IN ('queued', 'sending') "
     "AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= :now)))"
 )
+_DUE = f"state = 'queued' AND not_before <= :now AND expires_at >= :now AND {_BOTS_TURN}"
 # One account's alerts, or (no account named) every account's.
 _OF_ACCOUNT = "(:account IS NULL OR account = :account)"
 # The current attempt's claim, as a fence on every write after a send.
@@ -160,26 +161,17 @@ class SqliteAlertQueue(AlertQueue):
     ) -> int:
         now = self.db.now() if now is None else now
         due = _DUE if in_turn else "state = 'queued' AND not_before <= :now AND expires_at >= :now"
-        return self.db.transaction(
-            lambda db: db.execute(
-                f"SELECT count(*) FROM alerts WHERE {due} AND {_OF_ACCOUNT} AND id < :before",
-                {"now": now, "before": 2**63 - 1 if before_id is None else before_id, "account": account},
-            ).fetchone()[0],
-            write=False,
-        )
+        return self.db.one(
+            f"SELECT count(*) FROM alerts WHERE {due} AND {_OF_ACCOUNT} AND id < :before",
+            {"now": now, "before": 2**63 - 1 if before_id is None else before_id, "account": account},
+        )[0]
 
     def next_due_at(self) -> float | None:
         # Alerts waiting behind one that is being sent have no time of their own: its outcome wakes them.
-        return self.db.transaction(
-            lambda db: db.execute(
-                "SELECT min(not_before) FROM alerts WHERE state = 'queued' AND expires_at >= :now "
-                "AND NOT EXISTS (SELECT 1 FROM alerts b "
-                "WHERE b.algo_id = alerts.algo_id AND b.id != alerts.id AND b.state IN ('queued', 'sending') "
-                "AND (b.state = 'sending' OR (b.id < alerts.id AND b.expires_at >= :now)))",
-                {"now": self.db.now()},
-            ).fetchone()[0],
-            write=False,
-        )
+        return self.db.one(
+            f"SELECT min(not_before) FROM alerts WHERE state = 'queued' AND expires_at >= :now AND {_BOTS_TURN}",
+            {"now": self.db.now()},
+        )[0]
 
     def claim_due(
         self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None

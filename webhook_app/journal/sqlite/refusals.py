@@ -25,13 +25,11 @@ class SqliteRefusals(RefusalStore):
             )
 
     def refusals(self, limit: int = 50) -> list[Refusal]:
-        rows = self.db.transaction(
-            lambda db: db.execute(f"{_REFUSAL_SELECT} ORDER BY id DESC LIMIT ?", (limit,)).fetchall(), write=False
-        )
+        rows = self.db.all(f"{_REFUSAL_SELECT} ORDER BY id DESC LIMIT ?", (limit,))
         return [refusal_from_row(row) for row in rows]
 
     def refusal_rows(self) -> int:
-        return self.db.transaction(lambda db: db.execute("SELECT count(*) FROM refused").fetchone()[0], write=False)
+        return self.db.one("SELECT count(*) FROM refused")[0]
 
     def prune_refusals(self, before: float) -> int:
-        return self.db.transaction(lambda db: db.execute("DELETE FROM refused WHERE at < ?", (before,)).rowcount)
+        return self.db.statement("DELETE FROM refused WHERE at < ?", (before,))

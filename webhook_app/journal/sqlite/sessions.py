@@ -20,16 +20,11 @@ class SqliteSessions(SessionStore):
         self.db.transaction(step)
 
     def end_session(self, sid: str) -> None:
-        self.db.transaction(
-            lambda db: db.execute("UPDATE admin_sessions SET ended_at = ? WHERE sid = ?", (self.db.now(), sid))
-        )
+        self.db.statement("UPDATE admin_sessions SET ended_at = ? WHERE sid = ?", (self.db.now(), sid))
 
     def session_active(self, sid: str, max_age: float) -> bool:
-        row = self.db.transaction(
-            lambda db: db.execute(
-                "SELECT 1 FROM admin_sessions WHERE sid = ? AND ended_at IS NULL AND started_at > ?",
-                (sid, self.db.now() - max_age),
-            ).fetchone(),
-            write=False,
+        row = self.db.one(
+            "SELECT 1 FROM admin_sessions WHERE sid = ? AND ended_at IS NULL AND started_at > ?",
+            (sid, self.db.now() - max_age),
         )
         return row is not None
