@@ -45,7 +45,7 @@ ROUNDS = int(os.environ.get("FAULT_ROUNDS", "1"))
 BURST = int(os.environ.get("FAULT_BURST", "40"))  # alerts per burst; three bursts a round
 SEED = int(os.environ.get("FAULT_SEED", str(int(time.time()))))
 BOTS = [f"90000000000000000{n}" for n in range(6)]
-LOCK_CLAIM = 7106  # journal/postgres_sql.py: every claim takes this advisory lock
+LOCK_CLAIM = 7106  # journal/postgres/sql.py: every claim takes this advisory lock
 READ_TIMEOUT = 1.5
 # The lease: 3 s to send + 1 s connect + 1.5 s read + 5 s margin.
 LEASE = 3 + 1 + READ_TIMEOUT + 5

@@ -103,6 +103,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: C
             journal,
             bots,
             settle=config.unknown_settle,
+            recheck_after=config.unknown_recheck,
             auto=config.resolve_unknown == "auto",
             on_done=notifier.alert_finished,
             clock=local_clock,

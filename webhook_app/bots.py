@@ -156,6 +156,10 @@ class BotWatch:
         self._stop.set()
 
     def _run(self) -> None:
+        try:  # the reads' times are on OKX's clock: learn its offset before the first one
+            self.client.sync_clock()
+        except OkxError as exc:
+            log.warning("could not read OKX's time before reading the bots: %s", exc)
         while not self._stop.is_set():
             try:
                 self.refresh()

@@ -150,6 +150,7 @@ class Config:
     # OKX's own records of the bots (issue 14): their states, and the evidence for unknown outcomes.
     resolve_unknown: str = "manual"  # "auto": the service marks the unambiguous unknown alerts itself
     unknown_settle: float = 3.0  # seconds after an ambiguous attempt before the bot is read again
+    unknown_recheck: float = 30.0  # seconds before a "not executed" finding is read once more (and marked)
     bot_refresh: float = 30.0  # seconds between background reads of the bots' states
     bot_state_max_age: float = 90.0  # an older read of a bot never refuses an alert
     # Notifications (Apprise URLs hold tokens: secrets).
@@ -337,6 +338,7 @@ class Config:
             lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),
             resolve_unknown=reader.choice("RESOLVE_UNKNOWN", ("manual", "auto")),
             unknown_settle=reader.number("UNKNOWN_SETTLE_SECONDS", 3.0, 0, 60),
+            unknown_recheck=reader.number("UNKNOWN_RECHECK_SECONDS", 30.0, 1, 600),
             bot_refresh=reader.number("BOT_REFRESH_SECONDS", 30.0, 1, 3600),
             bot_state_max_age=reader.number("BOT_STATE_MAX_AGE", 90.0, 1, 3600),
             notify_urls=reader.notify_urls("NOTIFY_URLS"),

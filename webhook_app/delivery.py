@@ -282,7 +282,11 @@ class Delivery:
         pauses = [self._dispatch_lane(name, now, poll) for name in names[self._lane_turn :] + names[: self._lane_turn]]
         if all(pause is None for pause in pauses):  # nothing due in any account: sleep until the next retry
             upcoming = self.journal.next_due_at()
-            return poll if upcoming is None else min(max(upcoming - now, 0.001), poll)
+            # Due already yet none to claim (its bot's turn has not come, or an account no longer
+            # configured): look again at the poll's pace, never in a tight loop; a finish wakes us sooner.
+            if upcoming is None or upcoming <= now:
+                return poll
+            return min(upcoming - now, poll)
         return min(pause for pause in pauses if pause is not None)
 
     def _dispatch_lane(self, account: str, now: float, poll: float) -> float | None:

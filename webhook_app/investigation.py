@@ -4,8 +4,13 @@ snapshot taken just before the send, keep that evidence on the alert, propose wh
 leave no doubt, as the service's finding.
 
 Every ``unknown`` alert gets its notification from here, with the proposal, at most
-``settle`` + a few reads after its outcome; if this process dies first, another instance (or
-the next start) finds the alert still without a proposal (``awaiting_evidence``) and does it.
+``settle`` + a few reads after its outcome (``WORKERS`` alerts are read at once); if this process
+dies first, another instance (or the next start) finds the alert still without a proposal
+(``awaiting_evidence``) and does it.
+
+"Not executed" is the finding that invites a resend, and a request OKX handles late would make
+that resend a double: the bot is read once more ``recheck_after`` later, and only if nothing has
+moved does ``RESOLVE_UNKNOWN=auto`` mark it; if something has, the timeline says so.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ log = logging.getLogger("webhook_app")
 
 SERVICE = "the service, from OKX's records"
 VERDICT_WORDS = {"executed": "executed", "not_executed": "not executed", "cant_tell": "can't tell"}
-READ_TRIES = 4  # reads of the bot after the send, a few seconds apart, before settling for "can't tell"
+READ_TRIES = 3  # reads of the bot after the send, 1 and 2 s apart, before settling for "can't tell"
+WORKERS = 3  # alerts investigated at once: an outage of OKX's reads never queues the notifications for long
+# Compared between the first read after the send and the recheck: any change, and the finding stands unmarked.
+RECHECKED_FIELDS = ("state", "investAmt", "availBal", "frozenBal", "totalEq", "uTime")
 SWEEP_EVERY = 30.0  # seconds between looks for unknown alerts left without a proposal (a dead instance's)
 SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
 SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
@@ -40,6 +48,7 @@ class Investigator:
         bots: Mapping[str, BotWatch],
         *,
         settle: float = 3.0,
+        recheck_after: float = 30.0,
         auto: bool = False,
         on_done: Callable[[Record], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -48,11 +57,15 @@ class Investigator:
         self.journal = journal
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
+        self.recheck_after = recheck_after
         self.auto = auto
         self._on_done = on_done  # the notification, once the proposal is known
         self._clock = clock
-        self._queue: queue.Queue[tuple[float, Record]] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue[tuple[float, Record]] = queue.Queue()  # (due, alert) for a first look
+        # (due, alert, its evidence) for a second read; one thread: all are due the same time after they came
+        self._rechecks: queue.Queue[tuple[float, Record, dict]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.investigated = 0
@@ -63,9 +76,15 @@ class Investigator:
         self.start()
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="investigator", daemon=True)
-            self._thread.start()
+        with self._start_lock:
+            while len(self._threads) < WORKERS:
+                thread = threading.Thread(target=self._run, name=f"investigator-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            if len(self._threads) == WORKERS:
+                thread = threading.Thread(target=self._run_rechecks, name="investigator-recheck", daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -105,7 +124,7 @@ class Investigator:
         after = None
         for attempt in range(READ_TRIES if watch is not None else 0):
             after = watch.snapshot_now(record.algo_id)
-            if after is not None:
+            if after is not None or attempt == READ_TRIES - 1:
                 break
             self._clock.wait(self._stop, 1.0 + attempt)
         events = watch.events_now(record.algo_id) if after is not None else None
@@ -119,7 +138,10 @@ class Investigator:
             events,  # None when unread: then the proposal is "can't tell"
         )
         ours = self._ours_in_window(record)
-        if ours and evidence["proposal"] != "cant_tell":
+        if ours is None and evidence["proposal"] != "cant_tell":
+            evidence["proposal"] = "cant_tell"
+            evidence["reason"] = "the journal could not say whether another alert of ours moved this bot meanwhile"
+        elif ours and evidence["proposal"] != "cant_tell":
             evidence["proposal"] = "cant_tell"
             evidence["reason"] = (
                 f"alert {ours[0]} of ours changed this bot's margin in the same window, so the change cannot be "
@@ -132,23 +154,66 @@ class Investigator:
         if recorded is None:
             return None  # already proposed (another instance), or no longer unknown
         log.warning("alert %s unknown: proposal %s: %s", record.id, VERDICT_WORDS[proposal], reason)
-        if self.auto and proposal in ("executed", "not_executed"):
-            try:
-                recorded = self.journal.resolve(record.id, proposal, SERVICE)
-                log.warning("alert %s marked %s by %s", record.id, VERDICT_WORDS[proposal], SERVICE)
-            except ActionRefused:
-                pass  # an operator marked it meanwhile: their finding stands
+        if self.auto and proposal == "executed":
+            recorded = self._mark(recorded, proposal)
+        if proposal == "not_executed":  # read once more before anyone acts on it
+            self._rechecks.put((self._clock() + self.recheck_after, recorded, evidence))
         self._tell(recorded)
         return recorded
 
-    def _ours_in_window(self, record: Record) -> list[int]:
+    def _run_rechecks(self) -> None:
+        while not self._stop.is_set():
+            try:
+                due, record, evidence = self._rechecks.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            self._clock.wait(self._stop, max(due - self._clock(), 0.0))
+            if self._stop.is_set():
+                return
+            try:
+                self._recheck(record, evidence)
+            except Exception:
+                log.exception("reading alert %s's bot again failed", record.id)
+
+    def _recheck(self, record: Record, evidence: dict) -> None:
+        """A "not executed" finding, read again: marked (auto) only if the bot has not moved since."""
+        watch = self.bots.get(record.account)
+        later = watch.snapshot_now(record.algo_id) if watch is not None else None
+        first = evidence.get("after") or {}
+        moved = None if later is None else [f for f in RECHECKED_FIELDS if later.to_json().get(f) != first.get(f)]
+        try:
+            if moved is None:
+                detail = f"read again after {self.recheck_after:.0f} s: the bot could not be read; not marked"
+            elif moved:
+                detail = (
+                    f"read again after {self.recheck_after:.0f} s: {', '.join(moved)} moved since; the finding 'not "
+                    "executed' is in doubt: check the bot on OKX before sending it again"
+                )
+            else:
+                detail = f"read again after {self.recheck_after:.0f} s: nothing moved"
+                if self.auto:
+                    self._mark(record, "not_executed")
+            self.journal.note(record.id, "evidence", detail)
+            log.warning("alert %s: %s", record.id, detail)
+        except JournalUnavailable as exc:
+            log.error("alert %s: could not record the second read (%s)", record.id, exc)
+
+    def _mark(self, record: Record, finding: str) -> Record:
+        try:
+            marked = self.journal.resolve(record.id, finding, SERVICE)
+            log.warning("alert %s marked %s by %s", record.id, VERDICT_WORDS[finding], SERVICE)
+            return marked
+        except ActionRefused:
+            return record  # an operator marked it meanwhile: their finding stands
+
+    def _ours_in_window(self, record: Record) -> list[int] | None:
         """Other alerts of ours that may have moved this bot's margin inside the window: any later
         one already sent (alerts for one bot go one after another, so it went after this one), and
-        an earlier one whose outcome is unknown too (it may have landed late)."""
+        an earlier one whose outcome is unknown too (it may have landed late). None: unknown."""
         try:
             nearby = self.journal.recent(limit=20, algo_id=record.algo_id)
         except JournalUnavailable:
-            return []
+            return None
         start = (record.finished_at or record.received_at) - 60.0
         return [
             r.id

@@ -5,7 +5,7 @@ therefore holds its slot from the send until ``window`` after its reply came bac
 failed): whatever the network's jitter, no ``limit + 1`` of ours arrive within one window.
 
 One interface, two ledgers: ``MemoryPacer`` for one process, and the database-backed one
-in ``journal/postgres.py`` that every instance on one database shares.
+in ``journal/postgres/instances.py`` (``PostgresPacer``) that every instance on one database shares.
 """
 
 from __future__ import annotations

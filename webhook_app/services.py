@@ -8,7 +8,7 @@ import dataclasses
 
 from flask import current_app
 
-from .bots import BotWatch
+from .bots import BotWatches
 from .config import Config
 from .delivery import Delivery
 from .intake import Intake
@@ -30,7 +30,7 @@ class Services:
     notifier: Notifier
     refusals: RefusalLog
     intake: Intake
-    bots: BotWatch | None = None  # OKX's word on the bots' states (None in dry-run)
+    bots: BotWatches | None = None  # OKX's word on the bots' states (None in dry-run)
     investigator: Investigator | None = None  # the evidence for unknown outcomes (None in dry-run)
 
 
