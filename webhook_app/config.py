@@ -3,19 +3,28 @@
 Every value is parsed explicitly (never through ``json.loads``, unlike Flask's
 ``from_prefixed_env``), and a bad value stops the start with a ``ConfigError``
 naming the variable. Secret values never appear in an error message.
+
+environs parses each variable (``Env(eager=False)`` collects every problem, ``seal()``
+reports them) with our parsers and our messages; the rules between variables (all
+credentials or none, the secret a live service needs...) are ours, in ``Config.read_env``.
+Reading writes nothing: ``Config.with_dry_run_secret`` keeps the generated dry-run secret.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import marshmallow as ma
+from environs import Env, EnvValidationError, ValidationError
 
 MIN_SECRET_LENGTH = 16
 # OKX's API keys are UUIDs (36 characters), its secret keys 32 hex digits, passphrases at least 8
@@ -222,23 +231,32 @@ class Config:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None, generate_secret: bool = True
     ) -> Config:
-        """Read every variable; raise one ``ConfigError`` naming every bad one. With
-        ``generate_secret=False`` a missing dry-run secret is not created (a pre-start check)."""
+        """Read every variable (``read_env``), then fill in the dry-run webhook secret kept in a
+        file (``with_dry_run_secret``). With ``generate_secret=False`` a missing one is not
+        created (a pre-start check)."""
+        return cls.read_env(environ, instance_path).with_dry_run_secret(create=generate_secret)
+
+    @classmethod
+    def read_env(cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None) -> Config:
+        """Parse every variable, writing nothing; raise one ``ConfigError`` naming every bad one, in
+        the order read. environs parses each value; the rules between variables are below."""
+        from .notify import DEFAULT_EVENTS
+
         env = os.environ if environ is None else environ
         reader = _Reader(env)
 
-        account_names = reader._items("OKX_ACCOUNTS")
+        account_names = reader.items("OKX_ACCOUNTS", ())
         if account_names:
-            accounts = reader.accounts("OKX_ACCOUNTS", account_names)
+            accounts = _accounts(reader, "OKX_ACCOUNTS", account_names)
             # The single-account fields hold the first account's values.
             first = accounts[0] if accounts else OkxAccount(DEFAULT_ACCOUNT)
             key, api_secret, passphrase = first.api_key, first.api_secret, first.passphrase
             has_credentials = any(account.has_credentials for account in accounts)
         else:
             accounts, first = (), None
-            key = reader.text("OKX_API_KEY")
-            api_secret = reader.text("OKX_API_SECRET")
-            passphrase = reader.text("OKX_API_PASSPHRASE")
+            key = reader.str("OKX_API_KEY", "")
+            api_secret = reader.str("OKX_API_SECRET", "")
+            passphrase = reader.str("OKX_API_PASSPHRASE", "")
             given = {"OKX_API_KEY": key, "OKX_API_SECRET": api_secret, "OKX_API_PASSPHRASE": passphrase}
             if any(given.values()) and not all(given.values()):
                 for name in (name for name, value in given.items() if not value):
@@ -249,43 +267,33 @@ class Config:
                     )
             for name, value in given.items():
                 if value and len(value) < MIN_CREDENTIAL_LENGTH[name]:
-                    reader.bad(
-                        name,
-                        f"is too short to be a real OKX credential (at least {MIN_CREDENTIAL_LENGTH[name]} "
-                        "characters): copy it whole from OKX's API key page",
-                    )
+                    reader.bad(name, _too_short(MIN_CREDENTIAL_LENGTH[name]))
             has_credentials = all(given.values())
-        reader.unlisted_account_variables(account_names)
-        dry_run = reader.flag("DRY_RUN", False) or not has_credentials
+        _unlisted_account_variables(reader, account_names)
+        dry_run = bool(reader.flag("DRY_RUN", False)) or not has_credentials
 
-        database_url = reader.database_url("DATABASE_URL", "sqlite:///instance/alerts.db")
+        database_url = reader.database_url("DATABASE_URL", "sqlite:///instance/alerts.db") or ""
 
-        secret = reader.text("WEBHOOK_SECRET")
+        secret = reader.str("WEBHOOK_SECRET", "")
         source, secret_file = "environment", ""
         if not secret:
             if not dry_run:
                 reader.bad("WEBHOOK_SECRET", "is required when OKX credentials are set")
             elif not database_url.startswith("sqlite:///"):
                 source = "database"  # generated into the journal at start: a PaaS disk does not keep it
-            else:
+            else:  # generated into this file by with_dry_run_secret, not here
                 folder = Path(instance_path or Path(database_url[len("sqlite:///") :]).parent)
-                secret_file = str(folder / "webhook_secret")
-                try:
-                    secret, source = generated_secret(Path(secret_file), create=generate_secret)
-                except OSError as exc:
-                    reader.bad(
-                        "WEBHOOK_SECRET", f"is not set and no secret could be generated in {folder}: {exc.strerror}"
-                    )
+                source, secret_file = "generated", str(folder / "webhook_secret")
         elif len(secret) < MIN_SECRET_LENGTH:
             reader.bad("WEBHOOK_SECRET", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
 
-        previous = reader.text("WEBHOOK_SECRET_PREVIOUS")
+        previous = reader.str("WEBHOOK_SECRET_PREVIOUS", "")
         if previous and len(previous) < MIN_SECRET_LENGTH:
             reader.bad("WEBHOOK_SECRET_PREVIOUS", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
         elif previous and source != "environment":
             reader.bad("WEBHOOK_SECRET_PREVIOUS", "needs WEBHOOK_SECRET to be set too")
 
-        admin_token = reader.text("ADMIN_TOKEN")
+        admin_token = reader.str("ADMIN_TOKEN", "")
         if admin_token and len(admin_token) < MIN_SECRET_LENGTH:
             reader.bad("ADMIN_TOKEN", f"is too weak: use at least {MIN_SECRET_LENGTH} characters")
 
@@ -294,13 +302,14 @@ class Config:
         platform = "Heroku" if env.get("DYNO") else ""
         retention_days = reader.number("RETENTION_DAYS", 30.0, 1, 3650)
         id_window = reader.number("ID_WINDOW", 86_400.0, 60, 30 * 86_400)
-        if id_window > retention_days * 86_400:
+        if id_window is not None and retention_days is not None and id_window > retention_days * 86_400:
             reader.bad(
                 "ID_WINDOW",
                 "must not be longer than RETENTION_DAYS: an id must stay in the journal for as long as it is taken",
             )
 
-        config = cls(
+        # Read in this order (problems are listed in the order read); checked all at once below.
+        fields = dict(
             webhook_secret=secret,
             webhook_secret_source=source,
             webhook_secret_file=secret_file,
@@ -312,42 +321,57 @@ class Config:
             dry_run=dry_run,
             database_url=database_url,
             admin_token=admin_token,
-            okx_rate_limit=first.rate_limit if first else reader.integer("OKX_RATE_LIMIT", 20, 1, 10_000),
+            okx_rate_limit=first.rate_limit if first else reader.whole("OKX_RATE_LIMIT", 20, low=1, high=10_000),
             reply_deadline=reader.number("REPLY_DEADLINE", 2.5, 0.1, 2.9),
             okx_connect_timeout=reader.number("OKX_CONNECT_TIMEOUT", 1.0, 0.05, 10),
             okx_read_timeout=reader.number("OKX_READ_TIMEOUT", 10.0, 0.05, 60),
-            okx_max_attempts=reader.integer("OKX_MAX_ATTEMPTS", 4, 1, 10),
+            okx_max_attempts=reader.whole("OKX_MAX_ATTEMPTS", 4, low=1, high=10),
             dedup_window=reader.number("DEDUP_WINDOW", 60.0, MIN_DEDUP_WINDOW, 86_400),
             id_window=id_window,
-            max_lag=reader.integer("MAX_LAG", 60, 1, 3600),
+            max_lag=reader.whole("MAX_LAG", 60, low=1, high=3600),
             retention_days=retention_days,
-            refused_per_minute=reader.integer("REFUSED_PER_MINUTE", 60, 1, 10_000),
+            refused_per_minute=reader.whole("REFUSED_PER_MINUTE", 60, low=1, high=10_000),
             refused_retention_days=reader.number("REFUSED_RETENTION_DAYS", 7.0, 1, 365),
-            port=reader.integer("PORT", 8000, 1, 65535),
+            port=reader.whole("PORT", 8000, low=1, high=65535),
             webhook_secret_previous=previous,
             require_timestamp=reader.flag("REQUIRE_TIMESTAMP", False),
-            allowed_sources=reader.sources("ALLOWED_SOURCES"),
-            trusted_proxy_hops=reader.integer("TRUSTED_PROXY_HOPS", 1 if platform else 0, 0, 10),
+            allowed_sources=reader.sources("ALLOWED_SOURCES", ()),
+            trusted_proxy_hops=reader.whole("TRUSTED_PROXY_HOPS", 1 if platform else 0, low=0, high=10),
             platform=platform,
-            # With several accounts, every account's bots are allowed too: the allowlist check stays one.
-            allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS").union(*(a.algo_ids for a in accounts)),
+            allowed_algo_ids=reader.algo_ids("ALLOWED_ALGO_IDS", frozenset()),
             max_amount=reader.amount("MAX_AMOUNT"),
             max_amount_per_day=reader.amount("MAX_AMOUNT_PER_DAY"),
-            lockout_threshold=reader.integer("LOCKOUT_THRESHOLD", 10, 1, 10_000),
+            lockout_threshold=reader.whole("LOCKOUT_THRESHOLD", 10, low=1, high=10_000),
             lockout_window=reader.number("LOCKOUT_WINDOW", 300.0, 1, 86_400),
             lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),
-            resolve_unknown=reader.choice("RESOLVE_UNKNOWN", ("manual", "auto")),
+            resolve_unknown=reader.choice("RESOLVE_UNKNOWN", "manual", options=("manual", "auto")),
             unknown_settle=reader.number("UNKNOWN_SETTLE_SECONDS", 3.0, 0, 60),
             unknown_recheck=reader.number("UNKNOWN_RECHECK_SECONDS", 30.0, 1, 600),
             bot_refresh=reader.number("BOT_REFRESH_SECONDS", 30.0, 1, 3600),
             bot_state_max_age=reader.number("BOT_STATE_MAX_AGE", 90.0, 1, 3600),
-            notify_urls=reader.notify_urls("NOTIFY_URLS"),
-            notify_on=reader.notify_on("NOTIFY_ON"),
+            notify_urls=reader.notify_urls("NOTIFY_URLS", ()),
+            notify_on=reader.notify_on("NOTIFY_ON", DEFAULT_EVENTS),
             okx_accounts=accounts,
         )
-        if reader.problems:
-            raise ConfigError(*reader.problems[0], *reader.problems[1:])
-        return config
+        reader.finish()  # raises ConfigError listing every problem; past it no value is None by mistake
+        # With several accounts, every account's bots are allowed too: the allowlist check stays one.
+        fields["allowed_algo_ids"] = fields["allowed_algo_ids"].union(*(a.algo_ids for a in accounts))
+        return cls(**fields)
+
+    def with_dry_run_secret(self, create: bool = True) -> Config:
+        """This config with the dry-run webhook secret kept in ``webhook_secret_file``, generated
+        there first when absent and ``create`` (else left empty); unchanged when it has a secret
+        or no file to keep one. The only part of reading the configuration that writes."""
+        if self.webhook_secret or not self.webhook_secret_file:
+            return self
+        path = Path(self.webhook_secret_file)
+        try:
+            secret, source = generated_secret(path, create=create)
+        except OSError as exc:
+            raise ConfigError(
+                "WEBHOOK_SECRET", f"is not set and no secret could be generated in {path.parent}: {exc.strerror}"
+            ) from None
+        return dataclasses.replace(self, webhook_secret=secret, webhook_secret_source=source)
 
 
 def redacted_url(url: str) -> str:
@@ -434,254 +458,302 @@ def generated_secret(path: Path, create: bool = True) -> tuple[str, str]:
     return value, "generated"
 
 
-class _Reader:
-    """Parses variables, collecting every problem instead of stopping at the first; a bad
-    value reads as the default so the others are still checked."""
+class _Flag(ma.fields.Boolean):
+    """A 0/1 setting, any case; any other value is refused with our message (never the value)."""
 
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[tuple[str, str]] = []
+    truthy = _TRUE
+    falsy = _FALSE
+    default_error_messages = {"invalid": "must be 1 or 0 (also true/false, yes/no, on/off)"}
 
-    def bad(self, name: str, problem: str) -> None:
-        self.problems.append((name, problem))
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value.lower() if isinstance(value, str) else value, attr, data, **kwargs)
+
+
+def _text_only(parse: Callable) -> Callable:
+    """environs hands a custom parser the default too when the variable is unset: that is kept as is."""
+
+    @functools.wraps(parse)
+    def parser(raw, **options):
+        return parse(raw, **options) if isinstance(raw, str) else raw
+
+    return parser
+
+
+def _split(raw: str) -> list[str]:
+    """Items separated by commas, spaces or both."""
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+def _whole_number(raw: str, low: int, high: int) -> int:
+    # ASCII digits only: int() also takes "٣" and "1_000", str.isdigit() "²".
+    if not _ASCII_DIGITS.match(raw) or not low <= int(raw) <= high:
+        raise ValidationError(f"must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _choice(raw: str, options: tuple[str, ...]) -> str:
+    if raw.lower() not in options:
+        raise ValidationError(f"must be one of {', '.join(options)}")
+    return raw.lower()
+
+
+def _sources(raw: str) -> tuple:
+    networks, problems = [], []
+    for item in _split(raw):
+        if item.lower() == "tradingview":
+            networks.extend(ipaddress.ip_network(a) for a in TRADINGVIEW_ADDRESSES)
+            continue
+        try:
+            networks.append(_unmapped(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            problems.append(f"{item!r} is not an IP address, a CIDR range or the word tradingview")
+    if problems:
+        raise ValidationError(problems)
+    return tuple(networks)
+
+
+def _algo_ids(raw: str) -> frozenset:
+    items = _split(raw)
+    problems = [f"{item!r} is not an algo ID (digits only)" for item in items if not _is_algo_id(item)]
+    if problems:
+        raise ValidationError(problems)
+    return frozenset(items)
+
+
+def _is_algo_id(item: str) -> bool:
+    return bool(_ASCII_DIGITS.match(item)) and len(item) <= 32
+
+
+def _notify_urls(raw: str) -> tuple:
+    # Apprise URLs, separated by spaces, or by commas before the next scheme.
+    urls = tuple(u for u in re.split(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", raw) if u)
+    from .notify import invalid_urls
+
+    # Never echo a URL: it holds the service's token.
+    problems = [
+        f"URL number {n} is not one Apprise understands (see its wiki for the format)" for n in invalid_urls(urls)
+    ]
+    if problems:
+        raise ValidationError(problems)
+    return urls
+
+
+def _notify_on(raw: str) -> frozenset:
+    from .notify import DEFAULT_EVENTS, EVENTS
+
+    items = [item.lower() for item in _split(raw)]
+    unknown = [item for item in items if item not in EVENTS]
+    if unknown:
+        raise ValidationError(f"{', '.join(unknown)}: not an event; choose from {', '.join(EVENTS)}")
+    return frozenset(items) or DEFAULT_EVENTS
+
+
+def _database_url(raw: str) -> str:
+    if raw.startswith("sqlite:///"):
+        if len(raw) == len("sqlite:///"):
+            raise ValidationError("sqlite:///PATH needs a path, e.g. sqlite:///instance/alerts.db")
+        return raw
+    if not raw.startswith(("postgres://", "postgresql://")):
+        raise ValidationError("must be sqlite:///PATH, postgres://… or postgresql://… (the form PaaS add-ons set)")
+    # Where the password ends is unclear: the URL cannot be shown, even redacted.
+    if _ambiguous_credentials(raw):
+        host = re.split(r"[/?#]", raw.rpartition("@")[2], maxsplit=1)[0]
+        raise ValidationError(
+            f"for host {host}: the user or password holds a character that must be percent-encoded "
+            "(@ / ? # as %40 %2F %3F %23); the URL is not shown, it would show the password"
+        )
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValidationError(f"is not a valid PostgreSQL URL ({redacted_url(raw)})") from None
+    if not parts.hostname or parts.path in ("", "/"):
+        raise ValidationError("a PostgreSQL URL needs a host and a database: postgres://USER:PASSWORD@HOST:5432/DB")
+    return raw
+
+
+def _base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    plain_http_ok = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if parts.scheme != "https" and not plain_http_ok:
+        raise ValidationError(
+            "must be an https:// URL such as https://www.okx.com (plain http only for a loopback test server)"
+        )
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValidationError("must be a bare origin such as https://eea.okx.com, without a path")
+    return raw.rstrip("/")
+
+
+class _Reader(Env):
+    """environs' ``Env`` over a given mapping instead of ``os.environ``, with our parsers. It
+    collects every problem (``eager=False``) instead of stopping at the first: a bad value reads
+    as None. ``bad`` adds a problem found by a rule between variables; ``finish`` raises one
+    ``ConfigError`` with all of them, in the order the variables were read."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        super().__init__(eager=False)
+        self.environ = environ
+        self.read: list[str] = []  # variable names, in the order first read
+        self.notes: dict[str, str] = {}  # added to a variable's parse problems: " (account main)"
+        self.rules: list[tuple[int, str, str]] = []  # (index in read of the last variable read, name, problem)
+        self.add_parser_from_field("flag", _Flag)
+        for name, parse in (
+            ("whole", _whole_number),
+            ("choice", _choice),
+            ("items", _split),
+            ("sources", _sources),
+            ("algo_ids", _algo_ids),
+            ("notify_urls", _notify_urls),
+            ("notify_on", _notify_on),
+            ("database_url", _database_url),
+            ("base_url", _base_url),
+        ):
+            self.add_parser(name, _text_only(parse))
+
+    def _get_value(self, env_key: str, default):
+        """The value, stripped; a blank one is unset (the default). Overrides environs' read of os.environ."""
+        if env_key not in self.read:
+            self.read.append(env_key)
+        return self.environ.get(env_key, "").strip() or default
 
     def text(self, name: str) -> str:
-        return self.env.get(name, "").strip()
+        """A variable's value as set, not parsed: for checks of which variables are set."""
+        return self.environ.get(name, "").strip()
 
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name)
-        if raw is None:
-            return default
-        value = raw.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        self.bad(name, "must be 1 or 0 (also true/false, yes/no, on/off)")
-        return default
+    def bad(self, name: str, problem: str) -> None:
+        self.rules.append((len(self.read) - 1, name, problem))
 
-    def _decimal(self, name: str) -> Decimal | None:
-        """The value as a Decimal (NaN when it is not a number), None when unset."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return None
-        try:
-            return Decimal(raw)
-        except InvalidOperation:
-            return Decimal("NaN")
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        value = self._decimal(name)
-        if value is None:
-            return default
-        if not value.is_finite() or not (Decimal(str(low)) <= value <= Decimal(str(high))):
-            self.bad(name, f"must be a number from {low:g} to {high:g}")
-            return default
-        return float(value)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        # ASCII digits only: str.isdigit() also admits "²", which int() then refuses.
-        if not _ASCII_DIGITS.match(raw) or not (low <= int(raw) <= high):
-            self.bad(name, f"must be a whole number from {low} to {high}")
-            return default
-        return int(raw)
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        """One of ``options`` (any case), the first when unset."""
-        raw = self.env.get(name, "").strip().lower()
-        if not raw:
-            return options[0]
-        if raw not in options:
-            self.bad(name, f"must be one of {', '.join(options)}")
-            return options[0]
-        return raw
-
-    def _items(self, name: str) -> list[str]:
-        return [item for item in self.env.get(name, "").replace(",", " ").split() if item]
-
-    def accounts(self, name: str, names: list[str]) -> tuple[OkxAccount, ...]:
-        """The accounts listed in ``name`` (OKX_ACCOUNTS), each from its OKX_<NAME>_* variables."""
-        for single in SINGLE_ACCOUNT_VARIABLES:
-            if self.text(single):
-                self.bad(
-                    name,
-                    f"cannot be used with {single}: with several accounts each has its own "
-                    f"OKX_<NAME>_{single[len('OKX_') :]}; remove {single}",
-                )
-        if len(names) > MAX_ACCOUNTS:
-            self.bad(name, f"lists {len(names)} accounts: at most {MAX_ACCOUNTS}")
-        listed: list[str] = []
-        secrets = self._secret_values()
-        for position, account_name in enumerate(names, start=1):
-            # A malformed name is not echoed: it may be a value pasted into the wrong variable.
-            if not _ACCOUNT_NAME.match(account_name):
-                self.bad(name, f"name number {position} is not an account name: 1 to 32 lowercase letters, digits or _")
-            elif account_name.lower() in secrets:  # a secret pasted here: every message would name it
-                self.bad(name, f"name number {position} is the value of a secret setting, not an account name")
-            elif account_name == DEFAULT_ACCOUNT:
-                self.bad(name, "default names the account of OKX_API_KEY & co.: give the accounts other names")
-            elif account_name in listed:
-                self.bad(name, f"lists account {account_name} twice")
-            else:
-                listed.append(account_name)
-        accounts = tuple(self._account(account_name) for account_name in listed)
-
-        # All keys or none: one account in dry-run beside live ones would drop its alerts unseen.
-        credentials = ("api_key", "api_secret", "passphrase")
-        if any(getattr(account, field) for account in accounts for field in credentials):
-            for account in accounts:
-                for field in credentials:
-                    if not getattr(account, field):
-                        self.bad(
-                            account.variable(field),
-                            f"is required for account {account.name}: once any account has an API key, "
-                            "every account in OKX_ACCOUNTS needs its key, secret and passphrase "
-                            "(set none at all for dry-run)",
-                        )
-
-        # An OKX bot belongs to one account: listed under two, which key sends its alerts is unclear.
-        for index, account in enumerate(accounts):
-            for other in accounts[index + 1 :]:
-                for algo_id in sorted(account.algo_ids & other.algo_ids):
-                    self.bad(
-                        account.variable("algo_ids"),
-                        f"bot {algo_id} is also listed in {other.variable('algo_ids')}: "
-                        "a bot belongs to one account, list it under that one only",
-                    )
-        return accounts
-
-    def _secret_values(self) -> set[str]:
-        """Every secret-holding variable's value, lower-cased (account names are compared without case)."""
-        return {
-            value.strip().lower()
-            for variable, value in self.env.items()
-            if value.strip() and variable.endswith(_SECRET_SUFFIXES)
-        }
-
-    def _account(self, name: str) -> OkxAccount:
-        """One account's variables; its problems each name the variable and the account."""
-        variable = OkxAccount(name).variable
-        already = len(self.problems)
-        values = {field: self.text(variable(field)) for field in ("api_key", "api_secret", "passphrase")}
-        for field, value in values.items():
-            minimum = MIN_CREDENTIAL_LENGTH[f"OKX_{ACCOUNT_VARIABLE_SUFFIXES[field]}"]
-            if value and len(value) < minimum:
-                self.bad(
-                    variable(field),
-                    f"is too short to be a real OKX credential (at least {minimum} characters): "
-                    "copy it whole from OKX's API key page",
-                )
-        account = OkxAccount(
+    def number(self, name: str, default: float, low: float, high: float) -> float | None:
+        problem = f"must be a number from {low:g} to {high:g}"
+        return self.float(
             name,
-            **values,
-            base_url=self.base_url(variable("base_url"), "https://www.okx.com"),
-            demo=self.flag(variable("demo"), False),
-            rate_limit=self.integer(variable("rate_limit"), 20, 1, 10_000),
-            algo_ids=self.algo_ids(variable("algo_ids")),
+            default,
+            validate=ma.validate.Range(low, high, error=problem),
+            error_messages=dict.fromkeys(("invalid", "special", "too_large"), problem),
         )
-        self.problems[already:] = [(var, f"{problem} (account {name})") for var, problem in self.problems[already:]]
-        return account
-
-    def unlisted_account_variables(self, names: list[str]) -> None:
-        """An OKX_<NAME>_* variable for an account not in OKX_ACCOUNTS: a typo, or a forgotten
-        OKX_ACCOUNTS that would leave the account silently unused. ``names`` as listed, even
-        malformed ones (already named as such)."""
-        listed = {name.upper() for name in names}
-        for variable in sorted(self.env):
-            match = _ACCOUNT_VARIABLE.match(variable)
-            if match and match.group(1) not in listed and self.text(variable):
-                self.bad(variable, f"account {match.group(1).lower()} is not in OKX_ACCOUNTS")
-
-    def sources(self, name: str) -> tuple:
-        networks = []
-        for item in self._items(name):
-            if item.lower() == "tradingview":
-                networks.extend(ipaddress.ip_network(a) for a in TRADINGVIEW_ADDRESSES)
-                continue
-            try:
-                networks.append(_unmapped(ipaddress.ip_network(item, strict=False)))
-            except ValueError:
-                self.bad(name, f"{item!r} is not an IP address, a CIDR range or the word tradingview")
-        return tuple(networks)
-
-    def algo_ids(self, name: str) -> frozenset:
-        items = self._items(name)
-        for item in items:
-            if not (_ASCII_DIGITS.match(item) and len(item) <= 32):
-                self.bad(name, f"{item!r} is not an algo ID (digits only)")
-        return frozenset(items)
 
     def amount(self, name: str) -> Decimal | None:
-        value = self._decimal(name)
-        if value is None:
-            return None
-        if not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
-            self.bad(name, "must be a positive decimal number such as 250 or 12.5")
-            return None
-        return value
+        problem = "must be a positive decimal number such as 250 or 12.5"
+        return self.decimal(
+            name,
+            None,
+            validate=ma.validate.Range(0, 10**12, min_inclusive=False, max_inclusive=False, error=problem),
+            error_messages=dict.fromkeys(("invalid", "special", "too_large"), problem),
+        )
 
-    def notify_urls(self, name: str) -> tuple:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return ()
-        # Apprise URLs, separated by spaces, or by commas before the next scheme.
-        urls = tuple(u for u in re.split(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", raw) if u)
-        from .notify import invalid_urls
+    def finish(self) -> None:
+        """Raise one ``ConfigError`` for every problem: environs' parse problems (each at its
+        variable's place in the order read), and ours (after the variables read before them)."""
+        try:
+            self.seal()
+            parsed = {}
+        except EnvValidationError as error:
+            parsed = error.error_messages
+        ordered = [
+            ((self.read.index(name), 0, number), name, f"{problem}{self.notes.get(name, '')}")
+            for name, problems in parsed.items()
+            for number, problem in enumerate(problems)
+        ]
+        ordered += [((place, 1, number), name, problem) for number, (place, name, problem) in enumerate(self.rules)]
+        problems = [(name, problem) for _, name, problem in sorted(ordered)]
+        if problems:
+            raise ConfigError(*problems[0], *problems[1:])
 
-        for position in invalid_urls(urls):  # never echo a URL: it holds the service's token
-            self.bad(name, f"URL number {position} is not one Apprise understands (see its wiki for the format)")
-        return urls
 
-    def notify_on(self, name: str) -> frozenset:
-        from .notify import DEFAULT_EVENTS, EVENTS
+def _too_short(minimum: int) -> str:
+    return (
+        f"is too short to be a real OKX credential (at least {minimum} characters): "
+        "copy it whole from OKX's API key page"
+    )
 
-        items = [item.lower() for item in self._items(name)]
-        if not items:
-            return DEFAULT_EVENTS
-        unknown = [item for item in items if item not in EVENTS]
-        if unknown:
-            self.bad(name, f"{', '.join(unknown)}: not an event; choose from {', '.join(EVENTS)}")
-        return frozenset(items) - set(unknown)
 
-    def database_url(self, name: str, default: str) -> str:
-        raw = self.env.get(name, "").strip() or default
-        if raw.startswith("sqlite:///"):
-            if len(raw) == len("sqlite:///"):
-                self.bad(name, "sqlite:///PATH needs a path, e.g. sqlite:///instance/alerts.db")
-            return raw
-        if raw.startswith(("postgres://", "postgresql://")):
-            # Where the password ends is unclear: the URL cannot be shown, even redacted.
-            if _ambiguous_credentials(raw):
-                host = re.split(r"[/?#]", raw.rpartition("@")[2], maxsplit=1)[0]
-                self.bad(
-                    name,
-                    f"for host {host}: the user or password holds a character that must be percent-encoded "
-                    "(@ / ? # as %40 %2F %3F %23); the URL is not shown, it would show the password",
-                )
-                return raw
-            try:
-                parts = urlsplit(raw)
-                parts.port  # noqa: B018 - raises ValueError on a bad port
-            except ValueError:
-                self.bad(name, f"is not a valid PostgreSQL URL ({redacted_url(raw)})")
-                return raw
-            if not parts.hostname or parts.path in ("", "/"):
-                self.bad(name, "a PostgreSQL URL needs a host and a database: postgres://USER:PASSWORD@HOST:5432/DB")
-            return raw
-        self.bad(name, "must be sqlite:///PATH, postgres://… or postgresql://… (the form PaaS add-ons set)")
-        return default
-
-    def base_url(self, name: str, default: str) -> str:
-        raw = self.env.get(name, "").strip() or default
-        parts = urlsplit(raw)
-        plain_http_ok = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
-        if parts.scheme != "https" and not plain_http_ok:
-            self.bad(
-                name, "must be an https:// URL such as https://www.okx.com (plain http only for a loopback test server)"
+def _accounts(reader: _Reader, name: str, names: list[str]) -> tuple[OkxAccount, ...]:
+    """The accounts listed in ``name`` (OKX_ACCOUNTS), each from its OKX_<NAME>_* variables."""
+    for single in SINGLE_ACCOUNT_VARIABLES:
+        if reader.text(single):
+            reader.bad(
+                name,
+                f"cannot be used with {single}: with several accounts each has its own "
+                f"OKX_<NAME>_{single[len('OKX_') :]}; remove {single}",
             )
-        elif not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-            self.bad(name, "must be a bare origin such as https://eea.okx.com, without a path")
-        return raw.rstrip("/")
+    if len(names) > MAX_ACCOUNTS:
+        reader.bad(name, f"lists {len(names)} accounts: at most {MAX_ACCOUNTS}")
+    listed: list[str] = []
+    secret_values = _secret_values(reader.environ)
+    for position, account_name in enumerate(names, start=1):
+        # A malformed name is not echoed: it may be a value pasted into the wrong variable.
+        if not _ACCOUNT_NAME.match(account_name):
+            reader.bad(name, f"name number {position} is not an account name: 1 to 32 lowercase letters, digits or _")
+        elif account_name.lower() in secret_values:  # a secret pasted here: every message would name it
+            reader.bad(name, f"name number {position} is the value of a secret setting, not an account name")
+        elif account_name == DEFAULT_ACCOUNT:
+            reader.bad(name, "default names the account of OKX_API_KEY & co.: give the accounts other names")
+        elif account_name in listed:
+            reader.bad(name, f"lists account {account_name} twice")
+        else:
+            listed.append(account_name)
+    accounts = tuple(_account(reader, account_name) for account_name in listed)
+
+    # All keys or none: one account in dry-run beside live ones would drop its alerts unseen.
+    credentials = ("api_key", "api_secret", "passphrase")
+    if any(getattr(account, field) for account in accounts for field in credentials):
+        for account in accounts:
+            for field in credentials:
+                if not getattr(account, field):
+                    reader.bad(
+                        account.variable(field),
+                        f"is required for account {account.name}: once any account has an API key, "
+                        "every account in OKX_ACCOUNTS needs its key, secret and passphrase "
+                        "(set none at all for dry-run)",
+                    )
+
+    # An OKX bot belongs to one account: listed under two, which key sends its alerts is unclear.
+    for index, account in enumerate(accounts):
+        for other in accounts[index + 1 :]:
+            for algo_id in sorted(account.algo_ids & other.algo_ids):
+                reader.bad(
+                    account.variable("algo_ids"),
+                    f"bot {algo_id} is also listed in {other.variable('algo_ids')}: "
+                    "a bot belongs to one account, list it under that one only",
+                )
+    return accounts
+
+
+def _secret_values(environ: Mapping[str, str]) -> set[str]:
+    """Every secret-holding variable's value, lower-cased (account names are compared without case)."""
+    return {
+        value.strip().lower()
+        for variable, value in environ.items()
+        if value.strip() and variable.endswith(_SECRET_SUFFIXES)
+    }
+
+
+def _account(reader: _Reader, name: str) -> OkxAccount:
+    """One account's variables; its problems each name the variable and the account."""
+    variable = OkxAccount(name).variable
+    note = f" (account {name})"
+    reader.notes.update({variable(field): note for field in ACCOUNT_VARIABLE_SUFFIXES})
+    values = {field: reader.str(variable(field), "") for field in ("api_key", "api_secret", "passphrase")}
+    for field, value in values.items():
+        minimum = MIN_CREDENTIAL_LENGTH[f"OKX_{ACCOUNT_VARIABLE_SUFFIXES[field]}"]
+        if value and len(value) < minimum:
+            reader.bad(variable(field), _too_short(minimum) + note)
+    return OkxAccount(
+        name,
+        **values,
+        base_url=reader.base_url(variable("base_url"), "https://www.okx.com"),
+        demo=reader.flag(variable("demo"), False),
+        rate_limit=reader.whole(variable("rate_limit"), 20, low=1, high=10_000),
+        algo_ids=reader.algo_ids(variable("algo_ids"), frozenset()) or frozenset(),  # None: refused already
+    )
+
+
+def _unlisted_account_variables(reader: _Reader, names: list[str]) -> None:
+    """An OKX_<NAME>_* variable for an account not in OKX_ACCOUNTS: a typo, or a forgotten
+    OKX_ACCOUNTS that would leave the account silently unused. ``names`` as listed, even
+    malformed ones (already named as such)."""
+    listed = {name.upper() for name in names}
+    for variable in sorted(reader.environ):
+        match = _ACCOUNT_VARIABLE.match(variable)
+        if match and match.group(1) not in listed and reader.text(variable):
+            reader.bad(variable, f"account {match.group(1).lower()} is not in OKX_ACCOUNTS")
