@@ -4,6 +4,7 @@ connection (CI's server on 127.0.0.1:5432; skipped with the reason elsewhere).""
 import hashlib
 import inspect
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -124,6 +125,42 @@ def test_the_daily_cap_holds_across_two_instances(journals):
     with ThreadPoolExecutor(20) as pool:
         accepted = list(pool.map(one, range(20)))
     assert accepted.count(True) == 10
+
+
+def test_add_returns_the_row_as_the_journal_reads_it_for_a_new_alert_and_for_a_repeat(journals):
+    journal = journals()
+    new, created = add(journal, key="fp:row", trader_id="T1", secret_name="second", account="hedge")
+    assert created and new == journal.get(new.id)
+    assert (new.state, new.trader_id, new.secret_name, new.account) == ("queued", "T1", "second", "hedge")
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    repeat, created_again = add(journal, key="fp:row", trader_id="T2")
+    # A repeat is the earlier alert as it is now (being sent), never the repeat's own fields.
+    assert not created_again and repeat == journal.get(new.id) == claimed
+    assert (repeat.state, repeat.claimed_by, repeat.trader_id) == ("sending", "a", "T1")
+
+
+@pytest.mark.parametrize(
+    ("key", "amount", "outcome"),
+    [
+        ("fp:next", "30", "added"),  # 70 + 30: up to the cap
+        ("fp:next", "30.5", "refused"),  # past it by half a unit; 30 remains
+        ("fp:used", "70", "repeat"),  # a repeat is the earlier alert, never counted twice nor refused
+    ],
+)
+def test_the_daily_cap_takes_alerts_up_to_it_and_refuses_one_past_it_naming_what_remains(
+    journals, key, amount, outcome
+):
+    journal = journals()
+    used, _ = add(journal, key="fp:used", amount="70", cap=Decimal("100"))
+    if outcome == "refused":
+        with pytest.raises(DailyCapExceeded) as refused:
+            add(journal, key=key, amount=amount, cap=Decimal("100"))
+        assert refused.value.remaining == Decimal("30") and "30 remains" in str(refused.value)
+        assert [r.id for r in journal.recent()] == [used.id]
+        return
+    record, created = add(journal, key=key, amount=amount, cap=Decimal("100"))
+    assert (created, record.amount) == (outcome == "added", amount)
+    assert record == journal.get(record.id) and (record.id == used.id) is (outcome == "repeat")
 
 
 def test_claims_take_due_alerts_oldest_first_and_mark_who_claimed(journals):
@@ -691,17 +728,24 @@ def test_to_json_parses_the_evidence_and_shows_the_proposal_as_stored(evidence, 
     assert (record.to_json()["evidence"], record.to_json()["proposal"]) == (shown, proposal)
 
 
-# Columns each later release added, newest last: a release ``back`` releases ago knows none of the last ``back``.
+# Columns the evidence and the accounts releases added: the release before evidence knows none of them.
 ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",))
+# Each engine's first migration of a release: the schemas before it are the older releases'.
+FIRST_MIGRATION_OF = {
+    "evidence": {"sqlite": 6, "postgres": 5},
+    "accounts": {"sqlite": 7, "postgres": 6},
+    "one-round-trip add": {"postgres": 7},
+}
 
 
-def previous_release_journal(url, monkeypatch, back: int = 1) -> int:
-    """The journal as the release ``back`` migrations ago left it (1: before accounts, 2: before
-    evidence): that release's schema, and one alert journaled by SQL naming only its columns.
-    Returns the alert's id."""
+def previous_release_journal(url, monkeypatch, before: str) -> int:
+    """The journal as the release before ``before`` (a key of FIRST_MIGRATION_OF) left it: that
+    release's schema, and one alert journaled by SQL naming only its columns. Returns the alert's id."""
     engine = sqlite_journal if url.startswith("sqlite") else postgres_journal
-    monkeypatch.setattr(engine.migrations, "MIGRATIONS", engine.MIGRATIONS[:-back])
-    monkeypatch.setattr(engine.migrations, "SCHEMA_VERSION", engine.MIGRATIONS[-back - 1][0])
+    first_new = FIRST_MIGRATION_OF[before]["sqlite" if engine is sqlite_journal else "postgres"]
+    older = tuple((version, script) for version, script in engine.MIGRATIONS if version < first_new)
+    monkeypatch.setattr(engine.migrations, "MIGRATIONS", older)
+    monkeypatch.setattr(engine.migrations, "SCHEMA_VERSION", older[-1][0])
     open_journal(url).close()
     monkeypatch.undo()
     insert = (
@@ -717,7 +761,7 @@ def previous_release_journal(url, monkeypatch, back: int = 1) -> int:
 
 
 def test_a_journal_of_the_previous_schema_is_upgraded_and_its_alerts_gain_evidence(database_url, monkeypatch):
-    old_id = previous_release_journal(database_url, monkeypatch, back=2)
+    old_id = previous_release_journal(database_url, monkeypatch, before="evidence")
     journal = open_journal(database_url)
     try:
         expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
@@ -740,7 +784,7 @@ def test_a_journal_of_the_previous_schema_is_upgraded_and_its_alerts_gain_eviden
 
 def test_an_older_release_keeps_claiming_and_confirming_while_the_new_one_migrates(pg_url, monkeypatch):
     # A deploy overlaps both releases on one database: the old one's claims name only its own columns.
-    previous_release_journal(pg_url, monkeypatch, back=2)
+    previous_release_journal(pg_url, monkeypatch, before="evidence")
     newer = sum(ADDED_BY_RELEASE, ())
     old_columns = ", ".join(c for c in COLUMNS if c not in newer)
     with psycopg.connect(pg_url, autocommit=True) as old_release:
@@ -851,11 +895,10 @@ def test_recent_filters_by_account(journals):
 
 
 def test_a_journal_from_before_accounts_is_upgraded_and_its_alerts_are_the_default_accounts(database_url, monkeypatch):
-    old_id = previous_release_journal(database_url, monkeypatch, back=1)
+    old_id = previous_release_journal(database_url, monkeypatch, before="accounts")
     journal = open_journal(database_url)
     try:
         expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
-        assert expected == (7 if database_url.startswith("sqlite") else 6)
         assert journal.schema_version() == expected and journal.get(old_id).account == "default"
         hedge, _ = add(journal, key="fp:hedge", algo_id="2", account="hedge")
         assert journal.count_due(journal.now(), account="default") == 1
@@ -876,7 +919,7 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
     # A deploy overlaps both releases on one database: the old one adds and claims through migration 4's
     # functions, naming only its own columns; its alerts are the default account's, and so are the only
     # ones its claims take: it knows one key, and another account's alert must never go with it.
-    previous_release_journal(pg_url, monkeypatch, back=1)
+    previous_release_journal(pg_url, monkeypatch, before="accounts")
     old_columns = ", ".join(c for c in COLUMNS if c != "account")
     claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
     with psycopg.connect(pg_url, autocommit=True) as old_release:
@@ -895,6 +938,127 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
             assert all(len(row) == len(COLUMNS) - 1 and row[COLUMNS.index("claimed_by")] == "old" for row in rows)
         finally:
             new.close()
+
+
+# Migration 6's journal_add as the release before migration 7 calls it: 14 arguments, the id alone.
+PREVIOUS_ADD = (
+    "SELECT created, used, alert_id "
+    "FROM journal_add(%s, 0, %s, 'add', %s, %s, %s, 'queued', NULL, %s, NULL, NULL, %s, %s)"
+)
+
+
+def test_the_two_releases_before_add_through_their_own_functions_after_the_one_round_trip_migration(
+    pg_url, monkeypatch
+):
+    # A deploy overlaps this release with older ones on one database: each checks duplicates and the
+    # cap against every release's alerts, under the same locks, through its own journal_add.
+    previous_release_journal(pg_url, monkeypatch, before="one-round-trip add")
+    cap, queued = Decimal("100"), ["queued"]
+    with psycopg.connect(pg_url, autocommit=True) as old_release:
+        new = open_journal(pg_url)
+        try:
+            assert new.schema_version() == 7
+            expires = new.now() + 600
+            mine, _ = add(new, key="fp:new", algo_id="9", amount="60", cap=cap, account="hedge")
+            repeat = old_release.execute(PREVIOUS_ADD, ("fp:new", "9", "1", BODY, expires, None, queued, "hedge"))
+            assert repeat.fetchone() == (False, None, mine.id)
+            over = old_release.execute(PREVIOUS_ADD, ("fp:prev", "9", "41", BODY, expires, cap, queued, "hedge"))
+            assert over.fetchone() == (False, Decimal("60"), None)
+            created, _, previous_id = old_release.execute(
+                PREVIOUS_ADD, ("fp:prev", "9", "40", BODY, expires, cap, queued, "hedge")
+            ).fetchone()
+            (created_by_oldest, _, oldest_id) = old_release.execute(
+                OLD_ADD, ("fp:oldest-release", "8", BODY, expires, queued)
+            ).fetchone()
+            assert created and created_by_oldest
+            assert (new.get(previous_id).account, new.get(oldest_id).account) == ("hedge", "default")
+            again, created_again = add(new, key="fp:prev", algo_id="9", account="hedge")
+            assert (created_again, again) == (False, new.get(previous_id))
+            with pytest.raises(DailyCapExceeded) as refused:  # 60 of this release's, 40 of the older one's
+                add(new, key="fp:more", algo_id="9", amount="0.01", cap=cap, account="hedge")
+            assert refused.value.remaining == 0
+        finally:
+            new.close()
+
+
+@pytest.fixture
+def round_trips(tmp_path, monkeypatch):
+    """Watches the wire of every PostgreSQL connection opened from now on (libpq's trace): each call
+    returns what ended a round trip since the last call, in order: "check" for the pool's check of
+    a connection it hands out (an empty simple query), "statement" for anything else."""
+    traces = []
+    connect = psycopg.Connection.connect.__func__
+
+    def traced(cls, *args, **kwargs):
+        conn = connect(cls, *args, **kwargs)
+        path = tmp_path / f"wire-{len(traces)}.txt"
+        written = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # libpq writes, the test reads by name
+        traces.append([path, written, 0])
+        conn.pgconn.trace(written)
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        return conn
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(traced))
+
+    def since_last_call() -> list[str]:
+        seen = []
+        for entry in traces:
+            path, _, read = entry
+            text = path.read_bytes()
+            entry[2] = len(text)
+            for line in text[read:].decode(errors="replace").splitlines():
+                direction, _, message, query = (line.split("\t", 3) + ["", "", "", ""])[:4]
+                if direction == "F" and message in ("Sync", "Query"):
+                    seen.append("check" if message == "Query" and query.strip() == '""' else "statement")
+        return seen
+
+    yield since_last_call
+    for _, written, _ in traces:
+        os.close(written)
+
+
+@pytest.mark.parametrize(
+    ("key", "amount", "outcome"),
+    [("fp:new", "1", "added"), ("fp:used", "1", "repeat"), ("fp:over", "91", "refused"), ("fp:up-to", "90", "added")],
+)
+def test_an_alert_costs_one_statement_whether_added_repeated_or_refused(pg_url, round_trips, key, amount, outcome):
+    journal = open_journal(pg_url)
+    try:
+        add(journal, key="fp:used", amount="10", cap=Decimal("100"))
+        now = journal.now()
+        round_trips()
+        try:
+            record, created = journal.add(
+                dedup_key=key,
+                dedup_since=0.0,
+                algo_id="1",
+                action="add",
+                amount=amount,
+                request_body=BODY,
+                expires_at=now + 600,
+                daily_cap=Decimal("100"),
+            )
+            assert (created, outcome) in ((True, "added"), (False, "repeat"))
+        except DailyCapExceeded:
+            assert outcome == "refused"
+        # The pool's check of the connection it hands out stays: it replaces one the server ended.
+        assert round_trips() == ["check", "statement"]
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize(("address", "locked"), [("203.0.113.9", True), ("198.51.100.1", False)])
+def test_a_webhook_requests_lockout_check_costs_one_statement(pg_url, round_trips, address, locked):
+    journal = open_journal(pg_url)
+    try:
+        lockouts = journal.lockout_store()
+        for _ in range(3):
+            lockouts.failure("203.0.113.9", 3, 60, 120)
+        round_trips()
+        assert (lockouts.remaining(address) > 110) is locked
+        assert round_trips() == ["check", "statement"]  # no BEGIN and COMMIT around the one read
+    finally:
+        journal.close()
 
 
 def claim_waits(conn, account: str | None, old_signature: bool = False) -> bool:
@@ -1029,6 +1193,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 4): "aee527945db8300d718cd60eceddb37a647fa0d605fd46f8d26059081d456fbf",
     ("postgres", 5): "3b124d332605c4394fad7d48eee7b6ded093a3508f0d950ffad066561415a8e3",
     ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
+    ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",

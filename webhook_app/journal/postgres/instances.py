@@ -141,11 +141,9 @@ class PostgresLockoutStore:
         return self.db.transaction(step, atomic=False)
 
     def remaining(self, address: str) -> float:
-        def step(conn):
-            row = conn.execute(f"SELECT locked_until - {NOW} FROM lockouts WHERE address = %s", (address,)).fetchone()
-            return max(row[0] or 0.0, 0.0) if row else 0.0
-
-        return self.db.transaction(step)
+        # Asked for every webhook request: one statement, no BEGIN and COMMIT around it.
+        row = self.db.one(f"SELECT locked_until - {NOW} FROM lockouts WHERE address = %s", (address,))
+        return max(row[0] or 0.0, 0.0) if row else 0.0
 
     def active(self) -> list[tuple[str, float]]:
         """(address, locked_until) for each address locked out now. The table keeps when a

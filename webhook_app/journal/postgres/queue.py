@@ -2,7 +2,8 @@
 
 - Duplicates and the daily cap: the check and the insert run under a transaction-scoped
   advisory lock on the dedup key and on (bot, direction), so under READ COMMITTED two
-  instances cannot both pass a check and both insert (``journal_add``, one statement).
+  instances cannot both pass a check and both insert (``journal_add_row``, one statement that
+  returns the stored row).
 - The queue: ``claim_due`` takes due alerts with FOR UPDATE SKIP LOCKED: one claimant each.
 - Claims: fenced leases on the database's clock (``journal_claim``, ``confirm_send``); any live
   instance settles a lapsed one (``recover``).
@@ -34,6 +35,10 @@ from .sql import LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
+_ADD = (
+    f"SELECT added.created, added.used, {', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
+    f"FROM journal_add_row({', '.join(['%s'] * 14)}) added"
+)
 
 # Its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
 _BOTS_TURN = (
@@ -66,9 +71,10 @@ class PostgresAlertQueue(AlertQueue):
         cap_states=CAP_STATES,
         account="default",
     ) -> tuple[Record, bool]:
-        # journal_add (migration 6) checks and inserts under advisory locks, in one statement.
-        created, used, alert_id = self.db.one(
-            "SELECT created, used, alert_id FROM journal_add(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        # journal_add_row (migration 7) checks and inserts under advisory locks and returns the row: one
+        # statement, one round trip (and the pool's check of the connection before it).
+        created, used, *row = self.db.one(
+            _ADD,
             (
                 dedup_key,
                 dedup_since,
@@ -86,9 +92,9 @@ class PostgresAlertQueue(AlertQueue):
                 account,
             ),
         )
-        if alert_id is None:
+        if row[0] is None:
             raise DailyCapExceeded(daily_cap, Decimal(used))
-        return self.get(alert_id), created
+        return Record(*row), created
 
     def get(self, alert_id: int) -> Record | None:
         if not 0 <= alert_id < 2**63:
