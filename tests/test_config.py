@@ -269,3 +269,10 @@ def test_the_stand_in_credentials_and_real_shaped_ones_pass(tmp_path, okx):
     stand_in = {"OKX_API_KEY": okx.api_key, "OKX_API_SECRET": okx.secret_key, "OKX_API_PASSPHRASE": okx.passphrase}
     for creds in (real_shaped, stand_in, CREDS):
         assert Config.from_env(env(tmp_path, **creds, **SECRET)).has_okx_credentials
+
+
+def test_a_refused_configuration_writes_no_dry_run_secret(tmp_path):
+    # Reading the environment writes nothing: a start refused for PORT=abc left a generated secret behind.
+    with pytest.raises(ConfigError):
+        Config.from_env(env(tmp_path, PORT="abc"))
+    assert not (tmp_path / "instance" / "webhook_secret").exists()
