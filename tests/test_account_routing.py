@@ -270,3 +270,8 @@ def test_a_notification_names_the_alerts_account(two_accounts, hedge_okx):
         assert message["title"].startswith(f"Alert {alert_id} rejected: account hedge, bot {HEDGE_BOT}")
     finally:
         receiver.server.shutdown()
+
+
+def test_a_dry_run_start_with_several_accounts_names_them(make_app, caplog):
+    make_app(okx_accounts=(OkxAccount("main"), OkxAccount("hedge")), dry_run=True)
+    assert "accounts (OKX_ACCOUNTS): main, hedge, each in dry-run" in caplog.text

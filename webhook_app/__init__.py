@@ -254,6 +254,8 @@ def _announce(config: Config, log: logging.Logger) -> None:
     if config.dry_run:
         reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
         log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
+        if len(config.accounts) > 1:
+            log.info("accounts (OKX_ACCOUNTS): %s, each in dry-run", ", ".join(a.name for a in config.accounts))
     else:
         several = len(config.accounts) > 1
         for account in config.accounts:
