@@ -162,3 +162,9 @@ def test_a_bad_form_field_is_refused_naming_it(client, path, form, parameter):
     reply = client.post(path, json=form, headers=BEARER)
     assert reply.status_code == 422 and reply.json["status"] == "invalid_parameter"
     assert reply.json["errors"][0]["field"] == parameter and reply.json["message"].startswith(f"{parameter}: ")
+
+
+def test_a_receipt_never_shows_the_secret_it_was_sent():
+    # A wrong secret is not one the log scrubber knows: a receipt logged with %r must not carry it.
+    wrong = "a-wrong-secret-the-scrubber-does-not-know"
+    assert wrong not in repr(Receipt(payload=make_alert(secret=wrong)))

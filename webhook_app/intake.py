@@ -68,7 +68,9 @@ class Receipt:
     request's log line and refusal record can say it whether it was accepted or refused."""
 
     client: str | None = None  # the sender's address (after the trusted proxies)
-    payload: object = None  # the parsed body, once it parsed
+    # The parsed body, once it parsed. It holds the secret as sent (right or wrong, so the scrubber may
+    # not know it): never in the receipt's repr, so no log line of a receipt can carry it.
+    payload: object = dataclasses.field(default=None, repr=False)
     secret_name: str | None = None  # which accepted secret it carried, once verified
     algo_id: str | None = None  # the alert's bot, action and amount, once its fields are valid
     action: str | None = None
