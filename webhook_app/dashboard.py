@@ -4,11 +4,10 @@ so it is read and tested without a request."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 
-from .investigation import VERDICT_WORDS
+from .evidence import VERDICT_WORDS
 from .journal import Journal, Record, iso_time
 
 HOUR = 3600
@@ -224,7 +223,7 @@ def okx_records(record: Record) -> dict | None:
     """What OKX's records say about an unknown alert, as its page shows them; None until they were
     read and a verdict proposed (before that the evidence holds only the snapshot from before the send)."""
     try:
-        evidence = json.loads(record.evidence) if record.evidence else None
+        evidence = record.evidence_data
     except ValueError:
         return None
     if not isinstance(evidence, dict) or evidence.get("proposal") not in VERDICT_WORDS:

@@ -35,6 +35,7 @@ from decimal import Decimal
 from .okx import BotEvent, BotSnapshot, decimal_text, okx_timestamp, plain_decimal
 
 VERDICTS = ("executed", "not_executed", "cant_tell")
+VERDICT_WORDS = {"executed": "executed", "not_executed": "not executed", "cant_tell": "can't tell"}
 ACTIONS = ("add", "reduce")
 
 # The compared fields in the order they are shown: (OKX's name, the snapshot's attribute).

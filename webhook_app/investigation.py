@@ -24,14 +24,13 @@ from decimal import Decimal
 
 from .bots import BotWatch
 from .clock import SYSTEM_CLOCK, Clock
-from .evidence import gather
+from .evidence import VERDICT_WORDS, gather
 from .journal import ActionRefused, Journal, JournalUnavailable, Record
 from .okx import BotSnapshot
 
 log = logging.getLogger("webhook_app")
 
 SERVICE = "the service, from OKX's records"
-VERDICT_WORDS = {"executed": "executed", "not_executed": "not executed", "cant_tell": "can't tell"}
 READ_TRIES = 3  # reads of the bot after the send, 1 and 2 s apart, before settling for "can't tell"
 WORKERS = 3  # alerts investigated at once: an outage of OKX's reads never queues the notifications for long
 # Compared between the first read after the send and the recheck: any change, and the finding stands unmarked.
@@ -234,7 +233,7 @@ class Investigator:
 def _before(record: Record) -> BotSnapshot | None:
     """The snapshot the sender took just before the attempt, kept with the claim's confirmation."""
     try:
-        before = json.loads(record.evidence or "null")
+        before = record.evidence_data
         return BotSnapshot.from_json(before["before"]) if isinstance(before, dict) and before.get("before") else None
     except (ValueError, KeyError, TypeError):
         return None

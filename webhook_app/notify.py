@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import apprise
 
+from .evidence import VERDICT_WORDS
+
 log = logging.getLogger("webhook_app")
 
 EVENTS = ("ok", "failed", "unknown", "rejected", "expired", "lockout", "readiness")
@@ -43,8 +45,8 @@ def _proposal(record) -> str:
     proposal = getattr(record, "proposal", None)
     if record.state != "unknown" or not proposal:
         return ""
-    reason = (record.to_json().get("evidence") or {}).get("reason", "")
-    words = proposal.replace("_", " ").replace("cant", "can't")
+    reason = (record.evidence_data or {}).get("reason", "")
+    words = VERDICT_WORDS.get(proposal, proposal)
     found = f"From OKX's records the service proposes: {words} ({reason})" if reason else f"Proposal: {words}"
     if record.resolution:
         return f"{found}. Marked {record.resolution.replace('_', ' ')} by the service"

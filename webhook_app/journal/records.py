@@ -93,6 +93,11 @@ class Record:
     def request(self) -> dict:
         return json.loads(self.request_body)
 
+    @property
+    def evidence_data(self) -> dict | None:
+        """``evidence`` parsed: the bot before the send and, once read again, OKX's records and the proposal."""
+        return None if self.evidence is None else json.loads(self.evidence)
+
     def to_json(self) -> dict:
         """The record for operators, times in ISO 8601 UTC: no secret is ever stored, so all of it may be shown."""
         out = dataclasses.asdict(self)
@@ -101,7 +106,7 @@ class Record:
         out.pop("lease_until")
         out["sent_at"] = iso_time(out["sent_at"])
         out["request"] = json.loads(out.pop("request_body"))
-        out["evidence"] = None if self.evidence is None else json.loads(self.evidence)
+        out["evidence"] = self.evidence_data
         for name in ("received_at", "expires_at", "first_sent_at", "finished_at"):
             out[name] = iso_time(out[name])
         return out
