@@ -158,6 +158,18 @@ def wait_final(app, alert_id, timeout=10.0):
     raise AssertionError(f"alert {alert_id} still {record.state}")
 
 
+def wait_proposal(app, alert_id, timeout=20.0):
+    """The alert once OKX's records have been read for it and a finding proposed."""
+    journal = app.extensions["webhook"].journal
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        record = journal.get(alert_id)
+        if record.proposal is not None:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"alert {alert_id} has no proposal after {timeout} s: {journal.get(alert_id)}")
+
+
 def screenshot_dir() -> Path:
     """Where browser tests put their screenshots (printed at the end of the run)."""
     return Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[1] / "build" / "screenshots"))

@@ -11,7 +11,7 @@ from decimal import Decimal
 import markupsafe
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final, wait_proposal
 from tests.okx_stand_in import DEFAULT_BOT, Drop, DropUnexecuted, Meanwhile, OkxReply, RawReply
 from webhook_app.config import OkxAccount
 
@@ -483,23 +483,11 @@ def escaped(text: str) -> str:
     return str(markupsafe.escape(text))
 
 
-def wait_proposal(app, alert_id: int, timeout: float = 30.0):
-    """The alert once OKX's records have been read and a verdict proposed."""
-    journal = app.extensions["webhook"].journal
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        record = journal.get(alert_id)
-        if record.proposal is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"alert {alert_id} has no proposal yet")
-
-
 def investigated_alert(app, okx, behaviour) -> int:
     okx.play(behaviour)
     alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
     assert wait_final(app, alert_id).state == "unknown"
-    wait_proposal(app, alert_id)
+    wait_proposal(app, alert_id, timeout=30.0)
     return alert_id
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, live_env, make_alert
+from tests.conftest import ADMIN_TOKEN, live_env, make_alert, wait_proposal
 from tests.okx_stand_in import BOT_DETAILS_PATH, Drop, DropUnexecuted, Meanwhile, OkxReply, OkxStandIn
 from tests.test_notify import Receiver
 from webhook_app.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
@@ -44,17 +44,6 @@ SCENARIOS = [
 ]
 
 
-def wait_proposal(journal, alert_id, timeout=20.0):
-    """The alert once OKX's records have been read for it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = journal.get(alert_id)
-        if record.proposal is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"alert {alert_id} has no proposal after {timeout} s: {journal.get(alert_id)}")
-
-
 def wait_event(journal, alert_id, text, timeout=10.0):
     """The alert once its timeline has an entry starting with ``text``."""
     deadline = time.monotonic() + timeout
@@ -72,7 +61,7 @@ def test_an_unknown_outcome_is_proposed_from_okx_records(make_app, okx, behaviou
     okx.play(behaviour)
     reply = app.test_client().post("/webhook", json=make_alert())
     assert reply.status_code == 202, reply.json
-    record = wait_proposal(journal, reply.json["id"])
+    record = wait_proposal(app, reply.json["id"])
     assert record.state == "unknown" and record.resolution is None  # manual: proposed, not marked
     assert len(okx.executed) == int(executed)
     assert record.proposal == proposal, record.to_json()["evidence"]
@@ -96,7 +85,7 @@ def test_resolve_unknown_auto_marks_only_what_leaves_no_doubt(make_app, okx, beh
     journal = app.extensions["webhook"].journal
     okx.play(behaviour)
     alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
-    record = wait_proposal(journal, alert_id)
+    record = wait_proposal(app, alert_id)
     if record.proposal == "not_executed":  # marked only after the second read, a second later
         assert record.resolution is None
         record = wait_event(journal, alert_id, "read again after 1 s")
@@ -112,7 +101,7 @@ def test_a_not_executed_finding_is_not_marked_when_the_bot_moves_before_the_seco
     journal = app.extensions["webhook"].journal
     okx.play(DropUnexecuted())
     alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
-    assert wait_proposal(journal, alert_id).proposal == "not_executed"
+    assert wait_proposal(app, alert_id).proposal == "not_executed"
     okx.change_margin(BOT, "add", Decimal("10"))  # as a late execution would
     wait_event(journal, alert_id, "read again after 1 s")
     assert journal.get(alert_id).resolution is None
