@@ -230,6 +230,10 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
     table: its claim completes in the database while the process cannot send. The other instance
     must take the alert over only once the lease lapsed and send it once; an operator acts on what
     the journal says meanwhile; the frozen one, resumed, must not send it again."""
+    # Nothing queued or sending first: an earlier alert for the bot (a lapsed claim of the previous
+    # scenario, a retry) would keep this one from being due, no claim would come, and the first
+    # statement waiting on the table would be some other write (a long run froze a finish instead).
+    cluster.wait_settled(timeout=LEASE + 60)
     with psycopg.connect(cluster.pg_url) as lock:
         lock.execute("LOCK TABLE alert_events IN EXCLUSIVE MODE")
         first = cluster.new_alert(random.choice(BOTS))
