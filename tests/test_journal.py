@@ -1041,8 +1041,31 @@ def test_an_alert_costs_one_statement_whether_added_repeated_or_refused(pg_url, 
             assert (created, outcome) in ((True, "added"), (False, "repeat"))
         except DailyCapExceeded:
             assert outcome == "refused"
-        # The pool's check of the connection it hands out stays: it replaces one the server ended.
-        assert round_trips() == ["check", "statement"]
+        # No check of a healthy connection: only a connection the server spoke to is checked.
+        assert round_trips() == ["statement"]
+    finally:
+        journal.close()
+
+
+def test_connections_the_server_ended_are_replaced_before_a_statement_needs_them(pg_url, round_trips):
+    journal = open_journal(pg_url)
+    try:
+        record, _ = add(journal, key="fp:before")
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (f"okx-relay:{os.getpid()}",),
+            ).fetchone()[0]
+        assert ended >= 2  # at least one connection in each pool
+        round_trips()
+        # Every call succeeds: each ended connection is found out by its full check and replaced.
+        assert journal.get(record.id) == record
+        assert add(journal, key="fp:after")[1] is True
+        journal.finish(record.id, "failed", detail="test")
+        seen = round_trips()
+        print("round trips after the termination:", seen)
+        assert "check" in seen  # the branch that looks closer at a suspect connection ran
     finally:
         journal.close()
 
@@ -1056,7 +1079,7 @@ def test_a_webhook_requests_lockout_check_costs_one_statement(pg_url, round_trip
             lockouts.failure("203.0.113.9", 3, 60, 120)
         round_trips()
         assert (lockouts.remaining(address) > 110) is locked
-        assert round_trips() == ["check", "statement"]  # no BEGIN and COMMIT around the one read
+        assert round_trips() == ["statement"]  # no BEGIN and COMMIT around the one read, no check
     finally:
         journal.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 from urllib.parse import urlsplit
 
@@ -23,6 +24,22 @@ def _configure(conn) -> None:
     # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
     # them every other instance's recovery or hold-off, for longer than this: the server ends it.
     conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+
+
+def check_if_suspect(conn) -> None:
+    """The pools' check of a connection they hand out, at no round trip while it looks healthy.
+
+    An idle connection has nothing to read: the server speaks first only to end it (a restart, a
+    fail-over, pg_terminate_backend all send a FATAL message, or the socket closes), so a readable
+    socket, or one psycopg already knows is gone, gets the full check (an empty query), which
+    raises and makes the pool hand out another. A connection the server ends after this look is
+    found by the statement itself, as it was after the full check."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
 
 
 def connection_url(url: str) -> str:
@@ -62,7 +79,7 @@ class PostgresDatabase(Database):
                 configure=_configure,
                 # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
                 # replaced when it is handed out, not discovered by the write that needed it.
-                check=ConnectionPool.check_connection,
+                check=check_if_suspect,
                 timeout=connect_timeout,
                 open=False,
             )
@@ -76,7 +93,7 @@ class PostgresDatabase(Database):
                 max_size=pool_size,
                 kwargs=self._connect_kwargs,
                 configure=lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
-                check=ConnectionPool.check_connection,
+                check=check_if_suspect,
                 timeout=connect_timeout,
                 open=False,
             )
