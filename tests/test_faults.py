@@ -247,7 +247,7 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
                 # The claim itself: "claim" alone also matches a finish (its WHERE names claimed_by), and
                 # freezing an instance in a finish holds no claim (a long run froze 3 claims in 5 rounds).
                 "SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query ILIKE '%%journal_claim(%%' "
+                "AND query ILIKE '%%journal_claim_paced(%%' "
                 "AND client_port = ANY(%s) ORDER BY query_start LIMIT 1",
                 (list(ports),),
             )

@@ -38,6 +38,7 @@ from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres.sql import LOCK_RECOVERY
+from webhook_app.pacing import MemoryPacer
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
 
@@ -172,6 +173,55 @@ def test_claims_take_due_alerts_oldest_first_and_mark_who_claimed(journals):
     assert [r.id for r in claimed] == ids[:2]
     assert {(r.state, r.attempts, r.claimed_by) for r in claimed} == {("sending", 1, "instance-a")}
     assert journal.count_due(now) == 3
+
+
+def test_a_paced_claim_takes_as_many_due_alerts_as_the_budget_allows_each_with_its_slot(journals):
+    journal = journals()
+    pacer = journal.pacer("key-a", 2, 2.0) or MemoryPacer(2, 2.0)
+    ids = [add(journal, key=f"fp:{n}", algo_id=str(n))[0].id for n in range(3)]
+    add(journal, key="fp:behind", algo_id="0")  # behind ids[0] for its bot: not due in turn
+    taken = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+    assert (taken.due, taken.granted) == (3, 2)
+    assert [record.id for record, _ in taken.claims] == ids[:2]
+    assert {record.claimed_by for record, _ in taken.claims} == {"a"}
+    assert len({slot for _, slot in taken.claims}) == 2 and pacer.busy() == 2
+    spent = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+    assert (spent.due, spent.granted, spent.claims) == (1, 0, [])  # the budget is spent: nothing claimed
+    idle = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "hedge")
+    assert (idle.due, idle.granted, idle.claims) == (0, 0, [])  # another account's queue is empty
+    assert pacer.busy() == 2
+
+
+def test_a_paced_claim_gives_back_the_slots_no_alert_took(pg_journals):
+    journal = pg_journals()
+    pacer = journal.pacer("key-a", 20, 2.0)
+    (held, _), (free, _) = add(journal, key="fp:held", algo_id="1"), add(journal, key="fp:free", algo_id="2")
+    with psycopg.connect(journal.database.url, autocommit=True) as other, other.transaction():
+        other.execute("SELECT id FROM alerts WHERE id = %s FOR UPDATE", (held.id,))  # another claim, under way
+        taken = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+    assert (taken.due, taken.granted) == (2, 2)
+    assert [record.id for record, _ in taken.claims] == [free.id]
+    assert pacer.busy() == 1  # the slot taken for the held alert was given back in the same statement
+
+
+def test_an_outcome_closes_its_rate_slot_in_the_same_statement_even_when_fenced_out(pg_journals, round_trips):
+    journal = pg_journals()
+    pacer = journal.pacer("key-a", 20, 2.0)
+    for n in range(3):
+        add(journal, key=f"fp:{n}", algo_id=str(n))
+    now = journal.now()
+    round_trips()
+    taken = journal.claim_paced("a", pacer, 20, now, 30.0, "default")
+    assert round_trips() == ["statement"]  # count, slots, claims and the unused slots back: one round trip
+    (first, slot_1), (second, slot_2), (third, slot_3) = taken.claims
+    done = journal.finish(first.id, "ok", okx_code="0", claim=Claim.of(first), slot=slot_1)
+    assert journal.requeue(second.id, "50013", "busy", "retry", now + 1, claim=Claim.of(second), slot=slot_2)
+    fenced = journal.finish(third.id, "ok", claim=Claim(third.id, "someone-else", 1), slot=slot_3)
+    assert round_trips() == ["statement"] * 3  # each outcome with its slot's end and its timeline entry
+    assert done.state == "ok" and fenced is None
+    open_slots = journal.database.one("SELECT count(*) FROM okx_pacing WHERE ended_at IS NULL")[0]
+    assert (open_slots, pacer.busy()) == (0, 3)  # all three ended (a late answer's too), counted a window
+    assert [e.kind for e in journal.events(first.id)] == ["claimed", "ok"]
 
 
 def test_a_send_never_starts_before_its_alert_was_received(journals):
@@ -957,7 +1007,7 @@ def test_the_two_releases_before_add_through_their_own_functions_after_the_one_r
     with psycopg.connect(pg_url, autocommit=True) as old_release:
         new = open_journal(pg_url)
         try:
-            assert new.schema_version() == 7
+            assert new.schema_version() == PG_SCHEMA_VERSION
             expires = new.now() + 600
             mine, _ = add(new, key="fp:new", algo_id="9", amount="60", cap=cap, account="hedge")
             repeat = old_release.execute(PREVIOUS_ADD, ("fp:new", "9", "1", BODY, expires, None, queued, "hedge"))
@@ -1217,6 +1267,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 5): "3b124d332605c4394fad7d48eee7b6ded093a3508f0d950ffad066561415a8e3",
     ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
     ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
+    ("postgres", 8): "0cb0f70cd2f052864f181e9db2468ebe0cec9c3a15feaa611b776ea345457070",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",

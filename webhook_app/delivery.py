@@ -16,6 +16,7 @@ that comes back after a take-over is kept on the timeline and notified, and chan
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -102,7 +103,8 @@ class Delivery:
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
         self._woken = False
-        self._done: dict[int, threading.Event] = {}
+        self._done: dict[int, threading.Event] = {}  # alerts whose reply waits: set when there is news
+        self._finals: dict[int, Record] = {}  # ...and the final record, as the write that made it returned
         self._in_flight: dict = {}  # sender future -> (claim, lane, rate slot)
         self._lane_turn = 0  # which account's lane is served first in this round (each in turn)
         self._thread: threading.Thread | None = None
@@ -192,11 +194,11 @@ class Delivery:
         try:
             # The journal first: the alert was due from its commit on, so a dispatcher may already
             # have claimed or even sent it, before ``event`` was registered (that signal went to nobody).
-            # Under the dispatch lock: between taking slots and claiming, a slot would count
-            # against an alert that is about to be sent.
-            with self._dispatching:
+            # Under the dispatch lock where slots are taken before the claim (a ledger outside the
+            # journal): in between, a slot would count against an alert about to be sent.
+            pacer = self._lane(record).pacer
+            with contextlib.nullcontext() if pacer is None or pacer.shares_journal else self._dispatching:
                 current = self.journal.get(record.id) or record
-                pacer = self._lane(current).pacer
                 if current.final or wait <= 0 or pacer is None:
                     return current
                 if current.state == "queued":  # its turn under the rate limit: answer at once if it is far off
@@ -205,6 +207,9 @@ class Delivery:
                     if pacer.projected(ahead) >= wait:
                         return current
             latest = self._wait_final(record.id, event, self.clock() + wait)
+            if latest is None and event.is_set():
+                with self._cond:
+                    latest = self._finals.get(record.id)  # no read needed: the outcome's write returned it
             return latest or self.journal.get(record.id) or current
         except JournalUnavailable as exc:
             # It is journaled and queued, and will be sent: the reply must not say otherwise.
@@ -215,6 +220,7 @@ class Delivery:
         finally:
             with self._cond:
                 self._done.pop(record.id, None)
+                self._finals.pop(record.id, None)
 
     def _wait_final(self, alert_id: int, event: threading.Event, deadline: float) -> Record | None:
         # Sent here, the event says so. Sent by another instance (PostgreSQL), only the journal
@@ -293,31 +299,23 @@ class Delivery:
         """Claims and starts what one account may send now; returns how long until it may look
         again, or None when it has nothing due."""
         lane = self.lanes[account]
-        due = self.journal.count_due(now, account=account)
-        if not due:
-            return None
         with self._dispatching:
-            acquiring = self.clock()
-            slots = lane.pacer.acquire(self.instance, min(due, self.senders))
-            if not slots:
-                opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
-                return poll if opens_in is None else min(max(opens_in, 0.001), poll)
-            # Read before the claim: the local deadline then ends before the lease the journal grants.
-            # And never later than the slots allow: if this instance were taken for dead (a pause between
-            # taking slots and claiming), the others close its slots at their start + the lease, and a
-            # request sent past ``acquiring + send_by + lease_margin`` could still be under way then.
-            send_by = min(self.clock(), acquiring + self.lease_margin) + self.send_by
-            records: list[Record] = []
-            try:
-                records = self.journal.claim_due(self.instance, len(slots), now, self.lease, account=account)
-            finally:  # whatever happened, slots without an alert were never used
-                self._cancel(lane.pacer, slots[len(records) :])
-        for record, slot in zip(records, slots, strict=False):
+            # Read before the slots and the claim: the local deadline then ends before the lease the
+            # journal grants, and before the others would close the slots of an instance taken for
+            # dead (at their start + the lease) had this one been paused between taking and claiming.
+            send_by = self.clock() + self.send_by
+            taken = self.journal.claim_paced(self.instance, lane.pacer, self.senders, now, self.lease, account)
+        if not taken.due:
+            return None
+        if not taken.granted:
+            opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
+            return poll if opens_in is None else min(max(opens_in, 0.001), poll)
+        for record, slot in taken.claims:
             future = self._pool.submit(self._send, record, lane, slot, send_by)
             self._in_flight[future] = (Claim.of(record), lane, slot)
             future.add_done_callback(self._sent)
         # Counted as due but none claimed: another instance (or a sweep) holds them for a moment.
-        return 0.0 if records else min(poll, 0.05)
+        return 0.0 if taken.claims else min(poll, 0.05)
 
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
@@ -357,6 +355,7 @@ class Delivery:
         claim = Claim.of(record)
         started = self.clock()
         failure: OkxError | None = None
+        answered = False  # OKX answered, or may have: the outcome is written next
         try:
             if not self._cleared(claim, send_by, self._snapshot_before(lane, record.algo_id, send_by)):
                 self._cancel(lane.pacer, [slot])
@@ -370,18 +369,25 @@ class Delivery:
                 self._write(lambda: self.journal.unclaim([claim]), started)
                 log.warning("alert %s was not sent: the OKX client is in dry-run; it stays queued", record.id)
                 return
+            answered = True
         except OkxError as exc:
-            failure = exc
+            failure, answered = exc, True
         except _Unwritten:
             return
         except Exception:
             log.exception("unexpected error while sending alert %s", record.id)
-            failure = OkxOutcomeUnknown("internal error while sending; check the bot on OKX")
+            failure, answered = OkxOutcomeUnknown("internal error while sending; check the bot on OKX"), True
         finally:
-            self._release(lane.pacer, slot)  # whatever happened, the exchange with OKX is over
+            # Whatever happened, the exchange with OKX is over. A ledger in the journal's database
+            # has the slot closed by the outcome's write below instead (one round trip fewer): it
+            # closes a moment later, which only over-counts OKX's budget.
+            if not (answered and lane.pacer.shares_journal):
+                self._release(lane.pacer, slot)
+                slot = None
         latency_ms = (self.clock() - started) * 1000
         try:
-            self._record_outcome(record, lane, claim, failure, latency_ms, started)
+            self._record_outcome(record, lane, claim, failure, latency_ms, started, slot)
+            slot = None  # the write ran, fenced out or not: it closed the slot
         except _Unwritten as exc:
             # It stays "sending"; when its lease lapses, recovery (on any live instance) makes it unknown.
             log.error(
@@ -390,6 +396,8 @@ class Delivery:
                 exc,
             )
             self._signal(record.id)  # the reply reads what the journal has
+        finally:
+            self._release(lane.pacer, slot)  # the write that was to close it never ran
 
     def _snapshot_before(self, lane: Lane, algo_id: str, send_by: float) -> str | None:
         """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
@@ -444,8 +452,16 @@ class Delivery:
         return False
 
     def _record_outcome(
-        self, record: Record, lane: Lane, claim: Claim, failure: OkxError | None, latency_ms: float, started: float
+        self,
+        record: Record,
+        lane: Lane,
+        claim: Claim,
+        failure: OkxError | None,
+        latency_ms: float,
+        started: float,
+        slot=None,
     ) -> None:
+        """Writes OKX's answer, fenced by the claim; ``slot``, when given, is closed by the same write."""
         # The journal's clock, read only when a retry needs a time.
         now = self._write(self.journal.now, started) if isinstance(failure, OkxNotExecuted) else 0.0
         outcome = self.policy.judge(failure, record.attempts, record.expires_at, now)
@@ -453,7 +469,13 @@ class Delivery:
         if outcome.state is None:
             current = self._write(
                 lambda: self.journal.requeue(
-                    record.id, outcome.okx_code, outcome.okx_msg, outcome.detail, outcome.retry_at, claim=claim
+                    record.id,
+                    outcome.okx_code,
+                    outcome.okx_msg,
+                    outcome.detail,
+                    outcome.retry_at,
+                    claim=claim,
+                    slot=slot,
                 ),
                 started,
             )
@@ -470,6 +492,7 @@ class Delivery:
                 detail=outcome.detail,
                 latency_ms=latency_ms,
                 claim=claim,
+                slot=slot,
             ),
             started,
         )
@@ -557,7 +580,7 @@ class Delivery:
 
     def _finished(self, record: Record) -> None:
         log_outcome(record)
-        self._signal(record.id)
+        self._signal(record.id, record)
         self._wake()  # the next alert for its bot may go now
         if self._on_final is not None:
             try:
@@ -565,9 +588,11 @@ class Delivery:
             except Exception:
                 log.exception("telling of alert %s's outcome failed", record.id)
 
-    def _signal(self, alert_id: int) -> None:
+    def _signal(self, alert_id: int, final: Record | None = None) -> None:
         with self._cond:
             event = self._done.get(alert_id)
+            if event is not None and final is not None:
+                self._finals[alert_id] = final
         if event is not None:
             event.set()
 

@@ -20,6 +20,9 @@ from .clock import SYSTEM_CLOCK, Clock
 class Pacer(abc.ABC):
     limit: int
     window: float
+    # Its slots are rows in the journal's own database: a claim can take them, and an outcome's
+    # write close one, in the same statement (``AlertQueue.claim_paced``, ``finish(slot=)``).
+    shares_journal: bool = False
 
     @abc.abstractmethod
     def acquire(self, instance: str, wanted: int) -> list:

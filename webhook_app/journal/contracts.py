@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from decimal import Decimal
 
-from .records import CAP_STATES, Claim, Event, Record, Refusal
+from .records import CAP_STATES, Claim, Event, JournalUnavailable, PacedClaim, Record, Refusal
 
 
 class Database(abc.ABC):
@@ -120,6 +120,28 @@ class AlertQueue(abc.ABC):
         name only that account's, leaving every other account's queued; claims for different
         accounts do not wait for each other (beyond the moment a claim for any account takes)."""
 
+    def claim_paced(self, instance: str, pacer, wanted: int, now: float, lease: float, account: str) -> PacedClaim:
+        """One look at ``account``'s queue for the dispatcher: count what is due in turn, take up to
+        ``wanted`` of those in slots of ``pacer``'s budget, claim that many (``claim_due``) and give
+        back the slots no alert took. Here as four steps; an engine whose database also holds the
+        rate ledger (``pacer.shares_journal``) does it in one statement."""
+        due = self.count_due(now, account=account)
+        if not due:
+            return PacedClaim(0, 0, [])
+        slots = pacer.acquire(instance, min(due, wanted))
+        records: list[Record] = []
+        try:
+            if slots:
+                records = self.claim_due(instance, len(slots), now, lease, account=account)
+        finally:  # whatever happened, slots without an alert were never used
+            unused = slots[len(records) :]
+            if unused:
+                try:
+                    pacer.cancel(unused)
+                except JournalUnavailable:
+                    pass  # they only over-count the budget, until the ledger ends them (safe)
+        return PacedClaim(due, len(slots), list(zip(records, slots, strict=False)))
+
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         """Immediately before the request goes on the wire: True, and ``sent_at`` recorded
@@ -146,10 +168,13 @@ class AlertQueue(abc.ABC):
         detail: str,
         not_before: float,
         claim: Claim | None = None,
+        slot: object | None = None,
     ) -> bool:
         """sending -> queued after OKX certainly did not act; due again at ``not_before``. With
         ``claim``, only while the alert is still sending on that claim (same instance and attempt;
-        a lapsed lease that nobody took over yet still counts); False when it was fenced out."""
+        a lapsed lease that nobody took over yet still counts); False when it was fenced out.
+        ``slot``: the request's rate slot, when the journal's database holds the ledger
+        (``Pacer.shares_journal``): closed by the same write, fenced out or not."""
 
     @abc.abstractmethod
     def finish(
@@ -163,9 +188,11 @@ class AlertQueue(abc.ABC):
         latency_ms: float | None = None,
         now: float | None = None,
         claim: Claim | None = None,
+        slot: object | None = None,
     ) -> Record | None:
         """The alert's final state. With ``claim``, only while the alert is still sending on that
-        claim (None when it was taken over: the state recovery set stands)."""
+        claim (None when it was taken over: the state recovery set stands). ``slot``: as for
+        ``requeue``."""
 
     @abc.abstractmethod
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:

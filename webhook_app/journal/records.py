@@ -189,6 +189,17 @@ class Claim:
         return cls(record.id, record.claimed_by, record.attempts)
 
 
+@dataclasses.dataclass(frozen=True)
+class PacedClaim:
+    """What one look at an account's queue took (``AlertQueue.claim_paced``): how many of its
+    alerts were due in their bot's turn, how many rate slots the budget gave for them, and each
+    alert claimed with the slot its request goes on (slots without an alert were given back)."""
+
+    due: int
+    granted: int
+    claims: list[tuple[Record, object]]
+
+
 class ActionRefused(Exception):
     """An operator's action that the alert's state does not allow (409)."""
 

@@ -51,6 +51,8 @@ class PostgresInstances(Instances):
 class PostgresPacer(Pacer):
     """OKX's rate budget for one API key, shared by every instance on the database."""
 
+    shares_journal = True  # see Pacer: the queue claims with its slots, and outcomes close them
+
     def __init__(self, db: PostgresDatabase, account: str, limit: int, window: float = 2.0, margin: float = 0.01):
         self.db = db
         # The ledger names the account by a hash of its API key, never the key itself.

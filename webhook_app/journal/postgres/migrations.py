@@ -379,5 +379,48 @@ BEGIN
 END $$;
 """,
     ),
+    # One round trip per look at an account's queue: what was count_due, pacing_acquire,
+    # journal_claim and the giving back of unused slots, under the same locks in the same order
+    # (the pacing ledger's, then the claims'), each alert returned with the slot it goes on. The
+    # slots and the claims commit together, so no instance ever sees slots taken for alerts not yet
+    # claimed. ``due``/``granted`` come with every row; a look that claims nothing returns one row
+    # with ``slot`` and ``alert`` NULL. Functions of migrations 2-7 stay for an older release.
+    (
+        8,
+        """
+CREATE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    OUT due INTEGER, OUT granted INTEGER, OUT slot BIGINT, OUT alert alerts)
+RETURNS SETOF record LANGUAGE plpgsql AS $$
+DECLARE v_slots BIGINT[]; v_claimed alerts; v_used INTEGER := 0;
+BEGIN
+    granted := 0;
+    SELECT count(*) INTO due FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now
+        AND a.expires_at >= p_now AND a.account = p_account
+        AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+            AND b.state IN ('queued', 'sending')
+            AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)));
+    IF due > 0 AND p_wanted > 0 THEN
+        v_slots := ARRAY(SELECT pacing_acquire(p_ledger, p_instance, LEAST(due, p_wanted), p_limit, p_window));
+        granted := cardinality(v_slots);
+    END IF;
+    IF granted > 0 THEN
+        FOR v_claimed IN SELECT * FROM journal_claim(p_instance, granted, p_now, p_lease, p_account) c
+                ORDER BY c.id LOOP
+            v_used := v_used + 1;
+            slot := v_slots[v_used];
+            alert := v_claimed;
+            RETURN NEXT;
+        END LOOP;
+        IF v_used < granted THEN
+            DELETE FROM okx_pacing WHERE id = ANY(v_slots[v_used + 1:granted]);
+        END IF;
+    END IF;
+    IF v_used = 0 THEN
+        RETURN NEXT;
+    END IF;
+END $$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -7,6 +7,8 @@
 - The queue: ``claim_due`` takes due alerts with FOR UPDATE SKIP LOCKED: one claimant each.
 - Claims: fenced leases on the database's clock (``journal_claim``, ``confirm_send``); any live
   instance settles a lapsed one (``recover``).
+- The rate ledger is in the same database (``instances.PostgresPacer``): a claim takes its slots
+  and an outcome closes its slot in the same statement (``claim_paced``, ``finish``/``requeue``).
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ from ..records import (
     UNCLAIMED_DETAIL,
     Claim,
     DailyCapExceeded,
+    PacedClaim,
     Record,
     answer_detail,
     retry_detail,
 )
 from .activity import log_events
 from .database import PostgresDatabase
+from .instances import PostgresPacer
 from .sql import LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
+_CLAIM_PACED = (
+    f"SELECT due, granted, slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
+    "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
+# the fenced UPDATE beside it changes a row (a late answer still ends its request). NULL closes none.
+_CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"
 _ADD = (
     f"SELECT added.created, added.used, {', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
     f"FROM journal_add_row({', '.join(['%s'] * 14)}) added"
@@ -145,6 +156,17 @@ class PostgresAlertQueue(AlertQueue):
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
+    def claim_paced(self, instance: str, pacer, wanted: int, now: float, lease: float, account: str) -> PacedClaim:
+        if not (isinstance(pacer, PostgresPacer) and pacer.db is self.db):
+            return super().claim_paced(instance, pacer, wanted, now, lease, account)
+        # journal_claim_paced (migration 8): count, slots, claims and unused slots back, one round trip.
+        rows = self.db.all(
+            _CLAIM_PACED, (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
+        )
+        due, granted = rows[0][0], rows[0][1]
+        claims = [(Record(*row[3:]), row[2]) for row in rows if row[2] is not None]
+        return PacedClaim(due, granted, sorted(claims, key=lambda claim: claim[0].id))
+
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
         return bool(
@@ -180,20 +202,30 @@ class PostgresAlertQueue(AlertQueue):
                 (claim.alert_id, claim.instance, claim.attempt, UNCLAIMED_DETAIL),
             )
 
-    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None) -> bool:
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None, slot=None) -> bool:
         retry = retry_detail(okx_code, okx_msg, detail, not_before)
         fence, fence_params = _fence(alert_id, claim)
         return bool(
             self.db.statement(
-                "WITH requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, detail = %s, "
-                f"not_before = %s, lease_until = NULL WHERE {fence} RETURNING id) "
+                f"WITH {_CLOSE_SLOT}, requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, "
+                f"detail = %s, not_before = %s, lease_until = NULL WHERE {fence} RETURNING id) "
                 f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
-                (okx_code, okx_msg, detail, not_before, *fence_params, retry),
+                (slot, okx_code, okx_msg, detail, not_before, *fence_params, retry),
             )
         )
 
     def finish(
-        self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None, claim=None
+        self,
+        alert_id,
+        state,
+        *,
+        okx_code=None,
+        okx_msg=None,
+        detail=None,
+        latency_ms=None,
+        now=None,
+        claim=None,
+        slot=None,
     ):
         assert state in FINAL_STATES, state
         fence, fence_params = _fence(alert_id, claim)
@@ -201,12 +233,13 @@ class PostgresAlertQueue(AlertQueue):
             fence = "id = %s"
         row = self.db.transaction(
             lambda conn: conn.execute(
-                "WITH done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
+                f"WITH {_CLOSE_SLOT}, done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
                 "okx_msg = COALESCE(%s, okx_msg), detail = %s, latency_ms = COALESCE(%s, latency_ms), "
                 f"finished_at = COALESCE(%s, {NOW}), lease_until = NULL WHERE {fence} {_RETURNING}), "
                 "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
                 f"SELECT id, finished_at, %s, %s FROM done) SELECT {', '.join(COLUMNS)} FROM done",
                 (
+                    slot,
                     state,
                     okx_code,
                     okx_msg,

@@ -244,7 +244,8 @@ class SqliteAlertQueue(AlertQueue):
 
         self.db.transaction(step)
 
-    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None) -> bool:
+    def requeue(self, alert_id: int, okx_code, okx_msg, detail: str, not_before: float, claim=None, slot=None) -> bool:
+        _no_slot(slot)
         # Durable: losing it would leave the alert "sending", to be called unknown although OKX did not act.
         fence = f"AND {_CLAIMED}" if claim is not None else "AND id = :id AND state = 'sending'"
 
@@ -268,9 +269,20 @@ class SqliteAlertQueue(AlertQueue):
         return self.db.transaction(step)
 
     def finish(
-        self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, now=None, claim=None
+        self,
+        alert_id,
+        state,
+        *,
+        okx_code=None,
+        okx_msg=None,
+        detail=None,
+        latency_ms=None,
+        now=None,
+        claim=None,
+        slot=None,
     ):
         assert state in FINAL_STATES, state
+        _no_slot(slot)
         now = self.db.now() if now is None else now
         fence = f"AND {_CLAIMED}" if claim is not None else "AND id = :id"
 
@@ -348,3 +360,9 @@ class SqliteAlertQueue(AlertQueue):
 
 def _fence(claim: Claim) -> dict:
     return {"id": claim.alert_id, "instance": claim.instance, "attempt": claim.attempt}
+
+
+def _no_slot(slot) -> None:
+    # SQLite's rate ledger lives in the process's memory (``MemoryPacer``): the sender closes its slots.
+    if slot is not None:
+        raise ValueError("the SQLite journal holds no rate slots: release the slot with its pacer")
