@@ -37,6 +37,7 @@ from webhook_app.journal import postgres as postgres_journal
 from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
+from webhook_app.journal.postgres import database as postgres_database
 from webhook_app.journal.postgres.sql import LOCK_RECOVERY
 from webhook_app.pacing import MemoryPacer
 
@@ -180,14 +181,14 @@ def test_a_paced_claim_takes_as_many_due_alerts_as_the_budget_allows_each_with_i
     pacer = journal.pacer("key-a", 2, 2.0) or MemoryPacer(2, 2.0)
     ids = [add(journal, key=f"fp:{n}", algo_id=str(n))[0].id for n in range(3)]
     add(journal, key="fp:behind", algo_id="0")  # behind ids[0] for its bot: not due in turn
-    taken = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+    taken = journal.claim_paced("a", pacer, 20, 30.0, "default")
     assert (taken.due, taken.granted) == (3, 2)
     assert [record.id for record, _ in taken.claims] == ids[:2]
     assert {record.claimed_by for record, _ in taken.claims} == {"a"}
     assert len({slot for _, slot in taken.claims}) == 2 and pacer.busy() == 2
-    spent = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+    spent = journal.claim_paced("a", pacer, 20, 30.0, "default")
     assert (spent.due, spent.granted, spent.claims) == (1, 0, [])  # the budget is spent: nothing claimed
-    idle = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "hedge")
+    idle = journal.claim_paced("a", pacer, 20, 30.0, "hedge")
     assert (idle.due, idle.granted, idle.claims) == (0, 0, [])  # another account's queue is empty
     assert pacer.busy() == 2
 
@@ -198,7 +199,7 @@ def test_a_paced_claim_gives_back_the_slots_no_alert_took(pg_journals):
     (held, _), (free, _) = add(journal, key="fp:held", algo_id="1"), add(journal, key="fp:free", algo_id="2")
     with psycopg.connect(journal.database.url, autocommit=True) as other, other.transaction():
         other.execute("SELECT id FROM alerts WHERE id = %s FOR UPDATE", (held.id,))  # another claim, under way
-        taken = journal.claim_paced("a", pacer, 20, journal.now(), 30.0, "default")
+        taken = journal.claim_paced("a", pacer, 20, 30.0, "default")
     assert (taken.due, taken.granted) == (2, 2)
     assert [record.id for record, _ in taken.claims] == [free.id]
     assert pacer.busy() == 1  # the slot taken for the held alert was given back in the same statement
@@ -211,7 +212,7 @@ def test_an_outcome_closes_its_rate_slot_in_the_same_statement_even_when_fenced_
         add(journal, key=f"fp:{n}", algo_id=str(n))
     now = journal.now()
     round_trips()
-    taken = journal.claim_paced("a", pacer, 20, now, 30.0, "default")
+    taken = journal.claim_paced("a", pacer, 20, 30.0, "default", now)
     assert round_trips() == ["statement"]  # count, slots, claims and the unused slots back: one round trip
     (first, slot_1), (second, slot_2), (third, slot_3) = taken.claims
     done = journal.finish(first.id, "ok", okx_code="0", claim=Claim.of(first), slot=slot_1)
@@ -222,6 +223,8 @@ def test_an_outcome_closes_its_rate_slot_in_the_same_statement_even_when_fenced_
     open_slots = journal.database.one("SELECT count(*) FROM okx_pacing WHERE ended_at IS NULL")[0]
     assert (open_slots, pacer.busy()) == (0, 3)  # all three ended (a late answer's too), counted a window
     assert [e.kind for e in journal.events(first.id)] == ["claimed", "ok"]
+    later = journal.claim_paced("a", pacer, 20, 30.0, "default")  # the retry is due a second after ``now``
+    assert (later.due, later.queued, later.claims) == (0, 1, []) and 0 < later.next_in <= 1
 
 
 def test_a_send_never_starts_before_its_alert_was_received(journals):
@@ -1120,6 +1123,18 @@ def test_connections_the_server_ended_are_replaced_before_a_statement_needs_them
         journal.close()
 
 
+def test_a_connection_unused_for_a_while_is_checked_before_it_is_handed_out(pg_url, round_trips, monkeypatch):
+    journal = open_journal(pg_url)
+    try:
+        add(journal, key="fp:first")
+        monkeypatch.setattr(postgres_database, "CHECK_AFTER_IDLE", -1.0)  # every connection has been idle too long
+        round_trips()
+        add(journal, key="fp:second")
+        assert round_trips() == ["check", "statement", "check", "statement"]  # the clock read, then the add
+    finally:
+        journal.close()
+
+
 @pytest.mark.parametrize(("address", "locked"), [("203.0.113.9", True), ("198.51.100.1", False)])
 def test_a_webhook_requests_lockout_check_costs_one_statement(pg_url, round_trips, address, locked):
     journal = open_journal(pg_url)
@@ -1267,7 +1282,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 5): "3b124d332605c4394fad7d48eee7b6ded093a3508f0d950ffad066561415a8e3",
     ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
     ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
-    ("postgres", 8): "0cb0f70cd2f052864f181e9db2468ebe0cec9c3a15feaa611b776ea345457070",
+    ("postgres", 8): "9967ea01f0866255015bc5217fcd36adba2dc77886694f55278fedbb097f7151",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",

@@ -112,8 +112,9 @@ class Delivery:
         self._stopping = False
         self._start_lock = threading.Lock()
         self._dispatching = threading.Lock()  # taking slots and claiming, as one step for this process
-        self._last_prune = 0.0
-        self._last_expiry = 0.0
+        self._last_prune: float | None = None  # this host's clock, at the last pruning
+        self._last_expiry: float | None = None  # ...and the last sweep for expired alerts
+        self._backlog: dict[str, int | None] = {}  # per account, queued alerts not claimed at the last look
 
     @property
     def instance(self) -> str:
@@ -271,51 +272,48 @@ class Delivery:
     def _dispatch_once(self) -> float:
         """Claims and starts what may go now; returns how long to wait before looking again."""
         poll = self.journal.poll_interval
-        now = self.journal.now()
-        self._maybe_prune(now)
+        self._maybe_prune()
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
         if self.clock() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
-        if now - self._last_expiry >= EXPIRE_EVERY:  # an alert is never claimed late anyway (claim_due checks)
-            self._last_expiry = now
-            for record in self.journal.expire_overdue(now):
+        if self._last_expiry is None or self.clock() - self._last_expiry >= EXPIRE_EVERY:
+            self._last_expiry = self.clock()  # an alert is never claimed late anyway (the claim checks)
+            for record in self.journal.expire_overdue(self.journal.now()):
                 self._finished(record)
         # Each account in turn goes first, so that none waits behind another's burst.
         names = list(self.lanes)
         self._lane_turn = (self._lane_turn + 1) % len(names)
-        pauses = [self._dispatch_lane(name, now, poll) for name in names[self._lane_turn :] + names[: self._lane_turn]]
-        if all(pause is None for pause in pauses):  # nothing due in any account: sleep until the next retry
-            upcoming = self.journal.next_due_at()
-            # Due already yet none to claim (its bot's turn has not come, or an account no longer
-            # configured): look again at the poll's pace, never in a tight loop; a finish wakes us sooner.
-            if upcoming is None or upcoming <= now:
-                return poll
-            return min(upcoming - now, poll)
-        return min(pause for pause in pauses if pause is not None)
+        return min(self._dispatch_lane(name, poll) for name in names[self._lane_turn :] + names[: self._lane_turn])
 
-    def _dispatch_lane(self, account: str, now: float, poll: float) -> float | None:
-        """Claims and starts what one account may send now; returns how long until it may look
-        again, or None when it has nothing due."""
+    def _dispatch_lane(self, account: str, poll: float) -> float:
+        """Claims and starts what one account may send now; returns how long until it needs to look
+        again (a finish, a retry or a new alert wakes the dispatcher sooner)."""
         lane = self.lanes[account]
         with self._dispatching:
             # Read before the slots and the claim: the local deadline then ends before the lease the
             # journal grants, and before the others would close the slots of an instance taken for
             # dead (at their start + the lease) had this one been paused between taking and claiming.
             send_by = self.clock() + self.send_by
-            taken = self.journal.claim_paced(self.instance, lane.pacer, self.senders, now, self.lease, account)
-        if not taken.due:
-            return None
-        if not taken.granted:
-            opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
-            return poll if opens_in is None else min(max(opens_in, 0.001), poll)
+            taken = self.journal.claim_paced(self.instance, lane.pacer, self.senders, self.lease, account)
+        # What is still queued beside what was just claimed: when nothing, a finish wakes no one.
+        self._backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
         for record, slot in taken.claims:
             future = self._pool.submit(self._send, record, lane, slot, send_by)
             self._in_flight[future] = (Claim.of(record), lane, slot)
             future.add_done_callback(self._sent)
-        # Counted as due but none claimed: another instance (or a sweep) holds them for a moment.
-        return 0.0 if taken.claims else min(poll, 0.05)
+        if taken.due and not taken.granted:  # the budget is spent
+            opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
+            return poll if opens_in is None else min(max(opens_in, 0.001), poll)
+        if taken.due > len(taken.claims):
+            # Due but not claimed: more than the senders took (look again at once), or another
+            # instance (or a sweep) holds them for a moment.
+            return 0.0 if taken.claims else min(poll, 0.05)
+        # Everything due is under way: sleep until the next retry is due, at the poll's pace at most
+        # (other instances queue alerts too). Alerts behind one being sent have no time of their
+        # own: its outcome wakes us.
+        return poll if taken.next_in is None or taken.next_in <= 0 else min(taken.next_in, poll)
 
     def _recover(self) -> None:
         """Claims that lapsed (a dead or paused instance's, or a sender of ours that never came back):
@@ -581,7 +579,8 @@ class Delivery:
     def _finished(self, record: Record) -> None:
         log_outcome(record)
         self._signal(record.id, record)
-        self._wake()  # the next alert for its bot may go now
+        if any(backlog is None or backlog > 0 for backlog in self._backlog.values()):
+            self._wake()  # the next alert for its bot may go now
         if self._on_final is not None:
             try:
                 self._on_final(record)
@@ -596,12 +595,12 @@ class Delivery:
         if event is not None:
             event.set()
 
-    def _maybe_prune(self, now: float) -> None:
-        if now - self._last_prune < PRUNE_EVERY:
+    def _maybe_prune(self) -> None:
+        if self._last_prune is not None and self.clock() - self._last_prune < PRUNE_EVERY:
             return
-        self._last_prune = now
+        self._last_prune = self.clock()
         try:
-            removed = self.journal.prune(now - self.retention)
+            removed = self.journal.prune(self.journal.now() - self.retention)
             if removed:
                 log.info("pruned %d finished alert(s) older than the retention period", removed)
         except JournalUnavailable as exc:

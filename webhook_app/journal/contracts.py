@@ -120,14 +120,20 @@ class AlertQueue(abc.ABC):
         name only that account's, leaving every other account's queued; claims for different
         accounts do not wait for each other (beyond the moment a claim for any account takes)."""
 
-    def claim_paced(self, instance: str, pacer, wanted: int, now: float, lease: float, account: str) -> PacedClaim:
+    def claim_paced(
+        self, instance: str, pacer, wanted: int, lease: float, account: str, now: float | None = None
+    ) -> PacedClaim:
         """One look at ``account``'s queue for the dispatcher: count what is due in turn, take up to
         ``wanted`` of those in slots of ``pacer``'s budget, claim that many (``claim_due``) and give
-        back the slots no alert took. Here as four steps; an engine whose database also holds the
-        rate ledger (``pacer.shares_journal``) does it in one statement."""
+        back the slots no alert took. ``now``: the journal's clock (None: read by the engine). Here
+        as separate steps; an engine whose database also holds the rate ledger
+        (``pacer.shares_journal``) does it all in one statement."""
+        assert now is not None, "the engine reads its clock before the generic steps"
         due = self.count_due(now, account=account)
+        upcoming = self.next_due_at()
+        next_in = upcoming - now if upcoming is not None and upcoming > now else None
         if not due:
-            return PacedClaim(0, 0, [])
+            return PacedClaim(0, 0, [], next_in=next_in)
         slots = pacer.acquire(instance, min(due, wanted))
         records: list[Record] = []
         try:
@@ -140,7 +146,7 @@ class AlertQueue(abc.ABC):
                     pacer.cancel(unused)
                 except JournalUnavailable:
                     pass  # they only over-count the budget, until the ledger ends them (safe)
-        return PacedClaim(due, len(slots), list(zip(records, slots, strict=False)))
+        return PacedClaim(due, len(slots), list(zip(records, slots, strict=False)), next_in=next_in)
 
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:

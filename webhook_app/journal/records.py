@@ -191,13 +191,13 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class PacedClaim:
-    """What one look at an account's queue took (``AlertQueue.claim_paced``): how many of its
-    alerts were due in their bot's turn, how many rate slots the budget gave for them, and each
-    alert claimed with the slot its request goes on (slots without an alert were given back)."""
+    """What one look at an account's queue found and took (``AlertQueue.claim_paced``)."""
 
-    due: int
-    granted: int
-    claims: list[tuple[Record, object]]
+    due: int  # its alerts due now in their bot's turn
+    granted: int  # rate slots the budget gave for them
+    claims: list[tuple[Record, object]]  # each alert claimed, with the slot its request goes on
+    queued: int | None = None  # all its queued alerts, due or not, claimed ones included; None: not counted
+    next_in: float | None = None  # seconds until the next one in its bot's turn is due; None: none waits
 
 
 class ActionRefused(Exception):

@@ -8,6 +8,8 @@ import logging
 import os
 import select
 import threading
+import time
+import weakref
 from urllib.parse import urlsplit
 
 import psycopg
@@ -19,26 +21,37 @@ from ..records import JournalUnavailable
 from . import migrations
 from .sql import LOCK_MIGRATION, NOW
 
+# A connection handed out after this long unused gets the full check whatever its socket says: a
+# peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.
+CHECK_AFTER_IDLE = 30.0
+_handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
+
 
 def _configure(conn) -> None:
     # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
     # them every other instance's recovery or hold-off, for longer than this: the server ends it.
     conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+    _handed_out[conn] = time.monotonic()  # just opened: as good as checked
 
 
 def check_if_suspect(conn) -> None:
     """The pools' check of a connection they hand out, at no round trip while it looks healthy.
 
     An idle connection has nothing to read: the server speaks first only to end it (a restart, a
-    fail-over, pg_terminate_backend all send a FATAL message, or the socket closes), so a readable
-    socket, or one psycopg already knows is gone, gets the full check (an empty query), which
-    raises and makes the pool hand out another. A connection the server ends after this look is
-    found by the statement itself, as it was after the full check."""
-    if conn.closed or conn.broken:
+    fail-over, pg_terminate_backend all send a FATAL message, or the socket closes). So a readable
+    socket, one psycopg already knows is gone, or one unused for CHECK_AFTER_IDLE
+    gets the full check (an empty query), which raises and makes the pool hand out another. TCP
+    keepalives (``PostgresDatabase``) make a silently dead peer readable too."""
+    if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
+    now = time.monotonic()
+    last, _handed_out[conn] = _handed_out.get(conn), now
+    if last is None or now - last > CHECK_AFTER_IDLE or not hasattr(select, "poll"):
+        ConnectionPool.check_connection(conn)
+        return
     poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-    if poller.poll(0):
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):  # POLLERR, POLLHUP and POLLNVAL come whether asked for or not
         ConnectionPool.check_connection(conn)
 
 
@@ -56,6 +69,11 @@ class PostgresDatabase(Database):
             "autocommit": True,
             "connect_timeout": max(int(connect_timeout), 1),
             "application_name": f"okx-relay:{os.getpid()}",
+            # A peer gone without a word (a fail-over, a NAT's reap) shows within about a minute.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         }
         self._alone: psycopg.Connection | None = None  # see execute_alone
         self._alone_lock = threading.Lock()

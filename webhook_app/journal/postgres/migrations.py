@@ -379,27 +379,36 @@ BEGIN
 END $$;
 """,
     ),
-    # One round trip per look at an account's queue: what was count_due, pacing_acquire,
-    # journal_claim and the giving back of unused slots, under the same locks in the same order
-    # (the pacing ledger's, then the claims'), each alert returned with the slot it goes on. The
-    # slots and the claims commit together, so no instance ever sees slots taken for alerts not yet
-    # claimed. ``due``/``granted`` come with every row; a look that claims nothing returns one row
-    # with ``slot`` and ``alert`` NULL. Functions of migrations 2-7 stay for an older release.
+    # One round trip per look at an account's queue: what was count_due, next_due_at,
+    # pacing_acquire, journal_claim and the giving back of unused slots, under the same locks in the
+    # same order (the pacing ledger's, then the claims'), each alert returned with the slot it goes
+    # on. The slots and the claims commit together, so no instance ever sees slots taken for alerts
+    # not yet claimed. Every row carries what the look found: ``due`` (in their bot's turn now),
+    # ``queued`` (all the account's queued alerts), ``next_in`` (seconds until the next one in turn
+    # is due, NULL if none) and ``granted`` (slots taken); a look that claims nothing returns one row
+    # with ``slot`` and ``alert`` NULL. ``p_now`` NULL: the database's clock. Functions of migrations
+    # 2-7 stay for an older release.
     (
         8,
-        """
+        f"""
 CREATE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
     p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
-    OUT due INTEGER, OUT granted INTEGER, OUT slot BIGINT, OUT alert alerts)
+    OUT due INTEGER, OUT queued INTEGER, OUT next_in DOUBLE PRECISION, OUT granted INTEGER,
+    OUT slot BIGINT, OUT alert alerts)
 RETURNS SETOF record LANGUAGE plpgsql AS $$
 DECLARE v_slots BIGINT[]; v_claimed alerts; v_used INTEGER := 0;
 BEGIN
+    p_now := COALESCE(p_now, {NOW});
     granted := 0;
-    SELECT count(*) INTO due FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now
-        AND a.expires_at >= p_now AND a.account = p_account
-        AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
-            AND b.state IN ('queued', 'sending')
-            AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)));
+    SELECT count(*) FILTER (WHERE a.not_before <= p_now AND NOT EXISTS (SELECT 1 FROM alerts b
+                WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))),
+        count(*),
+        min(a.not_before - p_now) FILTER (WHERE a.not_before > p_now AND NOT EXISTS (SELECT 1 FROM alerts b
+                WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now))))
+        INTO due, queued, next_in
+        FROM alerts a WHERE a.state = 'queued' AND a.expires_at >= p_now AND a.account = p_account;
     IF due > 0 AND p_wanted > 0 THEN
         v_slots := ARRAY(SELECT pacing_acquire(p_ledger, p_instance, LEAST(due, p_wanted), p_limit, p_window));
         granted := cardinality(v_slots);

@@ -40,7 +40,7 @@ from .sql import LOCK_RECOVERY, NOW
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
 _CLAIM_PACED = (
-    f"SELECT due, granted, slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
+    f"SELECT due, queued, next_in, granted, slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
     "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s)"
 )
 # Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
@@ -83,7 +83,7 @@ class PostgresAlertQueue(AlertQueue):
         account="default",
     ) -> tuple[Record, bool]:
         # journal_add_row (migration 7) checks and inserts under advisory locks and returns the row: one
-        # statement, one round trip (and the pool's check of the connection before it).
+        # statement, one round trip.
         created, used, *row = self.db.one(
             _ADD,
             (
@@ -156,16 +156,27 @@ class PostgresAlertQueue(AlertQueue):
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
-    def claim_paced(self, instance: str, pacer, wanted: int, now: float, lease: float, account: str) -> PacedClaim:
-        if not (isinstance(pacer, PostgresPacer) and pacer.db is self.db):
-            return super().claim_paced(instance, pacer, wanted, now, lease, account)
-        # journal_claim_paced (migration 8): count, slots, claims and unused slots back, one round trip.
-        rows = self.db.all(
-            _CLAIM_PACED, (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
+    def claim_paced(self, instance, pacer, wanted, lease, account, now=None) -> PacedClaim:
+        if isinstance(pacer, PostgresPacer) and pacer.db is not self.db:
+            # Its ``shares_journal`` would have outcomes close its slots in the wrong database.
+            raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
+        if not isinstance(pacer, PostgresPacer):
+            now = self.db.now() if now is None else now
+            return super().claim_paced(instance, pacer, wanted, lease, account, now)
+        # journal_claim_paced (migration 8): count, slots, claims and unused slots back, one round
+        # trip. Not waiting for the WAL flush: confirm_send's durable commit, which comes before any
+        # request leaves, flushes the WAL up to itself, this claim included; a crash before that
+        # loses a claim whose alert was certainly not sent.
+        rows = self.db.transaction(
+            lambda conn: conn.execute(
+                _CLAIM_PACED, (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
+            ).fetchall(),
+            atomic=False,
+            durable=False,
         )
-        due, granted = rows[0][0], rows[0][1]
-        claims = [(Record(*row[3:]), row[2]) for row in rows if row[2] is not None]
-        return PacedClaim(due, granted, sorted(claims, key=lambda claim: claim[0].id))
+        due, queued, next_in, granted = rows[0][:4]
+        claims = sorted(((Record(*row[5:]), row[4]) for row in rows if row[4] is not None), key=lambda c: c[0].id)
+        return PacedClaim(due, granted, claims, queued=queued, next_in=next_in)
 
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
