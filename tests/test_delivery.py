@@ -513,15 +513,15 @@ def test_the_sender_pool_is_never_smaller_than_the_rate_limit(make_app):
 def test_after_the_alert_is_journaled_the_reply_is_never_503(app, okx, caplog):
     journal = app.extensions["webhook"].journal
 
-    def unreadable(alert_id):
+    def unreadable(*args):
         raise JournalUnavailable("disk I/O error")
 
-    journal.get = unreadable  # written, but cannot be read back for the reply
+    journal.get = journal.reply_outlook = unreadable  # written, but cannot be read back for the reply
     okx.play(Slow(0.3))
     response = app.test_client().post("/webhook", json=make_alert())
     assert response.status_code == 202, response.json
     assert response.json["status"] == "queued"
-    del journal.get
+    del journal.get, journal.reply_outlook
     assert wait_final(app, response.json["id"]).state == "ok"
     assert len(okx.executed) == 1
 

@@ -38,7 +38,7 @@ from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres import database as postgres_database
-from webhook_app.journal.postgres.sql import LOCK_RECOVERY
+from webhook_app.journal.postgres.sql import LOCK_RECOVERY, NOW
 from webhook_app.pacing import MemoryPacer
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
@@ -193,6 +193,21 @@ def test_a_paced_claim_takes_as_many_due_alerts_as_the_budget_allows_each_with_i
     assert pacer.busy() == 2
 
 
+def test_a_waiting_reply_learns_what_is_ahead_of_its_alert_and_the_slots_in_use(journals):
+    journal = journals()
+    pacer = journal.pacer("key-a", 20, 2.0) or MemoryPacer(20, 2.0)
+    first, _ = add(journal, key="fp:1", algo_id="1")
+    add(journal, key="fp:2", algo_id="1")  # its bot's turn has not come: it still takes a slot first
+    add(journal, key="fp:other-account", algo_id="3", account="hedge")  # another account's budget
+    mine, _ = add(journal, key="fp:3", algo_id="2")
+    pacer.acquire("a", 3)
+    current, ahead, busy = journal.reply_outlook(mine, pacer)
+    assert (current, ahead, busy) == (journal.get(mine.id), 2, 3)
+    (claimed,) = journal.claim_due("a", 1, journal.now())
+    assert claimed.id == first.id
+    assert journal.reply_outlook(first, pacer) == (journal.get(first.id), 0, 0)  # sending: nothing ahead counts
+
+
 def test_a_paced_claim_gives_back_the_slots_no_alert_took(pg_journals):
     journal = pg_journals()
     pacer = journal.pacer("key-a", 20, 2.0)
@@ -214,6 +229,8 @@ def test_an_outcome_closes_its_rate_slot_in_the_same_statement_even_when_fenced_
     round_trips()
     taken = journal.claim_paced("a", pacer, 20, 30.0, "default", now)
     assert round_trips() == ["statement"]  # count, slots, claims and the unused slots back: one round trip
+    assert journal.reply_outlook(taken.claims[0][0], pacer)[1:] == (0, 0)
+    assert round_trips() == ["statement"]  # the alert, what is ahead of it, the slots in use
     (first, slot_1), (second, slot_2), (third, slot_3) = taken.claims
     done = journal.finish(first.id, "ok", okx_code="0", claim=Claim.of(first), slot=slot_1)
     assert journal.requeue(second.id, "50013", "busy", "retry", now + 1, claim=Claim.of(second), slot=slot_2)
@@ -1130,7 +1147,26 @@ def test_a_connection_unused_for_a_while_is_checked_before_it_is_handed_out(pg_u
         monkeypatch.setattr(postgres_database, "CHECK_AFTER_IDLE", -1.0)  # every connection has been idle too long
         round_trips()
         add(journal, key="fp:second")
-        assert round_trips() == ["check", "statement", "check", "statement"]  # the clock read, then the add
+        assert round_trips() == ["check", "statement"]  # the add (the clock was read at the first)
+    finally:
+        journal.close()
+
+
+def test_the_database_clock_is_read_once_every_few_seconds_and_followed_in_between(pg_url, round_trips):
+    journal = open_journal(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            database_now = lambda: other.execute(f"SELECT {NOW}").fetchone()[0]  # noqa: E731
+            journal.now()
+            round_trips()
+            gaps = []
+            for _ in range(20):
+                before, ours, after = database_now(), journal.now(), database_now()
+                gaps.append(max(before - ours, ours - after, 0.0))
+                time.sleep(0.01)
+        assert round_trips() == []  # 20 reads of the clock in 0.2 s, no round trip of the journal's
+        print("furthest outside the database's clock:", max(gaps))
+        assert max(gaps) < 0.005
     finally:
         journal.close()
 

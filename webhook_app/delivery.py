@@ -199,14 +199,12 @@ class Delivery:
             # journal): in between, a slot would count against an alert about to be sent.
             pacer = self._lane(record).pacer
             with contextlib.nullcontext() if pacer is None or pacer.shares_journal else self._dispatching:
-                current = self.journal.get(record.id) or record
-                if current.final or wait <= 0 or pacer is None:
+                if wait <= 0 or pacer is None:
+                    return self.journal.get(record.id) or record
+                # Its turn under the rate limit, while queued: answer at once if it is far off.
+                current, ahead, busy = self.journal.reply_outlook(record, pacer)
+                if current.final or (current.state == "queued" and pacer.projected(ahead, busy) >= wait):
                     return current
-                if current.state == "queued":  # its turn under the rate limit: answer at once if it is far off
-                    # Every alert of its account ahead, its bot's turn come or not: each takes a slot before this one.
-                    ahead = self.journal.count_due(before_id=record.id, in_turn=False, account=current.account)
-                    if pacer.projected(ahead) >= wait:
-                        return current
             latest = self._wait_final(record.id, event, self.clock() + wait)
             if latest is None and event.is_set():
                 with self._cond:

@@ -48,9 +48,10 @@ class Pacer(abc.ABC):
     def opens_in(self) -> float | None:
         """Seconds until a slot frees, 0 if one is free; None while only a reply can free one."""
 
-    def projected(self, ahead: int) -> float:
-        """Roughly how many seconds from now a request queued behind ``ahead`` others starts."""
-        return ((self.busy() + ahead) // self.limit) * self.window
+    def projected(self, ahead: int, busy: int | None = None) -> float:
+        """Roughly how many seconds from now a request queued behind ``ahead`` others starts
+        (``busy``: the slots in use, when already read)."""
+        return (((self.busy() if busy is None else busy) + ahead) // self.limit) * self.window
 
 
 class MemoryPacer(Pacer):

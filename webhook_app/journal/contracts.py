@@ -148,6 +148,17 @@ class AlertQueue(abc.ABC):
                     pass  # they only over-count the budget, until the ledger ends them (safe)
         return PacedClaim(due, len(slots), list(zip(records, slots, strict=False)), next_in=next_in)
 
+    def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
+        """For a reply that waits on an alert: the alert as it is now; while it is queued, how many
+        of its account's due alerts are ahead of it (their bot's turn come or not: each takes a slot
+        first) and the slots ``pacer`` has in use (0 and 0 otherwise). Here up to three reads; one
+        statement where the journal's database holds the ledger."""
+        current = self.get(record.id) or record
+        if current.state != "queued":
+            return current, 0, 0
+        ahead = self.count_due(before_id=record.id, in_turn=False, account=current.account)
+        return current, ahead, pacer.busy()
+
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         """Immediately before the request goes on the wire: True, and ``sent_at`` recorded

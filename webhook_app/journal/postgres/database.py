@@ -24,6 +24,10 @@ from .sql import LOCK_MIGRATION, NOW
 # A connection handed out after this long unused gets the full check whatever its socket says: a
 # peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.
 CHECK_AFTER_IDLE = 30.0
+# now(): the database's clock is read again this often (s), and an offset measured longer ago than
+# CLOCK_TRUSTED_FOR gives way to any new one (a clock slewed by NTP drifts at most 0.5 ms per s).
+CLOCK_READ_EVERY = 5.0
+CLOCK_TRUSTED_FOR = 30.0
 _handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
 
 
@@ -76,6 +80,10 @@ class PostgresDatabase(Database):
             "keepalives_count": 3,
         }
         self._alone: psycopg.Connection | None = None  # see execute_alone
+        # The database's clock as an offset from this host's monotonic one: (offset, its uncertainty,
+        # when last read or being read, when measured); see now().
+        self._clock: tuple[float, float, float, float] | None = None
+        self._clock_lock = threading.Lock()
         self._alone_lock = threading.Lock()
         # One plain connection first: libpq's answer names the cause at once (refused, no such
         # host or database, authentication, TLS), where the pools would retry it for
@@ -208,7 +216,28 @@ class PostgresDatabase(Database):
                 raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
 
     def now(self) -> float:
-        return self.one(f"SELECT {NOW}")[0]
+        """The database's clock, mostly without a round trip: this host's monotonic clock plus the
+        offset measured at the last read of the database's clock, read again every
+        CLOCK_READ_EVERY s. A read keeps the offset only when it is no less certain (half its round
+        trip) than the one in use, or that one is CLOCK_TRUSTED_FOR old, so a burst's slow reads do
+        not spoil it and no offset lives long enough to drift. Statements that judge leases and
+        claims read the database's clock themselves."""
+        local = time.monotonic()
+        with self._clock_lock:
+            known = self._clock
+            if known is not None and local - known[2] < CLOCK_READ_EVERY:
+                return local + known[0]
+            if known is not None:  # one caller reads; the others go on with the offset in use
+                self._clock = (known[0], known[1], local, known[3])
+        before = time.monotonic()
+        database_now = self.one(f"SELECT {NOW}")[0]
+        after = time.monotonic()
+        offset, uncertainty = database_now - (before + after) / 2, (after - before) / 2
+        with self._clock_lock:
+            known = self._clock
+            if known is None or uncertainty <= known[1] or after - known[3] >= CLOCK_TRUSTED_FOR:
+                self._clock = (offset, uncertainty, after, after)
+        return database_now
 
     def transaction(self, step, atomic: bool = True, durable: bool = True):
         """Run ``step`` on a pooled connection: in a transaction, or (``atomic=False``, for one

@@ -18,6 +18,10 @@ from .sql import LOCK_PACING, NOW
 _ALIVE = f"INSERT INTO instances (id, host) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}"
 
 
+# The slots a ledger has in use (params: the ledger, its window): in flight, or ended less than a window ago.
+BUSY_SLOTS = f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})"
+
+
 class PostgresInstances(Instances):
     def __init__(self, db: PostgresDatabase):
         self.db = db
@@ -102,10 +106,7 @@ class PostgresPacer(Pacer):
         self.db.transaction(step)
 
     def busy(self) -> int:
-        return self.db.one(
-            f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})",
-            (self.account, self.window),
-        )[0]
+        return self.db.one(BUSY_SLOTS, (self.account, self.window))[0]
 
     def opens_in(self) -> float | None:
         busy, first_opening, now = self.db.one(

@@ -34,7 +34,7 @@ from ..records import (
 )
 from .activity import log_events
 from .database import PostgresDatabase
-from .instances import PostgresPacer
+from .instances import BUSY_SLOTS, PostgresPacer
 from .sql import LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
@@ -177,6 +177,22 @@ class PostgresAlertQueue(AlertQueue):
         due, queued, next_in, granted = rows[0][:4]
         claims = sorted(((Record(*row[5:]), row[4]) for row in rows if row[4] is not None), key=lambda c: c[0].id)
         return PacedClaim(due, granted, claims, queued=queued, next_in=next_in)
+
+    def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
+        if not isinstance(pacer, PostgresPacer):
+            return super().reply_outlook(record, pacer)
+        # The alert, what is ahead of it and the ledger's slots in use: one statement, one round trip.
+        row = self.db.one(
+            f"SELECT {', '.join('a.' + c for c in COLUMNS)}, "
+            f"(SELECT count(*) FROM alerts q, (SELECT {NOW} AS t) clock WHERE a.state = 'queued' "
+            "AND q.state = 'queued' AND q.not_before <= clock.t AND q.expires_at >= clock.t AND q.id < a.id "
+            f"AND q.account = a.account), ({BUSY_SLOTS}) FROM alerts a WHERE a.id = %s",
+            (pacer.account, pacer.window, record.id),
+        )
+        if row is None:
+            return record, 0, 0
+        current, ahead, busy = Record(*row[:-2]), row[-2], row[-1]
+        return (current, ahead, busy) if current.state == "queued" else (current, 0, 0)
 
     def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
