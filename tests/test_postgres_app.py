@@ -1,8 +1,11 @@
 """The app on the PostgreSQL journal, through HTTP, against the loopback OKX stand-in."""
 
+import time
+
 from tests.conftest import make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply
 from webhook_app import Config, create_app
+from webhook_app.journal import JournalUnavailable
 
 
 def test_an_alert_is_relayed_and_journaled_in_postgres(make_app, okx, pg_url):
@@ -72,3 +75,48 @@ def test_an_alert_retried_later_is_sent_by_whichever_instance_is_free(make_app, 
     record = wait_final(b, response.json["id"], timeout=10)
     assert record.state == "ok" and record.claimed_by == b.extensions["webhook"].delivery.instance
     assert len(okx.executed) == 1
+
+
+def open_slots(app) -> int:
+    """Rate slots of the shared ledger that no write has ended."""
+    database = app.extensions["webhook"].journal.database
+    return database.one("SELECT count(*) FROM okx_pacing WHERE ended_at IS NULL")[0]
+
+
+def counting(obj, name: str) -> list:
+    calls, real = [], getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return calls
+
+
+def test_each_outcome_ends_its_rate_slot_in_the_same_write(make_app, okx, pg_url):
+    okx.play(OkxReply("50013", "busy"))  # the first attempt is retried: the requeue ends its slot too
+    app = make_app(database_url=pg_url)
+    releases = counting(app.extensions["webhook"].delivery.pacer, "release")
+    ids = [app.test_client().post("/webhook", json=make_alert(amount=str(n))).json["id"] for n in (1, 2)]
+    assert [wait_final(app, alert_id).state for alert_id in ids] == ["ok", "ok"]
+    assert len(okx.margin_requests()) == 3
+    assert (len(releases), open_slots(app)) == (0, 0)  # three slots, each ended by its outcome's write
+
+
+def test_a_slot_whose_outcome_cannot_be_written_is_ended_all_the_same(make_app, okx, pg_url):
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    services.delivery.lease = 1.0  # the outcome's write is given up within a second
+    releases = counting(services.delivery.pacer, "release")
+
+    def unwritable(*args, **kwargs):
+        raise JournalUnavailable("injected: the outcome cannot be written")
+
+    services.journal.finish = unwritable
+    app.test_client().post("/webhook", json=make_alert())
+    deadline = time.monotonic() + 10
+    while not releases and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(okx.margin_requests()) == 1
+    assert (len(releases), open_slots(app)) == (1, 0)  # the write that was to end it never ran: released directly
