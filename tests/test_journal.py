@@ -208,6 +208,25 @@ def test_a_waiting_reply_learns_what_is_ahead_of_its_alert_and_the_slots_in_use(
     assert journal.reply_outlook(first, pacer) == (journal.get(first.id), 0, 0)  # sending: nothing ahead counts
 
 
+def test_a_paced_claim_takes_each_bot_reads_slot_and_the_confirmation_ends_it(pg_journals, round_trips):
+    journal = pg_journals()
+    pacer, reads = journal.pacer("key-a", 20, 2.0), journal.pacer("key-a/details", 2, 2.0)
+    for n in range(3):
+        add(journal, key=f"fp:{n}", algo_id=str(n))
+    round_trips()
+    taken = journal.claim_paced("a", pacer, 20, 30.0, "default", read_pacer=reads)
+    assert round_trips() == ["statement"]
+    (first, _), (second, _), (third, _) = taken.claims
+    assert set(taken.read_slots) == {first.id, second.id}  # the reads' budget had room for two
+    assert reads.busy() == 2
+    round_trips()
+    assert journal.confirm_send(Claim.of(first), read_slot=taken.read_slots[first.id])
+    assert not journal.confirm_send(Claim(second.id, "b", 1), read_slot=taken.read_slots[second.id])  # fenced
+    assert round_trips() == ["statement", "statement"]
+    open_reads = journal.database.one("SELECT count(*) FROM okx_pacing WHERE ended_at IS NULL")[0]
+    assert open_reads == 3  # the three margin slots; both reads ended, confirmed or not
+
+
 def test_a_paced_claim_gives_back_the_slots_no_alert_took(pg_journals):
     journal = pg_journals()
     pacer = journal.pacer("key-a", 20, 2.0)
@@ -1318,7 +1337,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 5): "3b124d332605c4394fad7d48eee7b6ded093a3508f0d950ffad066561415a8e3",
     ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
     ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
-    ("postgres", 8): "9967ea01f0866255015bc5217fcd36adba2dc77886694f55278fedbb097f7151",
+    ("postgres", 8): "4fe2088952af235b741085592561e27f64212677622c7f0c542a28878871c24d",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",

@@ -3,7 +3,7 @@
 import time
 
 from tests.conftest import make_alert, post_concurrently, wait_final
-from tests.okx_stand_in import OkxReply
+from tests.okx_stand_in import BOT_DETAILS_PATH, OkxReply
 from webhook_app import Config, create_app
 from webhook_app.journal import JournalUnavailable
 
@@ -120,3 +120,18 @@ def test_a_slot_whose_outcome_cannot_be_written_is_ended_all_the_same(make_app, 
         time.sleep(0.05)
     assert len(okx.margin_requests()) == 1
     assert (len(releases), open_slots(app)) == (1, 0)  # the write that was to end it never ran: released directly
+
+
+def test_the_bot_read_before_a_send_rides_on_the_claim_and_the_confirmation(make_app, okx, pg_url):
+    okx.add_bot("581628185981813760")  # make_alert's bot
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    (lane,) = services.delivery.lanes.values()
+    reads_released = counting(lane.read_pacer, "release")
+    reads_taken = counting(lane.read_pacer, "acquire")
+    response = app.test_client().post("/webhook", json=make_alert())
+    record = wait_final(app, response.json["id"])
+    assert record.state == "ok" and len(okx.reads(BOT_DETAILS_PATH)) == 1
+    assert '"before"' in (record.evidence or "")  # the read before the send was kept
+    # Its slot was taken by the claim's statement and ended by the confirmation's: no call of its own.
+    assert (len(reads_taken), len(reads_released), open_slots(app)) == (0, 0, 0)

@@ -96,7 +96,12 @@ def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: C
                 pacer_for=lambda path, key=account.api_key: journal.pacer(key + path, READS_PER_WINDOW, READ_WINDOW),
                 clock=local_clock,
             )
-        lanes[account.name] = Lane(client, pacer, watch.snapshot_now if watch is not None else None)
+        lanes[account.name] = Lane(
+            client,
+            pacer,
+            watch.snapshot_now if watch is not None else None,
+            watch.details_pacer if watch is not None else None,
+        )
     investigator = None
     if bots:
         investigator = Investigator(

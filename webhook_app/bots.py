@@ -59,9 +59,16 @@ class BotWatch:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def snapshot_now(self, algo_id: str, timeout: float | None = None) -> BotSnapshot | None:
-        """The bot read now, or None when there is no room in the reads' budget or the read failed."""
-        snapshot = self._read(BOT_DETAILS_PATH, lambda t: self.client.bot_snapshot(algo_id, timeout=t), timeout)
+    @property
+    def details_pacer(self) -> Pacer:
+        """The budget of reads of one bot (``snapshot_now``)."""
+        return self._pacers[BOT_DETAILS_PATH]
+
+    def snapshot_now(self, algo_id: str, timeout: float | None = None, slot=None) -> BotSnapshot | None:
+        """The bot read now, or None when there is no room in the reads' budget or the read failed.
+        ``slot``: one of ``details_pacer``'s, taken already; the caller ends it (else the read
+        takes one and ends it)."""
+        snapshot = self._read(BOT_DETAILS_PATH, lambda t: self.client.bot_snapshot(algo_id, timeout=t), timeout, slot)
         if snapshot is not None:
             self._keep([snapshot])
         return snapshot
@@ -83,18 +90,21 @@ class BotWatch:
         for algo_id in unlisted[:MAX_DETAIL_READS_PER_REFRESH]:
             self.snapshot_now(algo_id)
 
-    def _read(self, path: str, read: Callable, timeout: float | None):
+    def _read(self, path: str, read: Callable, timeout: float | None, slot=None):
         if self.client is None:
             return None
         pacer = self._pacers[path]
-        try:
-            slots = pacer.acquire(self.instance, 1)
-        except Exception as exc:  # the shared ledger is unreachable: no read, never a wait
-            log.warning("bot read skipped: the reads' rate ledger is unavailable (%s)", exc)
-            return None
-        if not slots:
-            log.info("bot read skipped: %s is at its read budget", path.rsplit("/", 1)[-1])
-            return None
+        taken = None
+        if slot is None:  # else the caller took it, and ends it
+            try:
+                slots = pacer.acquire(self.instance, 1)
+            except Exception as exc:  # the shared ledger is unreachable: no read, never a wait
+                log.warning("bot read skipped: the reads' rate ledger is unavailable (%s)", exc)
+                return None
+            if not slots:
+                log.info("bot read skipped: %s is at its read budget", path.rsplit("/", 1)[-1])
+                return None
+            taken = slots[0]
         try:
             return read(timeout or self.read_timeout)
         except OkxError as exc:
@@ -102,7 +112,8 @@ class BotWatch:
             return None
         finally:
             try:
-                pacer.release(slots[0])
+                if taken is not None:
+                    pacer.release(taken)
             except Exception as exc:
                 log.warning("could not record the end of a bot read in the rate ledger: %s", exc)
 

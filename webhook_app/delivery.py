@@ -59,6 +59,9 @@ class Lane:
     # The bot read just before each send (a ``BotSnapshot`` or None): the "before" of the evidence
     # if the outcome turns out unknown, kept with the send's confirmation at no extra round trip.
     read_bot: Callable[..., object | None] | None = None
+    # That read's budget: where the journal holds it, the claim takes the read's slot and the
+    # confirmation ends it (``read_bot(..., slot=)``), no round trip of their own.
+    read_pacer: Pacer | None = None
 
 
 class Delivery:
@@ -105,7 +108,7 @@ class Delivery:
         self._woken = False
         self._done: dict[int, threading.Event] = {}  # alerts whose reply waits: set when there is news
         self._finals: dict[int, Record] = {}  # ...and the final record, as the write that made it returned
-        self._in_flight: dict = {}  # sender future -> (claim, lane, rate slot)
+        self._in_flight: dict = {}  # sender future -> (claim, lane, rate slot, bot read's slot)
         self._lane_turn = 0  # which account's lane is served first in this round (each in turn)
         self._thread: threading.Thread | None = None
         self._started = False
@@ -155,12 +158,14 @@ class Delivery:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        not_started = [claim_and_slot for future, claim_and_slot in list(self._in_flight.items()) if future.cancel()]
+        not_started = [sending for future, sending in list(self._in_flight.items()) if future.cancel()]
         if not_started:
-            claims = [claim for claim, _, _ in not_started]
+            claims = [claim for claim, _, _, _ in not_started]
             ids = [claim.alert_id for claim in claims]
-            for _, lane, slot in not_started:
+            for _, lane, slot, read_slot in not_started:
                 self._cancel(lane.pacer, [slot])
+                if read_slot is not None:
+                    self._cancel(lane.read_pacer, [read_slot])
             try:
                 self.journal.unclaim(claims)
                 log.info("stopping: claimed alerts %s had not been sent yet and are queued again", ids)
@@ -294,12 +299,15 @@ class Delivery:
             # journal grants, and before the others would close the slots of an instance taken for
             # dead (at their start + the lease) had this one been paused between taking and claiming.
             send_by = self.clock() + self.send_by
-            taken = self.journal.claim_paced(self.instance, lane.pacer, self.senders, self.lease, account)
+            taken = self.journal.claim_paced(
+                self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
+            )
         # What is still queued beside what was just claimed: when nothing, a finish wakes no one.
         self._backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
         for record, slot in taken.claims:
-            future = self._pool.submit(self._send, record, lane, slot, send_by)
-            self._in_flight[future] = (Claim.of(record), lane, slot)
+            read_slot = taken.read_slots.get(record.id)
+            future = self._pool.submit(self._send, record, lane, slot, send_by, read_slot)
+            self._in_flight[future] = (Claim.of(record), lane, slot, read_slot)
             future.add_done_callback(self._sent)
         if taken.due and not taken.granted:  # the budget is spent
             opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
@@ -339,7 +347,7 @@ class Delivery:
             self._wake()
 
     def _sent(self, future) -> None:
-        claim, _, _ = self._in_flight.pop(future, (None, None, None))
+        claim, _, _, _ = self._in_flight.pop(future, (None, None, None, None))
         alert_id = claim.alert_id if claim else None
         if not future.cancelled() and future.exception() is not None:
             # Never swallowed by the pool: the alert may be left "sending" until its lease lapses and recovery takes it.
@@ -347,13 +355,15 @@ class Delivery:
 
     # -- sender -----------------------------------------------------------------------
 
-    def _send(self, record: Record, lane: Lane, slot, send_by: float) -> None:
+    def _send(self, record: Record, lane: Lane, slot, send_by: float, read_slot=None) -> None:
+        """``read_slot``: the bot read's slot, taken with the claim (None: the read takes its own)."""
         claim = Claim.of(record)
         started = self.clock()
         failure: OkxError | None = None
         answered = False  # OKX answered, or may have: the outcome is written next
         try:
-            if not self._cleared(claim, send_by, self._snapshot_before(lane, record.algo_id, send_by)):
+            evidence = self._snapshot_before(lane, record.algo_id, send_by, read_slot)
+            if not self._cleared(claim, send_by, evidence, lane, read_slot):
                 self._cancel(lane.pacer, [slot])
                 slot = None
                 return
@@ -395,25 +405,32 @@ class Delivery:
         finally:
             self._release(lane.pacer, slot)  # the write that was to close it never ran
 
-    def _snapshot_before(self, lane: Lane, algo_id: str, send_by: float) -> str | None:
+    def _snapshot_before(self, lane: Lane, algo_id: str, send_by: float, read_slot=None) -> str | None:
         """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
         (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
         time_left = send_by - self.clock() - BEFORE_READ_SPARE
         if lane.read_bot is None or time_left < MIN_BEFORE_READ:
             return None
         try:
-            snapshot = lane.read_bot(algo_id, min(time_left, MAX_BEFORE_READ))
+            timeout = min(time_left, MAX_BEFORE_READ)
+            with_slot = () if read_slot is None else (read_slot,)
+            snapshot = lane.read_bot(algo_id, timeout, *with_slot)
             return json.dumps({"before": snapshot.to_json()}) if snapshot is not None else None
         except Exception:  # nothing has been sent yet: a bug here must not read as an unknown outcome
             log.exception("reading bot %s before a send failed; sending without its snapshot", algo_id)
             return None
 
-    def _cleared(self, claim: Claim, send_by: float, evidence: str | None = None) -> bool:
+    def _cleared(
+        self, claim: Claim, send_by: float, evidence: str | None = None, lane: Lane | None = None, read_slot=None
+    ) -> bool:
         """May the request leave now? Only inside the local deadline and with the journal's word
-        that the claim is current; otherwise it is not sent (and never will be on this claim)."""
+        that the claim is current; otherwise it is not sent (and never will be on this claim).
+        ``read_slot`` ends with the journal's word, or here when the journal was not asked."""
         if self.clock() < send_by:
             try:
-                if self.journal.confirm_send(claim, evidence):
+                confirmed = self.journal.confirm_send(claim, evidence, read_slot=read_slot)
+                read_slot = None  # the confirmation's write ended it, whatever its answer
+                if confirmed:
                     return True
                 log.warning(
                     "alert %s was not sent: attempt %s's claim by %s had lapsed or been taken over",
@@ -435,6 +452,8 @@ class Delivery:
                 claim.alert_id,
                 self.clock() - send_by,
             )
+        if read_slot is not None and lane is not None:
+            self._release(lane.read_pacer, read_slot)
         # Never sent: back in the queue while the claim is still ours (else recovery does it at the lapse).
         try:
             self.journal.unclaim([claim])

@@ -121,13 +121,22 @@ class AlertQueue(abc.ABC):
         accounts do not wait for each other (beyond the moment a claim for any account takes)."""
 
     def claim_paced(
-        self, instance: str, pacer, wanted: int, lease: float, account: str, now: float | None = None
+        self,
+        instance: str,
+        pacer,
+        wanted: int,
+        lease: float,
+        account: str,
+        now: float | None = None,
+        read_pacer=None,
     ) -> PacedClaim:
         """One look at ``account``'s queue for the dispatcher: count what is due in turn, take up to
         ``wanted`` of those in slots of ``pacer``'s budget, claim that many (``claim_due``) and give
         back the slots no alert took. ``now``: the journal's clock (None: read by the engine). Here
         as separate steps; an engine whose database also holds the rate ledger
-        (``pacer.shares_journal``) does it all in one statement."""
+        (``pacer.shares_journal``) does it all in one statement, and there also takes a slot of
+        ``read_pacer`` (the bot reads' budget) for each claimed alert's read before its send (in
+        ``read_slots``; the steps here take none: the read takes its own)."""
         assert now is not None, "the engine reads its clock before the generic steps"
         due = self.count_due(now, account=account)
         upcoming = self.next_due_at()
@@ -160,12 +169,13 @@ class AlertQueue(abc.ABC):
         return current, ahead, pacer.busy()
 
     @abc.abstractmethod
-    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None, read_slot: object | None = None) -> bool:
         """Immediately before the request goes on the wire: True, and ``sent_at`` recorded
         durably, only while the claim is current (same instance and attempt, still sending,
         lease not lapsed, alert not past ``expires_at``, all by the journal's clock). The same
         single write stores ``evidence`` (the bot's snapshot taken before this attempt, as JSON
-        text; NULL when None): no round trip more before the send."""
+        text; NULL when None) and ends ``read_slot`` (that read's slot from ``claim_paced``),
+        current claim or not: no round trip more before the send."""
 
     @abc.abstractmethod
     def expire_overdue(self, now: float) -> list[Record]:

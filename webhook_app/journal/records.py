@@ -198,6 +198,7 @@ class PacedClaim:
     claims: list[tuple[Record, object]]  # each alert claimed, with the slot its request goes on
     queued: int | None = None  # all its queued alerts, due or not, claimed ones included; None: not counted
     next_in: float | None = None  # seconds until the next one in its bot's turn is due; None: none waits
+    read_slots: dict[int, object] = dataclasses.field(default_factory=dict)  # alert id -> its bot read's slot
 
 
 class ActionRefused(Exception):

@@ -383,20 +383,22 @@ END $$;
     # pacing_acquire, journal_claim and the giving back of unused slots, under the same locks in the
     # same order (the pacing ledger's, then the claims'), each alert returned with the slot it goes
     # on. The slots and the claims commit together, so no instance ever sees slots taken for alerts
-    # not yet claimed. Every row carries what the look found: ``due`` (in their bot's turn now),
-    # ``queued`` (all the account's queued alerts), ``next_in`` (seconds until the next one in turn
-    # is due, NULL if none) and ``granted`` (slots taken); a look that claims nothing returns one row
-    # with ``slot`` and ``alert`` NULL. ``p_now`` NULL: the database's clock. Functions of migrations
-    # 2-7 stay for an older release.
+    # not yet claimed. With ``p_read_ledger``, each claimed alert also gets a slot of that ledger (the
+    # budget of the bot read before its send; NULL when it is spent). Every row carries what the look
+    # found: ``due`` (in their bot's turn now), ``queued`` (all the account's queued alerts),
+    # ``next_in`` (seconds until the next one in turn is due, NULL if none) and ``granted`` (slots
+    # taken); a look that claims nothing returns one row with ``slot`` and ``alert`` NULL. ``p_now``
+    # NULL: the database's clock. Functions of migrations 2-7 stay for an older release.
     (
         8,
         f"""
 CREATE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
     p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION,
     OUT due INTEGER, OUT queued INTEGER, OUT next_in DOUBLE PRECISION, OUT granted INTEGER,
-    OUT slot BIGINT, OUT alert alerts)
+    OUT slot BIGINT, OUT read_slot BIGINT, OUT alert alerts)
 RETURNS SETOF record LANGUAGE plpgsql AS $$
-DECLARE v_slots BIGINT[]; v_claimed alerts; v_used INTEGER := 0;
+DECLARE v_slots BIGINT[]; v_reads BIGINT[]; v_claimed alerts[]; v_used INTEGER := 0;
 BEGIN
     p_now := COALESCE(p_now, {NOW});
     granted := 0;
@@ -414,16 +416,21 @@ BEGIN
         granted := cardinality(v_slots);
     END IF;
     IF granted > 0 THEN
-        FOR v_claimed IN SELECT * FROM journal_claim(p_instance, granted, p_now, p_lease, p_account) c
-                ORDER BY c.id LOOP
-            v_used := v_used + 1;
-            slot := v_slots[v_used];
-            alert := v_claimed;
-            RETURN NEXT;
-        END LOOP;
+        v_claimed := ARRAY(SELECT c FROM journal_claim(p_instance, granted, p_now, p_lease, p_account) c
+            ORDER BY c.id);
+        v_used := cardinality(v_claimed);
         IF v_used < granted THEN
             DELETE FROM okx_pacing WHERE id = ANY(v_slots[v_used + 1:granted]);
         END IF;
+        IF v_used > 0 AND p_read_ledger IS NOT NULL THEN
+            v_reads := ARRAY(SELECT pacing_acquire(p_read_ledger, p_instance, v_used, p_read_limit, p_read_window));
+        END IF;
+        FOR i IN 1..v_used LOOP
+            slot := v_slots[i];
+            read_slot := v_reads[i];
+            alert := v_claimed[i];
+            RETURN NEXT;
+        END LOOP;
     END IF;
     IF v_used = 0 THEN
         RETURN NEXT;

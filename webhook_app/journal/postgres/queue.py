@@ -40,8 +40,8 @@ from .sql import LOCK_RECOVERY, NOW
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"
 _CLAIM_PACED = (
-    f"SELECT due, queued, next_in, granted, slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
-    "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s)"
+    f"SELECT due, queued, next_in, granted, slot, read_slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
+    "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 # Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
 # the fenced UPDATE beside it changes a row (a late answer still ends its request). NULL closes none.
@@ -156,27 +156,35 @@ class PostgresAlertQueue(AlertQueue):
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None) -> PacedClaim:
-        if isinstance(pacer, PostgresPacer) and pacer.db is not self.db:
-            # Its ``shares_journal`` would have outcomes close its slots in the wrong database.
-            raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
+    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None) -> PacedClaim:
+        for ledger in (pacer, read_pacer):
+            if isinstance(ledger, PostgresPacer) and ledger.db is not self.db:
+                # Its ``shares_journal`` would have writes end its slots in the wrong database.
+                raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
         if not isinstance(pacer, PostgresPacer):
             now = self.db.now() if now is None else now
-            return super().claim_paced(instance, pacer, wanted, lease, account, now)
-        # journal_claim_paced (migration 8): count, slots, claims and unused slots back, one round
-        # trip. Not waiting for the WAL flush: confirm_send's durable commit, which comes before any
-        # request leaves, flushes the WAL up to itself, this claim included; a crash before that
-        # loses a claim whose alert was certainly not sent.
+            return super().claim_paced(instance, pacer, wanted, lease, account, now, read_pacer)
+        reads = read_pacer if isinstance(read_pacer, PostgresPacer) else None
+        # journal_claim_paced (migration 8): count, slots, claims, unused slots back and the bot reads'
+        # slots, one round trip. Not waiting for the WAL flush: confirm_send's durable commit, which
+        # comes before any request leaves, flushes the WAL up to itself, this claim included; a crash
+        # before that loses a claim whose alert was certainly not sent.
+        params = (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
+        params += (reads.account, reads.limit, reads.window) if reads else (None, None, None)
         rows = self.db.transaction(
-            lambda conn: conn.execute(
-                _CLAIM_PACED, (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
-            ).fetchall(),
-            atomic=False,
-            durable=False,
+            lambda conn: conn.execute(_CLAIM_PACED, params).fetchall(), atomic=False, durable=False
         )
         due, queued, next_in, granted = rows[0][:4]
-        claims = sorted(((Record(*row[5:]), row[4]) for row in rows if row[4] is not None), key=lambda c: c[0].id)
-        return PacedClaim(due, granted, claims, queued=queued, next_in=next_in)
+        claimed = [(Record(*row[6:]), row[4], row[5]) for row in rows if row[4] is not None]
+        claimed.sort(key=lambda c: c[0].id)
+        return PacedClaim(
+            due,
+            granted,
+            [(record, slot) for record, slot, _ in claimed],
+            queued=queued,
+            next_in=next_in,
+            read_slots={record.id: read for record, _, read in claimed if read is not None},
+        )
 
     def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
         if not isinstance(pacer, PostgresPacer):
@@ -194,13 +202,13 @@ class PostgresAlertQueue(AlertQueue):
         current, ahead, busy = Record(*row[:-2]), row[-2], row[-1]
         return (current, ahead, busy) if current.state == "queued" else (current, 0, 0)
 
-    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None, read_slot=None) -> bool:
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
         return bool(
             self.db.statement(
-                f"UPDATE alerts SET sent_at = {NOW}, evidence = %s "
+                f"WITH {_CLOSE_SLOT} UPDATE alerts SET sent_at = {NOW}, evidence = %s "
                 f"WHERE {_CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
-                (evidence, claim.alert_id, claim.instance, claim.attempt),
+                (read_slot, evidence, claim.alert_id, claim.instance, claim.attempt),
             )
         )
 

@@ -201,10 +201,13 @@ class SqliteAlertQueue(AlertQueue):
 
         return self.db.transaction(step) if limit > 0 else []
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None):
-        return super().claim_paced(instance, pacer, wanted, lease, account, self.db.now() if now is None else now)
+    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None):
+        now = self.db.now() if now is None else now
+        return super().claim_paced(instance, pacer, wanted, lease, account, now, read_pacer)
 
-    def confirm_send(self, claim: Claim, evidence: str | None = None) -> bool:
+    def confirm_send(self, claim: Claim, evidence: str | None = None, read_slot=None) -> bool:
+        _no_slot(read_slot)
+
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
         def step(db):
             return db.execute(
