@@ -1185,7 +1185,41 @@ def test_the_database_clock_is_read_once_every_few_seconds_and_followed_in_betwe
                 time.sleep(0.01)
         assert round_trips() == []  # 20 reads of the clock in 0.2 s, no round trip of the journal's
         print("furthest outside the database's clock:", max(gaps))
-        assert max(gaps) < 0.005
+        assert max(gaps) < 0.05  # within half the first reading's round trip (a loaded machine's, too)
+    finally:
+        journal.close()
+
+
+Offset = postgres_database._ClockOffset
+
+
+@pytest.mark.parametrize(
+    ("kept", "reading", "replaced"),
+    [
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(100.0005, 0.003, 5.0, 5.0), False),  # a slower reading agreeing
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(100.0, 0.0005, 5.0, 5.0), True),  # a more certain one
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(100.002, 0.003, 30.0, 30.0), True),  # the kept one is too old
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(220.0, 0.003, 5.0, 5.0), True),  # 120 s suspended, uncounted
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(99.0, 0.003, 5.0, 5.0), True),  # the database's clock stepped back
+        (Offset(100.0, 0.001, 0.0, 0.0), Offset(100.01, 0.003, 5.0, 5.0), True),  # beyond both and the drift
+    ],
+)
+def test_a_new_reading_of_the_database_clock_replaces_the_offset_only_when_it_should(kept, reading, replaced):
+    assert kept.gives_way_to(reading) is replaced
+
+
+def test_a_host_clock_that_missed_a_suspension_is_caught_at_the_next_reading(pg_url, monkeypatch):
+    journal = open_journal(pg_url)
+    try:
+        journal.now()  # the first reading
+        elapsed = postgres_database._elapsed
+        monkeypatch.setattr(postgres_database, "_elapsed", lambda: elapsed() - 120.0)  # 120 s it did not count
+        monkeypatch.setattr(postgres_database, "CLOCK_READ_EVERY", float("-inf"))  # the next reading is due
+        journal.now()  # ...and disagrees by 120 s
+        monkeypatch.setattr(postgres_database, "CLOCK_READ_EVERY", 5.0)
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            database_now = other.execute(f"SELECT {NOW}").fetchone()[0]
+        assert abs(journal.now() - database_now) < 0.05
     finally:
         journal.close()
 

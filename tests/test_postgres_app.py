@@ -1,10 +1,12 @@
 """The app on the PostgreSQL journal, through HTTP, against the loopback OKX stand-in."""
 
+import threading
 import time
 
 from tests.conftest import make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import BOT_DETAILS_PATH, OkxReply
 from webhook_app import Config, create_app
+from webhook_app.clock import ManualClock
 from webhook_app.journal import JournalUnavailable
 
 
@@ -135,3 +137,29 @@ def test_the_bot_read_before_a_send_rides_on_the_claim_and_the_confirmation(make
     assert '"before"' in (record.evidence or "")  # the read before the send was kept
     # Its slot was taken by the claim's statement and ended by the confirmation's: no call of its own.
     assert (len(reads_taken), len(reads_released), open_slots(app)) == (0, 0, 0)
+
+
+def test_a_send_held_past_its_deadline_ends_its_bot_reads_slot_all_the_same(make_app, okx, pg_url):
+    okx.add_bot("581628185981813760")
+    app = make_app(database_url=pg_url, reply_deadline=0.1)
+    services = app.extensions["webhook"]
+    services.delivery.send_by = 2.5  # leaves time for the read before the send
+    services.delivery.clock = clock = ManualClock(runs=True)
+    (lane,) = services.delivery.lanes.values()
+    reads_released = counting(lane.read_pacer, "release")
+    claim_paced, held = services.journal.claim_paced, threading.Event()
+
+    def held_up(*args, **kwargs):
+        taken = claim_paced(*args, **kwargs)
+        if taken.claims and not held.is_set():
+            held.set()
+            clock.advance(3.0)  # past the deadline: no read, no confirmation, not sent
+        return taken
+
+    services.journal.claim_paced = held_up
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    assert wait_final(app, alert_id).state == "ok"
+    assert [e.kind for e in services.journal.events(alert_id)] == ["claimed", "unclaimed", "claimed", "ok"]
+    assert len(okx.margin_requests()) == 1 and len(okx.reads(BOT_DETAILS_PATH)) == 1
+    # The first claim's read slot, never used nor confirmed, was released directly; the second's, confirmed.
+    assert (len(reads_released), open_slots(app)) == (1, 0)

@@ -117,7 +117,10 @@ class Delivery:
         self._dispatching = threading.Lock()  # taking slots and claiming, as one step for this process
         self._last_prune: float | None = None  # this host's clock, at the last pruning
         self._last_expiry: float | None = None  # ...and the last sweep for expired alerts
-        self._backlog: dict[str, int | None] = {}  # per account, queued alerts not claimed at the last look
+        # Per account, the queued alerts left unclaimed at its last look (None: not known, so a finish
+        # always wakes the dispatcher); and how many alerts were finished, to tell a look that raced one.
+        self._backlog: dict[str, int | None] = dict.fromkeys(self.lanes)
+        self._finishes = 0
 
     @property
     def instance(self) -> str:
@@ -294,6 +297,7 @@ class Delivery:
         """Claims and starts what one account may send now; returns how long until it needs to look
         again (a finish, a retry or a new alert wakes the dispatcher sooner)."""
         lane = self.lanes[account]
+        finishes = self._finishes
         with self._dispatching:
             # Read before the slots and the claim: the local deadline then ends before the lease the
             # journal grants, and before the others would close the slots of an instance taken for
@@ -302,8 +306,10 @@ class Delivery:
             taken = self.journal.claim_paced(
                 self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
             )
-        # What is still queued beside what was just claimed: when nothing, a finish wakes no one.
+        # What is still queued beside what was just claimed: when nothing, a finish wakes no one. A
+        # finish during the look may have made one of them due after the look counted: look again.
         self._backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
+        raced = self._finishes != finishes and self._backlog[account] != 0
         for record, slot in taken.claims:
             read_slot = taken.read_slots.get(record.id)
             future = self._pool.submit(self._send, record, lane, slot, send_by, read_slot)
@@ -312,6 +318,8 @@ class Delivery:
         if taken.due and not taken.granted:  # the budget is spent
             opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
             return poll if opens_in is None else min(max(opens_in, 0.001), poll)
+        if raced:
+            return 0.0
         if taken.due > len(taken.claims):
             # Due but not claimed: more than the senders took (look again at once), or another
             # instance (or a sweep) holds them for a moment.
@@ -595,6 +603,7 @@ class Delivery:
 
     def _finished(self, record: Record) -> None:
         log_outcome(record)
+        self._finishes += 1
         self._signal(record.id, record)
         if any(backlog is None or backlog > 0 for backlog in self._backlog.values()):
             self._wake()  # the next alert for its bot may go now

@@ -4,6 +4,7 @@ store runs its statements through one ``PostgresDatabase``."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -25,9 +26,37 @@ from .sql import LOCK_MIGRATION, NOW
 # peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.
 CHECK_AFTER_IDLE = 30.0
 # now(): the database's clock is read again this often (s), and an offset measured longer ago than
-# CLOCK_TRUSTED_FOR gives way to any new one (a clock slewed by NTP drifts at most 0.5 ms per s).
+# CLOCK_TRUSTED_FOR gives way to any new one; a clock slewed by NTP drifts at most CLOCK_DRIFT s per s.
 CLOCK_READ_EVERY = 5.0
 CLOCK_TRUSTED_FOR = 30.0
+CLOCK_DRIFT = 0.0005
+
+
+def _elapsed() -> float:
+    """This host's elapsed time, counting time suspended where the system says (Linux's boot time)."""
+    return time.clock_gettime(_ELAPSED_CLOCK)
+
+
+_ELAPSED_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClockOffset:
+    """The database's clock minus this host's elapsed time, as measured by one reading."""
+
+    offset: float
+    uncertainty: float  # half the reading's round trip
+    read_at: float  # elapsed time of the last reading, or of the one under way
+    measured_at: float  # elapsed time of this reading
+
+    def gives_way_to(self, reading: _ClockOffset) -> bool:
+        age = reading.measured_at - self.measured_at
+        allowed = self.uncertainty + reading.uncertainty + CLOCK_DRIFT * age
+        return (
+            reading.uncertainty <= self.uncertainty
+            or age >= CLOCK_TRUSTED_FOR
+            or abs(reading.offset - self.offset) > allowed
+        )
 _handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
 
 
@@ -80,9 +109,7 @@ class PostgresDatabase(Database):
             "keepalives_count": 3,
         }
         self._alone: psycopg.Connection | None = None  # see execute_alone
-        # The database's clock as an offset from this host's monotonic one: (offset, its uncertainty,
-        # when last read or being read, when measured); see now().
-        self._clock: tuple[float, float, float, float] | None = None
+        self._clock: _ClockOffset | None = None  # see now()
         self._clock_lock = threading.Lock()
         self._alone_lock = threading.Lock()
         # One plain connection first: libpq's answer names the cause at once (refused, no such
@@ -216,27 +243,28 @@ class PostgresDatabase(Database):
                 raise JournalUnavailable(f"journal error: {self._describe(exc)}") from None
 
     def now(self) -> float:
-        """The database's clock, mostly without a round trip: this host's monotonic clock plus the
-        offset measured at the last read of the database's clock, read again every
-        CLOCK_READ_EVERY s. A read keeps the offset only when it is no less certain (half its round
-        trip) than the one in use, or that one is CLOCK_TRUSTED_FOR old, so a burst's slow reads do
-        not spoil it and no offset lives long enough to drift. Statements that judge leases and
-        claims read the database's clock themselves."""
-        local = time.monotonic()
+        """The database's clock, mostly without a round trip: this host's elapsed-time clock plus
+        the offset measured at the last read of the database's clock, read again every
+        CLOCK_READ_EVERY s. A new reading replaces the offset when it is at least as certain (half
+        its round trip), when the offset is CLOCK_TRUSTED_FOR old, or when it disagrees with the
+        offset by more than both uncertainties and the drift allowed since: a suspended host, or a
+        database clock that was stepped, is caught at the next reading. Statements that judge
+        leases and claims read the database's clock themselves."""
+        local = _elapsed()
         with self._clock_lock:
             known = self._clock
-            if known is not None and local - known[2] < CLOCK_READ_EVERY:
-                return local + known[0]
+            if known is not None and local - known.read_at < CLOCK_READ_EVERY:
+                return local + known.offset
             if known is not None:  # one caller reads; the others go on with the offset in use
-                self._clock = (known[0], known[1], local, known[3])
-        before = time.monotonic()
+                self._clock = dataclasses.replace(known, read_at=local)
+        before = _elapsed()
         database_now = self.one(f"SELECT {NOW}")[0]
-        after = time.monotonic()
-        offset, uncertainty = database_now - (before + after) / 2, (after - before) / 2
+        after = _elapsed()
+        reading = _ClockOffset(database_now - (before + after) / 2, (after - before) / 2, after, after)
         with self._clock_lock:
             known = self._clock
-            if known is None or uncertainty <= known[1] or after - known[3] >= CLOCK_TRUSTED_FOR:
-                self._clock = (offset, uncertainty, after, after)
+            if known is None or known.gives_way_to(reading):
+                self._clock = reading
         return database_now
 
     def transaction(self, step, atomic: bool = True, durable: bool = True):

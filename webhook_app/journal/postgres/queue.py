@@ -166,14 +166,12 @@ class PostgresAlertQueue(AlertQueue):
             return super().claim_paced(instance, pacer, wanted, lease, account, now, read_pacer)
         reads = read_pacer if isinstance(read_pacer, PostgresPacer) else None
         # journal_claim_paced (migration 8): count, slots, claims, unused slots back and the bot reads'
-        # slots, one round trip. Not waiting for the WAL flush: confirm_send's durable commit, which
-        # comes before any request leaves, flushes the WAL up to itself, this claim included; a crash
-        # before that loses a claim whose alert was certainly not sent.
+        # slots, one round trip. Durable, as every claim: a claim a crash forgot would be made again
+        # with the same instance and attempt, and a sender of the forgotten one, still waiting to
+        # confirm, would pass the new claim's fence (two sends).
         params = (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
         params += (reads.account, reads.limit, reads.window) if reads else (None, None, None)
-        rows = self.db.transaction(
-            lambda conn: conn.execute(_CLAIM_PACED, params).fetchall(), atomic=False, durable=False
-        )
+        rows = self.db.all(_CLAIM_PACED, params)
         due, queued, next_in, granted = rows[0][:4]
         claimed = [(Record(*row[6:]), row[4], row[5]) for row in rows if row[4] is not None]
         claimed.sort(key=lambda c: c[0].id)
