@@ -57,6 +57,8 @@ class _ClockOffset:
             or age >= CLOCK_TRUSTED_FOR
             or abs(reading.offset - self.offset) > allowed
         )
+
+
 _handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
 
 
