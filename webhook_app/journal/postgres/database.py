@@ -25,6 +25,37 @@ from .sql import LOCK_MIGRATION, NOW
 # A connection handed out after this long unused gets the full check whatever its socket says: a
 # peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.
 CHECK_AFTER_IDLE = 30.0
+_handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
+
+
+def _configure(conn) -> None:
+    # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
+    # them every other instance's recovery or hold-off, for longer than this: the server ends it.
+    conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+    _handed_out[conn] = time.monotonic()  # just opened: as good as checked
+
+
+def check_if_suspect(conn) -> None:
+    """The pools' check of a connection they hand out, at no round trip while it looks healthy.
+
+    An idle connection has nothing to read: the server speaks first only to end it (a restart, a
+    fail-over, pg_terminate_backend all send a FATAL message, or the socket closes). So a readable
+    socket, one psycopg already knows is gone, or one unused for CHECK_AFTER_IDLE
+    gets the full check (an empty query), which raises and makes the pool hand out another. TCP
+    keepalives (``PostgresDatabase``) make a silently dead peer readable too."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    now = time.monotonic()
+    last, _handed_out[conn] = _handed_out.get(conn), now
+    if last is None or now - last > CHECK_AFTER_IDLE or not hasattr(select, "poll"):
+        ConnectionPool.check_connection(conn)
+        return
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):  # POLLERR, POLLHUP and POLLNVAL come whether asked for or not
+        ConnectionPool.check_connection(conn)
+
+
 # now(): the database's clock is read again this often (s), and an offset measured longer ago than
 # CLOCK_TRUSTED_FOR gives way to any new one; a clock slewed by NTP drifts at most CLOCK_DRIFT s per s.
 CLOCK_READ_EVERY = 5.0
@@ -57,37 +88,6 @@ class _ClockOffset:
             or age >= CLOCK_TRUSTED_FOR
             or abs(reading.offset - self.offset) > allowed
         )
-
-
-_handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
-
-
-def _configure(conn) -> None:
-    # A process frozen inside a transaction (a pause, a cut network) must not hold its locks, and with
-    # them every other instance's recovery or hold-off, for longer than this: the server ends it.
-    conn.execute("SET idle_in_transaction_session_timeout = '5s'")
-    _handed_out[conn] = time.monotonic()  # just opened: as good as checked
-
-
-def check_if_suspect(conn) -> None:
-    """The pools' check of a connection they hand out, at no round trip while it looks healthy.
-
-    An idle connection has nothing to read: the server speaks first only to end it (a restart, a
-    fail-over, pg_terminate_backend all send a FATAL message, or the socket closes). So a readable
-    socket, one psycopg already knows is gone, or one unused for CHECK_AFTER_IDLE
-    gets the full check (an empty query), which raises and makes the pool hand out another. TCP
-    keepalives (``PostgresDatabase``) make a silently dead peer readable too."""
-    if conn.closed:
-        raise psycopg.OperationalError("the connection is closed")
-    now = time.monotonic()
-    last, _handed_out[conn] = _handed_out.get(conn), now
-    if last is None or now - last > CHECK_AFTER_IDLE or not hasattr(select, "poll"):
-        ConnectionPool.check_connection(conn)
-        return
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    if poller.poll(0):  # POLLERR, POLLHUP and POLLNVAL come whether asked for or not
-        ConnectionPool.check_connection(conn)
 
 
 def connection_url(url: str) -> str:
