@@ -63,12 +63,14 @@ CLOCK_TRUSTED_FOR = 30.0
 CLOCK_DRIFT = 0.0005
 
 
-def _elapsed() -> float:
-    """This host's elapsed time, counting time suspended where the system says (Linux's boot time)."""
-    return time.clock_gettime(_ELAPSED_CLOCK)
+if hasattr(time, "CLOCK_BOOTTIME"):
 
+    def _elapsed() -> float:
+        """This host's elapsed time, counting time suspended (Linux's boot time)."""
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
 
-_ELAPSED_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+else:  # elsewhere the monotonic clock; a reading that disagrees after a suspension replaces the offset
+    _elapsed = time.monotonic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,9 +261,13 @@ class PostgresDatabase(Database):
                 return local + known.offset
             if known is not None:  # one caller reads; the others go on with the offset in use
                 self._clock = dataclasses.replace(known, read_at=local)
-        before = _elapsed()
-        database_now = self.one(f"SELECT {NOW}")[0]
-        after = _elapsed()
+
+        def read(conn):  # timed around the statement only: a wait for a pooled connection is no uncertainty
+            started = _elapsed()
+            value = conn.execute(f"SELECT {NOW}").fetchone()[0]
+            return started, value, _elapsed()
+
+        before, database_now, after = self.transaction(read, atomic=False)
         reading = _ClockOffset(database_now - (before + after) / 2, (after - before) / 2, after, after)
         with self._clock_lock:
             known = self._clock
