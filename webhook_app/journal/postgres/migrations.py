@@ -402,15 +402,14 @@ DECLARE v_slots BIGINT[]; v_reads BIGINT[]; v_claimed alerts[]; v_used INTEGER :
 BEGIN
     p_now := COALESCE(p_now, {NOW});
     granted := 0;
-    SELECT count(*) FILTER (WHERE a.not_before <= p_now AND NOT EXISTS (SELECT 1 FROM alerts b
-                WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
-                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))),
-        count(*),
-        min(a.not_before - p_now) FILTER (WHERE a.not_before > p_now AND NOT EXISTS (SELECT 1 FROM alerts b
-                WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
-                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now))))
+    -- In its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
+    SELECT count(*) FILTER (WHERE a.not_before <= p_now AND turn.come), count(*),
+        min(a.not_before - p_now) FILTER (WHERE a.not_before > p_now AND turn.come)
         INTO due, queued, next_in
-        FROM alerts a WHERE a.state = 'queued' AND a.expires_at >= p_now AND a.account = p_account;
+        FROM alerts a CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM alerts b
+            WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
+            AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now))) AS come) turn
+        WHERE a.state = 'queued' AND a.expires_at >= p_now AND a.account = p_account;
     IF due > 0 AND p_wanted > 0 THEN
         v_slots := ARRAY(SELECT pacing_acquire(p_ledger, p_instance, LEAST(due, p_wanted), p_limit, p_window));
         granted := cardinality(v_slots);
