@@ -56,8 +56,9 @@ class Lane:
 
     client: OkxClient
     pacer: Pacer | None
-    # The bot read just before each send (a ``BotSnapshot`` or None): the "before" of the evidence
-    # if the outcome turns out unknown, kept with the send's confirmation at no extra round trip.
+    # The bot read just before each send, ``read_bot(algo_id, timeout, slot)`` (a ``BotSnapshot`` or
+    # None; ``slot`` None: it takes its own): the "before" of the evidence if the outcome turns out
+    # unknown, kept with the send's confirmation at no extra round trip.
     read_bot: Callable[..., object | None] | None = None
     # That read's budget: where the journal holds it, the claim takes the read's slot and the
     # confirmation ends it (``read_bot(..., slot=)``), no round trip of their own.
@@ -420,17 +421,13 @@ class Delivery:
         if lane.read_bot is None or time_left < MIN_BEFORE_READ:
             return None
         try:
-            timeout = min(time_left, MAX_BEFORE_READ)
-            with_slot = () if read_slot is None else (read_slot,)
-            snapshot = lane.read_bot(algo_id, timeout, *with_slot)
+            snapshot = lane.read_bot(algo_id, min(time_left, MAX_BEFORE_READ), read_slot)
             return json.dumps({"before": snapshot.to_json()}) if snapshot is not None else None
         except Exception:  # nothing has been sent yet: a bug here must not read as an unknown outcome
             log.exception("reading bot %s before a send failed; sending without its snapshot", algo_id)
             return None
 
-    def _cleared(
-        self, claim: Claim, send_by: float, evidence: str | None = None, lane: Lane | None = None, read_slot=None
-    ) -> bool:
+    def _cleared(self, claim: Claim, send_by: float, evidence: str | None, lane: Lane, read_slot=None) -> bool:
         """May the request leave now? Only inside the local deadline and with the journal's word
         that the claim is current; otherwise it is not sent (and never will be on this claim).
         ``read_slot`` ends with the journal's word, or here when the journal was not asked."""
@@ -460,8 +457,7 @@ class Delivery:
                 claim.alert_id,
                 self.clock() - send_by,
             )
-        if read_slot is not None and lane is not None:
-            self._release(lane.read_pacer, read_slot)
+        self._release(lane.read_pacer, read_slot)  # the journal was not asked (None: nothing to end)
         # Never sent: back in the queue while the claim is still ours (else recovery does it at the lapse).
         try:
             self.journal.unclaim([claim])
