@@ -138,11 +138,14 @@ class AlertQueue(abc.ABC):
         ``read_pacer`` (the bot reads' budget) for each claimed alert's read before its send (in
         ``read_slots``; the steps here take none: the read takes its own)."""
         assert now is not None, "the engine reads its clock before the generic steps"
+
+        def next_in() -> float | None:  # asked only when nothing due is left unclaimed: the dispatcher sleeps
+            upcoming = self.next_due_at()
+            return upcoming - now if upcoming is not None and upcoming > now else None
+
         due = self.count_due(now, account=account)
-        upcoming = self.next_due_at()
-        next_in = upcoming - now if upcoming is not None and upcoming > now else None
         if not due:
-            return PacedClaim(0, 0, [], next_in=next_in)
+            return PacedClaim(0, 0, [], next_in=next_in())
         slots = pacer.acquire(instance, min(due, wanted))
         records: list[Record] = []
         try:
@@ -155,7 +158,8 @@ class AlertQueue(abc.ABC):
                     pacer.cancel(unused)
                 except JournalUnavailable:
                     pass  # they only over-count the budget, until the ledger ends them (safe)
-        return PacedClaim(due, len(slots), list(zip(records, slots, strict=False)), next_in=next_in)
+        claims = list(zip(records, slots, strict=False))
+        return PacedClaim(due, len(slots), claims, next_in=next_in() if len(records) >= due else None)
 
     def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
         """For a reply that waits on an alert: the alert as it is now; while it is queued, how many

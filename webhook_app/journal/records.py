@@ -197,7 +197,9 @@ class PacedClaim:
     granted: int  # rate slots the budget gave for them
     claims: list[tuple[Record, object]]  # each alert claimed, with the slot its request goes on
     queued: int | None = None  # all its queued alerts, due or not, claimed ones included; None: not counted
-    next_in: float | None = None  # seconds until the next one in its bot's turn is due; None: none waits
+    # Seconds until the next one in its bot's turn is due; None: none waits, or it was not asked (some due
+    # alert is left unclaimed, so the dispatcher looks again soon anyway).
+    next_in: float | None = None
     read_slots: dict[int, object] = dataclasses.field(default_factory=dict)  # alert id -> its bot read's slot
 
 
