@@ -51,9 +51,16 @@ class MovableClock:
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def pg_url():
-    """A URL to an empty schema of its own on the test PostgreSQL server, dropped afterwards."""
+def _with_database(url: str, name: str) -> str:
+    """``url`` with its database name replaced by ``name`` (query string kept)."""
+    head, _, query = url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+@pytest.fixture(scope="session")
+def run_database_url():
+    """A database of this test run's own, dropped at its end: advisory locks and the journal's
+    sessions are per database, so parallel runs on one server never meet."""
     try:
         admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -61,10 +68,21 @@ def pg_url():
         if os.environ.get("REQUIRE_POSTGRES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+    name = f"relay_run_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    yield _with_database(TEST_DATABASE_URL, name)
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def pg_url(run_database_url):
+    """A URL to an empty schema of its own in this run's database, dropped afterwards."""
+    admin = psycopg.connect(run_database_url, autocommit=True, connect_timeout=3)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in TEST_DATABASE_URL else "?"
-    yield f"{TEST_DATABASE_URL}{separator}options=-csearch_path%3D{schema}"
+    separator = "&" if "?" in run_database_url else "?"
+    yield f"{run_database_url}{separator}options=-csearch_path%3D{schema}"
     admin.execute(f"DROP SCHEMA {schema} CASCADE")
     admin.close()
 
