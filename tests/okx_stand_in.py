@@ -64,23 +64,42 @@ class OkxReply:
 
 @dataclasses.dataclass
 class RawReply:
-    """An answer without an OKX body, e.g. a 502 from a proxy. ``executed``: did OKX act first?"""
+    """An answer without an OKX body, e.g. a 502 from a proxy. ``executed``: did OKX act first?
+    ``late``: OKX acts that many seconds after the answer instead (an ``executed`` request only)."""
 
     http: int
     text: str = "<html>Bad Gateway</html>"
     executed: bool = True
+    late: float = 0.0
 
 
 @dataclasses.dataclass
 class Slow:
-    """OKX acts, then answers after ``seconds``."""
+    """OKX acts, then answers after ``seconds``; with ``late``, it acts that many seconds after
+    its answer instead."""
 
     seconds: float
+    late: float = 0.0
 
 
 @dataclasses.dataclass
 class Drop:
-    """OKX acts, then the connection drops without a reply."""
+    """OKX acts, then the connection drops without a reply; with ``late``, it acts that many
+    seconds after the drop instead."""
+
+    late: float = 0.0
+
+
+@dataclasses.dataclass
+class Hold:
+    """OKX acts (unless ``answer`` is a refusal), then holds its answer until ``release`` is set:
+    a test can freeze the sender while the answer is on its way. ``peer_port`` is the sender's
+    local port, to find which process sent it."""
+
+    answer: OkxReply | None = None
+    arrived: threading.Event = dataclasses.field(default_factory=threading.Event)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event)
+    peer_port: int = 0
 
 
 @dataclasses.dataclass
@@ -249,6 +268,10 @@ class OkxStandIn:
         self.faults: Callable[[], object] | None = None
         self.received: list[Received] = []
         self.executed: list[dict] = []
+        # (arrival time of the request, its body) for each execution, in the order OKX executed them.
+        self.executions: list[tuple[float, dict]] = []
+        self.late_pending = 0  # executions scheduled after a drop or an answer, not yet done
+        self.late_executed = 0
         self.rate_limited = 0
         self.counted_times: list[float] = []  # arrivals that used up a slot of the limit
         self._recent: collections.deque = collections.deque()
@@ -460,7 +483,22 @@ class OkxStandIn:
             newest_first = [event.okx_json(algo_id) for event in reversed(bot.events)]
             return 200, {"code": "0", "msg": "", "data": newest_first[: int(limit)]}
 
-    def _execute(self, body: bytes) -> tuple[str, str] | None:
+    def _execute_later(self, body: bytes, arrived: float, seconds: float) -> None:
+        """OKX acts on the request ``seconds`` from now (after it dropped the connection or answered)."""
+
+        def act():
+            with self._lock:
+                self._execute(body, arrived)
+                self.late_pending -= 1
+                self.late_executed += 1
+
+        with self._lock:
+            self.late_pending += 1
+        timer = threading.Timer(seconds, act)
+        timer.daemon = True
+        timer.start()
+
+    def _execute(self, body: bytes, arrived: float = 0.0) -> tuple[str, str] | None:
         """OKX acts on a margin request: None when it changed the bot, else its refusal (code, msg)."""
         request = json.loads(body)
         amt, action = Decimal(request["amt"]), request["type"]
@@ -475,6 +513,7 @@ class OkxStandIn:
                 done = "added" if action == "add" else "reduced"
                 self.add_event(request["algoId"], "user_action", f"Margin {done} via API: {amt}")
             self.executed.append(request)
+            self.executions.append((arrived, request))
             return None
 
     def _handler_class(self):
@@ -542,6 +581,8 @@ class OkxStandIn:
                 if isinstance(behaviour, Meanwhile):
                     behaviour, change = behaviour.behaviour, behaviour.change
                 algo_id = json.loads(body)["algoId"]
+                arrived = record.at
+                late = getattr(behaviour, "late", 0.0)
 
                 def meanwhile():  # the world moves after OKX decided, before the answer leaves
                     if change is not None:
@@ -550,6 +591,8 @@ class OkxStandIn:
                 if isinstance(behaviour, DropUnexecuted):
                     meanwhile()
                     return self._drop()
+                if isinstance(behaviour, Hold):
+                    return self._hold(behaviour, body, arrived, record)
                 if isinstance(behaviour, OkxReply):
                     reply = {"code": behaviour.code, "msg": behaviour.msg, "data": behaviour.data}
                     status = behaviour.http
@@ -561,21 +604,46 @@ class OkxStandIn:
                     meanwhile()
                     return self._json(status, reply)
                 if isinstance(behaviour, RawReply):
-                    if behaviour.executed:
-                        stand_in._execute(body)
+                    if behaviour.executed and not late:
+                        stand_in._execute(body, arrived)
                     meanwhile()
-                    return self._raw(behaviour.http, behaviour.text.encode(), "text/html")
-                bot_refusal = stand_in._execute(body)
+                    self._raw(behaviour.http, behaviour.text.encode(), "text/html")
+                    if behaviour.executed and late:
+                        stand_in._execute_later(body, arrived, late)
+                    return None
+                bot_refusal = None if late else stand_in._execute(body, arrived)
                 meanwhile()
                 if isinstance(behaviour, Drop):
-                    return self._drop()
+                    self._drop()
+                    if late:
+                        stand_in._execute_later(body, arrived, late)
+                    return None
                 if isinstance(behaviour, Slow):
                     time.sleep(behaviour.seconds)
+                if late:  # the answer says done; OKX acts on it a little later
+                    record.code = "0"
+                    self._json(200, {"code": "0", "msg": "", "data": [{"algoId": algo_id}]})
+                    return stand_in._execute_later(body, arrived, late)
                 if bot_refusal:  # OKX answers a bot's refusal with HTTP 200 and its code
                     record.code = bot_refusal[0]
                     return self._json(200, {"code": bot_refusal[0], "msg": bot_refusal[1], "data": []})
                 record.code = "0"
                 self._json(200, {"code": "0", "msg": "", "data": [{"algoId": algo_id}]})
+
+            def _hold(self, hold: Hold, body: bytes, arrived: float, record: Received):
+                answer = hold.answer or OkxReply("0")
+                reply = {"code": answer.code, "msg": answer.msg, "data": answer.data}
+                if answer.code == "0":
+                    refusal = stand_in._execute(body, arrived)
+                    if refusal:
+                        reply = {"code": refusal[0], "msg": refusal[1], "data": []}
+                    else:
+                        reply["data"] = [{"algoId": json.loads(body)["algoId"]}]
+                record.code = reply["code"]
+                hold.peer_port = self.client_address[1]
+                hold.arrived.set()
+                hold.release.wait(timeout=300)
+                self._json(answer.http, reply)
 
             def _drop(self):
                 self.close_connection = True

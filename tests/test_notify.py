@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import socket
 import threading
 import time
@@ -143,7 +144,11 @@ def test_a_burst_of_50_failures_is_coalesced_into_two_messages(receiver):
     assert len(receiver.messages) == 2
     assert messages[0]["title"].startswith("Alert 1 failed")
     assert messages[1]["title"] == "49 more failed event(s) in the last 0.5 s"
-    assert "Alert 2 failed" in messages[1]["message"] and messages[1]["message"].endswith("... and 29 more")
+    assert "Alert 2 failed" in messages[1]["message"] and "... and 29 more:" in messages[1]["message"]
+    # Every alert is named once, in full or by its title beyond the first 20 (the fault test counts them).
+    named = re.findall(r"Alert (\d+) failed", json.dumps(messages))
+    assert sorted(map(int, set(named))) == list(range(1, 51))
+    assert all(named.count(str(n)) <= 2 for n in range(1, 51))  # its title and its body, at most
 
 
 def test_a_dead_receiver_changes_no_outcome_and_holds_up_no_reply(make_app, okx, caplog):

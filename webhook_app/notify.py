@@ -169,7 +169,9 @@ class Notifier:
                 self._last_sent[kind] = now
                 title = f"{len(held)} more {kind} event(s) in the last {self.coalesce:g} s"
                 lines = "\n".join(body for _, body, _ in held[:20])
-                more = f"\n... and {len(held) - 20} more" if len(held) > 20 else ""
+                # Beyond 20 in full, each by its title: every alert is still named once.
+                rest = "\n".join(title for title, _, _ in held[20:])
+                more = f"\n... and {len(held) - 20} more:\n{rest}" if len(held) > 20 else ""
                 worst = min((t for _, _, t in held), key=_SEVERITY.index)
                 self._deliver(title, f"{title}:\n{lines}{more}", worst)
 
