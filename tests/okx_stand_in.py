@@ -268,7 +268,7 @@ class OkxStandIn:
         self.faults: Callable[[], object] | None = None
         self.received: list[Received] = []
         self.executed: list[dict] = []
-        # (arrival time of the request, its body) for each execution, in the order OKX executed them.
+        # (arrival of the request, time.time(); its body) for each execution, in the order OKX executed them.
         self.executions: list[tuple[float, dict]] = []
         self.late_pending = 0  # executions scheduled after a drop or an answer, not yet done
         self.late_executed = 0
@@ -581,7 +581,7 @@ class OkxStandIn:
                 if isinstance(behaviour, Meanwhile):
                     behaviour, change = behaviour.behaviour, behaviour.change
                 algo_id = json.loads(body)["algoId"]
-                arrived = record.at
+                arrived = time.time()  # wall-clock time, as the journal's received_at
                 late = getattr(behaviour, "late", 0.0)
 
                 def meanwhile():  # the world moves after OKX decided, before the answer leaves
