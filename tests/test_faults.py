@@ -625,6 +625,7 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
         "expired (stalled past MAX_LAG)": expired,
         "notified by name (unknown / failed)": f"{len(told['unknown'] & must_tell['unknown'])} of "
         f"{len(must_tell['unknown'])} / {len(told['failed'] & must_tell['failed'])} of {len(must_tell['failed'])}",
+        "untold": sum(len(ids) for ids in untold.values()),
         "what went wrong": judged["wrong"][:20],
     }
     with capsys.disabled():

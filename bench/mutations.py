@@ -1,0 +1,306 @@
+"""Break the service on purpose, one way per guarantee, and show that a test fails for each.
+
+Each mutation edits a copy of the repository (never this one) and runs the test that must catch
+it: the fault test's short form with two seeds for the guarantees it judges (exactly once, in
+order, paced, never stuck, told, judged against OKX's record), a named test for the others. A
+mutation survives when a run passes; the table is printed and the exit status is 1 if any did.
+
+    python -m bench.mutations [--jobs N] [--only TEXT] [--seeds 1,2] [--check]
+
+``--check`` only verifies that every mutation still applies to the code (tests/test_mutations.py
+runs it in CI, so the table moves with the code); ``bench/mutants`` is the full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAULT_TEST = ("tests/test_faults.py",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    edits: tuple[tuple[str, str, str], ...]  # (file, text that must occur once, its replacement)
+    tests: tuple[str, ...] = FAULT_TEST
+
+    @property
+    def by_fault_test(self) -> bool:
+        return self.tests == FAULT_TEST
+
+
+def _m(name: str, *edits: tuple[str, str, str], tests: tuple[str, ...] = FAULT_TEST) -> Mutation:
+    return Mutation(name, tuple(edits), tests)
+
+
+DELIVERY = "webhook_app/delivery.py"
+OUTCOMES = "webhook_app/outcomes.py"
+INVESTIGATION = "webhook_app/investigation.py"
+PG_QUEUE = "webhook_app/journal/postgres/queue.py"
+PG_MIGRATIONS = "webhook_app/journal/postgres/migrations.py"
+
+MUTATIONS: tuple[Mutation, ...] = (
+    _m(
+        "one alert in seven recorded ok without being sent",
+        (
+            DELIVERY,
+            "            ack = lane.client.adjust_margin(",
+            "            ack = (lambda *a, **k: type('Ack', (), {'dry_run': False})()) if record.id % 7 == 0 "
+            "else lane.client.adjust_margin\n            ack = ack(",
+        ),
+    ),
+    _m(
+        "an unknown answer recorded as rejected",
+        (
+            OUTCOMES,
+            "            return Outcome(failure.state, code, message, detail)",
+            "            return Outcome('rejected' if failure.state == 'unknown' else failure.state, code, message, "
+            "detail)",
+        ),
+    ),
+    _m(
+        "an unknown answer recorded as failed",
+        (
+            OUTCOMES,
+            "            return Outcome(failure.state, code, message, detail)",
+            "            return Outcome('failed' if failure.state == 'unknown' else failure.state, code, message, "
+            "detail)",
+        ),
+    ),
+    _m(
+        "every proposal executed",
+        (
+            INVESTIGATION,
+            '        proposal, reason = evidence["proposal"], evidence["reason"]',
+            '        evidence["proposal"] = "executed"\n'
+            '        proposal, reason = evidence["proposal"], evidence["reason"]',
+        ),
+    ),
+    _m(
+        "half of the unknown alerts never notified",
+        (INVESTIGATION, "        if self._on_done is None:", "        if self._on_done is None or record.id % 2:"),
+    ),
+    _m(
+        "no claim fence on the writes after a send",
+        (
+            PG_QUEUE,
+            "    return _CLAIMED, (claim.alert_id, claim.instance, claim.attempt)",
+            '    return "id = %s AND %s::text IS NOT NULL AND %s::int IS NOT NULL", '
+            "(claim.alert_id, claim.instance, claim.attempt)",
+        ),
+    ),
+    _m(
+        "a dropped connection after the send retried as not executed",
+        (
+            "webhook_app/okx.py",
+            '            raise OkxOutcomeUnknown("the connection dropped after the request was sent") from None',
+            '            raise OkxNotExecuted("the connection dropped after the request was sent") from None',
+        ),
+    ),
+    _m(
+        "no recovery of lapsed claims",
+        (
+            DELIVERY,
+            "            records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)",
+            "            records = []",
+        ),
+    ),
+    _m(
+        "a lapsed claim whose request may have left queued again",
+        (
+            PG_QUEUE,
+            "(sent_at IS NOT NULL OR lease_until IS NULL)",
+            "(false)",
+        ),
+    ),
+    _m(
+        "a rate of 25 requests per 2 s",
+        (
+            "webhook_app/config.py",
+            'rate_limit=reader.whole(variable("rate_limit"), 20,',
+            'rate_limit=reader.whole(variable("rate_limit"), 25,',
+        ),
+        ("webhook_app/config.py", 'reader.whole("OKX_RATE_LIMIT", 20,', 'reader.whole("OKX_RATE_LIMIT", 25,'),
+    ),
+    _m(
+        "two alerts of one bot claimed together",
+        (
+            PG_MIGRATIONS,
+            "            AND (p_account IS NULL OR a.account = p_account)\n"
+            "            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id\n"
+            "                AND b.state IN ('queued', 'sending')\n"
+            "                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))",
+            "            AND (p_account IS NULL OR a.account = p_account)\n"
+            "            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id\n"
+            "                AND b.state = 'sending')",
+        ),
+    ),
+    _m(
+        "a send that the journal did not confirm goes anyway",
+        (DELIVERY, "                if confirmed:\n", "                if True:\n"),
+    ),
+    _m(
+        "TradingView's resends of one alert not recognised as duplicates",
+        (
+            "webhook_app/alerts.py",
+            '        return f"id:{algo_id}:{alert_id}"',
+            "        return f\"id:{algo_id}:{alert_id}:{__import__('uuid').uuid4()}\"",
+        ),
+    ),
+    _m(
+        "a rate slot never given back by the outcome's write",
+        (
+            PG_QUEUE,
+            '_CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"',
+            '_CLOSE_SLOT = "closed AS (SELECT %s::bigint AS id)"',
+        ),
+    ),
+    _m(
+        "a finding of not executed kept after the second read saw the bot move",
+        (INVESTIGATION, "            elif moved:\n", "            elif False:\n"),
+    ),
+)
+
+
+# -- running them -------------------------------------------------------------------------------
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    return [name for name in out.decode().split("\0") if name]
+
+
+def apply(mutation: Mutation, root: Path) -> None:
+    for file, old, new in mutation.edits:
+        path = root / file
+        text = path.read_text()
+        found = text.count(old)
+        if found != 1:
+            raise LookupError(f"{mutation.name}: {file} has the text to change {found} times, not once")
+        path.write_text(text.replace(old, new))
+
+
+def check() -> list[str]:
+    """The mutations that no longer apply to this code, each with the reason."""
+    problems = []
+    for mutation in MUTATIONS:
+        texts = {file: (REPO / file).read_text() for file, _, _ in mutation.edits}
+        for file, old, _ in mutation.edits:
+            if texts[file].count(old) != 1:
+                problems.append(f"{mutation.name}: {file} has its text {texts[file].count(old)} times")
+    return problems
+
+
+def copy_repo(into: Path) -> Path:
+    for name in tracked_files():
+        target = into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, target)
+    return into
+
+
+def run_once(mutation: Mutation | None, seed: int, tests: tuple[str, ...]) -> dict:
+    """Apply ``mutation`` (None: the code as it is) to a fresh copy and run ``tests`` with ``seed``."""
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        root = copy_repo(Path(tmp))
+        if mutation is not None:
+            apply(mutation, root)
+        env = {**os.environ, "FAULT_SEED": str(seed), "FAULT_ROUNDS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-s", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+    report = _fault_report(result.stdout)
+    return {
+        "passed": result.returncode == 0,
+        "seconds": time.monotonic() - started,
+        "report": report,
+        "tail": result.stdout[-3000:] + result.stderr[-2000:],
+    }
+
+
+def _fault_report(output: str) -> dict:
+    match = re.search(r"fault injection: (\{.*?\n\})", output, re.S)
+    return json.loads(match.group(1)) if match else {}
+
+
+def row(name: str, seed: int | str, outcome: dict) -> str:
+    r = outcome["report"]
+    acc = r.get("accounting", {})
+    cells = [
+        name,
+        str(seed),
+        str(acc.get("doubles", "")),
+        str(acc.get("misreported", "")),
+        str(acc.get("wrong proposals", "")),
+        str(r.get("out-of-order", "")),
+        str(r.get("stuck", "")),
+        str(r.get("expired (stalled past MAX_LAG)", "")),
+        str(r.get("untold", "")),
+        str(r.get("OKX 50011 answers", "")),
+        f"{r.get('OKX executions', '')} of {r.get('alerts posted by TradingView', '')}" if r else "",
+        "passed (survived)" if outcome["passed"] else "failed (caught)",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| broken on purpose | seed | doubles | misreported | wrong proposals | out of order | stuck | expired | "
+    "untold | 50011 | OKX executions of posted | test |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--only", default="", help="run the mutations whose name contains this text")
+    parser.add_argument("--check", action="store_true", help="only check that every mutation applies")
+    args = parser.parse_args()
+    problems = check()
+    if problems or args.check:
+        print("\n".join(problems) or f"all {len(MUTATIONS)} mutations apply")
+        return 1 if problems else 0
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(None, seed, FAULT_TEST) for seed in seeds]  # the code as it is must pass first
+    for mutation in MUTATIONS:
+        if args.only.lower() in mutation.name.lower():
+            jobs += [(mutation, seed, mutation.tests) for seed in (seeds if mutation.by_fault_test else seeds[:1])]
+    print(HEADER, flush=True)
+    survived = 0
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run_once, *job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            mutation, seed, tests = futures[future]
+            outcome = future.result()
+            name = mutation.name if mutation else "(nothing broken: must pass)"
+            seed_cell = seed if mutation is None or mutation.by_fault_test else f"{', '.join(tests)}"
+            print(row(name, seed_cell, outcome), flush=True)
+            wrong = outcome["passed"] if mutation is not None else not outcome["passed"]
+            if wrong:
+                survived += 1
+                print(outcome["tail"], file=sys.stderr)
+    print(f"\n{survived} wrong of {len(jobs)} runs (a mutation that passed, or the unbroken code that failed)")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
