@@ -15,6 +15,11 @@ ADMIN_TOKEN = "admin-token-0123456789-xyz"
 DELETE = object()
 
 
+# An alert for a percentage_investment bot that counts the margin into its investment: only then does
+# a margin change move investAmt, which PnL never does, so only then can OKX's records say "executed".
+REINVESTED = {"investmentType": "percentage_investment", "allowReinvest": True}
+
+
 def make_alert(**changes):
     """A valid alert; each keyword changes one field (DELETE removes it)."""
     alert = {

@@ -11,7 +11,7 @@ from decimal import Decimal
 import markupsafe
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final, wait_proposal
+from tests.conftest import ADMIN_TOKEN, REINVESTED, WEBHOOK_SECRET, make_alert, wait_final, wait_proposal
 from tests.okx_stand_in import DEFAULT_BOT, Drop, DropUnexecuted, Meanwhile, OkxReply, RawReply
 from webhook_app.config import OkxAccount
 
@@ -485,7 +485,7 @@ def escaped(text: str) -> str:
 
 def investigated_alert(app, okx, behaviour) -> int:
     okx.play(behaviour)
-    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    alert_id = app.test_client().post("/webhook", json=make_alert(**REINVESTED)).json["id"]
     assert wait_final(app, alert_id).state == "unknown"
     wait_proposal(app, alert_id, timeout=30.0)
     return alert_id
