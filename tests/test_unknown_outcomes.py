@@ -14,6 +14,7 @@ from tests.conftest import ADMIN_TOKEN, REINVESTED, live_env, make_alert, wait_p
 from tests.okx_stand_in import BOT_DETAILS_PATH, Drop, DropUnexecuted, Meanwhile, OkxReply, OkxStandIn
 from tests.test_notify import Receiver
 from webhook_app.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
+from webhook_app.clock import ManualClock
 from webhook_app.okx import OkxClient
 
 BOT = "581628185981813760"
@@ -120,6 +121,52 @@ def test_a_not_executed_finding_is_not_marked_when_the_bot_moves_before_the_seco
     assert journal.get(alert_id).resolution is None
     (note,) = [e.detail for e in journal.events(alert_id) if e.detail.startswith("read again")]
     assert "availBal" in note and "in doubt" in note
+
+
+def late_exact(stand_in):  # OKX executes the dropped request late: exactly its change, no event
+    with stand_in._lock:
+        stand_in._apply_margin(stand_in.bot(BOT), "add", Decimal("10"), allow_reinvest=True)
+
+
+def late_in_app(stand_in):  # the bot moves by a margin change OKX lists as an event
+    stand_in.change_margin(BOT, "add", Decimal("10"), allow_reinvest=True)
+
+
+@pytest.mark.parametrize(
+    "late, proposal, words",
+    [(late_exact, "executed", "rose by 10"), (late_in_app, "cant_tell", "event(s)")],
+    ids=["moved-exactly-as-asked", "moved-with-an-event"],
+)
+def test_a_not_executed_proposal_the_second_read_contradicts_is_withdrawn(make_app, okx, late, proposal, words):
+    receiver = Receiver()
+    try:
+        clock = ManualClock(runs=True)
+        app = make_app(local_clock=clock, unknown_settle=0.0, unknown_recheck=30.0, notify_urls=(receiver.url,))
+        services = app.extensions["webhook"]
+        services.notifier.coalesce = 0.0  # the withdrawal is told at once, not summed up with the first message
+        client = app.test_client()
+        okx.play(DropUnexecuted())
+        alert_id = client.post("/webhook", json=make_alert(**REINVESTED)).json["id"]
+        assert wait_proposal(app, alert_id).proposal == "not_executed"
+        late(okx)
+        clock.advance(30.0)  # the second read is due
+        wait_event(services.journal, alert_id, "read again after 30 s")
+        assert okx.executed == [] and okx.bot(BOT).avail_bal == Decimal("50")  # moved, though not by our send
+        shown = client.get(f"/alerts/{alert_id}", headers=BEARER).json["alert"]
+        assert shown["proposal"] == shown["evidence"]["proposal"] == proposal, shown["evidence"]
+        assert words in shown["evidence"]["reason"] and shown["evidence"]["withdrawn"]["proposal"] == "not_executed"
+        assert "availBal" in shown["evidence"]["recheck"]["moved"]
+        assert shown["resolution"] is None  # manual: proposed, not marked
+        browser = app.test_client()
+        login = browser.get("/admin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        browser.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": login})
+        page = browser.get(f"/admin/alerts/{alert_id}").text
+        assert "Confirm: not executed" not in page and 'id="withdrawn"' in page
+        assert f'class="verdict v-{proposal}"' in page
+        messages = receiver.wait_for(2)
+        assert any("proposal 'not executed' is withdrawn" in m["title"] for m in messages), messages
+    finally:
+        receiver.server.shutdown()
 
 
 def test_the_notification_of_an_unknown_alert_carries_the_proposal(make_app, okx):
