@@ -17,6 +17,7 @@ tell, or executed when the move is exactly the request's), stored, and the opera
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -40,6 +41,15 @@ RECHECKED_FIELDS = ("state", "investAmt", "availBal", "frozenBal", "totalEq", "u
 SWEEP_EVERY = 30.0  # seconds between looks for unknown alerts left without a proposal (a dead instance's)
 SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
 SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
+
+
+@dataclasses.dataclass(frozen=True)
+class ResendDoubt:
+    """Why a resend of an alert settled "not executed" is refused until the operator insists."""
+
+    status: str  # "bot_moved", or "cannot_confirm" (no reading to compare)
+    message: str
+    moved: tuple[dict, ...] = ()  # {"field", "then", "now"} for each field that moved since the finding
 
 
 class Investigator:
@@ -229,6 +239,40 @@ class Investigator:
                 log.exception("telling that alert %s's proposal was withdrawn failed", record.id)
         return detail
 
+    def resend_doubt(self, record: Record) -> ResendDoubt | None:
+        """For an alert settled "not executed" (by the service or an operator): the bot read now
+        (within the reads' budget) against the reading that finding rests on (the second read, else
+        the one after the send, else the one before it). None: nothing moved, or not such an alert."""
+        if record.resolution != "not_executed":
+            return None
+        then = _finding_snapshot(record)
+        insist = "to send it anyway, resend it again insisting"
+        if then is None:
+            return ResendDoubt(
+                "cannot_confirm",
+                f"alert {record.id} was settled not executed, but no reading of its bot is kept to compare with now, "
+                f"so nothing confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+            )
+        watch = self.bots.get(record.account)
+        now = watch.snapshot_now(record.algo_id) if watch is not None else None
+        if now is None:
+            return ResendDoubt(
+                "cannot_confirm",
+                f"alert {record.id} was settled not executed, but its bot could not be read on OKX now, so nothing "
+                f"confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+            )
+        current = now.to_json()
+        moved = tuple({"field": f, "then": then.get(f), "now": current.get(f)} for f in moved_fields(then, now))
+        if not moved:
+            return None
+        listed = ", ".join(f"{row['field']} {row['then']} -> {row['now']}" for row in moved)
+        return ResendDoubt(
+            "bot_moved",
+            f"alert {record.id} was settled not executed, but its bot moved since that finding ({listed}): OKX may "
+            f"have executed it late; nothing was sent: check the bot on OKX; {insist}",
+            moved,
+        )
+
     def _mark(self, record: Record, finding: str) -> Record:
         try:
             marked = self.journal.resolve(record.id, finding, SERVICE)
@@ -266,6 +310,26 @@ def moved_fields(then: dict, now: BotSnapshot) -> list[str]:
     """RECHECKED_FIELDS that differ between a snapshot as stored (``to_json``) and one read now."""
     current = now.to_json()
     return [name for name in RECHECKED_FIELDS if current.get(name) != then.get(name)]
+
+
+def _finding_snapshot(record: Record) -> dict | None:
+    """The latest reading of the bot kept with the alert's evidence: the second read, the one after
+    the send, or the one before it (as stored, ``BotSnapshot.to_json``)."""
+    try:
+        evidence = record.evidence_data
+    except ValueError:
+        return None
+    if not isinstance(evidence, dict):
+        return None
+    recheck = evidence.get("recheck")
+    for snapshot in (
+        (recheck or {}).get("snapshot") if isinstance(recheck, dict) else None,
+        evidence.get("after"),
+        evidence.get("before"),
+    ):
+        if isinstance(snapshot, dict):
+            return snapshot
+    return None
 
 
 def _before(record: Record) -> BotSnapshot | None:
