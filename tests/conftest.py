@@ -9,10 +9,16 @@ import pytest
 
 from tests.okx_stand_in import OkxStandIn
 from webhook_app import Config, create_app
+from webhook_app.clock import SYSTEM_CLOCK
 
 WEBHOOK_SECRET = "tv-secret-0123456789-abcdef"
 ADMIN_TOKEN = "admin-token-0123456789-xyz"
 DELETE = object()
+
+
+# An alert for a percentage_investment bot that counts the margin into its investment: only then does
+# a margin change move investAmt, which PnL never does, so only then can OKX's records say "executed".
+REINVESTED = {"investmentType": "percentage_investment", "allowReinvest": True}
 
 
 def make_alert(**changes):
@@ -104,10 +110,11 @@ def okx():
 
 @pytest.fixture
 def make_app(tmp_path, okx):
-    """Build an app wired to the stand-in OKX; keyword arguments override Config fields."""
+    """Build an app wired to the stand-in OKX; keyword arguments override Config fields. ``local_clock``:
+    the app's elapsed time (a ``ManualClock`` the test moves, e.g. to the investigator's second read)."""
     apps = []
 
-    def build(clock=None, **overrides):
+    def build(clock=None, local_clock=SYSTEM_CLOCK, **overrides):
         settings = dict(
             webhook_secret=WEBHOOK_SECRET,
             okx_api_key=okx.api_key,
@@ -121,7 +128,7 @@ def make_app(tmp_path, okx):
             okx_connect_timeout=0.5,
         )
         settings.update(overrides)
-        app = create_app(Config(**settings), clock=clock)
+        app = create_app(Config(**settings), clock=clock, local_clock=local_clock)
         apps.append(app)
         return app
 

@@ -11,8 +11,9 @@ from decimal import Decimal
 import markupsafe
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final, wait_proposal
+from tests.conftest import ADMIN_TOKEN, REINVESTED, WEBHOOK_SECRET, make_alert, wait_final, wait_proposal
 from tests.okx_stand_in import DEFAULT_BOT, Drop, DropUnexecuted, Meanwhile, OkxReply, RawReply
+from webhook_app.clock import ManualClock
 from webhook_app.config import OkxAccount
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -31,8 +32,8 @@ def logged_in(client) -> str:
     return csrf_of(client.get("/admin").text)
 
 
-def unknown_alert(app, okx, **changes) -> int:
-    okx.play(RawReply(502))  # OKX may have acted: unknown
+def unknown_alert(app, okx, executed=True, **changes) -> int:
+    okx.play(RawReply(502, executed=executed))  # OKX may have acted: unknown
     alert_id = app.test_client().post("/webhook", json=make_alert(**changes)).json["id"]
     assert wait_final(app, alert_id).state == "unknown"
     return alert_id
@@ -192,14 +193,105 @@ def test_a_failed_alert_is_sent_again_once_as_a_new_linked_alert(make_app, okx, 
 def test_an_alert_marked_not_executed_can_be_sent_again_but_not_one_marked_executed(make_app, okx):
     app = make_app()
     client = app.test_client()
-    executed, not_executed = unknown_alert(app, okx, amount="1"), unknown_alert(app, okx, amount="2")
+    executed = unknown_alert(app, okx, amount="1")
+    not_executed = unknown_alert(app, okx, executed=False, amount="2")  # its bot stays as it was: resent at once
     client.post(f"/alerts/{executed}/mark", json={"resolution": "executed"}, headers=BEARER)
     client.post(f"/alerts/{not_executed}/mark", json={"resolution": "not_executed"}, headers=BEARER)
     assert client.post(f"/alerts/{executed}/resend", headers=BEARER).status_code == 409
-    unmarked = unknown_alert(app, okx, amount="3")
+    unmarked = unknown_alert(app, okx, executed=False, amount="3")
     assert client.post(f"/alerts/{unmarked}/resend", headers=BEARER).status_code == 409
     resent = client.post(f"/alerts/{not_executed}/resend", headers=BEARER)
     assert resent.status_code == 201 and wait_final(app, resent.json["alert"]["id"]).state == "ok"
+
+
+def late_execution(okx, amount="10"):
+    """OKX executes the dropped request after all, as its own records would show it: no event."""
+    with okx._lock:
+        okx._apply_margin(okx.bot(DEFAULT_BOT), "add", Decimal(amount), allow_reinvest=False)
+
+
+def auto_found_not_executed(make_app, okx, **settings):
+    """An unknown alert RESOLVE_UNKNOWN=auto marked not executed after its second read; (app, its id)."""
+    clock = ManualClock(runs=True)
+    app = make_app(local_clock=clock, unknown_settle=0.0, unknown_recheck=30.0, resolve_unknown="auto", **settings)
+    alert_id = unknown_alert(app, okx, executed=False)
+    assert wait_proposal(app, alert_id).proposal == "not_executed"
+    clock.advance(30.0)  # the second read: nothing moved, so the service marks it
+    deadline = time.monotonic() + 10
+    while app.extensions["webhook"].journal.get(alert_id).resolution is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.extensions["webhook"].journal.get(alert_id).resolution == "not_executed"
+    return app, alert_id
+
+
+def test_a_late_execution_after_the_finding_refuses_the_resend_until_the_operator_insists(make_app, okx, database_url):
+    app, alert_id = auto_found_not_executed(make_app, okx, database_url=database_url)
+    journal = app.extensions["webhook"].journal
+    client = app.test_client()
+    late_execution(okx)  # OKX acts on the dropped request after all, after the service's finding
+    refused = client.post(f"/alerts/{alert_id}/resend", headers=BEARER)
+    assert refused.status_code == 409 and refused.json["status"] == "bot_moved", refused.json
+    moved = {row["field"]: row for row in refused.json["moved"]}
+    assert moved["availBal"] == {"field": "availBal", "then": "40", "now": "50"} and "totalEq" in moved
+    assert "moved since that finding" in refused.json["message"] and "availBal 40 -> 50" in refused.json["message"]
+    assert len(okx.margin_requests()) == 1 and okx.executed == []  # nothing sent: only the dropped one
+    assert journal.get(alert_id).resent_as is None
+    insisted = client.post(f"/alerts/{alert_id}/resend", json={"insist": True}, headers=BEARER)
+    assert insisted.status_code == 201, insisted.json
+    assert wait_final(app, insisted.json["alert"]["id"]).state == "ok"
+    assert okx.executed == [{"algoId": DEFAULT_BOT, "type": "add", "amt": "10"}]
+    timeline = [e.detail for e in journal.events(alert_id)]
+    assert any(d.startswith("token insisted on sending it again after reading: alert") for d in timeline), timeline
+
+
+def test_a_resend_of_a_finding_is_refused_when_the_bot_cannot_be_read(make_app, okx):
+    app, alert_id = auto_found_not_executed(make_app, okx)
+    okx.right_region = False  # every read refused (50119): nothing confirms the bot stayed put
+    refused = app.test_client().post(f"/alerts/{alert_id}/resend", headers=BEARER)
+    assert refused.status_code == 409 and refused.json["status"] == "cannot_confirm", refused.json
+    assert "could not be read" in refused.json["message"] and refused.json["moved"] == []
+    assert len(okx.margin_requests()) == 1
+
+
+def test_a_resend_of_a_failed_alert_never_reads_the_bot(make_app, okx):
+    app = make_app(okx_max_attempts=1)
+    failed = failed_alert(app, okx)
+    okx.move_pnl(DEFAULT_BOT, Decimal("3"))  # the bot moves; a failed alert was certainly never executed
+    resent = app.test_client().post(f"/alerts/{failed}/resend", headers=BEARER)
+    assert resent.status_code == 201 and wait_final(app, resent.json["alert"]["id"]).state == "ok"
+    assert len(okx.executed) == 1
+
+
+@pytest.mark.parametrize(
+    "body, field", [({"insist": "yes"}, "insist"), ([True], "body")], ids=["insist-not-boolean", "not-an-object"]
+)
+def test_a_resend_with_a_bad_insist_is_refused_naming_it(make_app, okx, body, field):
+    app = make_app(okx_max_attempts=1)
+    failed = failed_alert(app, okx)
+    response = app.test_client().post(f"/alerts/{failed}/resend", json=body, headers=BEARER)
+    assert response.status_code == 422 and response.json["errors"][0]["field"] == field, response.json
+    assert app.extensions["webhook"].journal.get(failed).resent_as is None
+
+
+def test_the_page_says_what_moved_and_offers_sending_anyway(make_app, okx):
+    app, alert_id = auto_found_not_executed(make_app, okx)
+    late_execution(okx, "2.5")
+    browser = app.test_client()
+    csrf = logged_in(browser)
+    refused = browser.post(f"/alerts/{alert_id}/resend", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and 'id="resend-insist"' in refused.text
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", refused.text.split('id="moved"')[1].split('data-field="availBal">')[1])[
+        :3
+    ] == [
+        "availBal",
+        "40",
+        "42.5",
+    ]
+    assert 'id="resend">' not in refused.text and okx.executed == []
+    sent = browser.post(f"/alerts/{alert_id}/resend", data={"csrf_token": csrf, "insist": "true"})
+    assert sent.status_code == 303
+    resend_id = app.extensions["webhook"].journal.get(alert_id).resent_as
+    assert wait_final(app, resend_id).state == "ok" and len(okx.executed) == 1
 
 
 def test_a_resend_meets_every_check_like_any_alert(make_app, okx, database_url):
@@ -485,7 +577,7 @@ def escaped(text: str) -> str:
 
 def investigated_alert(app, okx, behaviour) -> int:
     okx.play(behaviour)
-    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    alert_id = app.test_client().post("/webhook", json=make_alert(**REINVESTED)).json["id"]
     assert wait_final(app, alert_id).state == "unknown"
     wait_proposal(app, alert_id, timeout=30.0)
     return alert_id

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, live_env, make_alert, screenshot_dir
+from tests.conftest import ADMIN_TOKEN, REINVESTED, live_env, make_alert, screenshot_dir
 from tests.okx_stand_in import DEFAULT_BOT, Drop, OkxReply, RawReply
 from tests.service_process import ServiceProcess
 
@@ -296,7 +296,7 @@ def test_the_page_shows_the_bots_and_an_unknown_alerts_evidence_confirmed_in_one
     shot(page, "8-bots")
 
     okx.play(Drop())  # OKX adds the margin, then the connection drops: unknown
-    alert_id = post_alert(bots_service, id="dropped-1", amount="10")["id"]
+    alert_id = post_alert(bots_service, id="dropped-1", amount="10", **REINVESTED)["id"]
     assert proposal_of(bots_service, alert_id)["proposal"] == "executed"
     page.goto(f"/admin/alerts/{alert_id}")
     assert page.inner_text("#alert-state") == "unknown"

@@ -53,24 +53,32 @@ def event(ctime_ms: int, event_type: str = "signal_processing") -> BotEvent:
 
 
 ADDED_50 = {"avail_bal": "50", "total_eq": "50"}
+REINVESTED_50 = {**ADDED_50, "invest_amt": "50"}  # an add with allowReinvest: investAmt moves with the margin
+PNL_TOO = "PnL moves availBal and totalEq together just the same"
 WINDOW = "between 12:00:01.2 and 12:00:03.9 UTC"
 
 CASES = [
     # (id, action, amount, allowReinvest, before, after, events, verdict, words in the reason)
     (
-        "executed add",
+        "an add's numbers without allowReinvest are PnL's too",
         "add", "50", False, before(), after(**ADDED_50), [],
-        "executed", ["availBal and totalEq rose by 50", WINDOW, "no other change", "the request asked to add 50"],
+        "cant_tell", ["availBal and totalEq rose by 50", WINDOW, "the request asked to add 50", PNL_TOO],
     ),
     (
         "executed add, allowReinvest",
-        "add", "50", True, before(), after(**ADDED_50, invest_amt="50"), [],
-        "executed", ["availBal, totalEq and investAmt rose by 50", "asked to add 50 with allowReinvest"],
+        "add", "50", True, before(), after(**REINVESTED_50), [],
+        "executed", ["availBal, totalEq and investAmt rose by 50", WINDOW, "no other change",
+                     "asked to add 50 with allowReinvest"],
     ),
     (
-        "executed reduce",
+        "a reduce's numbers without allowReinvest are PnL's too",
         "reduce", "12.5", False, before(), after(avail_bal="-12.5", total_eq="-12.5"), [],
-        "executed", ["availBal and totalEq fell by 12.5", WINDOW, "the request asked to reduce 12.5"],
+        "cant_tell", ["availBal and totalEq fell by 12.5", WINDOW, "the request asked to reduce 12.5", PNL_TOO],
+    ),
+    (
+        "PnL of exactly the amount, nothing executed",  # the case: auto must not mark it executed
+        "add", "10", False, before(), after(avail_bal="10", total_eq="10"), [],
+        "cant_tell", ["rose by 10", PNL_TOO],
     ),
     (
         "executed reduce, allowReinvest",
@@ -79,7 +87,7 @@ CASES = [
     ),
     (
         "executed add, OKX gives no uTime",
-        "add", "50", False, before(u_time_ms=None), after(before(u_time_ms=None), touched=False, **ADDED_50), [],
+        "add", "50", True, before(u_time_ms=None), after(before(u_time_ms=None), touched=False, **REINVESTED_50), [],
         "executed", ["rose by 50"],
     ),
     (
@@ -149,7 +157,7 @@ CASES = [
     ),
     (
         "events just outside the window do not matter",
-        "add", "50", False, before(), after(**ADDED_50), [event(END_MS + 1), event(START_MS - 1)],
+        "add", "50", True, before(), after(**REINVESTED_50), [event(END_MS + 1), event(START_MS - 1)],
         "executed", ["rose by 50"],
     ),
     (
@@ -224,11 +232,12 @@ CASES = [
     ),
     (
         "29 significant digits, executed",
-        "add", "12345678901234567890.123456789", False,
+        "add", "12345678901234567890.123456789", True,
         before(avail_bal=Decimal("1000.0000000001"), total_eq=Decimal("1100.0000000001")),
         after(
             before(avail_bal=Decimal("1000.0000000001"), total_eq=Decimal("1100.0000000001")),
             avail_bal="12345678901234567890.123456789", total_eq="12345678901234567890.123456789",
+            invest_amt="12345678901234567890.123456789",
         ),
         [],
         "executed", ["rose by 12345678901234567890.123456789", "asked to add 12345678901234567890.123456789"],
@@ -246,22 +255,30 @@ CASES = [
     ),
     (
         "29 significant digits, executed reduce",
-        "reduce", "12345678901234567890.123456789", False,
-        before(avail_bal=Decimal("20000000000000000000.5"), total_eq=Decimal("20000000000000000100.5")),
+        "reduce", "12345678901234567890.123456789", True,
+        before(
+            avail_bal=Decimal("20000000000000000000.5"), total_eq=Decimal("20000000000000000100.5"),
+            invest_amt=Decimal("20000000000000000000.5"),
+        ),
         after(
-            before(avail_bal=Decimal("20000000000000000000.5"), total_eq=Decimal("20000000000000000100.5")),
+            before(
+                avail_bal=Decimal("20000000000000000000.5"), total_eq=Decimal("20000000000000000100.5"),
+                invest_amt=Decimal("20000000000000000000.5"),
+            ),
             avail_bal="-12345678901234567890.123456789", total_eq="-12345678901234567890.123456789",
+            invest_amt="-12345678901234567890.123456789",
         ),
         [],
         "executed", ["fell by 12345678901234567890.123456789"],
     ),
     (
         "a tiny reduce from a large balance",
-        "reduce", "0.000000000000000000001", False,
+        "reduce", "0.000000000000000000001", True,
         before(avail_bal=Decimal("98765432109876543210"), total_eq=Decimal("98765432109876543210")),
         after(
             before(avail_bal=Decimal("98765432109876543210"), total_eq=Decimal("98765432109876543210")),
             avail_bal="-0.000000000000000000001", total_eq="-0.000000000000000000001",
+            invest_amt="-0.000000000000000000001",
         ),
         [],
         "executed", ["fell by 0.000000000000000000001"],
@@ -359,9 +376,9 @@ def test_the_evidence_round_trips_through_json():
 
 
 def test_the_evidence_of_an_executed_add():
-    evidence = gather("add", Decimal(50), False, before(), after(**ADDED_50), [event(START_MS - 60_000)])
+    evidence = gather("add", Decimal(50), True, before(), after(**REINVESTED_50), [event(START_MS - 60_000)])
     assert (evidence["proposal"], evidence["events"], evidence["otherEvents"]) == ("executed", [], 1)
-    assert evidence["reason"] == propose("add", Decimal(50), False, before(), after(**ADDED_50), []).reason
+    assert evidence["reason"] == propose("add", Decimal(50), True, before(), after(**REINVESTED_50), []).reason
 
 
 def test_without_a_snapshot_there_is_no_window():

@@ -757,6 +757,24 @@ def test_evidence_is_recorded_once_on_an_unknown_alert_with_one_timeline_entry(j
     assert journal.events(unknown.id)[-1].kind == "evidence"
 
 
+def test_a_second_read_revises_the_proposal_it_rests_on_and_keeps_the_finding(journals):
+    journal = journals()
+    unknown = unknown_alert(journal)
+    journal.record_evidence(unknown.id, GATHERED, "not_executed", "OKX's records: not executed")
+    journal.resolve(unknown.id, "not_executed", "session 1a2b")
+    revised = '{"proposal": "cant_tell", "withdrawn": {"proposal": "not_executed"}}'
+    # Only while the proposal is still the one read again: a stale revision changes nothing.
+    assert journal.revise_evidence(unknown.id, revised, "cant_tell", "read again: withdrawn", was="executed") is None
+    recorded = journal.revise_evidence(unknown.id, revised, "cant_tell", "read again: withdrawn", was="not_executed")
+    assert (recorded.evidence, recorded.proposal, recorded.resolution) == (revised, "cant_tell", "not_executed")
+    stored = journal.get(unknown.id)
+    assert (stored.evidence, stored.proposal, stored.resolution) == (revised, "cant_tell", "not_executed")
+    assert [e.detail for e in journal.events(unknown.id) if e.kind == "evidence"] == [
+        "OKX's records: not executed",
+        "read again: withdrawn",
+    ]
+
+
 @pytest.mark.parametrize("state", ["ok", "rejected", "failed", "expired"])
 def test_evidence_is_never_recorded_on_an_alert_whose_outcome_is_known(journals, state):
     journal = journals()

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import live_env, make_alert, wait_final
+from tests.conftest import REINVESTED, live_env, make_alert, wait_final
 from tests.okx_stand_in import OkxReply, Slow
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
@@ -85,7 +85,7 @@ def test_a_crash_recovered_unknown_alert_is_logged_and_notified(okx, tmp_path, r
     okx.play(Slow(5))
     first = ServiceProcess(env).start()
     try:
-        alert_id = requests.post(first.url + "/webhook", json=make_alert(), timeout=5).json()["id"]
+        alert_id = requests.post(first.url + "/webhook", json=make_alert(**REINVESTED), timeout=5).json()["id"]
         deadline = time.monotonic() + 5
         while not okx.margin_requests() and time.monotonic() < deadline:
             time.sleep(0.01)

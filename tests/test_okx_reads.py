@@ -397,9 +397,9 @@ def test_the_stand_in_read_and_judged(okx, send, meanwhile, verdict):
     client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase, read_timeout=5.0)
     before = client.bot_snapshot(STAND_IN_BOT, timeout=2.0)
     if send:
-        client.adjust_margin(MarginRequest(STAND_IN_BOT, "add", "50"))
+        client.adjust_margin(MarginRequest(STAND_IN_BOT, "add", "50", allow_reinvest=True))
     meanwhile(okx)
     after = client.bot_snapshot(STAND_IN_BOT, timeout=2.0)
     events = client.bot_events(STAND_IN_BOT, timeout=2.0)
-    assert propose("add", Decimal(50), False, before, after, events).verdict == verdict
+    assert propose("add", Decimal(50), True, before, after, events).verdict == verdict  # investAmt moves too
     assert STAND_IN_BOT in {bot.algo_id for bot in client.running_bots(timeout=2.0)}

@@ -10,10 +10,11 @@ from decimal import Decimal
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, live_env, make_alert, wait_proposal
+from tests.conftest import ADMIN_TOKEN, REINVESTED, live_env, make_alert, wait_proposal
 from tests.okx_stand_in import BOT_DETAILS_PATH, Drop, DropUnexecuted, Meanwhile, OkxReply, OkxStandIn
 from tests.test_notify import Receiver
 from webhook_app.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
+from webhook_app.clock import ManualClock
 from webhook_app.okx import OkxClient
 
 BOT = "581628185981813760"
@@ -33,7 +34,8 @@ def trade(stand_in, bot):
     stand_in.trade(bot)
 
 
-# (what OKX does with the request, whether it executed it, the proposal, words of its reason)
+# (what OKX does with the request, whether it executed it, the proposal, words of its reason); each
+# alert asks allowReinvest, so that an executed one moves investAmt too, which PnL never does.
 SCENARIOS = [
     pytest.param(Drop(), True, "executed", "rose by 10", id="dropped-after-executing"),
     pytest.param(DropUnexecuted(), False, "not_executed", "did not change", id="dropped-before-executing"),
@@ -59,7 +61,7 @@ def test_an_unknown_outcome_is_proposed_from_okx_records(make_app, okx, behaviou
     app = make_app(unknown_settle=0.0)
     journal = app.extensions["webhook"].journal
     okx.play(behaviour)
-    reply = app.test_client().post("/webhook", json=make_alert())
+    reply = app.test_client().post("/webhook", json=make_alert(**REINVESTED))
     assert reply.status_code == 202, reply.json
     record = wait_proposal(app, reply.json["id"])
     assert record.state == "unknown" and record.resolution is None  # manual: proposed, not marked
@@ -84,7 +86,7 @@ def test_resolve_unknown_auto_marks_only_what_leaves_no_doubt(make_app, okx, beh
     app = make_app(unknown_settle=0.0, unknown_recheck=1.0, resolve_unknown="auto")
     journal = app.extensions["webhook"].journal
     okx.play(behaviour)
-    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    alert_id = app.test_client().post("/webhook", json=make_alert(**REINVESTED)).json["id"]
     record = wait_proposal(app, alert_id)
     if record.proposal == "not_executed":  # marked only after the second read, a second later
         assert record.resolution is None
@@ -92,6 +94,18 @@ def test_resolve_unknown_auto_marks_only_what_leaves_no_doubt(make_app, okx, beh
     assert journal.get(alert_id).resolution == marked
     marks = [e.detail for e in journal.events(alert_id) if e.kind == "marked"]
     assert marks == ([f"marked {marked.replace('_', ' ')} by the service, from OKX's records"] if marked else [])
+
+
+def test_pnl_of_exactly_the_amount_is_never_marked_executed(make_app, okx):
+    # Nothing executed, but the market moved availBal and totalEq by exactly the amount asked: without
+    # allowReinvest a margin change moves nothing else, so OKX's records cannot tell the two apart.
+    app = make_app(unknown_settle=0.0, resolve_unknown="auto")
+    okx.play(Meanwhile(DropUnexecuted(), lambda stand_in, bot: stand_in.move_pnl(bot, Decimal("10"))))
+    alert_id = app.test_client().post("/webhook", json=make_alert(amount="10")).json["id"]
+    record = wait_proposal(app, alert_id)
+    assert okx.executed == [] and okx.bot(BOT).avail_bal == Decimal("50")
+    assert record.proposal == "cant_tell" and "cannot be told from PnL" in record.evidence_data["reason"]
+    assert app.extensions["webhook"].journal.get(alert_id).resolution is None  # auto left it to an operator
 
 
 def test_a_not_executed_finding_is_not_marked_when_the_bot_moves_before_the_second_read(make_app, okx):
@@ -109,13 +123,59 @@ def test_a_not_executed_finding_is_not_marked_when_the_bot_moves_before_the_seco
     assert "availBal" in note and "in doubt" in note
 
 
+def late_exact(stand_in):  # OKX executes the dropped request late: exactly its change, no event
+    with stand_in._lock:
+        stand_in._apply_margin(stand_in.bot(BOT), "add", Decimal("10"), allow_reinvest=True)
+
+
+def late_in_app(stand_in):  # the bot moves by a margin change OKX lists as an event
+    stand_in.change_margin(BOT, "add", Decimal("10"), allow_reinvest=True)
+
+
+@pytest.mark.parametrize(
+    "late, proposal, words",
+    [(late_exact, "executed", "rose by 10"), (late_in_app, "cant_tell", "event(s)")],
+    ids=["moved-exactly-as-asked", "moved-with-an-event"],
+)
+def test_a_not_executed_proposal_the_second_read_contradicts_is_withdrawn(make_app, okx, late, proposal, words):
+    receiver = Receiver()
+    try:
+        clock = ManualClock(runs=True)
+        app = make_app(local_clock=clock, unknown_settle=0.0, unknown_recheck=30.0, notify_urls=(receiver.url,))
+        services = app.extensions["webhook"]
+        services.notifier.coalesce = 0.0  # the withdrawal is told at once, not summed up with the first message
+        client = app.test_client()
+        okx.play(DropUnexecuted())
+        alert_id = client.post("/webhook", json=make_alert(**REINVESTED)).json["id"]
+        assert wait_proposal(app, alert_id).proposal == "not_executed"
+        late(okx)
+        clock.advance(30.0)  # the second read is due
+        wait_event(services.journal, alert_id, "read again after 30 s")
+        assert okx.executed == [] and okx.bot(BOT).avail_bal == Decimal("50")  # moved, though not by our send
+        shown = client.get(f"/alerts/{alert_id}", headers=BEARER).json["alert"]
+        assert shown["proposal"] == shown["evidence"]["proposal"] == proposal, shown["evidence"]
+        assert words in shown["evidence"]["reason"] and shown["evidence"]["withdrawn"]["proposal"] == "not_executed"
+        assert "availBal" in shown["evidence"]["recheck"]["moved"]
+        assert shown["resolution"] is None  # manual: proposed, not marked
+        browser = app.test_client()
+        login = browser.get("/admin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        browser.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf_token": login})
+        page = browser.get(f"/admin/alerts/{alert_id}").text
+        assert "Confirm: not executed" not in page and 'id="withdrawn"' in page
+        assert f'class="verdict v-{proposal}"' in page
+        messages = receiver.wait_for(2)
+        assert any("proposal 'not executed' is withdrawn" in m["title"] for m in messages), messages
+    finally:
+        receiver.server.shutdown()
+
+
 def test_the_notification_of_an_unknown_alert_carries_the_proposal(make_app, okx):
     receiver = Receiver()
     try:
         app = make_app(unknown_settle=0.0, notify_urls=(receiver.url,))
         app.extensions["webhook"].notifier.start()
         okx.play(Drop())
-        alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+        alert_id = app.test_client().post("/webhook", json=make_alert(**REINVESTED)).json["id"]
         (message,) = receiver.wait_for(1)
         assert f"Alert {alert_id} unknown" in message["title"]
         assert "proposes: executed" in message["message"] and "rose by 10" in message["message"]
@@ -239,7 +299,7 @@ def test_through_gunicorn_unknowns_are_proposed_and_marked_and_a_stopped_bot_ref
         started = time.monotonic()
         ids = {}
         for proposal, algo_id in bots.items():
-            reply = requests.post(service.url + "/webhook", json=make_alert(algoId=algo_id), timeout=5)
+            reply = requests.post(service.url + "/webhook", json=make_alert(algoId=algo_id, **REINVESTED), timeout=5)
             assert reply.status_code == 202, reply.text
             ids[proposal] = reply.json()["id"]
         found = {}  # each alert once proposed, and marked where auto marks it (not executed: after the second read)

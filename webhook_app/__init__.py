@@ -111,6 +111,7 @@ def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: C
             recheck_after=config.unknown_recheck,
             auto=config.resolve_unknown == "auto",
             on_done=notifier.alert_finished,
+            on_withdrawn=notifier.proposal_withdrawn,
             clock=local_clock,
         )
 

@@ -136,10 +136,16 @@ def alert_page(alert_id: int):
     enabled()
     if operator() is None:
         return _login_page()
-    svc = services()
-    record = svc.journal.get(alert_id)
+    record = services().journal.get(alert_id)
     if record is None:
         abort(404)
+    return _alert_page(record)
+
+
+def _alert_page(record, doubt=None, status: int = 200):
+    """An alert's page; ``doubt``: a resend just refused because its bot moved since the finding (or
+    could not be read), said above a second button that sends it anyway."""
+    svc = services()
     now = time.time()
     not_resent = svc.intake.resend_refusal(record)
     steps = _timeline(record)
@@ -160,7 +166,8 @@ def alert_page(alert_id: int):
         can_resend=not_resent is None,
         # Said only where "Send again" would be expected: a failed alert, or one found not executed.
         not_resent=not_resent if _resendable_state(record) else None,
-    )
+        doubt=doubt,
+    ), status
 
 
 def _marked_by(steps: list[dict]) -> str | None:
@@ -327,12 +334,43 @@ def mark(alert_id: int):
 @bp.post("/alerts/<int:alert_id>/resend")
 @operator_required(posting=True)
 def resend(alert_id: int):
-    who = operator()
-    record = services().intake.resend(alert_id, by=who)
+    """Send again. An alert settled "not executed" goes only if its bot has not moved since that
+    finding (read now); else 409 saying what moved, unless the operator insists (``insist``)."""
+    who, insist = operator(), _insist()
+    svc = services()
+    original = svc.journal.get(alert_id)  # None: intake.resend says 404
+    doubt = None
+    if original is not None and svc.investigator is not None and svc.intake.resend_refusal(original) is None:
+        doubt = svc.investigator.resend_doubt(original)
+    if doubt is not None and not insist:
+        log.warning("alert %s not sent again for %s: %s", alert_id, who, doubt.message)
+        if _wants_json():
+            return jsonify(status=doubt.status, message=doubt.message, moved=list(doubt.moved), insist=False), 409
+        return _alert_page(original, doubt=doubt, status=409)
+    record = svc.intake.resend(alert_id, by=who)
+    if doubt is not None:
+        svc.journal.note(alert_id, "resent", f"{who} insisted on sending it again after reading: {doubt.message}")
+        log.warning("alert %s sent again by %s, who insisted after reading: %s", alert_id, who, doubt.message)
     log.info("alert %s sent again as alert %s by %s", alert_id, record.id, who)
     if _wants_json():
         return jsonify(status="ok", alert=record.to_json(), resent_from=alert_id), 201
     return redirect(url_for("admin.alert_page", alert_id=record.id), 303)
+
+
+def _insist() -> bool:
+    """The resend's ``insist``: a JSON body's boolean, or the page's form field ("true"); absent, false."""
+    if request.is_json and request.get_data():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise InvalidParameter("body", 'must be a JSON object, such as {"insist": true}, or empty')
+        value = body.get("insist", False)
+        if not isinstance(value, bool):
+            raise InvalidParameter("insist", "must be true or false")
+        return value
+    value = request.form.get("insist", "false")
+    if value not in ("true", "false"):
+        raise InvalidParameter("insist", "must be true or false")
+    return value == "true"
 
 
 @bp.get("/refused")

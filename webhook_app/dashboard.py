@@ -245,6 +245,19 @@ def okx_records(record: Record) -> dict | None:
         else [{**event, "at": _clock_text(event.get("eventCtime"))} for event in evidence["events"]],
         "other_events": evidence.get("otherEvents") or 0,
         "events_unread": evidence.get("events") is None or bool(evidence.get("eventsUnread")),
+        # A "not executed" proposal the second read withdrew: what it said, and what moved since.
+        "withdrawn": _withdrawn(evidence),
+    }
+
+
+def _withdrawn(evidence: dict) -> dict | None:
+    withdrawn, recheck = evidence.get("withdrawn"), evidence.get("recheck") or {}
+    if not isinstance(withdrawn, dict) or withdrawn.get("proposal") not in VERDICT_WORDS:
+        return None
+    return {
+        "verdict_words": VERDICT_WORDS[withdrawn["proposal"]],
+        "reason": withdrawn.get("reason") or "",
+        "moved": ", ".join(recheck.get("moved") or []),
     }
 
 

@@ -14,9 +14,11 @@ The rule (conservative: it never guesses):
   ever read as ours: it is shown as OKX gave it, and it rules out a verdict.
 - The bot's state changed in the window (e.g. running -> stopped): can't tell.
 - With d = +amount for "add" and -amount for "reduce":
-  executed when availBal moved by exactly d, totalEq moved exactly as availBal did, frozenBal did
-  not move, investAmt moved by exactly d with allowReinvest and not at all without it, and uTime
-  changed (or OKX gave no uTime in either snapshot);
+  executed only for a request with allowReinvest, when investAmt, availBal and totalEq each moved
+  by exactly d, frozenBal did not move, and uTime changed (or OKX gave no uTime in either
+  snapshot). PnL moves availBal and totalEq together and never investAmt, so only investAmt moving
+  with them tells a margin change from PnL. Without allowReinvest a margin change moves availBal and
+  totalEq by d and nothing else, exactly as PnL of d would: that is "can't tell", saying so;
   not executed when availBal, investAmt, frozenBal and totalEq did not move and neither did uTime
   (or OKX gave no uTime in either snapshot).
 - Anything else (PnL moving availBal and totalEq, a trade moving frozenBal, a second margin change,
@@ -125,6 +127,20 @@ def propose(
     deltas = {
         name: exact_difference(getattr(after, attribute), getattr(before, attribute)) for name, attribute in _BALANCES
     }
+    return _judge(action, amount, allow_reinvest, before, after, deltas, window, asked)
+
+
+def _judge(
+    action: str,
+    amount: Decimal,
+    allow_reinvest: bool,
+    before: BotSnapshot,
+    after: BotSnapshot,
+    deltas: dict[str, Decimal],
+    window: str,
+    asked: str,
+) -> Proposal:
+    """The verdict from the balances' and uTime's changes, once nothing else ruled one out."""
     expected = amount if action == "add" else amount.copy_negate()  # copy_negate: exact at any length
     expected_invest = expected if allow_reinvest else Decimal(0)
     u_time_moved = before.u_time_ms != after.u_time_ms
@@ -137,24 +153,53 @@ def propose(
         and deltas["investAmt"] == expected_invest
     )
     moved = [name for name in deltas if deltas[name] != 0]
+    direction = "rose" if action == "add" else "fell"
 
     if balances_as_asked and ((u_time_moved and u_time_known) or u_time_absent):
-        fields = ["availBal", "totalEq"] + (["investAmt"] if allow_reinvest else [])
-        direction = "rose" if action == "add" else "fell"
+        if not allow_reinvest:  # PnL of exactly the amount moves the very same two fields
+            return Proposal(
+                "cant_tell",
+                f"availBal and totalEq {direction} by {plain_decimal(amount)} {window} and nothing else moved, "
+                f"{asked}: PnL moves availBal and totalEq together just the same, so this change cannot be told "
+                "from PnL (only investAmt, moving with a request with allowReinvest, can)",
+            )
         return Proposal(
-            "executed", f"{_listed(fields)} {direction} by {plain_decimal(amount)} {window}; no other change; {asked}"
+            "executed",
+            f"availBal, totalEq and investAmt {direction} by {plain_decimal(amount)} {window}; no other change; "
+            f"{asked}",
         )
     if not moved and not u_time_moved:
         return Proposal(
             "not_executed", f"availBal, investAmt, frozenBal, totalEq and uTime did not change {window}; {asked}"
         )
+    return Proposal("cant_tell", _unexplained(before, after, deltas, expected, allow_reinvest, window, asked))
 
+
+def _unexplained(
+    before: BotSnapshot,
+    after: BotSnapshot,
+    deltas: dict[str, Decimal],
+    expected: Decimal,
+    allow_reinvest: bool,
+    window: str,
+    asked: str,
+) -> str:
+    """Why the changes read neither as executed nor as not executed: what moved, by how much."""
+    u_time_known = before.u_time_ms is not None and after.u_time_ms is not None
+    u_time_absent = before.u_time_ms is None and after.u_time_ms is None
+    moved = [name for name in deltas if deltas[name] != 0]
     if not u_time_known and not u_time_absent:
         u_time_note = "uTime was given in one snapshot only"
-    elif u_time_moved:
+    elif before.u_time_ms != after.u_time_ms:
         u_time_note = f"uTime moved by {plain_decimal(Decimal(after.u_time_ms - before.u_time_ms) / 1000)} s"
     else:
         u_time_note = "uTime did not change"
+    balances_as_asked = (
+        deltas["availBal"] == expected
+        and deltas["totalEq"] == expected
+        and deltas["frozenBal"] == 0
+        and deltas["investAmt"] == (expected if allow_reinvest else 0)
+    )
     if balances_as_asked:
         what, why = f"the balances moved as asked but {u_time_note}", "OKX's records do not explain that"
     elif not moved:
@@ -169,7 +214,7 @@ def propose(
             )
         else:
             why = "something else moved the bot's balance in the window"
-    return cant_tell(f"{what} {window}, {asked}: {why}")
+    return f"{what} {window}, {asked}: {why}"
 
 
 def gather(

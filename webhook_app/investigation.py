@@ -10,11 +10,14 @@ dies first, another instance (or the next start) finds the alert still without a
 
 "Not executed" is the finding that invites a resend, and a request OKX handles late would make
 that resend a double: the bot is read once more ``recheck_after`` later, and only if nothing has
-moved does ``RESOLVE_UNKNOWN=auto`` mark it; if something has, the timeline says so.
+moved does ``RESOLVE_UNKNOWN=auto`` mark it. If something has, the proposal "not executed" is
+withdrawn: OKX's records are judged again from the snapshot before the send to this one (can't
+tell, or executed when the move is exactly the request's), stored, and the operator is told.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -40,6 +43,15 @@ SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
 SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
 
 
+@dataclasses.dataclass(frozen=True)
+class ResendDoubt:
+    """Why a resend of an alert settled "not executed" is refused until the operator insists."""
+
+    status: str  # "bot_moved", or "cannot_confirm" (no reading to compare)
+    message: str
+    moved: tuple[dict, ...] = ()  # {"field", "then", "now"} for each field that moved since the finding
+
+
 class Investigator:
     def __init__(
         self,
@@ -50,15 +62,19 @@ class Investigator:
         recheck_after: float = 30.0,
         auto: bool = False,
         on_done: Callable[[Record], None] | None = None,
+        on_withdrawn: Callable[[Record, str], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
-        """``clock``: the settle time before the reads, the pause between them, and the sweeps' pace."""
+        """``clock``: the settle time before the reads, the pause between them, and the sweeps' pace.
+        ``on_withdrawn(alert, what the second read found)``: the notification that a "not executed"
+        proposal was withdrawn."""
         self.journal = journal
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
         self.recheck_after = recheck_after
         self.auto = auto
         self._on_done = on_done  # the notification, once the proposal is known
+        self._on_withdrawn = on_withdrawn
         self._clock = clock
         self._queue: queue.Queue[tuple[float, Record]] = queue.Queue()  # (due, alert) for a first look
         # (due, alert, its evidence) for a second read; one thread: all are due the same time after they came
@@ -127,25 +143,7 @@ class Investigator:
                 break
             self._clock.wait(self._stop, 1.0 + attempt)
         events = watch.events_now(record.algo_id) if after is not None else None
-        request = record.request
-        evidence = gather(
-            record.action,
-            Decimal(record.amount),
-            request.get("allowReinvest") is True,
-            before,
-            after,
-            events,  # None when unread: then the proposal is "can't tell"
-        )
-        ours = self._ours_in_window(record)
-        if ours is None and evidence["proposal"] != "cant_tell":
-            evidence["proposal"] = "cant_tell"
-            evidence["reason"] = "the journal could not say whether another alert of ours moved this bot meanwhile"
-        elif ours and evidence["proposal"] != "cant_tell":
-            evidence["proposal"] = "cant_tell"
-            evidence["reason"] = (
-                f"alert {ours[0]} of ours changed this bot's margin in the same window, so the change cannot be "
-                "told apart"
-            )
+        evidence = self._judged(record, before, after, events)  # events None (unread): "can't tell"
         proposal, reason = evidence["proposal"], evidence["reason"]
         note = f"OKX's records: {VERDICT_WORDS[proposal]}: {reason}"
         recorded = self.journal.record_evidence(record.id, json.dumps(evidence), proposal, note)
@@ -159,6 +157,23 @@ class Investigator:
             self._rechecks.put((self._clock() + self.recheck_after, recorded, evidence))
         self._tell(recorded)
         return recorded
+
+    def _judged(self, record: Record, before, after, events) -> dict:
+        """The evidence from these reads, "can't tell" where another alert of ours may explain it."""
+        evidence = gather(
+            record.action, Decimal(record.amount), record.request.get("allowReinvest") is True, before, after, events
+        )
+        ours = self._ours_in_window(record)
+        if ours is None and evidence["proposal"] != "cant_tell":
+            evidence["proposal"] = "cant_tell"
+            evidence["reason"] = "the journal could not say whether another alert of ours moved this bot meanwhile"
+        elif ours and evidence["proposal"] != "cant_tell":
+            evidence["proposal"] = "cant_tell"
+            evidence["reason"] = (
+                f"alert {ours[0]} of ours changed this bot's margin in the same window, so the change cannot be "
+                "told apart"
+            )
+        return evidence
 
     def _run_rechecks(self) -> None:
         while not self._stop.is_set():
@@ -175,27 +190,88 @@ class Investigator:
                 log.exception("reading alert %s's bot again failed", record.id)
 
     def _recheck(self, record: Record, evidence: dict) -> None:
-        """A "not executed" finding, read again: marked (auto) only if the bot has not moved since."""
+        """A "not executed" finding, read again: marked (auto) only if the bot has not moved since;
+        withdrawn, judged again and told if it has."""
         watch = self.bots.get(record.account)
         later = watch.snapshot_now(record.algo_id) if watch is not None else None
-        first = evidence.get("after") or {}
-        moved = None if later is None else [f for f in RECHECKED_FIELDS if later.to_json().get(f) != first.get(f)]
+        read_again = f"read again after {self.recheck_after:.0f} s"
         try:
-            if moved is None:
-                detail = f"read again after {self.recheck_after:.0f} s: the bot could not be read; not marked"
-            elif moved:
-                detail = (
-                    f"read again after {self.recheck_after:.0f} s: {', '.join(moved)} moved since; the finding 'not "
-                    "executed' is in doubt: check the bot on OKX before sending it again"
-                )
+            if later is None:
+                detail = f"{read_again}: the bot could not be read; not marked"
+                self.journal.note(record.id, "evidence", detail)
+            elif moved := moved_fields(evidence.get("after") or {}, later):
+                detail = self._withdraw(record, evidence, later, moved, watch, read_again)
             else:
-                detail = f"read again after {self.recheck_after:.0f} s: nothing moved"
+                detail = f"{read_again}: nothing moved"
                 if self.auto:
                     self._mark(record, "not_executed")
-            self.journal.note(record.id, "evidence", detail)
+                kept = {**evidence, "recheck": {"snapshot": later.to_json(), "moved": []}}
+                self.journal.revise_evidence(record.id, json.dumps(kept), "not_executed", detail, "not_executed")
             log.warning("alert %s: %s", record.id, detail)
         except JournalUnavailable as exc:
             log.error("alert %s: could not record the second read (%s)", record.id, exc)
+
+    def _withdraw(
+        self, record: Record, evidence: dict, later: BotSnapshot, moved: list[str], watch: BotWatch, read_again: str
+    ) -> str:
+        """The bot moved after "not executed" was proposed: judge again from before the send to now,
+        store that in place of the withdrawn proposal, mark it (auto) if executed, and tell."""
+        revised = self._judged(record, _before(record), later, watch.events_now(record.algo_id))
+        if revised["proposal"] == "not_executed":  # moved since the first read, though not since before the send
+            revised["proposal"] = "cant_tell"
+            revised["reason"] = f"{', '.join(moved)} moved after the first read showed nothing had"
+        revised["withdrawn"] = {key: evidence.get(key) for key in ("proposal", "reason", "after", "window")}
+        revised["recheck"] = {"snapshot": later.to_json(), "moved": moved}
+        proposal, reason = revised["proposal"], revised["reason"]
+        detail = (
+            f"{read_again}: {', '.join(moved)} moved since; the proposal 'not executed' is in doubt and withdrawn; "
+            f"OKX's records now: {VERDICT_WORDS[proposal]}: {reason}"
+        )
+        recorded = self.journal.revise_evidence(record.id, json.dumps(revised), proposal, detail, "not_executed")
+        if recorded is None:
+            return detail + " (not stored: the alert changed meanwhile)"
+        if self.auto and proposal == "executed" and recorded.resolution is None:
+            recorded = self._mark(recorded, proposal)
+        if self._on_withdrawn is not None:
+            try:
+                self._on_withdrawn(recorded, detail)
+            except Exception:
+                log.exception("telling that alert %s's proposal was withdrawn failed", record.id)
+        return detail
+
+    def resend_doubt(self, record: Record) -> ResendDoubt | None:
+        """For an alert settled "not executed" (by the service or an operator): the bot read now
+        (within the reads' budget) against the reading that finding rests on (the second read, else
+        the one after the send, else the one before it). None: nothing moved, or not such an alert."""
+        if record.resolution != "not_executed":
+            return None
+        then = _finding_snapshot(record)
+        insist = "to send it anyway, resend it again insisting"
+        if then is None:
+            return ResendDoubt(
+                "cannot_confirm",
+                f"alert {record.id} was settled not executed, but no reading of its bot is kept to compare with now, "
+                f"so nothing confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+            )
+        watch = self.bots.get(record.account)
+        now = watch.snapshot_now(record.algo_id) if watch is not None else None
+        if now is None:
+            return ResendDoubt(
+                "cannot_confirm",
+                f"alert {record.id} was settled not executed, but its bot could not be read on OKX now, so nothing "
+                f"confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+            )
+        current = now.to_json()
+        moved = tuple({"field": f, "then": then.get(f), "now": current.get(f)} for f in moved_fields(then, now))
+        if not moved:
+            return None
+        listed = ", ".join(f"{row['field']} {row['then']} -> {row['now']}" for row in moved)
+        return ResendDoubt(
+            "bot_moved",
+            f"alert {record.id} was settled not executed, but its bot moved since that finding ({listed}): OKX may "
+            f"have executed it late; nothing was sent: check the bot on OKX; {insist}",
+            moved,
+        )
 
     def _mark(self, record: Record, finding: str) -> Record:
         try:
@@ -228,6 +304,32 @@ class Investigator:
             self._on_done(record)
         except Exception:
             log.exception("telling of alert %s's outcome failed", record.id)
+
+
+def moved_fields(then: dict, now: BotSnapshot) -> list[str]:
+    """RECHECKED_FIELDS that differ between a snapshot as stored (``to_json``) and one read now."""
+    current = now.to_json()
+    return [name for name in RECHECKED_FIELDS if current.get(name) != then.get(name)]
+
+
+def _finding_snapshot(record: Record) -> dict | None:
+    """The latest reading of the bot kept with the alert's evidence: the second read, the one after
+    the send, or the one before it (as stored, ``BotSnapshot.to_json``)."""
+    try:
+        evidence = record.evidence_data
+    except ValueError:
+        return None
+    if not isinstance(evidence, dict):
+        return None
+    recheck = evidence.get("recheck")
+    for snapshot in (
+        (recheck or {}).get("snapshot") if isinstance(recheck, dict) else None,
+        evidence.get("after"),
+        evidence.get("before"),
+    ):
+        if isinstance(snapshot, dict):
+            return snapshot
+    return None
 
 
 def _before(record: Record) -> BotSnapshot | None:

@@ -106,6 +106,17 @@ class Notifier:
             )
             self._put("unknown", title, body, WARNING)  # the journal's state stands: worth a look, not a failure
 
+    def proposal_withdrawn(self, record, found: str) -> None:
+        """The bot of an unknown alert moved after OKX's records proposed "not executed": that proposal
+        no longer stands, and a resend may be a double."""
+        if "unknown" in self.events:
+            title = f"Alert {record.id}: the proposal 'not executed' is withdrawn ({self._bot(record)})"
+            body = (
+                f"{title}, {record.action} {record.amount}: the bot was {found}. Do not send it again before "
+                "checking the bot's margin on OKX."
+            )
+            self._put("unknown", title, body, WARNING)
+
     def lockout(self, address: str, failures: int) -> None:
         if "lockout" in self.events:
             title = f"Address {address} locked out"

@@ -263,6 +263,13 @@ class Activity(abc.ABC):
         first; its evidence stands)."""
 
     @abc.abstractmethod
+    def revise_evidence(self, alert_id: int, evidence: str, proposal: str, note: str, was: str) -> Record | None:
+        """OKX's records read again (the second read of a "not executed" finding): the evidence and
+        proposal replaced, with a timeline entry of kind 'evidence' (detail ``note``), in one
+        transaction; only while the alert is unknown and its proposal is still ``was``. An
+        operator's or the service's finding stays as it is. None when nothing was changed."""
+
+    @abc.abstractmethod
     def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
         """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
 

@@ -62,6 +62,16 @@ class PostgresActivity(Activity):
         )
         return Record(*row) if row else None
 
+    def revise_evidence(self, alert_id: int, evidence: str, proposal: str, note: str, was: str) -> Record | None:
+        row = self.db.one(
+            "WITH found AS (UPDATE alerts SET evidence = %s, proposal = %s "
+            f"WHERE id = %s AND state = 'unknown' AND proposal = %s RETURNING {', '.join(COLUMNS)}), "
+            "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
+            f"SELECT id, {NOW}, 'evidence', %s FROM found) SELECT {', '.join(COLUMNS)} FROM found",
+            (evidence, proposal, alert_id, was, note),
+        )
+        return Record(*row) if row else None
+
     def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
         rows = self.db.all(
             f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "

@@ -61,6 +61,22 @@ class SqliteActivity(Activity):
 
         return self.db.transaction(step)
 
+    def revise_evidence(self, alert_id: int, evidence: str, proposal: str, note: str, was: str) -> Record | None:
+        now = self.db.now()
+
+        def step(db):
+            row = db.execute(
+                "UPDATE alerts SET evidence = ?, proposal = ? WHERE id = ? AND state = 'unknown' AND proposal = ? "
+                f"RETURNING {', '.join(COLUMNS)}",
+                (evidence, proposal, alert_id, was),
+            ).fetchone()
+            if row is None:
+                return None
+            log_events(db, [(alert_id, now, "evidence", note)])
+            return Record(*row)
+
+        return self.db.transaction(step)
+
     def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
         rows = self.db.all(
             f"SELECT {', '.join(COLUMNS)} FROM alerts WHERE state = 'unknown' AND proposal IS NULL "
