@@ -169,7 +169,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "a finding of not executed kept after the second read saw the bot move",
-        (INVESTIGATION, "            elif moved:\n", "            elif False:\n"),
+        (
+            INVESTIGATION,
+            '            elif moved := moved_fields(evidence.get("after") or {}, later):',
+            '            elif moved := [] and moved_fields(evidence.get("after") or {}, later):',
+        ),
     ),
 )
 

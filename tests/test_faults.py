@@ -437,11 +437,12 @@ def settle_as_an_operator(cluster: Cluster, okx, counts: collections.Counter) ->
     )
     for alert_id, amount in resendable:
         reply = cluster.admin("POST", f"/alerts/{alert_id}/resend")
-        if reply.status_code == 409 and reply.json().get("error") == "bot_moved" and not executed[amount]:
-            # The bot moved since the finding (other alerts of ours); OKX's record says this one was
-            # not executed: the operator, having read that, insists.
+        doubt = reply.json().get("status") if reply.status_code == 409 else None
+        if doubt in ("bot_moved", "cannot_confirm") and not executed[amount]:
+            # The bot moved since the finding (other alerts of ours), or could not be read; OKX's
+            # record says this one was not executed: the operator, having read that, insists.
             reply = cluster.admin("POST", f"/alerts/{alert_id}/resend", json={"insist": True})
-            counts["operator resends insisted after a moved bot"] += 1
+            counts[f"operator resends insisted after {doubt}"] += 1
         assert reply.status_code in (201, 409), reply.text
         counts["operator resends sent" if reply.status_code == 201 else "operator resends refused (409)"] += 1
 
