@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import current_app
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .bots import BotWatches
 from .config import Config
@@ -37,6 +38,18 @@ class Services:
 def services() -> Services:
     """The running app's parts."""
     return current_app.extensions["webhook"]
+
+
+def read_body() -> bytes:
+    """The request's body, whole; ``RequestEntityTooLarge`` (413) when it is longer than
+    MAX_CONTENT_LENGTH, whether it came with a Content-Length or chunked. (werkzeug stops a
+    chunked body at the limit and returns what it read, as if that were all of it.)"""
+    data = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    chunked = request.content_length is None
+    if limit is not None and chunked and len(data) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()  # the server's own stream had more
+    return data
 
 
 class InvalidParameter(Exception):

@@ -21,7 +21,7 @@ from .journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record
 from .logs import scrubber
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
 from .protection import Forbidden, LockedOut, StaleAlert
-from .services import InvalidParameter, services
+from .services import InvalidParameter, read_body, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -87,7 +87,7 @@ def webhook():
     svc.delivery.start()  # no-op once running; recovers the journal first when it is not
     trace = _trace()
     svc.intake.receive(
-        lambda: request.get_data(cache=False),  # read only once the sender passed its checks
+        read_body,  # read only once the sender passed its checks; 413 over the limit, chunked or not
         request_sender(),
         started=trace.started,
         receipt=trace.receipt,  # what was read of it, for the log line and refusal record even when refused
