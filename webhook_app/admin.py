@@ -45,7 +45,7 @@ from .auth import (
 )
 from .journal import RESOLUTIONS, STATES
 from .protection import LIFT_HINT, LockedOut
-from .services import InvalidParameter, services
+from .services import InvalidParameter, posted, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")
@@ -293,8 +293,7 @@ def list_lockouts():
 @operator_required(posting=True)
 def clear_lockout():
     """Lift one address's lockout: a form (with its CSRF token) or a script's JSON ``{"address": ...}``."""
-    body = request.get_json(silent=True)
-    address = body.get("address") if isinstance(body, dict) else request.form.get("address")
+    address = posted("address")
     try:
         address = str(ipaddress.ip_address(address.strip())) if isinstance(address, str) else None
     except ValueError:
@@ -313,8 +312,7 @@ def clear_lockout():
 @operator_required(posting=True)
 def mark(alert_id: int):
     who = operator()
-    body = request.get_json(silent=True)
-    resolution = body.get("resolution") if isinstance(body, dict) else request.form.get("resolution")
+    resolution = posted("resolution")
     if resolution not in RESOLUTIONS:
         raise InvalidParameter("resolution", f"must be one of {', '.join(RESOLUTIONS)}")
     record = services().intake.mark(alert_id, resolution, by=who)

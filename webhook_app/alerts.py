@@ -71,18 +71,23 @@ class Alert:
         return Decimal(self.request.amt)
 
 
-def parse_body(raw: bytes) -> dict:
-    """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal)."""
+ALERT_BODY_HINT = "check the alert message for unquoted placeholders or a trailing comma"
+
+
+def parse_body(raw: bytes, what: str = "the alert message", hint: str = ALERT_BODY_HINT) -> dict:
+    """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal).
+    The one parser of every JSON body (the operator's too: ``what`` and ``hint`` say what to send):
+    empty, not JSON, nested too deep for the parser, or not an object is ``InvalidBody`` (400)."""
     if not raw.strip():
-        raise InvalidBody("the body is empty; send the alert message as JSON")
+        raise InvalidBody(f"the body is empty; send {what} as JSON")
     try:
         # parse_constant turns NaN/Infinity into Decimals that the amount check refuses (422).
         text = raw.decode("utf-8")
         payload = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidBody(
-            "the body is not valid JSON (check the alert message for unquoted placeholders or a trailing comma)"
-        ) from None
+    except RecursionError:
+        raise InvalidBody(f"the body is JSON nested too deeply to read; send {what} as a flat JSON object") from None
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidBody(f"the body is not valid JSON ({hint})") from None
     if not isinstance(payload, dict):
         raise InvalidBody("the body must be a JSON object")
     if "\\u" in text:  # only a \u escape can make a lone surrogate or a NUL (raw ones do not parse)

@@ -9,6 +9,7 @@ import dataclasses
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .alerts import parse_body
 from .bots import BotWatches
 from .config import Config
 from .delivery import Delivery
@@ -50,6 +51,15 @@ def read_body() -> bytes:
     if limit is not None and chunked and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()  # the server's own stream had more
     return data
+
+
+def posted(name: str) -> object:
+    """One field of an operator's POST: from its JSON object when it came as JSON (read by the
+    webhook's parser: a body that is not a JSON object is ``InvalidBody``, 400), else from its form."""
+    if request.is_json:
+        shape = f'{{"{name}": ...}}'
+        return parse_body(read_body(), what=shape, hint=f"send {shape}").get(name)
+    return request.form.get(name)
 
 
 class InvalidParameter(Exception):

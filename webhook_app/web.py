@@ -161,6 +161,8 @@ def _record_refusal(trace: Trace, status: int) -> None:
 @bp.app_errorhandler(InvalidBody)
 def _invalid_body(exc):
     message = str(exc) if exc.field == "body" else f"{exc.field}: {exc}"
+    if request.path != "/webhook":  # the webhook's own line says it
+        log.warning("refused the body of %s %s: %s", request.method, request.path, message)
     return _error(400, "invalid_body", message, errors=[{"field": exc.field, "message": str(exc)}])
 
 
