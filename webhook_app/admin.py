@@ -32,6 +32,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from . import dashboard
+from .alerts import UNSTORABLE_FILTER, unstorable
 from .auth import (
     SESSION_HOURS,
     AdminOff,
@@ -377,6 +378,8 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
             raise InvalidParameter("state", f"must be one of {', '.join(STATES)}")
         if not 1 <= len(value) <= 128:
             raise InvalidParameter(name, "must be 1 to 128 characters")
+        if unstorable(value):  # PostgreSQL would refuse the whole query: never "could not be recorded"
+            raise InvalidParameter(name, UNSTORABLE_FILTER)
         filters[name] = value
     account = request.args.get("account")
     if account is not None and not (blank_is_any and not account.strip()):

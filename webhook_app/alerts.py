@@ -113,6 +113,15 @@ def _refuse_unstorable_text(payload: dict) -> None:
             raise InvalidBody(_unstorable(found.group()), field=path)
 
 
+UNSTORABLE_FILTER = "must not contain a NUL character or a lone surrogate (\\ud800-\\udfff): no alert holds one"
+
+
+def unstorable(text: str) -> bool:
+    """Whether ``text`` holds a NUL or a lone surrogate, which no database stores or compares
+    (PostgreSQL refuses the whole statement): a filter holding one is refused, never looked up."""
+    return _UNSTORABLE.search(text) is not None
+
+
 def _unstorable(char: str) -> str:
     escape = f"\\u{ord(char):04x}"
     if char == "\0":
