@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -156,12 +156,35 @@ def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
     return matched
 
 
-def load_alert(payload: dict) -> Alert:
-    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``."""
+# The alert's text fields that replies, pages and the refusal log show back: one holding a secret is refused.
+ECHOED_FIELDS = ("id", "account")
+PASTED_SECRET = (
+    "holds a secret of this service (a webhook secret, an OKX API key, secret or passphrase, the admin token, ...): "
+    "it is never an alert's {field}; remove it from the alert message (the value is not shown)"
+)
+
+
+def holds_secret(text: str, secrets: Iterable[str]) -> bool:
+    """Whether ``text`` is, or contains, one of ``secrets``: a value pasted into the wrong field."""
+    return any(secret and secret in text for secret in secrets)
+
+
+def load_alert(payload: dict, secrets: Iterable[str] = ()) -> Alert:
+    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``. ``secrets``:
+    values no echoed field (``ECHOED_FIELDS``) may hold, refused without showing them."""
+    secrets = tuple(secrets)
+    errors = [
+        {"field": field, "message": PASTED_SECRET.format(field=field)}
+        for field in ECHOED_FIELDS
+        if isinstance(payload.get(field), str) and holds_secret(payload[field], secrets)
+    ]
     try:
         data = _SCHEMA.load(payload)
     except ValidationError as exc:
-        raise InvalidAlert(_flatten(exc.messages)) from None
+        pasted = {error["field"] for error in errors}
+        raise InvalidAlert([*errors, *(e for e in _flatten(exc.messages) if e["field"] not in pasted)]) from None
+    if errors:
+        raise InvalidAlert(errors)
     allow = data.get("allow_reinvest")
     request = MarginRequest(
         algo_id=data["algo_id"],

@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .alerts import InvalidAlert, InvalidBody, Unauthorized
+from .alerts import InvalidAlert, InvalidBody, Unauthorized, holds_secret
 from .auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
 from .intake import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
 from .journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
@@ -130,9 +130,14 @@ def _readable_fields(payload) -> dict:
     found = {}
     for name, key in (("algo_id", "algoId"), ("trader_id", "id")):
         value = payload.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and not holds_secret(str(value), _not_shown()):
             found[name] = scrubber.scrub(str(value))[:64]
     return found
+
+
+def _not_shown() -> tuple[str, ...]:
+    """What no field shown back may hold (the intake refuses an alert whose id or account holds one)."""
+    return services().intake.secrets
 
 
 def _record_refusal(trace: Trace, status: int) -> None:
