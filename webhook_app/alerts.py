@@ -157,7 +157,8 @@ def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
 
 
 # The alert's text fields that replies, pages and the refusal log show back: one holding a secret is refused.
-ECHOED_FIELDS = ("id", "account")
+# (``account`` is never shown unless it names an account, and no account's name may be a secret.)
+ECHOED_FIELDS = ("id",)
 PASTED_SECRET = (
     "holds a secret of this service (a webhook secret, an OKX API key, secret or passphrase, the admin token, ...): "
     "it is never an alert's {field}; remove it from the alert message (the value is not shown)"
