@@ -130,8 +130,9 @@ def _readable_fields(payload) -> dict:
     found = {}
     for name, key in (("algo_id", "algoId"), ("trader_id", "id")):
         value = payload.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and not holds_secret(str(value), _not_shown()):
-            found[name] = scrubber.scrub(str(value))[:64]
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = scrubber.scrub(str(value))  # the log's secrets; an OKX API key is not one of them
+            found[name] = "[redacted]" if holds_secret(text, _not_shown()) else text[:64]
     return found
 
 
