@@ -856,3 +856,28 @@ def test_a_single_accounts_page_shows_no_account(make_app, okx):
     for text in ("Account", 'id="filter-account"', 'id="accounts"', "data-account"):
         assert text not in page and text not in detail, text
     assert "<dt>OKX</dt>" in page and "<dt>Rate use now</dt>" in page  # the service's one budget, as before
+
+
+DEEP = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize("path", ["/alerts/1/mark", "/lockouts/clear", "/webhook"])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (DEEP, "nested too deeply"),
+        (b'{"resolution": ' + DEEP + b"}", "nested too deeply"),
+        (b'{"resolution": "executed",', "not valid JSON"),
+        (b"", "empty"),
+        (b'["executed"]', "must be a JSON object"),
+    ],
+    ids=["deep-array", "deep-field", "cut-off", "empty", "not-an-object"],
+)
+def test_every_json_body_is_read_by_one_parser_and_a_bad_one_is_400(app, okx, caplog, path, body, problem):
+    headers = {**BEARER, "Content-Type": "application/json"}
+    reply = app.test_client().post(path, data=body, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert reply.json["status"] == "invalid_body"
+    assert reply.json["errors"][0]["field"] == "body" and problem in reply.json["errors"][0]["message"]
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]  # a line, no traceback
+    assert okx.margin_requests() == []

@@ -1,6 +1,7 @@
 """The service as the Procfile starts it: gunicorn, its config, wsgi.py, environment variables."""
 
 import concurrent.futures
+import json
 import os
 import re
 import sqlite3
@@ -10,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import WEBHOOK_SECRET, live_env, make_alert
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, live_env, make_alert
 from tests.okx_stand_in import Slow
 from tests.service_process import REPO, ServiceProcess, procfile_command
 
@@ -156,3 +157,35 @@ def test_sigterm_leaves_queued_alerts_queued_and_the_next_start_sends_them(okx, 
         time.sleep(0.1)
     assert sorted(journal_states(tmp_path).values()) == ["ok"] * 3
     assert sorted(b["amt"] for b in okx.executed) == ["1", "2", "3"]
+
+
+LIMIT = 64 * 1024
+
+
+def chunks(body: bytes, size: int = 8192):
+    """The body as requests sends a generator: Transfer-Encoding: chunked, no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize(
+    "total, chunked, status, state",
+    [
+        (LIMIT + 1, True, 413, "too_large"),
+        (LIMIT + 70_000, True, 413, "too_large"),
+        (LIMIT + 1, False, 413, "too_large"),  # as with a Content-Length
+        (LIMIT, True, 200, "ok"),  # at the limit exactly: whole, so accepted
+    ],
+    ids=["chunked-one-over", "chunked-far-over", "content-length-one-over", "chunked-at-the-limit"],
+)
+def test_a_body_over_the_limit_is_413_chunked_or_not(okx, tmp_path, service_factory, total, chunked, status, state):
+    # A valid alert padded with spaces: a body cut at the limit would still be a valid alert.
+    alert = json.dumps(make_alert(id="padded-1")).encode()
+    body = alert + b" " * (total - len(alert))
+    service = service_factory(live_env(okx, tmp_path, ADMIN_TOKEN=ADMIN_TOKEN))
+    data = chunks(body) if chunked else body
+    reply = requests.post(service.url + "/webhook", data=data, headers={"Content-Type": "application/json"}, timeout=5)
+    assert (reply.status_code, reply.json()["status"]) == (status, state), reply.text
+    journaled = requests.get(service.url + "/alerts", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5)
+    assert len(journaled.json()["alerts"]) == (1 if status == 200 else 0)
+    assert len(okx.margin_requests()) == (1 if status == 200 else 0)

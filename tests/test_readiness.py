@@ -5,8 +5,10 @@ import time
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
+from webhook_app.bots import READS_PER_WINDOW
 from webhook_app.okx import BOT_DETAILS_PATH, sign
+from webhook_app.readiness import READ_SHARE
 
 BOT = "581628185981813760"
 
@@ -137,3 +139,59 @@ def test_permissions_read_as_words_not_a_python_list(make_app, okx):
     _, lines = check(make_app())
     (api_key,) = [line for line in lines if line.startswith("PASS api_key")]
     assert "permissions read_only, trade" in api_key and "[" not in api_key
+
+
+def test_readiness_reads_many_bots_on_the_sends_ledger_and_leaves_the_sends_their_read(make_app, okx):
+    bots = sorted(str(700000000000000000 + i) for i in range(25))
+    for algo_id in bots:
+        okx.add_bot(algo_id)
+    app = make_app(allowed_algo_ids=frozenset(bots))
+    services = app.extensions["webhook"]
+    results = services.readiness.refresh()
+    assert okx.read_limited == {}, okx.read_limited  # not one 50011: the reads were spread, never over budget
+    assert services.readiness.ready, [check.line() for check in results if not check.ok]
+    assert [c.detail for c in results if c.name.startswith("bot ")] == ["running"] * 25  # each read, none skipped
+    assert 0 < services.bots["default"].details_pacer.busy() <= READS_PER_WINDOW * READ_SHARE  # the sends' ledger
+    reply = app.test_client().post("/webhook", json=make_alert(algoId=bots[-1]))
+    assert reply.status_code == 200, reply.json
+    record = services.journal.get(reply.json["id"])
+    assert record.evidence_data["before"]["algoId"] == bots[-1]  # the send's own read of its bot found room
+    assert okx.read_limited == {}
+
+
+def fill(pacer):
+    """Every slot of a reads' ledger taken, as a burst of sends takes them."""
+    return pacer.acquire("sends", pacer.limit)
+
+
+@pytest.mark.parametrize(
+    "busy, reads_made",
+    [
+        (lambda app, okx: fill(app.extensions["webhook"].bots["default"].details_pacer), 0),
+        (lambda app, okx: setattr(okx, "read_rate_limit", 0), 1),  # another client of the account spent OKX's
+    ],
+    ids=["our-ledger-full", "okx-says-50011"],
+)
+def test_a_bot_not_read_for_want_of_budget_keeps_its_last_answer(make_app, okx, busy, reads_made):
+    app = make_app(allowed_algo_ids=frozenset({BOT}))
+    readiness = app.extensions["webhook"].readiness
+    readiness.reads.spread_for = 0.0  # no waiting for room in this test
+    first = {c.name: c for c in readiness.refresh()}[f"bot {BOT}"]
+    assert first.ok and first.detail == "running"
+    okx.stop_bot(BOT)  # what a read would find now: this test shows none was made over the budget
+    busy(app, okx)
+    reads_before = len(okx.reads(BOT_DETAILS_PATH))
+    again = {c.name: c for c in readiness.refresh()}[f"bot {BOT}"]
+    assert again.ok and again.detail.startswith("running (at the last read; not read again:"), again
+    assert readiness.ready
+    assert len(okx.reads(BOT_DETAILS_PATH)) - reads_before == reads_made
+
+
+def test_a_bot_never_read_for_want_of_budget_is_not_called_missing(make_app, okx):
+    app = make_app(allowed_algo_ids=frozenset({BOT}))
+    readiness = app.extensions["webhook"].readiness
+    readiness.reads.spread_for = 0.0
+    fill(app.extensions["webhook"].bots["default"].details_pacer)
+    check = {c.name: c for c in readiness.refresh()}[f"bot {BOT}"]
+    assert check.ok and check.detail.startswith("not read yet: the bot reads' rate budget was in use by sends")
+    assert okx.reads(BOT_DETAILS_PATH) == [] and readiness.ready

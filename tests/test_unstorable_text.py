@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import WEBHOOK_SECRET, make_alert, post_concurrently
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, post_concurrently
 from webhook_app.journal import Refusal, open_journal
 from webhook_app.refusals import RefusalLog
 
@@ -139,3 +139,22 @@ def test_the_refusal_log_scrubs_unstorable_text_and_stores_row_by_row_when_a_bat
         assert any("could not record 1 refused request" in r.getMessage() for r in caplog.records)
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("query", ["trader_id=Long%00x", "algo_id=581628185981813760%00", "trader_id=%00"])
+def test_a_nul_in_a_listing_filter_is_422_naming_the_filter_on_either_journal(make_app, okx, database_url, query):
+    app = make_app(database_url=database_url)
+    app.test_client().post("/webhook", json=make_alert(id="Long"))  # something to list
+    reply = app.test_client().get(f"/alerts?{query}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert reply.status_code == 422, reply.text
+    assert reply.json["status"] == "invalid_parameter"
+    (error,) = reply.json["errors"]
+    assert error["field"] == query.split("=")[0] and "NUL" in error["message"]
+    assert NUL not in reply.get_data(as_text=True)
+
+
+def test_a_nul_in_the_alerts_commands_trader_id_is_refused_naming_it(make_app, database_url):
+    app = make_app(database_url=database_url)
+    result = app.test_cli_runner().invoke(args=["alerts", "--trader-id", "Long" + NUL])
+    assert result.exit_code == 2, result.output
+    assert "--trader-id" in result.output and "NUL" in result.output

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import DELETE, WEBHOOK_SECRET, make_alert, wait_final
+from tests.conftest import ADMIN_TOKEN, DELETE, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import Drop, OkxReply, RawReply, Slow
 from webhook_app.okx import MARGIN_BALANCE_PATH
 
@@ -514,3 +514,32 @@ def test_an_amount_too_precise_is_refused_never_rounded(client, okx, raw):
     assert response.status_code == 422, response.json
     assert response.json["errors"][0]["field"] == "amount"
     assert okx.received == []
+
+
+# Each secret the service knows, by where it comes from: pasted into a field the service shows back.
+SECRETS = {
+    "webhook-secret": lambda okx: WEBHOOK_SECRET,
+    "okx-secret": lambda okx: okx.secret_key,
+    "okx-passphrase": lambda okx: okx.passphrase,
+    "okx-api-key": lambda okx: okx.api_key,
+    "admin-token": lambda okx: ADMIN_TOKEN,
+}
+
+
+@pytest.mark.parametrize("field", ["id", "account"])
+@pytest.mark.parametrize("shape", [lambda s: s, lambda s: f"Long-{s}-1"], ids=["equal", "containing"])
+@pytest.mark.parametrize("source", SECRETS)
+def test_a_secret_pasted_into_a_field_shown_back_is_422_naming_it_never_echoed(make_app, okx, source, shape, field):
+    secret = SECRETS[source](okx)
+    app = make_app()
+    client = app.test_client()
+    replies = [client.post("/webhook", json=make_alert(**{field: shape(secret)})) for _ in range(2)]  # and a resend
+    for reply in replies:
+        assert reply.status_code == 422, reply.text
+        assert reply.json["status"] in ("invalid", "account_refused")  # an account: refused by its own checks
+        assert [e["field"] for e in reply.json["errors"]] == [field]
+        assert secret not in reply.get_data(as_text=True)
+    app.extensions["webhook"].refusals.flush()
+    shown = [client.get(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) for path in ("/refused", "/admin")]
+    assert all(secret not in page.get_data(as_text=True) for page in shown)
+    assert app.extensions["webhook"].journal.recent(10) == [] and okx.margin_requests() == []

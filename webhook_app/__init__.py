@@ -27,7 +27,7 @@ from .okx import OkxClient
 from .outcomes import OutcomePolicy
 from .pacing import MemoryPacer
 from .protection import Protection
-from .readiness import Readiness
+from .readiness import BotReads, Readiness
 from .refusals import RefusalLog
 
 OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' margin-balance endpoint
@@ -141,7 +141,11 @@ def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: C
     from . import admin, cli, web  # imported here: they are the top of the one-way flow
     from .services import Services
 
-    readiness = Readiness(config, clients, journal, on_change=notifier.readiness_changed)
+    # Readiness reads the bots on the ledger the reads before sends use (its share, never beside it).
+    reads = BotReads(
+        {name: watch.details_pacer for name, watch in bots.items()}, membership.instance, clock=local_clock
+    )
+    readiness = Readiness(config, clients, journal, on_change=notifier.readiness_changed, reads=reads)
     protection = Protection(config, lockout_store=journal.lockout_store())
     app.extensions["webhook"] = Services(
         config=config,

@@ -32,6 +32,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from . import dashboard
+from .alerts import UNSTORABLE_FILTER, unstorable
 from .auth import (
     SESSION_HOURS,
     AdminOff,
@@ -45,7 +46,7 @@ from .auth import (
 )
 from .journal import RESOLUTIONS, STATES
 from .protection import LIFT_HINT, LockedOut
-from .services import InvalidParameter, services
+from .services import InvalidParameter, posted, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")
@@ -300,8 +301,7 @@ def list_lockouts():
 @operator_required(posting=True)
 def clear_lockout():
     """Lift one address's lockout: a form (with its CSRF token) or a script's JSON ``{"address": ...}``."""
-    body = request.get_json(silent=True)
-    address = body.get("address") if isinstance(body, dict) else request.form.get("address")
+    address = posted("address")
     try:
         address = str(ipaddress.ip_address(address.strip())) if isinstance(address, str) else None
     except ValueError:
@@ -320,8 +320,7 @@ def clear_lockout():
 @operator_required(posting=True)
 def mark(alert_id: int):
     who = operator()
-    body = request.get_json(silent=True)
-    resolution = body.get("resolution") if isinstance(body, dict) else request.form.get("resolution")
+    resolution = posted("resolution")
     if resolution not in RESOLUTIONS:
         raise InvalidParameter("resolution", f"must be one of {', '.join(RESOLUTIONS)}")
     record = services().intake.mark(alert_id, resolution, by=who)
@@ -417,6 +416,8 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
             raise InvalidParameter("state", f"must be one of {', '.join(STATES)}")
         if not 1 <= len(value) <= 128:
             raise InvalidParameter(name, "must be 1 to 128 characters")
+        if unstorable(value):  # PostgreSQL would refuse the whole query: never "could not be recorded"
+            raise InvalidParameter(name, UNSTORABLE_FILTER)
         filters[name] = value
     account = request.args.get("account")
     if account is not None and not (blank_is_any and not account.strip()):

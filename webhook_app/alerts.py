@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -71,18 +71,23 @@ class Alert:
         return Decimal(self.request.amt)
 
 
-def parse_body(raw: bytes) -> dict:
-    """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal)."""
+ALERT_BODY_HINT = "check the alert message for unquoted placeholders or a trailing comma"
+
+
+def parse_body(raw: bytes, what: str = "the alert message", hint: str = ALERT_BODY_HINT) -> dict:
+    """JSON object from the raw body, whatever the Content-Type. Numbers stay exact (Decimal).
+    The one parser of every JSON body (the operator's too: ``what`` and ``hint`` say what to send):
+    empty, not JSON, nested too deep for the parser, or not an object is ``InvalidBody`` (400)."""
     if not raw.strip():
-        raise InvalidBody("the body is empty; send the alert message as JSON")
+        raise InvalidBody(f"the body is empty; send {what} as JSON")
     try:
         # parse_constant turns NaN/Infinity into Decimals that the amount check refuses (422).
         text = raw.decode("utf-8")
         payload = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidBody(
-            "the body is not valid JSON (check the alert message for unquoted placeholders or a trailing comma)"
-        ) from None
+    except RecursionError:
+        raise InvalidBody(f"the body is JSON nested too deeply to read; send {what} as a flat JSON object") from None
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidBody(f"the body is not valid JSON ({hint})") from None
     if not isinstance(payload, dict):
         raise InvalidBody("the body must be a JSON object")
     if "\\u" in text:  # only a \u escape can make a lone surrogate or a NUL (raw ones do not parse)
@@ -106,6 +111,15 @@ def _refuse_unstorable_text(payload: dict) -> None:
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
         elif isinstance(value, str) and (found := _UNSTORABLE.search(value)) is not None:
             raise InvalidBody(_unstorable(found.group()), field=path)
+
+
+UNSTORABLE_FILTER = "must not contain a NUL character or a lone surrogate (\\ud800-\\udfff): no alert holds one"
+
+
+def unstorable(text: str) -> bool:
+    """Whether ``text`` holds a NUL or a lone surrogate, which no database stores or compares
+    (PostgreSQL refuses the whole statement): a filter holding one is refused, never looked up."""
+    return _UNSTORABLE.search(text) is not None
 
 
 def _unstorable(char: str) -> str:
@@ -142,12 +156,36 @@ def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
     return matched
 
 
-def load_alert(payload: dict) -> Alert:
-    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``."""
+# The alert's text fields that replies, pages and the refusal log show back: one holding a secret is refused.
+# (``account`` is never shown unless it names an account, and no account's name may be a secret.)
+ECHOED_FIELDS = ("id",)
+PASTED_SECRET = (
+    "holds a secret of this service (a webhook secret, an OKX API key, secret or passphrase, the admin token, ...): "
+    "it is never an alert's {field}; remove it from the alert message (the value is not shown)"
+)
+
+
+def holds_secret(text: str, secrets: Iterable[str]) -> bool:
+    """Whether ``text`` is, or contains, one of ``secrets``: a value pasted into the wrong field."""
+    return any(secret and secret in text for secret in secrets)
+
+
+def load_alert(payload: dict, secrets: Iterable[str] = ()) -> Alert:
+    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``. ``secrets``:
+    values no echoed field (``ECHOED_FIELDS``) may hold, refused without showing them."""
+    secrets = tuple(secrets)
+    errors = [
+        {"field": field, "message": PASTED_SECRET.format(field=field)}
+        for field in ECHOED_FIELDS
+        if isinstance(payload.get(field), str) and holds_secret(payload[field], secrets)
+    ]
     try:
         data = _SCHEMA.load(payload)
     except ValidationError as exc:
-        raise InvalidAlert(_flatten(exc.messages)) from None
+        pasted = {error["field"] for error in errors}
+        raise InvalidAlert([*errors, *(e for e in _flatten(exc.messages) if e["field"] not in pasted)]) from None
+    if errors:
+        raise InvalidAlert(errors)
     allow = data.get("allow_reinvest")
     request = MarginRequest(
         algo_id=data["algo_id"],

@@ -6,6 +6,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from .alerts import UNSTORABLE_FILTER, unstorable
 from .journal import STATES, iso_time
 
 COLUMNS = ("id", "received (UTC)", "state", "algoId", "action", "amount", "tries", "okx", "trader id", "detail")
@@ -59,6 +60,8 @@ def alerts_command(limit: int, state: str | None, trader_id: str | None, account
     names = [known.name for known in services.config.accounts]
     if account is not None and account not in names:  # a misspelt name must not read as "no alerts"
         raise click.BadParameter(f"must be one of {', '.join(names)}", param_hint="--account")
+    if trader_id is not None and unstorable(trader_id):  # the journal could not even compare it
+        raise click.BadParameter(UNSTORABLE_FILTER, param_hint="--trader-id")
     records = services.journal.recent(limit, state, trader_id=trader_id, account=account)
     if not records:
         click.echo(

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-from .alerts import Alert, Unauthorized, load_alert, parse_body, verify_secret
+from .alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
 from .bots import BotWatch
 from .config import Config, OkxAccount
 from .delivery import Delivery
@@ -98,6 +98,8 @@ class Intake:
         self.delivery = delivery
         self.bots = bots  # OKX's latest word on each bot's state, per account
         self.clock = clock  # when alerts are received; None: the journal's clock
+        # What no field shown back (the alert's id, its account) may hold: every secret, and the OKX keys.
+        self.secrets = (*config.secret_values, *(account.api_key for account in config.accounts if account.api_key))
 
     def receive(
         self,
@@ -132,7 +134,7 @@ class Intake:
                 if self.notifier is not None:
                     self.notifier.lockout(sender.lockout_key, config.lockout_threshold)
             raise
-        alert = load_alert(payload)
+        alert = load_alert(payload, self.secrets)
         receipt.algo_id, receipt.action, receipt.amount = alert.request.algo_id, alert.request.type, alert.request.amt
         receipt.record = self.accept(alert, secret_name=receipt.secret_name, deadline=started + config.reply_deadline)
         return receipt
@@ -181,7 +183,7 @@ class Intake:
 
     def _no_account(self, name: str) -> str:
         """That no account has the name, showing it unless it holds a secret pasted into the wrong field."""
-        if any(secret in name for secret in self.config.secret_values):
+        if holds_secret(name, self.secrets):
             return "no account by that name"
         return f"no account named {name!r}"
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import current_app
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from .alerts import parse_body
 from .bots import BotWatches
 from .config import Config
 from .delivery import Delivery
@@ -37,6 +39,27 @@ class Services:
 def services() -> Services:
     """The running app's parts."""
     return current_app.extensions["webhook"]
+
+
+def read_body() -> bytes:
+    """The request's body, whole; ``RequestEntityTooLarge`` (413) when it is longer than
+    MAX_CONTENT_LENGTH, whether it came with a Content-Length or chunked. (werkzeug stops a
+    chunked body at the limit and returns what it read, as if that were all of it.)"""
+    data = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    chunked = request.content_length is None
+    if limit is not None and chunked and len(data) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()  # the server's own stream had more
+    return data
+
+
+def posted(name: str) -> object:
+    """One field of an operator's POST: from its JSON object when it came as JSON (read by the
+    webhook's parser: a body that is not a JSON object is ``InvalidBody``, 400), else from its form."""
+    if request.is_json:
+        shape = f'{{"{name}": ...}}'
+        return parse_body(read_body(), what=shape, hint=f"send {shape}").get(name)
+    return request.form.get(name)
 
 
 class InvalidParameter(Exception):

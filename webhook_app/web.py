@@ -14,14 +14,14 @@ from pathlib import Path
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .alerts import InvalidAlert, InvalidBody, Unauthorized
+from .alerts import InvalidAlert, InvalidBody, Unauthorized, holds_secret
 from .auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
 from .intake import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
 from .journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
 from .logs import scrubber
 from .okx import MARGIN_BALANCE_PATH, plain_decimal
 from .protection import Forbidden, LockedOut, StaleAlert
-from .services import InvalidParameter, services
+from .services import InvalidParameter, read_body, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -87,7 +87,7 @@ def webhook():
     svc.delivery.start()  # no-op once running; recovers the journal first when it is not
     trace = _trace()
     svc.intake.receive(
-        lambda: request.get_data(cache=False),  # read only once the sender passed its checks
+        read_body,  # read only once the sender passed its checks; 413 over the limit, chunked or not
         request_sender(),
         started=trace.started,
         receipt=trace.receipt,  # what was read of it, for the log line and refusal record even when refused
@@ -131,8 +131,14 @@ def _readable_fields(payload) -> dict:
     for name, key in (("algo_id", "algoId"), ("trader_id", "id")):
         value = payload.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool):
-            found[name] = scrubber.scrub(str(value))[:64]
+            text = scrubber.scrub(str(value))  # the log's secrets; an OKX API key is not one of them
+            found[name] = "[redacted]" if holds_secret(text, _not_shown()) else text[:64]
     return found
+
+
+def _not_shown() -> tuple[str, ...]:
+    """What no field shown back may hold (the intake refuses an alert whose id or account holds one)."""
+    return services().intake.secrets
 
 
 def _record_refusal(trace: Trace, status: int) -> None:
@@ -161,6 +167,8 @@ def _record_refusal(trace: Trace, status: int) -> None:
 @bp.app_errorhandler(InvalidBody)
 def _invalid_body(exc):
     message = str(exc) if exc.field == "body" else f"{exc.field}: {exc}"
+    if request.path != "/webhook":  # the webhook's own line says it
+        log.warning("refused the body of %s %s: %s", request.method, request.path, message)
     return _error(400, "invalid_body", message, errors=[{"field": exc.field, "message": str(exc)}])
 
 
