@@ -172,6 +172,38 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
         assert "not sent" in events[1].detail
 
 
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="a suspension shows in Linux's boot time only")
+def test_a_host_suspended_between_the_confirmation_and_the_send_never_sends_on_that_claim(make_app, okx, monkeypatch):
+    # A suspension stops time.monotonic but not CLOCK_BOOTTIME: the host sleeps for 10 s right after
+    # the journal confirmed the claim, past the 3 s send deadline. That request must not leave: the
+    # alert goes later, on a claim of its own, once.
+    app = make_app(reply_deadline=0.1)
+    journal = app.extensions["webhook"].journal
+    real_gettime, real_confirm = time.clock_gettime, journal.confirm_send
+    suspended = {"for": 0.0, "requests_then": None}
+
+    def boot_time(clock_id):
+        return real_gettime(clock_id) + (suspended["for"] if clock_id == time.CLOCK_BOOTTIME else 0.0)
+
+    def confirm_then_suspend(*args, **kwargs):
+        confirmed = real_confirm(*args, **kwargs)
+        if confirmed and not suspended["for"]:
+            suspended["requests_then"] = len(okx.margin_requests())
+            suspended["for"] = 10.0
+        return confirmed
+
+    monkeypatch.setattr(time, "clock_gettime", boot_time)
+    journal.confirm_send = confirm_then_suspend
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    record = wait_final(app, alert_id)
+    assert suspended["requests_then"] == 0
+    events = journal.events(alert_id)
+    assert [e.kind for e in events] == ["claimed", "retry", "claimed", "ok"], events
+    assert "not sent" in events[1].detail
+    assert record.state == "ok" and record.attempts == 2
+    assert len(okx.margin_requests()) == 1  # the stand-in saw only the second claim's request
+
+
 def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
     # The review found nothing pruned in dry-run: the dispatcher, which prunes, was never started.
     app = make_app(dry_run=True, retention_days=1)

@@ -7,8 +7,9 @@ is ``outcomes``'s job; who else is alive is ``membership``'s. The queue is the j
 with PostgreSQL any instance may send an alert that another one received.
 
 A claim is a fenced lease. Its request leaves within ``send_by`` seconds of the claim (this
-host's monotonic clock, ``clock.Clock``) and only after the journal confirmed the claim is still current (same
-instance and attempt, lease not lapsed, alert not past its lag, by the journal's clock); the
+host's elapsed clock, which counts a suspension: ``clock.Clock``) and only after the journal
+confirmed the claim is still current (same instance and attempt, lease not lapsed, alert not
+past its lag, by the journal's clock); the
 lease outlasts ``send_by`` plus OKX's time-outs, so a claim is only ever taken over once its
 request can no longer leave. Every write after a send is conditional on the claim: an answer
 that comes back after a take-over is kept on the timeline and notified, and changes nothing.
@@ -376,7 +377,7 @@ class Delivery:
                 self._cancel(lane.pacer, [slot])
                 slot = None
                 return
-            # The client checks the deadline on the host's monotonic clock, as late as it can.
+            # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
             ack = lane.client.adjust_margin(_margin_request(record), send_by=self.clock.host_deadline(send_by))
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self._cancel(lane.pacer, [slot])
