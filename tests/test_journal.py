@@ -193,6 +193,33 @@ def test_a_paced_claim_takes_as_many_due_alerts_as_the_budget_allows_each_with_i
     assert pacer.busy() == 2
 
 
+def test_claims_no_sender_holds_are_queued_again_and_their_slots_given_back(journals):
+    # A claim whose reply was lost: the claimant names the claims its senders hold (live); the others
+    # are found. Never sent: queued again, the attempt still counted (the lost claim can never
+    # confirm), its slot removed. Confirmed (may have left): left to the lease; its slot ended.
+    journal = journals()
+    pacer = journal.pacer("key-a", 20, 2.0) or MemoryPacer(20, 2.0)
+    for n in range(3):
+        add(journal, key=f"fp:{n}", algo_id=str(n))
+    (live, live_slot), (lost, lost_slot), (sent, sent_slot) = journal.claim_paced(
+        "a", pacer, 20, 30.0, "default"
+    ).claims
+    assert journal.confirm_send(Claim.of(sent))
+    (requeued,) = journal.free_orphans("a", [Claim.of(live)])
+    assert (requeued.id, requeued.state, requeued.attempts, requeued.claimed_by) == (lost.id, "queued", 1, None)
+    assert [e.kind for e in journal.events(lost.id)] == ["claimed", "requeued"]
+    assert journal.free_orphans("b", []) == [] and journal.free_orphans("a", [Claim.of(live)]) == []
+    assert (journal.get(live.id).state, journal.get(sent.id).state) == ("sending", "sending")
+    assert not journal.confirm_send(Claim.of(lost))
+    (again,) = journal.claim_due("a", 1, journal.now())
+    assert (again.id, again.attempts) == (lost.id, 2) and not journal.confirm_send(Claim.of(lost))
+    if pacer.shares_journal:
+        slots = dict(
+            journal.database.all("SELECT id, ended_at IS NULL FROM okx_pacing WHERE account = %s", (pacer.account,))
+        )
+        assert slots == {live_slot: True, sent_slot: False}  # the lost claim's slot is gone, as never taken
+
+
 def test_a_waiting_reply_learns_what_is_ahead_of_its_alert_and_the_slots_in_use(journals):
     journal = journals()
     pacer = journal.pacer("key-a", 20, 2.0) or MemoryPacer(20, 2.0)

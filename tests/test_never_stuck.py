@@ -204,6 +204,43 @@ def test_a_host_suspended_between_the_confirmation_and_the_send_never_sends_on_t
     assert len(okx.margin_requests()) == 1  # the stand-in saw only the second claim's request
 
 
+def test_a_claim_whose_reply_is_lost_gives_its_rate_slots_back_within_seconds(make_app, okx, pg_url):
+    # journal_claim_paced commits (two alerts claimed, both rate slots taken) and the dispatcher gets
+    # an error instead of its reply. The slots carry their claim and the claimant asks for them: they
+    # come back, the two alerts are queued again, and all four alerts reach OKX within seconds, once
+    # each. Before, the slots counted for 90 s and the claims until their lease lapsed.
+    app = make_app(database_url=pg_url, okx_rate_limit=2, reply_deadline=0.1)
+    journal = app.extensions["webhook"].journal
+    real, posted, lost = journal.claim_paced, threading.Event(), []
+
+    def claim_with_its_reply_lost(*args, **kwargs):
+        if lost:
+            return real(*args, **kwargs)
+        posted.wait(5)  # every alert is in the queue: this claim takes the whole budget
+        taken = real(*args, **kwargs)
+        if taken.claims:
+            lost.extend(record.id for record, _ in taken.claims)
+            raise JournalUnavailable("injected: the connection was cut after the claim committed")
+        return taken
+
+    journal.claim_paced = claim_with_its_reply_lost
+    client = app.test_client()
+    ids = [client.post("/webhook", json=make_alert(amount=str(n), algoId=f"71000{n}")).json["id"] for n in (1, 2, 3, 4)]
+    posted.set()
+    started = time.monotonic()
+    while len(okx.executed) < 4 and time.monotonic() - started < 15:
+        time.sleep(0.05)
+    assert len(lost) == 2
+    assert sorted(b["amt"] for b in okx.executed) == ["1", "2", "3", "4"], time.monotonic() - started
+    assert time.monotonic() - started < 8  # seconds, where the leaked slots held everything for 90
+    assert [wait_final(app, i).state for i in ids] == ["ok"] * 4
+    for alert_id in lost:
+        kinds = [e.kind for e in journal.events(alert_id)]
+        assert kinds == ["claimed", "requeued", "claimed", "ok"], kinds
+        assert journal.get(alert_id).attempts == 2  # the lost claim's attempt stays counted: it can never confirm
+    assert len(okx.margin_requests()) == 4
+
+
 def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
     # The review found nothing pruned in dry-run: the dispatcher, which prunes, was never started.
     app = make_app(dry_run=True, retention_days=1)

@@ -38,6 +38,9 @@ log = logging.getLogger("webhook_app")
 PRUNE_EVERY = 3600.0
 EXPIRE_EVERY = 0.5  # seconds between sweeps that mark overdue queued alerts expired
 RECOVER_EVERY = 1.0  # seconds between looks for lapsed claims (a dead instance's, or a stuck sender's)
+# Seconds between looks for claims of ours that no sender holds (a claim whose reply was lost, an unclaim
+# that failed): their alerts are queued again and their rate slots given back. At once after a failed claim.
+ORPHANS_EVERY = 2.0
 SEND_BY = 3.0  # a claimed alert's request leaves within this many seconds of its claim, or not at all
 LEASE_MARGIN = 5.0  # the lease outlasts the latest possible end of a request by this much
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
@@ -105,6 +108,8 @@ class Delivery:
         self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + lease_margin
         self._unsettled: list[tuple[str, Pacer, object]] = []  # pacing writes that failed, tried again later
         self._last_recovery = 0.0
+        self._last_orphan_look: float | None = None  # this host's clock, at the last look for orphaned claims
+        self._orphans_suspected = False  # a claim failed: it may have committed with its reply lost
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
         self._woken = False
@@ -284,6 +289,12 @@ class Delivery:
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
+        if (
+            self._orphans_suspected
+            or self._last_orphan_look is None
+            or self.clock() - self._last_orphan_look >= ORPHANS_EVERY
+        ):
+            self._free_orphans()
         if self.clock() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
         if self._last_expiry is None or self.clock() - self._last_expiry >= EXPIRE_EVERY:
@@ -305,9 +316,15 @@ class Delivery:
             # journal grants, and before the others would close the slots of an instance taken for
             # dead (at their start + the lease) had this one been paused between taking and claiming.
             send_by = self.clock() + self.send_by
-            taken = self.journal.claim_paced(
-                self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
-            )
+            try:
+                taken = self.journal.claim_paced(
+                    self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
+                )
+            except Exception:
+                # It may have committed with its reply lost: alerts claimed and slots taken that no
+                # sender of ours holds. The next round asks the journal for them and gives them back.
+                self._orphans_suspected = True
+                raise
         # What is still queued beside what was just claimed: when nothing, a finish wakes no one. A
         # finish during the look may have made one of them due after the look counted: look again.
         self._backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
@@ -353,6 +370,32 @@ class Delivery:
                 self._finished(record)
             else:
                 log.warning("alert %s: its claimant lost its claim before sending it: queued again", record.id)
+        if records:
+            self._wake()
+
+    def _free_orphans(self) -> None:
+        """Claims of ours that none of our senders holds (a claim whose reply was lost): their alerts
+        are queued again (or expired) and their rate slots given back, long before their lease
+        lapses or the ledger's 90-second rule ends the slots. Run by the dispatcher thread only, the
+        one that hands claims to senders, so ``_in_flight`` holds every claim of ours being worked on."""
+        self._last_orphan_look = self.clock()
+        live = [claim for claim, _, _, _ in list(self._in_flight.values())]
+        try:
+            records = self.journal.free_orphans(self.instance, live)
+        except JournalUnavailable as exc:
+            log.error("could not look for claims of ours that no sender holds (looked for again shortly): %s", exc)
+            return
+        self._orphans_suspected = False
+        for record in records:
+            if record.final:
+                self._finished(record)
+            else:
+                log.warning(
+                    "alert %s: claimed by this instance (attempt %s) but never handed to a sender (the claim's "
+                    "reply was lost): queued again, its rate slots given back",
+                    record.id,
+                    record.attempts,
+                )
         if records:
             self._wake()
 

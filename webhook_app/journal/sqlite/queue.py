@@ -327,6 +327,43 @@ class SqliteAlertQueue(AlertQueue):
 
         return self.db.transaction(step)
 
+    def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
+        # A claim is one in-process transaction whose commit is its last step: if it raised, nothing
+        # was claimed, and its slots (in memory) went back with the error. What is found here is a
+        # claim left by a failed unclaim. Looked for by a read first: no write lock while none.
+        held = {(claim.alert_id, claim.attempt) for claim in live}
+        found = self.db.all(
+            "SELECT id, attempts FROM alerts WHERE state = 'sending' AND claimed_by = ? AND sent_at IS NULL "
+            "AND lease_until IS NOT NULL",
+            (instance,),
+        )
+        orphans = [(alert_id, attempt) for alert_id, attempt in found if (alert_id, attempt) not in held]
+        if not orphans:
+            return []
+
+        def step(db):
+            now, records = self.db.now(), []
+            late = "expires_at < :now"
+            for alert_id, attempt in orphans:
+                # Attempts stay counted: a claim on (alert, instance, attempt) is never made twice.
+                row = db.execute(
+                    f"UPDATE alerts SET state = CASE WHEN {late} THEN 'expired' ELSE 'queued' END, "
+                    f"claimed_by = CASE WHEN {late} THEN claimed_by END, finished_at = CASE WHEN {late} THEN :now END, "
+                    f"detail = CASE WHEN {late} THEN :expired ELSE :queued END, lease_until = NULL "
+                    f"WHERE {_CLAIMED} AND sent_at IS NULL RETURNING {', '.join(COLUMNS)}",
+                    {
+                        "now": now,
+                        "expired": NEVER_SENT_EXPIRED_DETAIL,
+                        "queued": NEVER_SENT_DETAIL,
+                        **_fence(Claim(alert_id, instance, attempt)),
+                    },
+                ).fetchone()
+                records += [Record(*row)] if row else []
+            log_events(db, [(r.id, now, r.state if r.final else "requeued", r.detail) for r in records])
+            return records
+
+        return self.db.transaction(step)
+
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
         # Holding the sender lock, no other process sends: every other claim is a dead one's.
         # Our own claims lapse with their lease (a sender that never came back).
