@@ -39,8 +39,9 @@ PRUNE_EVERY = 3600.0
 EXPIRE_EVERY = 0.5  # seconds between sweeps that mark overdue queued alerts expired
 RECOVER_EVERY = 1.0  # seconds between looks for lapsed claims (a dead instance's, or a stuck sender's)
 # Seconds between looks for claims of ours that no sender holds (a claim whose reply was lost, an unclaim
-# that failed): their alerts are queued again and their rate slots given back. At once after a failed claim.
-ORPHANS_EVERY = 2.0
+# that failed: their alerts are queued again and their rate slots given back; at once after a failed
+# claim), and for queued alerts under an account no instance has (failed at once).
+UPKEEP_EVERY = 2.0
 SEND_BY = 3.0  # a claimed alert's request leaves within this many seconds of its claim, or not at all
 LEASE_MARGIN = 5.0  # the lease outlasts the latest possible end of a request by this much
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
@@ -108,7 +109,7 @@ class Delivery:
         self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + lease_margin
         self._unsettled: list[tuple[str, Pacer, object]] = []  # pacing writes that failed, tried again later
         self._last_recovery = 0.0
-        self._last_orphan_look: float | None = None  # this host's clock, at the last look for orphaned claims
+        self._last_upkeep: float | None = None  # this host's clock, at the last look for orphans and unrouted alerts
         self._orphans_suspected = False  # a claim failed: it may have committed with its reply lost
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
@@ -253,7 +254,7 @@ class Delivery:
 
     def _lane(self, record: Record) -> Lane:
         """The lane of the alert's account (the first one's for an account no longer configured:
-        such an alert is never claimed, only a dry-run one is signed)."""
+        such an alert is never claimed but failed (``_fail_unrouted``); only a dry-run one is signed)."""
         return self.lanes.get(record.account) or next(iter(self.lanes.values()))
 
     def _wake(self) -> None:
@@ -289,12 +290,10 @@ class Delivery:
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
-        if (
-            self._orphans_suspected
-            or self._last_orphan_look is None
-            or self.clock() - self._last_orphan_look >= ORPHANS_EVERY
-        ):
+        if self._orphans_suspected or self._last_upkeep is None or self.clock() - self._last_upkeep >= UPKEEP_EVERY:
+            self._last_upkeep = self.clock()
             self._free_orphans()
+            self._fail_unrouted()
         if self.clock() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
         if self._last_expiry is None or self.clock() - self._last_expiry >= EXPIRE_EVERY:
@@ -373,12 +372,23 @@ class Delivery:
         if records:
             self._wake()
 
+    def _fail_unrouted(self) -> None:
+        """Queued alerts under an account no longer configured (here, or on any instance) can never
+        be sent: failed at once, naming the account, logged and notified, so that they hold their
+        bot up no longer (they used to wait out their lag, up to an hour)."""
+        try:
+            records = self.journal.fail_unrouted(self.instance, list(self.lanes))
+        except JournalUnavailable as exc:
+            log.error("could not look for alerts under an account no longer configured: %s", exc)
+            return
+        for record in records:
+            self._finished(record)
+
     def _free_orphans(self) -> None:
         """Claims of ours that none of our senders holds (a claim whose reply was lost): their alerts
         are queued again (or expired) and their rate slots given back, long before their lease
         lapses or the ledger's 90-second rule ends the slots. Run by the dispatcher thread only, the
         one that hands claims to senders, so ``_in_flight`` holds every claim of ours being worked on."""
-        self._last_orphan_look = self.clock()
         live = [claim for claim, _, _, _ in list(self._in_flight.values())]
         try:
             records = self.journal.free_orphans(self.instance, live)

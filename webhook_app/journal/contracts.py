@@ -236,6 +236,14 @@ class AlertQueue(abc.ABC):
         instance's request may still be under way (its rate slot counts until then)."""
 
     @abc.abstractmethod
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        """Queued alerts under an account that ``accounts`` (``instance``'s) lacks, and so does every
+        other instance that may send from the journal (where several may: each one's accounts are
+        recorded by this call, and one that has not said yet may send any), end ``failed`` at once
+        with a detail naming the account: nothing may ever send them, and they must hold their bot
+        up no longer. Returns them."""
+
+    @abc.abstractmethod
     def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
         """``instance``'s claims that none of its senders holds (``live``: the claims they work on),
         such as those of a claim whose reply never reached the claimant (its statement committed,

@@ -444,10 +444,13 @@ END $$;
     # journal_claim_paced, same arguments and results, tagging each claimed alert's slots (both
     # ledgers') in the same statement. Nullable columns without a default: a catalogue change; an
     # older release still running calls the same function and ignores the tags.
+    # And the accounts each instance sends for (``fail_unrouted``): NULL, as an older release leaves
+    # it, stands for any account, so no alert is failed that a running instance may still send.
     (
         9,
         f"""
 ALTER TABLE okx_pacing ADD COLUMN IF NOT EXISTS alert_id BIGINT, ADD COLUMN IF NOT EXISTS attempt INTEGER;
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS accounts TEXT[];
 CREATE OR REPLACE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
     p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
     p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION,

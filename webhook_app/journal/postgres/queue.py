@@ -25,6 +25,7 @@ from ..records import (
     NEVER_SENT_DETAIL,
     NEVER_SENT_EXPIRED_DETAIL,
     UNCLAIMED_DETAIL,
+    UNROUTED_DETAIL,
     Claim,
     DailyCapExceeded,
     PacedClaim,
@@ -302,6 +303,26 @@ class PostgresAlertQueue(AlertQueue):
             return removed
 
         return self.db.transaction(step)
+
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        def step(conn):
+            # What this instance sends for (NULL, as an older release leaves it, stands for anything).
+            conn.execute(
+                "UPDATE instances SET accounts = %s WHERE id = %s AND accounts IS DISTINCT FROM %s",
+                (accounts, instance, accounts),
+            )
+            rows = conn.execute(
+                f"UPDATE alerts SET state = 'failed', finished_at = {NOW}, detail = replace(%s, %s, account), "
+                "lease_until = NULL WHERE state = 'queued' AND NOT account = ANY(%s) AND NOT EXISTS (SELECT 1 "
+                f"FROM instances i WHERE i.id <> %s AND (i.accounts IS NULL OR alerts.account = ANY(i.accounts))) "
+                f"{_RETURNING}",
+                (UNROUTED_DETAIL, "{account}", accounts, instance),
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            log_events(conn, [(r.id, "failed", r.detail) for r in records])
+            return records
+
+        return sorted(self.db.transaction(step), key=lambda r: r.id)
 
     def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
         held = "SELECT 1 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS live(id, attempt) WHERE live.id = "

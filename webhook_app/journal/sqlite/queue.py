@@ -17,6 +17,7 @@ from ..records import (
     NEVER_SENT_DETAIL,
     NEVER_SENT_EXPIRED_DETAIL,
     UNCLAIMED_DETAIL,
+    UNROUTED_DETAIL,
     Claim,
     DailyCapExceeded,
     JournalUnavailable,
@@ -324,6 +325,25 @@ class SqliteAlertQueue(AlertQueue):
             ).rowcount
             db.execute("DELETE FROM alert_events WHERE at < ? AND alert_id NOT IN (SELECT id FROM alerts)", (before,))
             return removed
+
+        return self.db.transaction(step)
+
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        # One process sends from the file: an account it lacks, nobody has. Looked for by a read first.
+        unrouted = f"state = 'queued' AND account NOT IN ({', '.join('?' * len(accounts))})"
+        if not self.db.one(f"SELECT count(*) FROM alerts WHERE {unrouted}", accounts)[0]:
+            return []
+
+        def step(db):
+            now = self.db.now()
+            rows = db.execute(
+                "UPDATE alerts SET state = 'failed', finished_at = ?, detail = replace(?, ?, account), "
+                f"lease_until = NULL WHERE {unrouted} RETURNING {', '.join(COLUMNS)}",
+                (now, UNROUTED_DETAIL, "{account}", *accounts),
+            ).fetchall()
+            records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            log_events(db, [(r.id, now, "failed", r.detail) for r in records])
+            return records
 
         return self.db.transaction(step)
 
