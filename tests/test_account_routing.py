@@ -10,6 +10,7 @@ from tests.conftest import ADMIN_TOKEN, DELETE, WEBHOOK_SECRET, make_alert, wait
 from tests.okx_stand_in import OkxReply, OkxStandIn
 from tests.test_notify import Receiver
 from webhook_app.config import OkxAccount
+from webhook_app.journal import open_journal
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MAIN_BOT = "581628185981813760"  # listed under OKX_MAIN_ALGO_IDS
@@ -275,3 +276,33 @@ def test_a_notification_names_the_alerts_account(two_accounts, hedge_okx):
 def test_a_dry_run_start_with_several_accounts_names_them(make_app, caplog):
     make_app(okx_accounts=(OkxAccount("main"), OkxAccount("hedge")), dry_run=True)
     assert "accounts (OKX_ACCOUNTS): main, hedge, each in dry-run" in caplog.text
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def test_an_alert_under_an_account_no_longer_configured_fails_at_once_and_holds_its_bot_no_longer(
+    make_app, okx, database_url, receiver
+):
+    # Journaled under account "hedge" and still queued, with an hour of lag left; the service restarts
+    # without hedge. Nothing can ever send it: it ends failed at once, naming the account, is notified,
+    # and the next alert for its bot goes at once (it waited out the hour before, the notice blaming pacing).
+    journal = open_journal(database_url)
+    body = json.dumps({"algoId": MAIN_BOT, "type": "add", "amt": "7"})
+    orphan, _ = journal.add(
+        dedup_key="fp:hedge", dedup_since=0.0, algo_id=MAIN_BOT, action="add", amount="7", request_body=body,
+        expires_at=journal.now() + 3600, account="hedge",
+    )  # fmt: skip
+    journal.close()
+    app = make_app(database_url=database_url, reply_deadline=0.1, notify_urls=(receiver.url,))
+    next_id = app.test_client().post("/webhook", json=make_alert(algoId=MAIN_BOT, amount="3")).json["id"]
+    assert wait_final(app, next_id, timeout=8).state == "ok"
+    failed = wait_final(app, orphan.id, timeout=1)
+    assert failed.state == "failed" and "account hedge is not configured" in failed.detail
+    assert [(b["algoId"], b["amt"]) for b in okx.executed] == [(MAIN_BOT, "3")]  # the hedge alert never left
+    (message,) = receiver.wait_for(1)
+    assert f"Alert {orphan.id} failed" in message["title"] and "account hedge" in message["message"], message

@@ -39,6 +39,7 @@ from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres import database as postgres_database
 from webhook_app.journal.postgres.sql import LOCK_RECOVERY, NOW
+from webhook_app.journal.records import UNROUTED_DETAIL
 from webhook_app.pacing import MemoryPacer
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
@@ -191,6 +192,33 @@ def test_a_paced_claim_takes_as_many_due_alerts_as_the_budget_allows_each_with_i
     idle = journal.claim_paced("a", pacer, 20, 30.0, "hedge")
     assert (idle.due, idle.granted, idle.claims) == (0, 0, [])  # another account's queue is empty
     assert pacer.busy() == 2
+
+
+def test_claims_no_sender_holds_are_queued_again_and_their_slots_given_back(journals):
+    # A claim whose reply was lost: the claimant names the claims its senders hold (live); the others
+    # are found. Never sent: queued again, the attempt still counted (the lost claim can never
+    # confirm), its slot removed. Confirmed (may have left): left to the lease; its slot ended.
+    journal = journals()
+    pacer = journal.pacer("key-a", 20, 2.0) or MemoryPacer(20, 2.0)
+    for n in range(3):
+        add(journal, key=f"fp:{n}", algo_id=str(n))
+    (live, live_slot), (lost, lost_slot), (sent, sent_slot) = journal.claim_paced(
+        "a", pacer, 20, 30.0, "default"
+    ).claims
+    assert journal.confirm_send(Claim.of(sent))
+    (requeued,) = journal.free_orphans("a", [Claim.of(live)])
+    assert (requeued.id, requeued.state, requeued.attempts, requeued.claimed_by) == (lost.id, "queued", 1, None)
+    assert [e.kind for e in journal.events(lost.id)] == ["claimed", "requeued"]
+    assert journal.free_orphans("b", []) == [] and journal.free_orphans("a", [Claim.of(live)]) == []
+    assert (journal.get(live.id).state, journal.get(sent.id).state) == ("sending", "sending")
+    assert not journal.confirm_send(Claim.of(lost))
+    (again,) = journal.claim_due("a", 1, journal.now())
+    assert (again.id, again.attempts) == (lost.id, 2) and not journal.confirm_send(Claim.of(lost))
+    if pacer.shares_journal:
+        slots = dict(
+            journal.database.all("SELECT id, ended_at IS NULL FROM okx_pacing WHERE account = %s", (pacer.account,))
+        )
+        assert slots == {live_slot: True, sent_slot: False}  # the lost claim's slot is gone, as never taken
 
 
 def test_a_waiting_reply_learns_what_is_ahead_of_its_alert_and_the_slots_in_use(journals):
@@ -350,6 +378,22 @@ def test_the_schema_version_is_recorded(journals):
 @pytest.fixture
 def pg_journals(pg_url):
     yield from opened_journals(pg_url)
+
+
+def test_an_alert_is_failed_for_its_account_only_once_no_instance_may_send_for_it(pg_journals):
+    # A deploy overlapping two configurations: an alert is never failed while a running instance has
+    # its account, or has not said which accounts it has (an older release, or one just started).
+    a, b = pg_journals(), pg_journals()
+    a.register("a")
+    b.register("b")
+    queued, _ = add(a, key="fp:hedge", account="hedge")
+    assert a.fail_unrouted("a", ["main"]) == []  # b has not said: it may send for hedge
+    assert b.fail_unrouted("b", ["main", "hedge"]) == []  # b sends for hedge
+    assert a.fail_unrouted("a", ["main"]) == []
+    (failed,) = b.fail_unrouted("b", ["main"])  # b restarted without hedge: nobody has it now
+    assert (failed.id, failed.state) == (queued.id, "failed")
+    assert failed.detail == UNROUTED_DETAIL.format(account="hedge")
+    assert [(e.kind, e.detail) for e in a.events(queued.id)] == [("failed", failed.detail)]
 
 
 def test_recovery_never_touches_a_current_claim_even_of_an_instance_that_looks_dead(pg_journals):
@@ -1390,6 +1434,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 6): "23d461f400529d9d97b7344db90625b26209db26252eb495682571c46b32159c",
     ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
     ("postgres", 8): "a9057c7fa6b8ed401d25e37501354c425da3bb9b5f658bef641cb44f8c2f957c",
+    ("postgres", 9): "4652c8f880c8a25d5bf656a2ffe3db038f32858d9cecd8484a0f056a842594fb",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",

@@ -172,6 +172,75 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
         assert "not sent" in events[1].detail
 
 
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="a suspension shows in Linux's boot time only")
+def test_a_host_suspended_between_the_confirmation_and_the_send_never_sends_on_that_claim(make_app, okx, monkeypatch):
+    # A suspension stops time.monotonic but not CLOCK_BOOTTIME: the host sleeps for 10 s right after
+    # the journal confirmed the claim, past the 3 s send deadline. That request must not leave: the
+    # alert goes later, on a claim of its own, once.
+    app = make_app(reply_deadline=0.1)
+    journal = app.extensions["webhook"].journal
+    real_gettime, real_confirm = time.clock_gettime, journal.confirm_send
+    suspended = {"for": 0.0, "requests_then": None}
+
+    def boot_time(clock_id):
+        return real_gettime(clock_id) + (suspended["for"] if clock_id == time.CLOCK_BOOTTIME else 0.0)
+
+    def confirm_then_suspend(*args, **kwargs):
+        confirmed = real_confirm(*args, **kwargs)
+        if confirmed and not suspended["for"]:
+            suspended["requests_then"] = len(okx.margin_requests())
+            suspended["for"] = 10.0
+        return confirmed
+
+    monkeypatch.setattr(time, "clock_gettime", boot_time)
+    journal.confirm_send = confirm_then_suspend
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    record = wait_final(app, alert_id)
+    assert suspended["requests_then"] == 0
+    events = journal.events(alert_id)
+    assert [e.kind for e in events] == ["claimed", "retry", "claimed", "ok"], events
+    assert "not sent" in events[1].detail
+    assert record.state == "ok" and record.attempts == 2
+    assert len(okx.margin_requests()) == 1  # the stand-in saw only the second claim's request
+
+
+def test_a_claim_whose_reply_is_lost_gives_its_rate_slots_back_within_seconds(make_app, okx, pg_url):
+    # journal_claim_paced commits (two alerts claimed, both rate slots taken) and the dispatcher gets
+    # an error instead of its reply. The slots carry their claim and the claimant asks for them: they
+    # come back, the two alerts are queued again, and all four alerts reach OKX within seconds, once
+    # each. Before, the slots counted for 90 s and the claims until their lease lapsed.
+    app = make_app(database_url=pg_url, okx_rate_limit=2, reply_deadline=0.1)
+    journal = app.extensions["webhook"].journal
+    real, posted, lost = journal.claim_paced, threading.Event(), []
+
+    def claim_with_its_reply_lost(*args, **kwargs):
+        if lost:
+            return real(*args, **kwargs)
+        posted.wait(5)  # every alert is in the queue: this claim takes the whole budget
+        taken = real(*args, **kwargs)
+        if taken.claims:
+            lost.extend(record.id for record, _ in taken.claims)
+            raise JournalUnavailable("injected: the connection was cut after the claim committed")
+        return taken
+
+    journal.claim_paced = claim_with_its_reply_lost
+    client = app.test_client()
+    ids = [client.post("/webhook", json=make_alert(amount=str(n), algoId=f"71000{n}")).json["id"] for n in (1, 2, 3, 4)]
+    posted.set()
+    started = time.monotonic()
+    while len(okx.executed) < 4 and time.monotonic() - started < 15:
+        time.sleep(0.05)
+    assert len(lost) == 2
+    assert sorted(b["amt"] for b in okx.executed) == ["1", "2", "3", "4"], time.monotonic() - started
+    assert time.monotonic() - started < 8  # seconds, where the leaked slots held everything for 90
+    assert [wait_final(app, i).state for i in ids] == ["ok"] * 4
+    for alert_id in lost:
+        kinds = [e.kind for e in journal.events(alert_id)]
+        assert kinds == ["claimed", "requeued", "claimed", "ok"], kinds
+        assert journal.get(alert_id).attempts == 2  # the lost claim's attempt stays counted: it can never confirm
+    assert len(okx.margin_requests()) == 4
+
+
 def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
     # The review found nothing pruned in dry-run: the dispatcher, which prunes, was never started.
     app = make_app(dry_run=True, retention_days=1)

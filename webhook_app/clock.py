@@ -1,7 +1,8 @@
 """This host's elapsed time, and waits measured on it: one ``Clock`` for delivery's deadlines
 and timers, the heartbeats, the in-memory rate ledgers, the bot reads' ages and the investigator.
 
-It is local elapsed time (``time.monotonic``), never "when": the time an alert was received,
+It is local elapsed time (``elapsed``: Linux's boot time, which keeps counting while the host is
+suspended, where ``time.monotonic`` stops), never "when": the time an alert was received,
 a lease's end or a retry's due time are the journal's clock (the database's ``now()``), which
 this one never replaces. Tests pass a ``ManualClock`` and advance it instead of sleeping.
 """
@@ -15,12 +16,25 @@ Waitable = threading.Event | threading.Condition
 
 POLL = 0.005  # real seconds between a ManualClock waiter's looks at the time it was moved to
 
+if hasattr(time, "CLOCK_BOOTTIME"):
+
+    def elapsed() -> float:
+        """This host's elapsed time, counting time suspended (Linux's boot time): a deadline measured
+        on it is past after a suspension as long as the deadline, where ``time.monotonic`` stood still."""
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+else:  # elsewhere the monotonic clock
+
+    def elapsed() -> float:
+        return time.monotonic()
+
 
 class Clock:
-    """The host's monotonic clock and the threading primitives' own timed waits."""
+    """The host's elapsed time (``elapsed``, counting a suspension) and the threading primitives'
+    own timed waits."""
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return elapsed()
 
     def __call__(self) -> float:
         """The reading, so that a clock stands wherever a ``() -> float`` is expected."""
@@ -35,7 +49,7 @@ class Clock:
         return waitable.wait(timeout)
 
     def host_deadline(self, moment: float) -> float:
-        """``moment`` of this clock as a ``time.monotonic()`` reading, for code that checks a deadline
+        """``moment`` of this clock as an ``elapsed()`` reading, for code that checks a deadline
         itself (the OKX client's ``send_by``, right before the bytes leave). The same number here."""
         return moment
 
@@ -53,13 +67,13 @@ class ManualClock(Clock):
     def __init__(self, start: float = 1000.0, *, runs: bool = False):
         self._start = start
         self._advanced = 0.0
-        self._host_start = time.monotonic() if runs else None
+        self._host_start = elapsed() if runs else None
         self._lock = threading.Lock()
         self._waiting = 0
 
     def monotonic(self) -> float:
         with self._lock:
-            running = 0.0 if self._host_start is None else time.monotonic() - self._host_start
+            running = 0.0 if self._host_start is None else elapsed() - self._host_start
             return self._start + self._advanced + running
 
     def advance(self, seconds: float) -> None:
@@ -99,4 +113,4 @@ class ManualClock(Clock):
 
     def host_deadline(self, moment: float) -> float:
         # What is left of it on this clock, from the host's now: past on one is past on the other.
-        return time.monotonic() + (moment - self.monotonic())
+        return elapsed() + (moment - self.monotonic())

@@ -7,8 +7,9 @@ is ``outcomes``'s job; who else is alive is ``membership``'s. The queue is the j
 with PostgreSQL any instance may send an alert that another one received.
 
 A claim is a fenced lease. Its request leaves within ``send_by`` seconds of the claim (this
-host's monotonic clock, ``clock.Clock``) and only after the journal confirmed the claim is still current (same
-instance and attempt, lease not lapsed, alert not past its lag, by the journal's clock); the
+host's elapsed clock, which counts a suspension: ``clock.Clock``) and only after the journal
+confirmed the claim is still current (same instance and attempt, lease not lapsed, alert not
+past its lag, by the journal's clock); the
 lease outlasts ``send_by`` plus OKX's time-outs, so a claim is only ever taken over once its
 request can no longer leave. Every write after a send is conditional on the claim: an answer
 that comes back after a take-over is kept on the timeline and notified, and changes nothing.
@@ -37,6 +38,10 @@ log = logging.getLogger("webhook_app")
 PRUNE_EVERY = 3600.0
 EXPIRE_EVERY = 0.5  # seconds between sweeps that mark overdue queued alerts expired
 RECOVER_EVERY = 1.0  # seconds between looks for lapsed claims (a dead instance's, or a stuck sender's)
+# Seconds between looks for claims of ours that no sender holds (a claim whose reply was lost, an unclaim
+# that failed: their alerts are queued again and their rate slots given back; at once after a failed
+# claim), and for queued alerts under an account no instance has (failed at once).
+UPKEEP_EVERY = 2.0
 SEND_BY = 3.0  # a claimed alert's request leaves within this many seconds of its claim, or not at all
 LEASE_MARGIN = 5.0  # the lease outlasts the latest possible end of a request by this much
 WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
@@ -104,6 +109,8 @@ class Delivery:
         self.lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + lease_margin
         self._unsettled: list[tuple[str, Pacer, object]] = []  # pacing writes that failed, tried again later
         self._last_recovery = 0.0
+        self._last_upkeep: float | None = None  # this host's clock, at the last look for orphans and unrouted alerts
+        self._orphans_suspected = False  # a claim failed: it may have committed with its reply lost
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
         self._cond = threading.Condition()
         self._woken = False
@@ -247,7 +254,7 @@ class Delivery:
 
     def _lane(self, record: Record) -> Lane:
         """The lane of the alert's account (the first one's for an account no longer configured:
-        such an alert is never claimed, only a dry-run one is signed)."""
+        such an alert is never claimed but failed (``_fail_unrouted``); only a dry-run one is signed)."""
         return self.lanes.get(record.account) or next(iter(self.lanes.values()))
 
     def _wake(self) -> None:
@@ -283,6 +290,10 @@ class Delivery:
         if self.pacer is None:  # dry-run: nothing to send
             return 60.0
         self._settle()
+        if self._orphans_suspected or self._last_upkeep is None or self.clock() - self._last_upkeep >= UPKEEP_EVERY:
+            self._last_upkeep = self.clock()
+            self._free_orphans()
+            self._fail_unrouted()
         if self.clock() - self._last_recovery >= RECOVER_EVERY:
             self._recover()
         if self._last_expiry is None or self.clock() - self._last_expiry >= EXPIRE_EVERY:
@@ -304,9 +315,15 @@ class Delivery:
             # journal grants, and before the others would close the slots of an instance taken for
             # dead (at their start + the lease) had this one been paused between taking and claiming.
             send_by = self.clock() + self.send_by
-            taken = self.journal.claim_paced(
-                self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
-            )
+            try:
+                taken = self.journal.claim_paced(
+                    self.instance, lane.pacer, self.senders, self.lease, account, read_pacer=lane.read_pacer
+                )
+            except Exception:
+                # It may have committed with its reply lost: alerts claimed and slots taken that no
+                # sender of ours holds. The next round asks the journal for them and gives them back.
+                self._orphans_suspected = True
+                raise
         # What is still queued beside what was just claimed: when nothing, a finish wakes no one. A
         # finish during the look may have made one of them due after the look counted: look again.
         self._backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
@@ -355,6 +372,43 @@ class Delivery:
         if records:
             self._wake()
 
+    def _fail_unrouted(self) -> None:
+        """Queued alerts under an account no longer configured (here, or on any instance) can never
+        be sent: failed at once, naming the account, logged and notified, so that they hold their
+        bot up no longer (they used to wait out their lag, up to an hour)."""
+        try:
+            records = self.journal.fail_unrouted(self.instance, list(self.lanes))
+        except JournalUnavailable as exc:
+            log.error("could not look for alerts under an account no longer configured: %s", exc)
+            return
+        for record in records:
+            self._finished(record)
+
+    def _free_orphans(self) -> None:
+        """Claims of ours that none of our senders holds (a claim whose reply was lost): their alerts
+        are queued again (or expired) and their rate slots given back, long before their lease
+        lapses or the ledger's 90-second rule ends the slots. Run by the dispatcher thread only, the
+        one that hands claims to senders, so ``_in_flight`` holds every claim of ours being worked on."""
+        live = [claim for claim, _, _, _ in list(self._in_flight.values())]
+        try:
+            records = self.journal.free_orphans(self.instance, live)
+        except JournalUnavailable as exc:
+            log.error("could not look for claims of ours that no sender holds (looked for again shortly): %s", exc)
+            return
+        self._orphans_suspected = False
+        for record in records:
+            if record.final:
+                self._finished(record)
+            else:
+                log.warning(
+                    "alert %s: claimed by this instance (attempt %s) but never handed to a sender (the claim's "
+                    "reply was lost): queued again, its rate slots given back",
+                    record.id,
+                    record.attempts,
+                )
+        if records:
+            self._wake()
+
     def _sent(self, future) -> None:
         claim, _, _, _ = self._in_flight.pop(future, (None, None, None, None))
         alert_id = claim.alert_id if claim else None
@@ -376,7 +430,7 @@ class Delivery:
                 self._cancel(lane.pacer, [slot])
                 slot = None
                 return
-            # The client checks the deadline on the host's monotonic clock, as late as it can.
+            # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
             ack = lane.client.adjust_margin(_margin_request(record), send_by=self.clock.host_deadline(send_by))
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self._cancel(lane.pacer, [slot])

@@ -23,6 +23,8 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .clock import elapsed
+
 MARGIN_BALANCE_PATH = "/api/v5/tradingBot/signal/margin-balance"
 SERVER_TIME_PATH = "/api/v5/public/time"
 ACCOUNT_CONFIG_PATH = "/api/v5/account/config"
@@ -293,15 +295,16 @@ class OkxClient:
 
     def adjust_margin(self, request: MarginRequest, send_by: float | None = None) -> OkxAck:
         """Send one margin-balance request, signed afresh. Raises an ``OkxError`` unless OKX said "0".
-        ``send_by`` (time.monotonic()): the last moment the request may leave; checked as late as we can,
-        right before the connection is used (``OkxSendTooLate`` after it, nothing sent)."""
+        ``send_by`` (a ``clock.elapsed()`` reading, which counts a suspension of the host): the last
+        moment the request may leave; checked as late as we can, right before the connection is used
+        (``OkxSendTooLate`` after it, nothing sent)."""
         body = request.body_bytes()
         if self.dry_run:
             if self._secret_key:  # sign anyway, so dry-run exercises the whole path
                 self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
             return OkxAck(algo_id=request.algo_id, dry_run=True)
         headers = self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
-        if send_by is not None and time.monotonic() >= send_by:
+        if send_by is not None and elapsed() >= send_by:
             raise OkxSendTooLate("not sent: its claim had grown too old to send on (the process was held up)")
         payload = self._post(MARGIN_BALANCE_PATH, body, headers)
         return OkxAck(algo_id=_acknowledged_algo_id(payload, request.algo_id))

@@ -236,6 +236,26 @@ class AlertQueue(abc.ABC):
         instance's request may still be under way (its rate slot counts until then)."""
 
     @abc.abstractmethod
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        """Queued alerts under an account that ``accounts`` (``instance``'s) lacks, and so does every
+        other instance that may send from the journal (where several may: each one's accounts are
+        recorded by this call, and one that has not said yet may send any), end ``failed`` at once
+        with a detail naming the account: nothing may ever send them, and they must hold their bot
+        up no longer. Returns them."""
+
+    @abc.abstractmethod
+    def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
+        """``instance``'s claims that none of its senders holds (``live``: the claims they work on),
+        such as those of a claim whose reply never reached the claimant (its statement committed,
+        the answer was lost). An alert whose request never left (no ``sent_at``) is queued again,
+        or ``expired`` past its lag; its attempt stays counted, so the lost claim can never be
+        confirmed and no request ever leaves on it. One whose request may have left is left to
+        ``recover`` at its lease's end. Where the journal holds the rate ledger, the slots that
+        carry such a claim are given back: removed when the request never left, ended now otherwise
+        (no sender holds them: their exchange is over). Returns the changed records. Only the
+        claimant may ask, from the one thread that hands claims to its senders."""
+
+    @abc.abstractmethod
     def prune(self, before: float) -> int:
         """Delete finished alerts received before ``before`` and their timelines; queued and sending ones stay."""
 

@@ -21,6 +21,10 @@ NEVER_SENT_DETAIL = "the instance that claimed it lost its claim before sending;
 NEVER_SENT_EXPIRED_DETAIL = "the instance that claimed it lost its claim before sending; too old to send again"
 EXPIRED_DETAIL = "too old to send: it waited past its lag; not sent"
 UNCLAIMED_DETAIL = "back in the queue: the send never started"
+# An alert whose account no instance has any more ({account} is replaced by its name, in SQL too).
+UNROUTED_DETAIL = (
+    "not sent: account {account} is not configured (OKX_ACCOUNTS) on any instance sending from this journal"
+)
 NOT_MARKABLE = "only an unknown alert without a finding can be marked"
 # A claim's timeline entry, as PL/pgSQL's format() and Python's % both read it: PostgreSQL's shipped
 # journal_claim (migrations 4 and 6) is generated from it, so changing it takes a new migration.

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ...clock import elapsed
 from ...config import redacted_url
 from ..contracts import Database
 from ..records import JournalUnavailable
@@ -63,14 +64,9 @@ CLOCK_TRUSTED_FOR = 30.0
 CLOCK_DRIFT = 0.0005
 
 
-if hasattr(time, "CLOCK_BOOTTIME"):
-
-    def _elapsed() -> float:
-        """This host's elapsed time, counting time suspended (Linux's boot time)."""
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-else:  # elsewhere the monotonic clock; a reading that disagrees after a suspension replaces the offset
-    _elapsed = time.monotonic
+# This host's elapsed time, counting time suspended (Linux's boot time; elsewhere the monotonic
+# clock, and a reading that disagrees after a suspension replaces the offset).
+_elapsed = elapsed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -437,5 +437,67 @@ BEGIN
 END $$;
 """,
     ),
+    # A rate slot carries its claim (the alert and the attempt it was taken for), so slots whose
+    # claim's reply never reached the claimant (a connection cut after the commit) can be found by
+    # the claimant, which knows which claims its senders hold, and given back within seconds
+    # (``free_orphans``), not only by pacing_acquire's 90-second rule. Migration 8's
+    # journal_claim_paced, same arguments and results, tagging each claimed alert's slots (both
+    # ledgers') in the same statement. Nullable columns without a default: a catalogue change; an
+    # older release still running calls the same function and ignores the tags.
+    # And the accounts each instance sends for (``fail_unrouted``): NULL, as an older release leaves
+    # it, stands for any account, so no alert is failed that a running instance may still send.
+    (
+        9,
+        f"""
+ALTER TABLE okx_pacing ADD COLUMN IF NOT EXISTS alert_id BIGINT, ADD COLUMN IF NOT EXISTS attempt INTEGER;
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS accounts TEXT[];
+CREATE OR REPLACE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION,
+    OUT due INTEGER, OUT queued INTEGER, OUT next_in DOUBLE PRECISION, OUT granted INTEGER,
+    OUT slot BIGINT, OUT read_slot BIGINT, OUT alert alerts)
+RETURNS SETOF record LANGUAGE plpgsql AS $$
+DECLARE v_slots BIGINT[]; v_reads BIGINT[]; v_claimed alerts[]; v_used INTEGER := 0;
+BEGIN
+    p_now := COALESCE(p_now, {NOW});
+    granted := 0;
+    -- In its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.
+    SELECT count(*) FILTER (WHERE a.not_before <= p_now AND turn.come), count(*),
+        min(a.not_before - p_now) FILTER (WHERE a.not_before > p_now AND turn.come)
+        INTO due, queued, next_in
+        FROM alerts a CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM alerts b
+            WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
+            AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now))) AS come) turn
+        WHERE a.state = 'queued' AND a.expires_at >= p_now AND a.account = p_account;
+    IF due > 0 AND p_wanted > 0 THEN
+        v_slots := ARRAY(SELECT pacing_acquire(p_ledger, p_instance, LEAST(due, p_wanted), p_limit, p_window));
+        granted := cardinality(v_slots);
+    END IF;
+    IF granted > 0 THEN
+        v_claimed := ARRAY(SELECT c FROM journal_claim(p_instance, granted, p_now, p_lease, p_account) c
+            ORDER BY c.id);
+        v_used := cardinality(v_claimed);
+        IF v_used < granted THEN
+            DELETE FROM okx_pacing WHERE id = ANY(v_slots[v_used + 1:granted]);
+        END IF;
+        IF v_used > 0 AND p_read_ledger IS NOT NULL THEN
+            v_reads := ARRAY(SELECT pacing_acquire(p_read_ledger, p_instance, v_used, p_read_limit, p_read_window));
+        END IF;
+        -- Each slot carries its claim: the alert and its attempt.
+        UPDATE okx_pacing p SET alert_id = (v_claimed[t.i]).id, attempt = (v_claimed[t.i]).attempts
+            FROM generate_series(1, v_used) t(i) WHERE p.id = v_slots[t.i] OR p.id = v_reads[t.i];
+        FOR i IN 1..v_used LOOP
+            slot := v_slots[i];
+            read_slot := v_reads[i];
+            alert := v_claimed[i];
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF v_used = 0 THEN
+        RETURN NEXT;
+    END IF;
+END $$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

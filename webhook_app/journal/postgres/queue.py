@@ -25,6 +25,7 @@ from ..records import (
     NEVER_SENT_DETAIL,
     NEVER_SENT_EXPIRED_DETAIL,
     UNCLAIMED_DETAIL,
+    UNROUTED_DETAIL,
     Claim,
     DailyCapExceeded,
     PacedClaim,
@@ -302,6 +303,69 @@ class PostgresAlertQueue(AlertQueue):
             return removed
 
         return self.db.transaction(step)
+
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        def step(conn):
+            # What this instance sends for (NULL, as an older release leaves it, stands for anything).
+            conn.execute(
+                "UPDATE instances SET accounts = %s WHERE id = %s AND accounts IS DISTINCT FROM %s",
+                (accounts, instance, accounts),
+            )
+            rows = conn.execute(
+                f"UPDATE alerts SET state = 'failed', finished_at = {NOW}, detail = replace(%s, %s, account), "
+                "lease_until = NULL WHERE state = 'queued' AND NOT account = ANY(%s) AND NOT EXISTS (SELECT 1 "
+                f"FROM instances i WHERE i.id <> %s AND (i.accounts IS NULL OR alerts.account = ANY(i.accounts))) "
+                f"{_RETURNING}",
+                (UNROUTED_DETAIL, "{account}", accounts, instance),
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            log_events(conn, [(r.id, "failed", r.detail) for r in records])
+            return records
+
+        return sorted(self.db.transaction(step), key=lambda r: r.id)
+
+    def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
+        held = "SELECT 1 FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS live(id, attempt) WHERE live.id = "
+        orphaned = (
+            "state = 'sending' AND claimed_by = %(instance)s AND sent_at IS NULL AND lease_until IS NOT NULL "
+            f"AND NOT EXISTS ({held} alerts.id AND live.attempt = alerts.attempts)"
+        )
+        params = {
+            "instance": instance,
+            "ids": [claim.alert_id for claim in live],
+            "attempts": [claim.attempt for claim in live],
+            "expired": NEVER_SENT_EXPIRED_DETAIL,
+            "queued": NEVER_SENT_DETAIL,
+        }
+
+        def step(conn):
+            # Attempts stay counted: a claim on (alert, instance, attempt) is never made twice.
+            rows = conn.execute(
+                f"UPDATE alerts SET state = 'expired', finished_at = {NOW}, detail = %(expired)s, lease_until = NULL "
+                f"WHERE {orphaned} AND expires_at < {NOW} {_RETURNING}",
+                params,
+            ).fetchall()
+            rows += conn.execute(
+                "UPDATE alerts SET state = 'queued', claimed_by = NULL, lease_until = NULL, detail = %(queued)s "
+                f"WHERE {orphaned} {_RETURNING}",
+                params,
+            ).fetchall()
+            records = [Record(*row) for row in rows]
+            log_events(conn, [(r.id, r.state if r.final else "requeued", r.detail) for r in records])
+            never_sent = {**params, "ids": [r.id for r in records], "attempts": [r.attempts for r in records]}
+            conn.execute(  # never used: as if never taken
+                f"DELETE FROM okx_pacing p WHERE instance = %(instance)s AND ended_at IS NULL AND EXISTS ({held} "
+                "p.alert_id AND live.attempt = p.attempt)",
+                never_sent,
+            )
+            conn.execute(  # their senders are done (or never were): the exchange is over
+                f"UPDATE okx_pacing p SET ended_at = {NOW} WHERE instance = %(instance)s AND ended_at IS NULL "
+                f"AND alert_id IS NOT NULL AND NOT EXISTS ({held} p.alert_id AND live.attempt = p.attempt)",
+                params,
+            )
+            return records
+
+        return sorted(self.db.transaction(step), key=lambda r: r.id)
 
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
         # Only a lapsed lease, by the database's clock, ends a claim: an instance that merely looks dead

@@ -17,6 +17,7 @@ from ..records import (
     NEVER_SENT_DETAIL,
     NEVER_SENT_EXPIRED_DETAIL,
     UNCLAIMED_DETAIL,
+    UNROUTED_DETAIL,
     Claim,
     DailyCapExceeded,
     JournalUnavailable,
@@ -324,6 +325,62 @@ class SqliteAlertQueue(AlertQueue):
             ).rowcount
             db.execute("DELETE FROM alert_events WHERE at < ? AND alert_id NOT IN (SELECT id FROM alerts)", (before,))
             return removed
+
+        return self.db.transaction(step)
+
+    def fail_unrouted(self, instance: str, accounts: list[str]) -> list[Record]:
+        # One process sends from the file: an account it lacks, nobody has. Looked for by a read first.
+        unrouted = f"state = 'queued' AND account NOT IN ({', '.join('?' * len(accounts))})"
+        if not self.db.one(f"SELECT count(*) FROM alerts WHERE {unrouted}", accounts)[0]:
+            return []
+
+        def step(db):
+            now = self.db.now()
+            rows = db.execute(
+                "UPDATE alerts SET state = 'failed', finished_at = ?, detail = replace(?, ?, account), "
+                f"lease_until = NULL WHERE {unrouted} RETURNING {', '.join(COLUMNS)}",
+                (now, UNROUTED_DETAIL, "{account}", *accounts),
+            ).fetchall()
+            records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
+            log_events(db, [(r.id, now, "failed", r.detail) for r in records])
+            return records
+
+        return self.db.transaction(step)
+
+    def free_orphans(self, instance: str, live: list[Claim]) -> list[Record]:
+        # A claim is one in-process transaction whose commit is its last step: if it raised, nothing
+        # was claimed, and its slots (in memory) went back with the error. What is found here is a
+        # claim left by a failed unclaim. Looked for by a read first: no write lock while none.
+        held = {(claim.alert_id, claim.attempt) for claim in live}
+        found = self.db.all(
+            "SELECT id, attempts FROM alerts WHERE state = 'sending' AND claimed_by = ? AND sent_at IS NULL "
+            "AND lease_until IS NOT NULL",
+            (instance,),
+        )
+        orphans = [(alert_id, attempt) for alert_id, attempt in found if (alert_id, attempt) not in held]
+        if not orphans:
+            return []
+
+        def step(db):
+            now, records = self.db.now(), []
+            late = "expires_at < :now"
+            for alert_id, attempt in orphans:
+                # Attempts stay counted: a claim on (alert, instance, attempt) is never made twice.
+                row = db.execute(
+                    f"UPDATE alerts SET state = CASE WHEN {late} THEN 'expired' ELSE 'queued' END, "
+                    f"claimed_by = CASE WHEN {late} THEN claimed_by END, finished_at = CASE WHEN {late} THEN :now END, "
+                    f"detail = CASE WHEN {late} THEN :expired ELSE :queued END, lease_until = NULL "
+                    f"WHERE {_CLAIMED} AND sent_at IS NULL RETURNING {', '.join(COLUMNS)}",
+                    {
+                        "now": now,
+                        "expired": NEVER_SENT_EXPIRED_DETAIL,
+                        "queued": NEVER_SENT_DETAIL,
+                        **_fence(Claim(alert_id, instance, attempt)),
+                    },
+                ).fetchone()
+                records += [Record(*row)] if row else []
+            log_events(db, [(r.id, now, r.state if r.final else "requeued", r.detail) for r in records])
+            return records
 
         return self.db.transaction(step)
 
