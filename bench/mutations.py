@@ -48,6 +48,7 @@ def _m(name: str, *edits: tuple[str, str, str], tests: tuple[str, ...] = FAULT_T
 DELIVERY = "webhook_app/delivery.py"
 OUTCOMES = "webhook_app/outcomes.py"
 INVESTIGATION = "webhook_app/investigation.py"
+EVIDENCE = "webhook_app/evidence.py"
 PG_QUEUE = "webhook_app/journal/postgres/queue.py"
 PG_MIGRATIONS = "webhook_app/journal/postgres/migrations.py"
 
@@ -174,6 +175,76 @@ MUTATIONS: tuple[Mutation, ...] = (
             '            elif moved := moved_fields(evidence.get("after") or {}, later):',
             '            elif moved := [] and moved_fields(evidence.get("after") or {}, later):',
         ),
+    ),
+    # The guarantees issue 21 added, each caught by its own test.
+    _m(
+        "a claim whose reply was lost keeps its rate slots",
+        (
+            DELIVERY,
+            "            self._free_orphans()\n            self._fail_unrouted()",
+            "            self._fail_unrouted()",
+        ),
+        tests=("tests/test_never_stuck.py::test_a_claim_whose_reply_is_lost_gives_its_rate_slots_back_within_seconds",),
+    ),
+    _m(
+        "an alert under a removed account holds its bot",
+        (
+            DELIVERY,
+            "            self._free_orphans()\n            self._fail_unrouted()",
+            "            self._free_orphans()",
+        ),
+        tests=(
+            "tests/test_account_routing.py::"
+            "test_an_alert_under_an_account_no_longer_configured_fails_at_once_and_holds_its_bot_no_longer",
+        ),
+    ),
+    _m(
+        "readiness reads the bots outside the reads' ledger",
+        (
+            "webhook_app/readiness.py",
+            "                if pacer.busy() + 1 <= pacer.limit * READ_SHARE and "
+            "(slots := pacer.acquire(self.instance, 1)):",
+            "                if slots := [None]:",
+        ),
+        tests=("tests/test_readiness.py",),
+    ),
+    _m(
+        "PnL of exactly the amount read as executed",
+        (EVIDENCE, "        if not allow_reinvest:  # PnL", "        if False:  # PnL"),
+        tests=("tests/test_evidence.py",),
+    ),
+    _m(
+        "a resend of an alert found not executed goes without reading the bot again",
+        ("webhook_app/admin.py", "    if doubt is not None and not insist:", "    if False:"),
+        tests=(
+            "tests/test_admin.py::test_a_late_execution_after_the_finding_refuses_the_resend_until_the_operator_insists",
+        ),
+    ),
+    _m(
+        "the send deadline on a clock that stops while the host is suspended",
+        (
+            "webhook_app/okx.py",
+            "        if send_by is not None and elapsed() >= send_by:",
+            "        if send_by is not None and time.monotonic() >= send_by:",
+        ),
+        tests=(
+            "tests/test_never_stuck.py::"
+            "test_a_host_suspended_between_the_confirmation_and_the_send_never_sends_on_that_claim",
+        ),
+    ),
+    _m(
+        "a chunked body over the limit taken as cut",
+        (
+            "webhook_app/services.py",
+            "        raise RequestEntityTooLarge()  # the server's own stream had more",
+            "        pass",
+        ),
+        tests=("tests/test_deployed.py::test_a_body_over_the_limit_is_413_chunked_or_not",),
+    ),
+    _m(
+        "a secret pasted into an alert's id journaled and echoed",
+        ("webhook_app/intake.py", "        if holds_secret(name, self.secrets):", "        if False:"),
+        tests=("tests/test_webhook.py::test_a_secret_pasted_into_a_field_shown_back_is_422_naming_it_never_echoed",),
     ),
 )
 
