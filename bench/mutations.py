@@ -45,10 +45,10 @@ def _m(name: str, *edits: tuple[str, str, str], tests: tuple[str, ...] = FAULT_T
     return Mutation(name, tuple(edits), tests)
 
 
-DELIVERY = "webhook_app/delivery.py"
-OUTCOMES = "webhook_app/outcomes.py"
-INVESTIGATION = "webhook_app/investigation.py"
-EVIDENCE = "webhook_app/evidence.py"
+DELIVERY = "webhook_app/workers/delivery.py"
+OUTCOMES = "webhook_app/workers/outcomes.py"
+INVESTIGATION = "webhook_app/workers/investigation.py"
+EVIDENCE = "webhook_app/okx/evidence.py"
 PG_QUEUE = "webhook_app/journal/postgres/queue.py"
 PG_MIGRATIONS = "webhook_app/journal/postgres/migrations.py"
 
@@ -105,7 +105,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a dropped connection after the send retried as not executed",
         (
-            "webhook_app/okx.py",
+            "webhook_app/okx/client.py",
             '            raise OkxOutcomeUnknown("the connection dropped after the request was sent") from None',
             '            raise OkxNotExecuted("the connection dropped after the request was sent") from None',
         ),
@@ -155,7 +155,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "TradingView's resends of one alert not recognised as duplicates",
         (
-            "webhook_app/alerts.py",
+            "webhook_app/intake/alerts.py",
             '        return f"id:{algo_id}:{alert_id}"',
             "        return f\"id:{algo_id}:{alert_id}:{__import__('uuid').uuid4()}\"",
         ),
@@ -201,7 +201,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "readiness reads the bots outside the reads' ledger",
         (
-            "webhook_app/readiness.py",
+            "webhook_app/workers/readiness.py",
             "                if pacer.busy() + 1 <= pacer.limit * READ_SHARE and "
             "(slots := pacer.acquire(self.instance, 1)):",
             "                if slots := [None]:",
@@ -215,7 +215,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "a resend of an alert found not executed goes without reading the bot again",
-        ("webhook_app/admin.py", "    if doubt is not None and not insist:", "    if False:"),
+        ("webhook_app/surfaces/admin.py", "    if doubt is not None and not insist:", "    if False:"),
         tests=(
             "tests/test_admin.py::test_a_late_execution_after_the_finding_refuses_the_resend_until_the_operator_insists",
         ),
@@ -223,7 +223,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "the send deadline on a clock that stops while the host is suspended",
         (
-            "webhook_app/okx.py",
+            "webhook_app/okx/client.py",
             "        if send_by is not None and elapsed() >= send_by:",
             "        if send_by is not None and time.monotonic() >= send_by:",
         ),
@@ -235,7 +235,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a chunked body over the limit taken as cut",
         (
-            "webhook_app/services.py",
+            "webhook_app/surfaces/context.py",
             "        raise RequestEntityTooLarge()  # the server's own stream had more",
             "        pass",
         ),
@@ -243,7 +243,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "a secret pasted into an alert's id journaled and echoed",
-        ("webhook_app/intake.py", "        if holds_secret(name, self.secrets):", "        if False:"),
+        ("webhook_app/intake/pipeline.py", "        if holds_secret(name, self.secrets):", "        if False:"),
         tests=("tests/test_webhook.py::test_a_secret_pasted_into_a_field_shown_back_is_422_naming_it_never_echoed",),
     ),
 )

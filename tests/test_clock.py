@@ -7,8 +7,8 @@ import time
 import pytest
 
 from webhook_app.clock import SYSTEM_CLOCK, ManualClock, elapsed
-from webhook_app.investigation import Investigator
-from webhook_app.membership import Membership
+from webhook_app.workers.investigation import Investigator
+from webhook_app.workers.membership import Membership
 
 
 def in_thread(target, *args):

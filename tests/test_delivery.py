@@ -12,14 +12,14 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, MovableClock, make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import OkxReply, RawReply, Slow
 from webhook_app.clock import ManualClock
-from webhook_app.delivery import Delivery, Lane
 from webhook_app.journal import Claim, JournalUnavailable
 from webhook_app.journal.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from webhook_app.journal.sqlite import SqliteJournal
-from webhook_app.membership import Membership
-from webhook_app.okx import OkxClient
-from webhook_app.outcomes import OutcomePolicy
-from webhook_app.pacing import MemoryPacer
+from webhook_app.okx.client import OkxClient
+from webhook_app.workers.delivery import Delivery, Lane
+from webhook_app.workers.membership import Membership
+from webhook_app.workers.outcomes import OutcomePolicy
+from webhook_app.workers.pacing import MemoryPacer
 
 # -- pacing ---------------------------------------------------------------------------------
 

@@ -157,7 +157,7 @@ def test_other_numbers_are_not_times(client, okx, value):
 
 
 def test_epoch_milliseconds_are_read_exactly():
-    from webhook_app.alerts import load_alert
+    from webhook_app.intake.alerts import load_alert
 
     alert = load_alert({"algoId": "1", "action": "add", "amount": "1", "timestamp": "9999999999999"})
     assert alert.timestamp.microsecond == 999000  # through a float it was 999001

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, DELETE, WEBHOOK_SECRET, make_alert
-from webhook_app.alerts import InvalidAlert, InvalidBody, Unauthorized
 from webhook_app.config import Config
-from webhook_app.intake import AccountRefused, DuplicateAlert, Receipt
+from webhook_app.intake.alerts import InvalidAlert, InvalidBody, Unauthorized
+from webhook_app.intake.pipeline import AccountRefused, DuplicateAlert, Receipt
+from webhook_app.intake.protection import Forbidden, LockedOut, Sender, StaleAlert
 from webhook_app.journal import DailyCapExceeded
-from webhook_app.protection import Forbidden, LockedOut, Sender, StaleAlert
 
 CLIENT = Sender("203.0.113.9", "203.0.113.9")
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import WEBHOOK_SECRET, make_alert
 from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
-from webhook_app.protection import client_address, is_tradingview
+from webhook_app.intake.protection import client_address, is_tradingview
 
 BOTH_FORMS = [(a, form) for a in TRADINGVIEW_ADDRESSES for form in ("plain", "mapped")]
 STRANGER = "203.0.113.9"

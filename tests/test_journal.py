@@ -40,7 +40,7 @@ from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres import database as postgres_database
 from webhook_app.journal.postgres.sql import LOCK_RECOVERY, NOW
 from webhook_app.journal.records import UNROUTED_DETAIL
-from webhook_app.pacing import MemoryPacer
+from webhook_app.workers.pacing import MemoryPacer
 
 BODY = '{"algoId":"1","type":"add","amt":"1"}'
 

@@ -115,7 +115,7 @@ def test_the_cli_says_where_lockouts_are_on_sqlite(tmp_path):
 
 @pytest.mark.parametrize("engine", ["memory", "postgres"])
 def test_both_stores_list_and_clear(engine, request):
-    from webhook_app.protection import Lockout
+    from webhook_app.intake.protection import Lockout
 
     journal = None
     if engine == "postgres":

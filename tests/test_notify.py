@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import OkxReply, RawReply
 from webhook_app.journal import Record
-from webhook_app.notify import EVENTS, Notifier
+from webhook_app.workers.notify import EVENTS, Notifier
 
 
 class Receiver:

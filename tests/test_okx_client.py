@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from tests.conftest import make_alert
-from webhook_app.okx import MarginRequest, OkxClient, OkxUnreachable
+from webhook_app.okx.client import MarginRequest, OkxClient, OkxUnreachable
 
 REQUEST = MarginRequest(algo_id="581628185981813760", type="add", amt="10")
 

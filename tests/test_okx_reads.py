@@ -15,8 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.okx_stand_in import OkxStandIn
-from webhook_app.evidence import propose
-from webhook_app.okx import (
+from webhook_app.okx.client import (
     BOT_DETAILS_PATH,
     BOT_EVENTS_PATH,
     BOTS_PENDING_PATH,
@@ -29,6 +28,7 @@ from webhook_app.okx import (
     OkxUnreachable,
     sign,
 )
+from webhook_app.okx.evidence import propose
 
 API_KEY, SECRET, PASSPHRASE = "key-0123456789", "secret-0123456789", "passphrase-42"
 ALGO_ID = "581628185981813760"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import WEBHOOK_SECRET, MovableClock, make_alert, post_concurrently
 from tests.okx_stand_in import OkxReply
 from webhook_app.config import TRADINGVIEW_ADDRESSES
-from webhook_app.protection import Lockout, MemoryLockoutStore, client_address
+from webhook_app.intake.protection import Lockout, MemoryLockoutStore, client_address
 
 TV = TRADINGVIEW_ADDRESSES[0]
 STRANGER = "203.0.113.9"

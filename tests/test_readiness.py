@@ -6,9 +6,9 @@ import time
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
-from webhook_app.bots import READS_PER_WINDOW
-from webhook_app.okx import BOT_DETAILS_PATH, sign
-from webhook_app.readiness import READ_SHARE
+from webhook_app.okx.client import BOT_DETAILS_PATH, sign
+from webhook_app.workers.bots import READS_PER_WINDOW
+from webhook_app.workers.readiness import READ_SHARE
 
 BOT = "581628185981813760"
 

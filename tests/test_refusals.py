@@ -10,8 +10,8 @@ import requests
 
 from tests.conftest import WEBHOOK_SECRET, live_env, make_alert
 from tests.service_process import ServiceProcess
+from webhook_app.intake.refusals import RefusalLog
 from webhook_app.journal import Refusal, open_journal
-from webhook_app.refusals import RefusalLog
 
 
 def refusals_of(app):

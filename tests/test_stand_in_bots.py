@@ -22,7 +22,7 @@ from tests.okx_stand_in import (
     OkxStandIn,
     Slow,
 )
-from webhook_app.okx import (
+from webhook_app.okx.client import (
     MarginRequest,
     OkxClient,
     OkxError,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import TEST_DATABASE_URL, live_env
+from tests.conftest import live_env
 from tests.service_process import REPO, free_port, procfile_command
 from tests.test_commands import UNREACHABLE  # the same databases, met by gunicorn's start
 
@@ -42,7 +42,7 @@ def test_postgres_journal_is_named_without_its_password_and_the_operator_page_is
     service = service_factory(live_env(okx, tmp_path, DATABASE_URL=url, ADMIN_TOKEN=admin_token))
     log = stopped_log(service)
     print(log)
-    database = TEST_DATABASE_URL.rsplit("/", 1)[1].split("?")[0]
+    database = pg_url.rsplit("/", 1)[1].split("?")[0]
     assert f"journal: PostgreSQL, database {database} on 127.0.0.1:5432" in log
     assert "operator page: on" in log
     assert PASSWORD not in log and admin_token not in log

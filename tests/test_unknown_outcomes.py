@@ -13,9 +13,9 @@ import requests
 from tests.conftest import ADMIN_TOKEN, REINVESTED, live_env, make_alert, wait_proposal
 from tests.okx_stand_in import BOT_DETAILS_PATH, Drop, DropUnexecuted, Meanwhile, OkxReply, OkxStandIn
 from tests.test_notify import Receiver
-from webhook_app.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
 from webhook_app.clock import ManualClock
-from webhook_app.okx import OkxClient
+from webhook_app.okx.client import OkxClient
+from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch
 
 BOT = "581628185981813760"
 STOPPED = "581628185981813763"

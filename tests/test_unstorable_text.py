@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert, post_concurrently
+from webhook_app.intake.refusals import RefusalLog
 from webhook_app.journal import Refusal, open_journal
-from webhook_app.refusals import RefusalLog
 
 HIGH, LOW, NUL = "\ud800", "\udc00", "\u0000"
 BAD_TEXT = {"lone high surrogate": (HIGH, "\\ud800"), "lone low surrogate": (LOW, "\\udc00"), "NUL": (NUL, "\\u0000")}

@@ -13,22 +13,22 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Flask
 
-from .bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
-from .clock import SYSTEM_CLOCK, Clock
-from .config import Config, ConfigError, OkxAccount
-from .delivery import Delivery, Lane
-from .intake import Intake
-from .investigation import Investigator
-from .journal import Journal, JournalUnavailable, open_journal
-from .logs import configure_logging, scrub_secrets, scrubber
-from .membership import Membership
-from .notify import Notifier
-from .okx import OkxClient
-from .outcomes import OutcomePolicy
-from .pacing import MemoryPacer
-from .protection import Protection
-from .readiness import BotReads, Readiness
-from .refusals import RefusalLog
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.config import Config, ConfigError, OkxAccount
+from webhook_app.intake.pipeline import Intake
+from webhook_app.intake.protection import Protection
+from webhook_app.intake.refusals import RefusalLog
+from webhook_app.journal import Journal, JournalUnavailable, open_journal
+from webhook_app.logs import configure_logging, scrub_secrets, scrubber
+from webhook_app.okx.client import OkxClient
+from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
+from webhook_app.workers.delivery import Delivery, Lane
+from webhook_app.workers.investigation import Investigator
+from webhook_app.workers.membership import Membership
+from webhook_app.workers.notify import Notifier
+from webhook_app.workers.outcomes import OutcomePolicy
+from webhook_app.workers.pacing import MemoryPacer
+from webhook_app.workers.readiness import BotReads, Readiness
 
 OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' margin-balance endpoint
 
@@ -138,8 +138,8 @@ def _build_app(config: Config, clock: Callable[[], float] | None, local_clock: C
         clock=local_clock,
     )
 
-    from . import admin, cli, web  # imported here: they are the top of the one-way flow
-    from .services import Services
+    from webhook_app.surfaces import admin, cli, web  # imported here: they are the top of the one-way flow
+    from webhook_app.surfaces.context import Services
 
     # Readiness reads the bots on the ledger the reads before sends use (its share, never beside it).
     reads = BotReads(

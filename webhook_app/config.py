@@ -240,7 +240,7 @@ class Config:
     def read_env(cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None) -> Config:
         """Parse every variable, writing nothing; raise one ``ConfigError`` naming every bad one, in
         the order read. environs parses each value; the rules between variables are below."""
-        from .notify import DEFAULT_EVENTS
+        from webhook_app.workers.notify import DEFAULT_EVENTS
 
         env = os.environ if environ is None else environ
         reader = _Reader(env)
@@ -527,7 +527,7 @@ def _is_algo_id(item: str) -> bool:
 def _notify_urls(raw: str) -> tuple:
     # Apprise URLs, separated by spaces, or by commas before the next scheme.
     urls = tuple(u for u in re.split(r"\s+|,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)", raw) if u)
-    from .notify import invalid_urls
+    from webhook_app.workers.notify import invalid_urls
 
     # Never echo a URL: it holds the service's token.
     problems = [
@@ -539,7 +539,7 @@ def _notify_urls(raw: str) -> tuple:
 
 
 def _notify_on(raw: str) -> frozenset:
-    from .notify import DEFAULT_EVENTS, EVENTS
+    from webhook_app.workers.notify import DEFAULT_EVENTS, EVENTS
 
     items = [item.lower() for item in _split(raw)]
     unknown = [item for item in items if item not in EVENTS]

@@ -20,8 +20,8 @@ callers import is re-exported here.
 
 from __future__ import annotations
 
-from .contracts import Activity, AlertQueue, Database, Instances, Journal, RefusalStore, SessionStore
-from .records import (
+from webhook_app.journal.contracts import Activity, AlertQueue, Database, Instances, Journal, RefusalStore, SessionStore
+from webhook_app.journal.records import (
     CAP_STATES,
     CLAIMED_DETAIL_FORMAT,
     COLUMNS,

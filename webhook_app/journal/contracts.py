@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from decimal import Decimal
 
-from .records import CAP_STATES, Claim, Event, JournalUnavailable, PacedClaim, Record, Refusal
+from webhook_app.journal.records import CAP_STATES, Claim, Event, JournalUnavailable, PacedClaim, Record, Refusal
 
 
 class Database(abc.ABC):

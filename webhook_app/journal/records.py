@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from ..okx import plain_decimal
+from webhook_app.okx.client import plain_decimal
 
 FINAL_STATES = ("ok", "rejected", "unknown", "failed", "expired", "dry_run")
 STATES = ("queued", "sending") + FINAL_STATES

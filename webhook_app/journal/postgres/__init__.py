@@ -8,14 +8,14 @@ requests, operator sessions, and the instances with OKX's shared rate ledger and
 
 from __future__ import annotations
 
-from ..contracts import Journal
-from .activity import PostgresActivity
-from .database import PostgresDatabase, connection_url
-from .instances import PostgresInstances, PostgresLockoutStore, PostgresPacer
-from .migrations import MIGRATIONS, SCHEMA_VERSION
-from .queue import PostgresAlertQueue
-from .refusals import PostgresRefusals
-from .sessions import PostgresSessions
+from webhook_app.journal.contracts import Journal
+from webhook_app.journal.postgres.activity import PostgresActivity
+from webhook_app.journal.postgres.database import PostgresDatabase, connection_url
+from webhook_app.journal.postgres.instances import PostgresInstances, PostgresLockoutStore, PostgresPacer
+from webhook_app.journal.postgres.migrations import MIGRATIONS, SCHEMA_VERSION
+from webhook_app.journal.postgres.queue import PostgresAlertQueue
+from webhook_app.journal.postgres.refusals import PostgresRefusals
+from webhook_app.journal.postgres.sessions import PostgresSessions
 
 __all__ = [
     "MIGRATIONS",

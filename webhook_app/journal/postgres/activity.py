@@ -3,10 +3,19 @@ evidence, resends and the hourly chart."""
 
 from __future__ import annotations
 
-from ..contracts import Activity
-from ..records import COLUMNS, NOT_MARKABLE, RESOLUTIONS, ActionRefused, Event, Record, marked_detail, resend_details
-from .database import PostgresDatabase
-from .sql import NOW
+from webhook_app.journal.contracts import Activity
+from webhook_app.journal.postgres.database import PostgresDatabase
+from webhook_app.journal.postgres.sql import NOW
+from webhook_app.journal.records import (
+    COLUMNS,
+    NOT_MARKABLE,
+    RESOLUTIONS,
+    ActionRefused,
+    Event,
+    Record,
+    marked_detail,
+    resend_details,
+)
 
 
 def log_events(conn, events: list[tuple[int, str, str]]) -> None:

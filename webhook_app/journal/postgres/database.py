@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ...clock import elapsed
-from ...config import redacted_url
-from ..contracts import Database
-from ..records import JournalUnavailable
-from . import migrations
-from .sql import LOCK_MIGRATION, NOW
+from webhook_app.clock import elapsed
+from webhook_app.config import redacted_url
+from webhook_app.journal.contracts import Database
+from webhook_app.journal.postgres import migrations
+from webhook_app.journal.postgres.sql import LOCK_MIGRATION, NOW
+from webhook_app.journal.records import JournalUnavailable
 
 # A connection handed out after this long unused gets the full check whatever its socket says: a
 # peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.

@@ -8,11 +8,11 @@ import hashlib
 import socket
 import time
 
-from ...pacing import Pacer
-from ..contracts import Instances
-from ..records import JournalUnavailable
-from .database import PostgresDatabase
-from .sql import LOCK_PACING, NOW
+from webhook_app.journal.contracts import Instances
+from webhook_app.journal.postgres.database import PostgresDatabase
+from webhook_app.journal.postgres.sql import LOCK_PACING, NOW
+from webhook_app.journal.records import JournalUnavailable
+from webhook_app.workers.pacing import Pacer
 
 # Alive: a new instance, or one back after a long pause.
 _ALIVE = f"INSERT INTO instances (id, host) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}"

@@ -1,8 +1,16 @@
 """The PostgreSQL journal's schema, one step per release. A step that has shipped is never
 edited: it ran on deployed databases (tests pin each one's text by its hash)."""
 
-from ..records import CLAIMED_DETAIL_FORMAT
-from .sql import LOCK_BOT, LOCK_CAP, LOCK_CLAIM, LOCK_CLAIM_ACCOUNT, LOCK_DEDUP, LOCK_PACING, NOW
+from webhook_app.journal.postgres.sql import (
+    LOCK_BOT,
+    LOCK_CAP,
+    LOCK_CLAIM,
+    LOCK_CLAIM_ACCOUNT,
+    LOCK_DEDUP,
+    LOCK_PACING,
+    NOW,
+)
+from webhook_app.journal.records import CLAIMED_DETAIL_FORMAT
 
 MIGRATIONS = (
     (

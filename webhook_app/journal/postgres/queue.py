@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..contracts import AlertQueue
-from ..records import (
+from webhook_app.journal.contracts import AlertQueue
+from webhook_app.journal.postgres.activity import log_events
+from webhook_app.journal.postgres.database import PostgresDatabase
+from webhook_app.journal.postgres.instances import BUSY_SLOTS, PostgresPacer
+from webhook_app.journal.postgres.sql import LOCK_RECOVERY, NOW
+from webhook_app.journal.records import (
     CAP_STATES,
     COLUMNS,
     EXPIRED_DETAIL,
@@ -33,10 +37,6 @@ from ..records import (
     answer_detail,
     retry_detail,
 )
-from .activity import log_events
-from .database import PostgresDatabase
-from .instances import BUSY_SLOTS, PostgresPacer
-from .sql import LOCK_RECOVERY, NOW
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 _RETURNING = f"RETURNING {', '.join(COLUMNS)}"

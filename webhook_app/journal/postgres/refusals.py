@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..contracts import RefusalStore
-from ..records import REFUSAL_COLUMNS, Refusal, refusal_from_row, refusal_row
-from .database import PostgresDatabase
+from webhook_app.journal.contracts import RefusalStore
+from webhook_app.journal.postgres.database import PostgresDatabase
+from webhook_app.journal.records import REFUSAL_COLUMNS, Refusal, refusal_from_row, refusal_row
 
 _REFUSAL_SELECT = f"SELECT {', '.join(REFUSAL_COLUMNS)} FROM refused"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..contracts import SessionStore
-from .database import PostgresDatabase
-from .sql import NOW
+from webhook_app.journal.contracts import SessionStore
+from webhook_app.journal.postgres.database import PostgresDatabase
+from webhook_app.journal.postgres.sql import NOW
 
 
 class PostgresSessions(SessionStore):

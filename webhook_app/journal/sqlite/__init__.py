@@ -7,14 +7,14 @@ sends from a file (``SqliteInstances`` holds the lock that says so).
 
 from __future__ import annotations
 
-from ..contracts import Journal
-from .activity import SqliteActivity
-from .database import SqliteDatabase
-from .instances import SqliteInstances
-from .migrations import MIGRATIONS, SCHEMA_VERSION
-from .queue import SqliteAlertQueue
-from .refusals import SqliteRefusals
-from .sessions import SqliteSessions
+from webhook_app.journal.contracts import Journal
+from webhook_app.journal.sqlite.activity import SqliteActivity
+from webhook_app.journal.sqlite.database import SqliteDatabase
+from webhook_app.journal.sqlite.instances import SqliteInstances
+from webhook_app.journal.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION
+from webhook_app.journal.sqlite.queue import SqliteAlertQueue
+from webhook_app.journal.sqlite.refusals import SqliteRefusals
+from webhook_app.journal.sqlite.sessions import SqliteSessions
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteDatabase", "SqliteJournal"]
 

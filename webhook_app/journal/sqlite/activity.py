@@ -3,9 +3,18 @@ evidence, resends and the hourly chart."""
 
 from __future__ import annotations
 
-from ..contracts import Activity
-from ..records import COLUMNS, NOT_MARKABLE, RESOLUTIONS, ActionRefused, Event, Record, marked_detail, resend_details
-from .database import SqliteDatabase
+from webhook_app.journal.contracts import Activity
+from webhook_app.journal.records import (
+    COLUMNS,
+    NOT_MARKABLE,
+    RESOLUTIONS,
+    ActionRefused,
+    Event,
+    Record,
+    marked_detail,
+    resend_details,
+)
+from webhook_app.journal.sqlite.database import SqliteDatabase
 
 
 def log_events(db, events: list[tuple[int, float, str, str]]) -> None:

@@ -9,9 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..contracts import Database
-from ..records import JournalUnavailable
-from . import migrations
+from webhook_app.journal.contracts import Database
+from webhook_app.journal.records import JournalUnavailable
+from webhook_app.journal.sqlite import migrations
 
 
 class SqliteDatabase(Database):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import fcntl
 import os
 
-from ..contracts import Instances
-from ..records import JournalInUse
-from .database import SqliteDatabase
+from webhook_app.journal.contracts import Instances
+from webhook_app.journal.records import JournalInUse
+from webhook_app.journal.sqlite.database import SqliteDatabase
 
 
 class SqliteInstances(Instances):

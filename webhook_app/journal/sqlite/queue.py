@@ -7,8 +7,8 @@ import dataclasses
 import threading
 from decimal import Decimal
 
-from ..contracts import AlertQueue
-from ..records import (
+from webhook_app.journal.contracts import AlertQueue
+from webhook_app.journal.records import (
     CAP_STATES,
     COLUMNS,
     EXPIRED_DETAIL,
@@ -26,8 +26,8 @@ from ..records import (
     claimed_detail,
     retry_detail,
 )
-from .activity import log_events
-from .database import SqliteDatabase
+from webhook_app.journal.sqlite.activity import log_events
+from webhook_app.journal.sqlite.database import SqliteDatabase
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 # Due, and its bot's turn: no other alert for the bot is being sent, and no earlier one is queued inside its lag.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..contracts import SessionStore
-from .database import SqliteDatabase
+from webhook_app.journal.contracts import SessionStore
+from webhook_app.journal.sqlite.database import SqliteDatabase
 
 
 class SqliteSessions(SessionStore):

@@ -12,8 +12,8 @@ import socket
 import threading
 import uuid
 
-from .clock import SYSTEM_CLOCK, Clock
-from .journal import Journal, JournalUnavailable
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.journal import Journal, JournalUnavailable
 
 log = logging.getLogger("webhook_app")
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .alerts import InvalidAlert, InvalidBody, Unauthorized, holds_secret
-from .auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
-from .intake import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
-from .journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
-from .logs import scrubber
-from .okx import MARGIN_BALANCE_PATH, plain_decimal
-from .protection import Forbidden, LockedOut, StaleAlert
-from .services import InvalidParameter, read_body, services
+from webhook_app.intake.alerts import InvalidAlert, InvalidBody, Unauthorized, holds_secret
+from webhook_app.intake.pipeline import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
+from webhook_app.intake.protection import Forbidden, LockedOut, StaleAlert
+from webhook_app.journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
+from webhook_app.logs import scrubber
+from webhook_app.okx.client import MARGIN_BALANCE_PATH, plain_decimal
+from webhook_app.surfaces.auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
+from webhook_app.surfaces.context import InvalidParameter, read_body, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)

@@ -18,7 +18,7 @@ from decimal import Decimal
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
 from marshmallow.validate import OneOf, Range
 
-from .okx import MarginRequest, plain_decimal, significant
+from webhook_app.okx.client import MarginRequest, plain_decimal, significant
 
 INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance", "percentage_investment", "percentage_position")
 REINVEST_TYPE = "percentage_investment"

@@ -9,17 +9,17 @@ import dataclasses
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .alerts import parse_body
-from .bots import BotWatches
-from .config import Config
-from .delivery import Delivery
-from .intake import Intake
-from .investigation import Investigator
-from .journal import Journal
-from .notify import Notifier
-from .protection import Protection
-from .readiness import Readiness
-from .refusals import RefusalLog
+from webhook_app.config import Config
+from webhook_app.intake.alerts import parse_body
+from webhook_app.intake.pipeline import Intake
+from webhook_app.intake.protection import Protection
+from webhook_app.intake.refusals import RefusalLog
+from webhook_app.journal import Journal
+from webhook_app.workers.bots import BotWatches
+from webhook_app.workers.delivery import Delivery
+from webhook_app.workers.investigation import Investigator
+from webhook_app.workers.notify import Notifier
+from webhook_app.workers.readiness import Readiness
 
 
 @dataclasses.dataclass

@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from .clock import SYSTEM_CLOCK, Clock
-from .journal import INTERRUPTED_DETAIL, Claim, Journal, JournalUnavailable, Record, answer_detail
-from .membership import Membership
-from .okx import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
-from .outcomes import OutcomePolicy
-from .pacing import Pacer
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.journal import INTERRUPTED_DETAIL, Claim, Journal, JournalUnavailable, Record, answer_detail
+from webhook_app.okx.client import MarginRequest, OkxClient, OkxError, OkxNotExecuted, OkxOutcomeUnknown
+from webhook_app.workers.membership import Membership
+from webhook_app.workers.outcomes import OutcomePolicy
+from webhook_app.workers.pacing import Pacer
 
 log = logging.getLogger("webhook_app")
 

@@ -6,8 +6,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from .alerts import UNSTORABLE_FILTER, unstorable
-from .journal import STATES, iso_time
+from webhook_app.intake.alerts import UNSTORABLE_FILTER, unstorable
+from webhook_app.journal import STATES, iso_time
 
 COLUMNS = ("id", "received (UTC)", "state", "algoId", "action", "amount", "tries", "okx", "trader id", "detail")
 
@@ -16,7 +16,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(alerts_command)
     app.cli.add_command(db_group)
     app.cli.add_command(check_command)
-    app.cli.add_command(__import__("webhook_app.cli_lockouts", fromlist=["lockouts_group"]).lockouts_group)
+    app.cli.add_command(__import__("webhook_app.surfaces.cli_lockouts", fromlist=["lockouts_group"]).lockouts_group)
 
 
 @click.command("check")

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .journal import Journal, JournalUnavailable, Refusal
+from webhook_app.journal import Journal, JournalUnavailable, Refusal
 
 log = logging.getLogger("webhook_app")
 PRUNE_EVERY = 3600.0

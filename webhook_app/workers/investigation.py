@@ -25,11 +25,11 @@ import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from .bots import BotWatch
-from .clock import SYSTEM_CLOCK, Clock
-from .evidence import VERDICT_WORDS, gather
-from .journal import ActionRefused, Journal, JournalUnavailable, Record
-from .okx import BotSnapshot
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.journal import ActionRefused, Journal, JournalUnavailable, Record
+from webhook_app.okx.client import BotSnapshot
+from webhook_app.okx.evidence import VERDICT_WORDS, gather
+from webhook_app.workers.bots import BotWatch
 
 log = logging.getLogger("webhook_app")
 

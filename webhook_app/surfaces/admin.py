@@ -31,9 +31,11 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
-from . import dashboard
-from .alerts import UNSTORABLE_FILTER, unstorable
-from .auth import (
+from webhook_app.intake.alerts import UNSTORABLE_FILTER, unstorable
+from webhook_app.intake.protection import LIFT_HINT, LockedOut
+from webhook_app.journal import RESOLUTIONS, STATES
+from webhook_app.surfaces import dashboard
+from webhook_app.surfaces.auth import (
     SESSION_HOURS,
     AdminOff,
     check_csrf,
@@ -44,9 +46,7 @@ from .auth import (
     operator_required,
     request_sender,
 )
-from .journal import RESOLUTIONS, STATES
-from .protection import LIFT_HINT, LockedOut
-from .services import InvalidParameter, posted, services
+from webhook_app.surfaces.context import InvalidParameter, posted, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static", static_url_path="/admin/static")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from .alerts import Alert, InvalidAlert
-from .config import TRADINGVIEW_ADDRESSES, Config
+from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
+from webhook_app.intake.alerts import Alert, InvalidAlert
 
 FUTURE_TOLERANCE = 5.0  # seconds an alert may be dated ahead of our clock
 log = logging.getLogger("webhook_app")

@@ -14,9 +14,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from .clock import SYSTEM_CLOCK, Clock
-from .okx import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, BotEvent, BotSnapshot, OkxClient, OkxError
-from .pacing import MemoryPacer, Pacer
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.okx.client import (
+    BOT_DETAILS_PATH,
+    BOT_EVENTS_PATH,
+    BOTS_PENDING_PATH,
+    BotEvent,
+    BotSnapshot,
+    OkxClient,
+    OkxError,
+)
+from webhook_app.workers.pacing import MemoryPacer, Pacer
 
 log = logging.getLogger("webhook_app")
 

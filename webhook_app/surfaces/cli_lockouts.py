@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .journal import iso_time
+from webhook_app.journal import iso_time
 
 log = logging.getLogger("webhook_app")
 COLUMNS = ("address", "since (UTC)", "until (UTC)", "why")

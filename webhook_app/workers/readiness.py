@@ -12,11 +12,10 @@ import threading
 import time
 from collections.abc import Mapping
 
-from .bots import READ_WINDOW, READS_PER_WINDOW
-from .clock import SYSTEM_CLOCK, Clock
-from .config import Config
-from .journal import Journal, JournalUnavailable
-from .okx import (
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.config import Config
+from webhook_app.journal import Journal, JournalUnavailable
+from webhook_app.okx.client import (
     ACCOUNT_CONFIG_PATH,
     BOT_DETAILS_PATH,
     SERVER_TIME_PATH,
@@ -26,7 +25,8 @@ from .okx import (
     OkxRefused,
     OkxUnreachable,
 )
-from .pacing import MemoryPacer, Pacer
+from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW
+from webhook_app.workers.pacing import MemoryPacer, Pacer
 
 log = logging.getLogger("webhook_app")
 

@@ -17,13 +17,13 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-from .alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
-from .bots import BotWatch
-from .config import Config, OkxAccount
-from .delivery import Delivery
-from .journal import CAP_STATES, ActionRefused, Journal, Record
-from .notify import Notifier
-from .protection import Protection, Sender
+from webhook_app.config import Config, OkxAccount
+from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
+from webhook_app.intake.protection import Protection, Sender
+from webhook_app.journal import CAP_STATES, ActionRefused, Journal, Record
+from webhook_app.workers.bots import BotWatch
+from webhook_app.workers.delivery import Delivery
+from webhook_app.workers.notify import Notifier
 
 log = logging.getLogger("webhook_app")
 

@@ -23,7 +23,7 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .clock import elapsed
+from webhook_app.clock import elapsed
 
 MARGIN_BALANCE_PATH = "/api/v5/tradingBot/signal/margin-balance"
 SERVER_TIME_PATH = "/api/v5/public/time"

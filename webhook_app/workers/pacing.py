@@ -14,7 +14,7 @@ import abc
 import collections
 import threading
 
-from .clock import SYSTEM_CLOCK, Clock
+from webhook_app.clock import SYSTEM_CLOCK, Clock
 
 
 class Pacer(abc.ABC):

@@ -7,8 +7,8 @@ import dataclasses
 import re
 import time
 
-from .evidence import VERDICT_WORDS
-from .journal import Journal, Record, iso_time
+from webhook_app.journal import Journal, Record, iso_time
+from webhook_app.okx.evidence import VERDICT_WORDS
 
 HOUR = 3600
 # The chart's outcome groups, bottom to top, and the states each one counts (the legend names them).

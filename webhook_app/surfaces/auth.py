@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from flask import abort, g, request, session
 
-from .protection import Sender
-from .services import services
+from webhook_app.intake.protection import Sender
+from webhook_app.surfaces.context import services
 
 log = logging.getLogger("webhook_app")
 
