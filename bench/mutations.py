@@ -243,7 +243,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "a secret pasted into an alert's id journaled and echoed",
-        ("webhook_app/intake/pipeline.py", "        if holds_secret(name, self.secrets):", "        if False:"),
+        (
+            "webhook_app/intake/alerts.py",
+            "        if isinstance(payload.get(field), str) and holds_secret(payload[field], secrets)",
+            "        if False and isinstance(payload.get(field), str) and holds_secret(payload[field], secrets)",
+        ),
         tests=("tests/test_webhook.py::test_a_secret_pasted_into_a_field_shown_back_is_422_naming_it_never_echoed",),
     ),
 )
