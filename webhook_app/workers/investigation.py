@@ -17,7 +17,6 @@ tell, or executed when the move is exactly the request's), stored, and the opera
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import queue
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.errors import Refused
 from webhook_app.journal import ActionRefused, Journal, JournalUnavailable, Record
 from webhook_app.okx.client import BotSnapshot
 from webhook_app.okx.evidence import VERDICT_WORDS, gather
@@ -43,13 +43,17 @@ SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
 SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
 
 
-@dataclasses.dataclass(frozen=True)
-class ResendDoubt:
-    """Why a resend of an alert settled "not executed" is refused until the operator insists."""
+class ResendDoubt(Refused):
+    """Why a resend of an alert settled "not executed" is refused until the operator insists (409).
+    ``kind``: "bot_moved", or "cannot_confirm" (no reading to compare); ``moved``: {"field", "then",
+    "now"} for each field that moved since the finding."""
 
-    status: str  # "bot_moved", or "cannot_confirm" (no reading to compare)
-    message: str
-    moved: tuple[dict, ...] = ()  # {"field", "then", "now"} for each field that moved since the finding
+    status = 409
+
+    def __init__(self, kind: str, problem: str, moved: tuple[dict, ...] = ()):
+        super().__init__(problem, moved=list(moved), insist=False)
+        self.kind = kind
+        self.moved = moved
 
 
 class Investigator:
