@@ -110,6 +110,7 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
 
     # Its timeline: received, claimed, answered.
     row(page, "live-1").locator("a").first.click()
+    page.wait_for_url(re.compile(r"/admin/alerts/\d+$"))
     timeline = page.locator("#timeline li")
     assert [k.inner_text() for k in page.locator("#timeline .kind").all()] == ["RECEIVED", "CLAIMED", "OK"]
     assert "attempt 1" in timeline.nth(1).inner_text()
