@@ -79,8 +79,7 @@ class ServiceProcess:
         raise AssertionError(f"service did not answer /healthz within {timeout} s:\n{self.log()}")
 
     def worker_pid(self) -> int:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return int(children[0])
+        return int(self._children_file().read_text().split()[0])
 
     def worker_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.worker_pid()}/status").read_text().splitlines():
@@ -103,13 +102,40 @@ class ServiceProcess:
         return time.monotonic() - started
 
     def kill(self) -> None:
-        """SIGKILL to master and worker at once: a crash, no chance to clean up."""
+        """SIGKILL to master and worker at once: a crash, no chance to clean up. Returns once both
+        are dead, so that a next start never meets the worker's open journal."""
         if self.process and self.process.poll() is None:
+            workers = self._children()
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+            for pid in workers:
+                _wait_dead(pid)
+
+    def _children(self) -> list[int]:
+        try:
+            return [int(pid) for pid in self._children_file().read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def _children_file(self) -> Path:
+        return Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
 
     def discard(self) -> None:
         """Kill it if it still runs, and remove its log file."""
         self.kill()
         self.output.close()
         Path(self.output.name).unlink(missing_ok=True)
+
+
+def _wait_dead(pid: int, timeout: float = 10.0) -> None:
+    """Until process ``pid`` has exited (gone, or a zombie: its files are closed either way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still alive {timeout} s after SIGKILL")

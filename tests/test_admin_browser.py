@@ -110,6 +110,7 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
 
     # Its timeline: received, claimed, answered.
     row(page, "live-1").locator("a").first.click()
+    page.wait_for_url(re.compile(r"/admin/alerts/\d+$"))
     timeline = page.locator("#timeline li")
     assert [k.inner_text() for k in page.locator("#timeline .kind").all()] == ["RECEIVED", "CLAIMED", "OK"]
     assert "attempt 1" in timeline.nth(1).inner_text()
@@ -160,13 +161,20 @@ def test_a_confirmation_dismissed_does_nothing(browser, service, okx):
     unknown = post_alert(service, id="maybe-2")["id"]
     log_in(page)
     page.goto(f"/admin/alerts/{unknown}")
+    posted = []
+    page.on("request", lambda request: posted.append(request.post_data) if request.method == "POST" else None)
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.click("#mark-executed")
-    page.wait_for_timeout(300)
+    # Then the other mark, confirmed: the browser reports its requests in order, so a post the
+    # dismissed click had made would be listed before this one (and would have marked it first).
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        page.click("#mark-not-executed")
+    assert len(posted) == 1 and "resolution=not_executed" in posted[0], posted
     state = requests.get(
         f"{service.url}/alerts/{unknown}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5
     ).json()
-    assert state["alert"]["resolution"] is None
+    assert state["alert"]["resolution"] == "not_executed"
     context.close()
 
 

@@ -119,8 +119,7 @@ def test_sigkill_with_alerts_in_flight_and_queued_then_restart(okx, tmp_path, se
     assert all(r.status_code == 202 for r in replies), [r.text for r in replies]
     states = journal_states(tmp_path)
     assert sorted(states.values()) == ["queued"] * 4 + ["sending"] * 2, states
-    service.kill()
-    time.sleep(0.2)
+    service.kill()  # returns once master and worker are dead
 
     service_factory(env)  # restart on the same journal
     deadline = time.monotonic() + 20

@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.okx_stand_in import OkxStandIn
 from webhook_app.okx.client import (
     BOT_DETAILS_PATH,
     BOT_EVENTS_PATH,
@@ -388,7 +387,6 @@ def stand_in_scenarios():
     ]
 
 
-@pytest.mark.skipif(not hasattr(OkxStandIn, "move_pnl"), reason="the stand-in does not model bots yet")
 @pytest.mark.parametrize(
     "send, meanwhile, verdict", [s[1:] for s in stand_in_scenarios()], ids=[s[0] for s in stand_in_scenarios()]
 )

@@ -31,8 +31,9 @@ def refusals_of(app):
     ],
 )
 def test_a_refused_request_is_recorded_without_secret_or_body(
-    make_app, okx, database_url, request_kwargs, status, kind, readable
+    database_url, make_app, okx, request_kwargs, status, kind, readable
 ):
+    # database_url first: its schema is dropped after the app (and its dispatcher's first round) stopped.
     app = make_app(database_url=database_url)
     response = app.test_client().post("/webhook", **request_kwargs, environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert response.status_code == status

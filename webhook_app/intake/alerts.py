@@ -18,6 +18,7 @@ from decimal import Decimal
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
 from marshmallow.validate import OneOf, Range
 
+from webhook_app.errors import Refused, not_sent
 from webhook_app.okx.client import MarginRequest, plain_decimal, significant
 
 INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance", "percentage_investment", "percentage_position")
@@ -35,25 +36,36 @@ _EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no database stores them
 
 
-class InvalidBody(Exception):
+class InvalidBody(Refused):
     """The body is not a JSON object, or holds text no database can store (400). ``field``
     names where: "body" for the whole of it, else the path to the bad value ("meta.note")."""
 
-    def __init__(self, message: str, field: str = "body"):
-        super().__init__(message)
-        self.field = field
+    status, kind = 400, "invalid_body"
+
+    def __init__(self, problem: str, field: str = "body"):
+        super().__init__(problem, field, message=problem if field == "body" else f"{field}: {problem}")
 
 
-class Unauthorized(Exception):
+class Unauthorized(Refused):
     """The secret is missing, not a string, or wrong (401)."""
 
+    status, kind = 401, "unauthorized"
 
-class InvalidAlert(Exception):
+    def __init__(self, problem: str):
+        super().__init__(problem, "secret")
+
+
+class InvalidAlert(Refused):
     """One or more fields are invalid (422). ``errors`` is [{"field", "message"}]."""
 
+    status, kind = 422, "invalid"
+
     def __init__(self, errors: list[dict]):
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
-        self.errors = errors
+        super().__init__(
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            message=not_sent("the alert has invalid fields"),
+            errors=errors,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from webhook_app.config import Config, OkxAccount
+from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
 from webhook_app.intake.protection import Protection, Sender
 from webhook_app.journal import CAP_STATES, ActionRefused, Journal, Record
@@ -35,31 +36,58 @@ CARRYING_STATES = ("ok", "queued", "sending", "unknown")
 DRY_RUN_CAP_STATES = (*CAP_STATES, "dry_run")
 
 
-class DuplicateAlert(Exception):
-    """The alert repeats one already journaled (409)."""
+class DuplicateAlert(Refused):
+    """The alert repeats one already journaled (409): the reply names the original, its state, and
+    whether its ``id`` or its fields (``fingerprint``) matched."""
+
+    status, kind = 409, "duplicate"
 
     def __init__(self, original: Record):
-        super().__init__(f"duplicate of alert {original.id}")
+        if original.dedup_key.startswith("id:"):
+            matched = "id"
+            message = (
+                f'this bot already received an alert with "id" {original.trader_id!r} '
+                f"(ids stay taken for ID_WINDOW); it was not sent again"
+            )
+        else:
+            matched = "fingerprint"
+            message = (
+                "this alert repeats one already received with the same fields "
+                "(a resend or a replay); it was not sent again"
+            )
+        super().__init__(
+            f"duplicate of alert {original.id}",
+            message=message,
+            id=original.id,
+            state=original.state,
+            matched=matched,
+        )
         self.original = original
 
 
-class BotNotSendable(Exception):
+class BotNotSendable(Refused):
     """A fresh read from OKX says the alert's bot is stopped or gone (422): OKX would refuse it."""
 
-    def __init__(self, algo_id: str, reason: str):
-        super().__init__(reason)
-        self.algo_id = algo_id
+    status, kind = 422, "bot_not_running"
+
+    def __init__(self, reason: str):
+        super().__init__(reason, "algoId", message=not_sent(reason))
 
 
-class AccountRefused(Exception):
+class AccountRefused(Refused):
     """The alert cannot go to any one of the service's OKX accounts (422): it names none of them,
     names none where several could take it, or names another than its bot's. Nothing is
     journaled or sent. ``field`` is the alert's field at fault ("account")."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+    status, kind = 422, "account_refused"
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(
+            f"{field}: {problem}",
+            field,
+            message=not_sent(f"{field}: {problem}"),
+            errors=[{"field": field, "message": problem}],
+        )
 
 
 @dataclasses.dataclass
@@ -193,7 +221,7 @@ class Intake:
         watch = self.bots.get(account.name) if self.bots is not None else None
         refusal = watch.refusal(req.algo_id) if watch is not None else None
         if refusal is not None:
-            raise BotNotSendable(req.algo_id, refusal)
+            raise BotNotSendable(refusal)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
         record, created = self.journal.add(
             dedup_key=alert.dedup_key,
@@ -293,8 +321,10 @@ def _carried(record: Record) -> str:
     return f"alert {record.id} already carries this alert ({state}): not sent again"
 
 
-class NoSuchAlert(LookupError):
+class NoSuchAlert(Refused):
     """No alert with that id (404)."""
+
+    status, kind = 404, "not_found"
 
     def __init__(self, alert_id: int):
         super().__init__(f"no alert {alert_id}")

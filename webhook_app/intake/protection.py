@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
+from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, InvalidAlert
 
 FUTURE_TOLERANCE = 5.0  # seconds an alert may be dated ahead of our clock
@@ -20,23 +21,35 @@ log = logging.getLogger("webhook_app")
 _TRADINGVIEW = frozenset(ipaddress.ip_address(a) for a in TRADINGVIEW_ADDRESSES)
 
 
-class Forbidden(Exception):
-    """The sender or the bot is not allowed (403)."""
+class Forbidden(Refused):
+    """The sender or the bot is not allowed (403); ``kind`` says which."""
 
-    def __init__(self, field: str, message: str, kind: str):
-        super().__init__(message)
-        self.field, self.kind = field, kind
+    status = 403
+
+    def __init__(self, field: str, problem: str, kind: str):
+        super().__init__(problem, field)
+        self.kind = kind
 
 
-class StaleAlert(Exception):
+class StaleAlert(Refused):
     """The alert is older than its lag, or dated in the future (422)."""
 
+    status, kind = 422, "stale"
 
-class LockedOut(Exception):
-    """Too many wrong secrets from this address (429)."""
+    def __init__(self, problem: str):
+        super().__init__(problem, "timestamp", message=not_sent(problem))
+
+
+class LockedOut(Refused):
+    """Too many wrong secrets from this address (429), for ``retry_after`` seconds more."""
+
+    status, kind = 429, "locked_out"
 
     def __init__(self, retry_after: float):
-        super().__init__(f"too many wrong secrets from this address; try again in {retry_after:.0f} s ({LIFT_HINT})")
+        super().__init__(
+            f"too many wrong secrets from this address; try again in {retry_after:.0f} s ({LIFT_HINT})",
+            headers={"Retry-After": str(int(retry_after) + 1)},
+        )
         self.retry_after = retry_after
 
 

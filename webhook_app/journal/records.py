@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from webhook_app.errors import Refused, not_sent
 from webhook_app.okx.client import plain_decimal
 
 FINAL_STATES = ("ok", "rejected", "unknown", "failed", "expired", "dry_run")
@@ -41,15 +42,18 @@ class JournalInUse(JournalUnavailable):
     """Another process already sends from this journal, and the backend serves one only."""
 
 
-class DailyCapExceeded(Exception):
+class DailyCapExceeded(Refused):
     """The alert would take its bot and direction over the 24-hour cap (422)."""
+
+    status, kind = 422, "over_daily_cap"
 
     def __init__(self, cap: Decimal, used: Decimal):
         remaining = max(cap - used, Decimal(0))
-        super().__init__(
+        problem = (
             f"would exceed MAX_AMOUNT_PER_DAY ({cap}) for this bot and direction; "
             f"{plain_decimal(remaining)} remains in the last 24 h"
         )
+        super().__init__(problem, "amount", message=not_sent(problem), remaining=plain_decimal(remaining))
         self.remaining = remaining
 
 
@@ -207,8 +211,10 @@ class PacedClaim:
     read_slots: dict[int, object] = dataclasses.field(default_factory=dict)  # alert id -> its bot read's slot
 
 
-class ActionRefused(Exception):
+class ActionRefused(Refused):
     """An operator's action that the alert's state does not allow (409)."""
+
+    status, kind = 409, "action_refused"
 
 
 def claimed_detail(attempt: int, instance: str) -> str:

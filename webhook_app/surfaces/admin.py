@@ -37,7 +37,6 @@ from webhook_app.journal import RESOLUTIONS, STATES
 from webhook_app.surfaces import dashboard
 from webhook_app.surfaces.auth import (
     SESSION_HOURS,
-    AdminOff,
     check_csrf,
     csrf_token,
     enabled,
@@ -89,11 +88,6 @@ def _forwarded_https() -> bool:
     hops = services().config.trusted_proxy_hops
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
     return hops > 0 and proto == "https"
-
-
-@bp.app_errorhandler(AdminOff)
-def _admin_off(exc):
-    return render_template("admin/off.html"), 404
 
 
 # A tiny icon, so browsers asking for /favicon.ico get one (same origin: within the page's policy).
@@ -344,8 +338,8 @@ def resend(alert_id: int):
     if doubt is not None and not insist:
         log.warning("alert %s not sent again for %s: %s", alert_id, who, doubt.message)
         if _wants_json():
-            return jsonify(status=doubt.status, message=doubt.message, moved=list(doubt.moved), insist=False), 409
-        return _alert_page(original, doubt=doubt, status=409)
+            raise doubt  # its 409, saying what moved, like every refusal
+        return _alert_page(original, doubt=doubt, status=doubt.status)
     record = svc.intake.resend(alert_id, by=who)
     if doubt is not None:
         svc.journal.note(alert_id, "resent", f"{who} insisted on sending it again after reading: {doubt.message}")

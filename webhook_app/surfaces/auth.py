@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from flask import abort, g, request, session
 
+from webhook_app.errors import Refused
 from webhook_app.intake.protection import Sender
 from webhook_app.surfaces.context import services
 
@@ -21,16 +22,33 @@ log = logging.getLogger("webhook_app")
 SESSION_HOURS = 12
 
 
-class AdminUnauthorized(Exception):
+class AdminUnauthorized(Refused):
     """Neither the ADMIN_TOKEN bearer nor a logged-in session (401)."""
 
+    status, kind = 401, "unauthorized"
 
-class CsrfRefused(Exception):
+    def __init__(self):
+        super().__init__(
+            "send Authorization: Bearer <ADMIN_TOKEN>, or log in at /admin", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+class CsrfRefused(Refused):
     """A form posted with a session cookie but without its CSRF token (403)."""
 
+    status, kind = 403, "csrf"
 
-class AdminOff(Exception):
+    def __init__(self):
+        super().__init__("the form's CSRF token is missing or wrong; reload the page and try again")
+
+
+class AdminOff(Refused):
     """The operator page was asked for without ADMIN_TOKEN set (a 404 page that says so)."""
+
+    status, kind, template = 404, "not_found", "admin/off.html"
+
+    def __init__(self):
+        super().__init__("the operator page is off: ADMIN_TOKEN is not set")
 
 
 def request_sender() -> Sender:

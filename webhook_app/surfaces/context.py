@@ -10,6 +10,7 @@ from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app.config import Config
+from webhook_app.errors import Refused
 from webhook_app.intake.alerts import parse_body
 from webhook_app.intake.pipeline import Intake
 from webhook_app.intake.protection import Protection
@@ -62,14 +63,16 @@ def posted(name: str) -> object:
     return request.form.get(name)
 
 
-class InvalidParameter(Exception):
+class InvalidParameter(Refused):
     """A parameter of an operator's request is wrong (422): a query-string filter of ``/alerts``
     or ``/refused``, or a form's field (a lockout's address, a mark's resolution). Not an alert's
-    field: nothing about an alert was refused. ``problems``: (parameter, message) pairs, the first
-    one's ``parameter`` and ``message`` also as attributes."""
+    field: nothing about an alert was refused. Each problem is a (parameter, message) pair."""
 
-    def __init__(self, parameter: str, message: str, *more: tuple[str, str]):
-        self.problems = ((parameter, message), *more)
-        super().__init__("; ".join(f"{name}: {problem}" for name, problem in self.problems))
-        self.parameter = parameter
-        self.message = message
+    status, kind = 422, "invalid_parameter"
+
+    def __init__(self, parameter: str, problem: str, *more: tuple[str, str]):
+        problems = ((parameter, problem), *more)
+        super().__init__(
+            "; ".join(f"{name}: {text}" for name, text in problems),
+            errors=[{"field": name, "message": text} for name, text in problems],
+        )

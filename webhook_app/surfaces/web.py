@@ -11,17 +11,17 @@ import re
 import time
 from pathlib import Path
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from webhook_app.intake.alerts import InvalidAlert, InvalidBody, Unauthorized, holds_secret
-from webhook_app.intake.pipeline import AccountRefused, BotNotSendable, DuplicateAlert, NoSuchAlert, Receipt
-from webhook_app.intake.protection import Forbidden, LockedOut, StaleAlert
-from webhook_app.journal import ActionRefused, DailyCapExceeded, JournalUnavailable, Record, Refusal, iso_time
+from webhook_app.errors import Refused
+from webhook_app.intake.alerts import InvalidBody, holds_secret
+from webhook_app.intake.pipeline import Receipt
+from webhook_app.journal import JournalUnavailable, Record, Refusal, iso_time
 from webhook_app.logs import scrubber
-from webhook_app.okx.client import MARGIN_BALANCE_PATH, plain_decimal
-from webhook_app.surfaces.auth import AdminUnauthorized, CsrfRefused, bearer_is_admin, request_sender
-from webhook_app.surfaces.context import InvalidParameter, read_body, services
+from webhook_app.okx.client import MARGIN_BALANCE_PATH
+from webhook_app.surfaces.auth import bearer_is_admin, request_sender
+from webhook_app.surfaces.context import read_body, services
 
 log = logging.getLogger("webhook_app")
 bp = Blueprint("webhook", __name__)
@@ -164,122 +164,24 @@ def _record_refusal(trace: Trace, status: int) -> None:
     )
 
 
-@bp.app_errorhandler(InvalidBody)
-def _invalid_body(exc):
-    message = str(exc) if exc.field == "body" else f"{exc.field}: {exc}"
-    if request.path != "/webhook":  # the webhook's own line says it
-        log.warning("refused the body of %s %s: %s", request.method, request.path, message)
-    return _error(400, "invalid_body", message, errors=[{"field": exc.field, "message": str(exc)}])
-
-
-@bp.app_errorhandler(Unauthorized)
-def _unauthorized(exc):
-    return _error(401, "unauthorized", str(exc), errors=[{"field": "secret", "message": str(exc)}])
-
-
-@bp.app_errorhandler(InvalidAlert)
-def _invalid_alert(exc):
-    return _error(422, "invalid", "the alert has invalid fields; nothing was sent", errors=exc.errors)
-
-
-@bp.app_errorhandler(InvalidParameter)
-def _invalid_parameter(exc):
-    return _error(
-        422,
-        "invalid_parameter",
-        str(exc),
-        errors=[{"field": name, "message": problem} for name, problem in exc.problems],
-    )
-
-
-@bp.app_errorhandler(BotNotSendable)
-def _bot_not_sendable(exc):
-    return _error(422, "bot_not_running", f"{exc}; nothing was sent", errors=[{"field": "algoId", "message": str(exc)}])
-
-
-@bp.app_errorhandler(AccountRefused)
-def _account_refused(exc):
-    return _error(
-        422, "account_refused", f"{exc}; nothing was sent", errors=[{"field": exc.field, "message": exc.message}]
-    )
-
-
-@bp.app_errorhandler(Forbidden)
-def _forbidden(exc):
-    return _error(403, exc.kind, str(exc), errors=[{"field": exc.field, "message": str(exc)}])
-
-
-@bp.app_errorhandler(LockedOut)
-def _locked_out(exc):
-    response, status = _error(429, "locked_out", str(exc))
-    response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
+@bp.app_errorhandler(Refused)
+def _refused(exc: Refused):
+    """Every refusal's reply: its page for a browser where it has one, else its JSON."""
+    if exc.template is not None:
+        return render_template(exc.template), exc.status
+    if isinstance(exc, InvalidBody) and request.path != "/webhook":  # the webhook's own line says it
+        log.warning("refused the body of %s %s: %s", request.method, request.path, exc.message)
+    fields = {"errors": exc.errors} if exc.errors is not None else {}
+    response, status = _error(exc.status, exc.kind, exc.message, **fields, **exc.extra)
+    response.headers.update(exc.headers)
     return response, status
-
-
-@bp.app_errorhandler(StaleAlert)
-def _stale(exc):
-    return _error(422, "stale", f"{exc}; nothing was sent", errors=[{"field": "timestamp", "message": str(exc)}])
-
-
-@bp.app_errorhandler(DailyCapExceeded)
-def _daily_cap(exc):
-    return _error(
-        422,
-        "over_daily_cap",
-        f"{exc}; nothing was sent",
-        errors=[{"field": "amount", "message": str(exc)}],
-        remaining=plain_decimal(exc.remaining),
-    )
-
-
-@bp.app_errorhandler(DuplicateAlert)
-def _duplicate(exc):
-    original = exc.original
-    if original.dedup_key.startswith("id:"):
-        matched, message = (
-            "id",
-            (
-                f'this bot already received an alert with "id" {original.trader_id!r} '
-                f"(ids stay taken for ID_WINDOW); it was not sent again"
-            ),
-        )
-    else:
-        matched, message = (
-            "fingerprint",
-            (
-                "this alert repeats one already received with the same fields "
-                "(a resend or a replay); it was not sent again"
-            ),
-        )
-    return _error(409, "duplicate", message, id=original.id, state=original.state, matched=matched)
-
-
-@bp.app_errorhandler(ActionRefused)
-def _action_refused(exc):
-    return _error(409, "action_refused", str(exc))
-
-
-@bp.app_errorhandler(NoSuchAlert)
-def _no_such_alert(exc):
-    return _error(404, "not_found", str(exc))
 
 
 @bp.app_errorhandler(JournalUnavailable)
 def _journal_unavailable(exc):
+    """An outage, not a refusal: its text is the journal's own and stays in the log."""
     log.error("journal unavailable: %s", exc)
     return _error(503, "unavailable", "the alert could not be recorded, so it was not sent; TradingView will resend it")
-
-
-@bp.app_errorhandler(AdminUnauthorized)
-def _admin_unauthorized(exc):
-    response, status = _error(401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>, or log in at /admin")
-    response.headers["WWW-Authenticate"] = "Bearer"
-    return response, status
-
-
-@bp.app_errorhandler(CsrfRefused)
-def _csrf_refused(exc):
-    return _error(403, "csrf", "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
 @bp.app_errorhandler(HTTPException)

@@ -17,7 +17,6 @@ tell, or executed when the move is exactly the request's), stored, and the opera
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import queue
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.errors import Refused
 from webhook_app.journal import ActionRefused, Journal, JournalUnavailable, Record
 from webhook_app.okx.client import BotSnapshot
 from webhook_app.okx.evidence import VERDICT_WORDS, gather
@@ -43,16 +43,24 @@ SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
 SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
 
 
-@dataclasses.dataclass(frozen=True)
-class ResendDoubt:
-    """Why a resend of an alert settled "not executed" is refused until the operator insists."""
+class ResendDoubt(Refused):
+    """Why a resend of an alert settled "not executed" is refused until the operator insists (409).
+    ``kind``: "bot_moved", or "cannot_confirm" (no reading to compare); ``moved``: {"field", "then",
+    "now"} for each field that moved since the finding."""
 
-    status: str  # "bot_moved", or "cannot_confirm" (no reading to compare)
-    message: str
-    moved: tuple[dict, ...] = ()  # {"field", "then", "now"} for each field that moved since the finding
+    status = 409
+
+    def __init__(self, kind: str, problem: str, moved: tuple[dict, ...] = ()):
+        super().__init__(problem, moved=list(moved), insist=False)
+        self.kind = kind
+        self.moved = moved
 
 
 class Investigator:
+    """The first look at each unknown alert: read, compare, keep, propose, tell (with ``WORKERS``
+    threads, and a sweep for alerts a dead instance left without a proposal). A "not executed"
+    proposal goes on to the ``SecondRead``; ``resend_doubt`` guards an operator's resend."""
+
     def __init__(
         self,
         journal: Journal,
@@ -71,19 +79,18 @@ class Investigator:
         self.journal = journal
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
-        self.recheck_after = recheck_after
-        self.auto = auto
         self._on_done = on_done  # the notification, once the proposal is known
-        self._on_withdrawn = on_withdrawn
         self._clock = clock
         self._queue: queue.Queue[tuple[float, Record]] = queue.Queue()  # (due, alert) for a first look
-        # (due, alert, its evidence) for a second read; one thread: all are due the same time after they came
-        self._rechecks: queue.Queue[tuple[float, Record, dict]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.investigated = 0
+        self._findings = Findings(journal, auto)
+        self._second_read = SecondRead(
+            self._findings, bots, recheck_after=recheck_after, on_withdrawn=on_withdrawn, clock=clock, stop=self._stop
+        )
 
     def submit(self, record: Record) -> None:
         """An alert has just ended ``unknown``: look at OKX's records once they have settled."""
@@ -97,7 +104,7 @@ class Investigator:
                 self._threads.append(thread)
                 thread.start()
             if len(self._threads) == WORKERS:
-                thread = threading.Thread(target=self._run_rechecks, name="investigator-recheck", daemon=True)
+                thread = threading.Thread(target=self._second_read.run, name="investigator-recheck", daemon=True)
                 self._threads.append(thread)
                 thread.start()
 
@@ -143,7 +150,7 @@ class Investigator:
                 break
             self._clock.wait(self._stop, 1.0 + attempt)
         events = watch.events_now(record.algo_id) if after is not None else None
-        evidence = self._judged(record, before, after, events)  # events None (unread): "can't tell"
+        evidence = self._findings.judged(record, before, after, events)  # events None (unread): "can't tell"
         proposal, reason = evidence["proposal"], evidence["reason"]
         note = f"OKX's records: {VERDICT_WORDS[proposal]}: {reason}"
         recorded = self.journal.record_evidence(record.id, json.dumps(evidence), proposal, note)
@@ -151,14 +158,35 @@ class Investigator:
         if recorded is None:
             return None  # already proposed (another instance), or no longer unknown
         log.warning("alert %s unknown: proposal %s: %s", record.id, VERDICT_WORDS[proposal], reason)
-        if self.auto and proposal == "executed":
-            recorded = self._mark(recorded, proposal)
+        if self._findings.auto and proposal == "executed":
+            recorded = self._findings.mark(recorded, proposal)
         if proposal == "not_executed":  # read once more before anyone acts on it
-            self._rechecks.put((self._clock() + self.recheck_after, recorded, evidence))
+            self._second_read.put(recorded, evidence)
         self._tell(recorded)
         return recorded
 
-    def _judged(self, record: Record, before, after, events) -> dict:
+    def resend_doubt(self, record: Record) -> ResendDoubt | None:
+        """Why an operator's resend of ``record`` should wait: ``resend_doubt``, read with its account's watch."""
+        return resend_doubt(record, self.bots.get(record.account))
+
+    def _tell(self, record: Record) -> None:
+        if self._on_done is None:
+            return
+        try:
+            self._on_done(record)
+        except Exception:
+            log.exception("telling of alert %s's outcome failed", record.id)
+
+
+class Findings:
+    """Judging OKX's records into a proposal, and marking the findings that leave no doubt (``auto``):
+    the same for the first look and the second read."""
+
+    def __init__(self, journal: Journal, auto: bool):
+        self.journal = journal
+        self.auto = auto
+
+    def judged(self, record: Record, before, after, events) -> dict:
         """The evidence from these reads, "can't tell" where another alert of ours may explain it."""
         evidence = gather(
             record.action, Decimal(record.amount), record.request.get("allowReinvest") is True, before, after, events
@@ -175,105 +203,7 @@ class Investigator:
             )
         return evidence
 
-    def _run_rechecks(self) -> None:
-        while not self._stop.is_set():
-            try:
-                due, record, evidence = self._rechecks.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            self._clock.wait(self._stop, max(due - self._clock(), 0.0))
-            if self._stop.is_set():
-                return
-            try:
-                self._recheck(record, evidence)
-            except Exception:
-                log.exception("reading alert %s's bot again failed", record.id)
-
-    def _recheck(self, record: Record, evidence: dict) -> None:
-        """A "not executed" finding, read again: marked (auto) only if the bot has not moved since;
-        withdrawn, judged again and told if it has."""
-        watch = self.bots.get(record.account)
-        later = watch.snapshot_now(record.algo_id) if watch is not None else None
-        read_again = f"read again after {self.recheck_after:.0f} s"
-        try:
-            if later is None:
-                detail = f"{read_again}: the bot could not be read; not marked"
-                self.journal.note(record.id, "evidence", detail)
-            elif moved := moved_fields(evidence.get("after") or {}, later):
-                detail = self._withdraw(record, evidence, later, moved, watch, read_again)
-            else:
-                detail = f"{read_again}: nothing moved"
-                if self.auto:
-                    self._mark(record, "not_executed")
-                kept = {**evidence, "recheck": {"snapshot": later.to_json(), "moved": []}}
-                self.journal.revise_evidence(record.id, json.dumps(kept), "not_executed", detail, "not_executed")
-            log.warning("alert %s: %s", record.id, detail)
-        except JournalUnavailable as exc:
-            log.error("alert %s: could not record the second read (%s)", record.id, exc)
-
-    def _withdraw(
-        self, record: Record, evidence: dict, later: BotSnapshot, moved: list[str], watch: BotWatch, read_again: str
-    ) -> str:
-        """The bot moved after "not executed" was proposed: judge again from before the send to now,
-        store that in place of the withdrawn proposal, mark it (auto) if executed, and tell."""
-        revised = self._judged(record, _before(record), later, watch.events_now(record.algo_id))
-        if revised["proposal"] == "not_executed":  # moved since the first read, though not since before the send
-            revised["proposal"] = "cant_tell"
-            revised["reason"] = f"{', '.join(moved)} moved after the first read showed nothing had"
-        revised["withdrawn"] = {key: evidence.get(key) for key in ("proposal", "reason", "after", "window")}
-        revised["recheck"] = {"snapshot": later.to_json(), "moved": moved}
-        proposal, reason = revised["proposal"], revised["reason"]
-        detail = (
-            f"{read_again}: {', '.join(moved)} moved since; the proposal 'not executed' is in doubt and withdrawn; "
-            f"OKX's records now: {VERDICT_WORDS[proposal]}: {reason}"
-        )
-        recorded = self.journal.revise_evidence(record.id, json.dumps(revised), proposal, detail, "not_executed")
-        if recorded is None:
-            return detail + " (not stored: the alert changed meanwhile)"
-        if self.auto and proposal == "executed" and recorded.resolution is None:
-            recorded = self._mark(recorded, proposal)
-        if self._on_withdrawn is not None:
-            try:
-                self._on_withdrawn(recorded, detail)
-            except Exception:
-                log.exception("telling that alert %s's proposal was withdrawn failed", record.id)
-        return detail
-
-    def resend_doubt(self, record: Record) -> ResendDoubt | None:
-        """For an alert settled "not executed" (by the service or an operator): the bot read now
-        (within the reads' budget) against the reading that finding rests on (the second read, else
-        the one after the send, else the one before it). None: nothing moved, or not such an alert."""
-        if record.resolution != "not_executed":
-            return None
-        then = _finding_snapshot(record)
-        insist = "to send it anyway, resend it again insisting"
-        if then is None:
-            return ResendDoubt(
-                "cannot_confirm",
-                f"alert {record.id} was settled not executed, but no reading of its bot is kept to compare with now, "
-                f"so nothing confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
-            )
-        watch = self.bots.get(record.account)
-        now = watch.snapshot_now(record.algo_id) if watch is not None else None
-        if now is None:
-            return ResendDoubt(
-                "cannot_confirm",
-                f"alert {record.id} was settled not executed, but its bot could not be read on OKX now, so nothing "
-                f"confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
-            )
-        current = now.to_json()
-        moved = tuple({"field": f, "then": then.get(f), "now": current.get(f)} for f in moved_fields(then, now))
-        if not moved:
-            return None
-        listed = ", ".join(f"{row['field']} {row['then']} -> {row['now']}" for row in moved)
-        return ResendDoubt(
-            "bot_moved",
-            f"alert {record.id} was settled not executed, but its bot moved since that finding ({listed}): OKX may "
-            f"have executed it late; nothing was sent: check the bot on OKX; {insist}",
-            moved,
-        )
-
-    def _mark(self, record: Record, finding: str) -> Record:
+    def mark(self, record: Record, finding: str) -> Record:
         try:
             marked = self.journal.resolve(record.id, finding, SERVICE)
             log.warning("alert %s marked %s by %s", record.id, VERDICT_WORDS[finding], SERVICE)
@@ -297,13 +227,130 @@ class Investigator:
             or (r.id < record.id and r.state == "unknown" and (r.finished_at or 0.0) >= start)
         ]
 
-    def _tell(self, record: Record) -> None:
-        if self._on_done is None:
-            return
+
+class SecondRead:
+    """A "not executed" proposal, read again ``recheck_after`` later (one thread: all are due the
+    same time after they came): marked (auto) only if the bot has not moved since; withdrawn,
+    judged again and told if it has."""
+
+    def __init__(
+        self,
+        findings: Findings,
+        bots: Mapping[str, BotWatch],
+        *,
+        recheck_after: float,
+        on_withdrawn: Callable[[Record, str], None] | None,
+        clock: Clock,
+        stop: threading.Event,
+    ):
+        self._findings = findings
+        self.journal = findings.journal
+        self.bots = bots
+        self.recheck_after = recheck_after
+        self._on_withdrawn = on_withdrawn
+        self._clock = clock
+        self._stop = stop
+        self._rechecks: queue.Queue[tuple[float, Record, dict]] = queue.Queue()  # (due, alert, its evidence)
+
+    def put(self, record: Record, evidence: dict) -> None:
+        self._rechecks.put((self._clock() + self.recheck_after, record, evidence))
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                due, record, evidence = self._rechecks.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            self._clock.wait(self._stop, max(due - self._clock(), 0.0))
+            if self._stop.is_set():
+                return
+            try:
+                self._recheck(record, evidence)
+            except Exception:
+                log.exception("reading alert %s's bot again failed", record.id)
+
+    def _recheck(self, record: Record, evidence: dict) -> None:
+        watch = self.bots.get(record.account)
+        later = watch.snapshot_now(record.algo_id) if watch is not None else None
+        read_again = f"read again after {self.recheck_after:.0f} s"
         try:
-            self._on_done(record)
-        except Exception:
-            log.exception("telling of alert %s's outcome failed", record.id)
+            if later is None:
+                detail = f"{read_again}: the bot could not be read; not marked"
+                self.journal.note(record.id, "evidence", detail)
+            elif moved := moved_fields(evidence.get("after") or {}, later):
+                detail = self._withdraw(record, evidence, later, moved, watch, read_again)
+            else:
+                detail = f"{read_again}: nothing moved"
+                if self._findings.auto:
+                    self._findings.mark(record, "not_executed")
+                kept = {**evidence, "recheck": {"snapshot": later.to_json(), "moved": []}}
+                self.journal.revise_evidence(record.id, json.dumps(kept), "not_executed", detail, "not_executed")
+            log.warning("alert %s: %s", record.id, detail)
+        except JournalUnavailable as exc:
+            log.error("alert %s: could not record the second read (%s)", record.id, exc)
+
+    def _withdraw(
+        self, record: Record, evidence: dict, later: BotSnapshot, moved: list[str], watch: BotWatch, read_again: str
+    ) -> str:
+        """The bot moved after "not executed" was proposed: judge again from before the send to now,
+        store that in place of the withdrawn proposal, mark it (auto) if executed, and tell."""
+        revised = self._findings.judged(record, _before(record), later, watch.events_now(record.algo_id))
+        if revised["proposal"] == "not_executed":  # moved since the first read, though not since before the send
+            revised["proposal"] = "cant_tell"
+            revised["reason"] = f"{', '.join(moved)} moved after the first read showed nothing had"
+        revised["withdrawn"] = {key: evidence.get(key) for key in ("proposal", "reason", "after", "window")}
+        revised["recheck"] = {"snapshot": later.to_json(), "moved": moved}
+        proposal, reason = revised["proposal"], revised["reason"]
+        detail = (
+            f"{read_again}: {', '.join(moved)} moved since; the proposal 'not executed' is in doubt and withdrawn; "
+            f"OKX's records now: {VERDICT_WORDS[proposal]}: {reason}"
+        )
+        recorded = self.journal.revise_evidence(record.id, json.dumps(revised), proposal, detail, "not_executed")
+        if recorded is None:
+            return detail + " (not stored: the alert changed meanwhile)"
+        if self._findings.auto and proposal == "executed" and recorded.resolution is None:
+            recorded = self._findings.mark(recorded, proposal)
+        if self._on_withdrawn is not None:
+            try:
+                self._on_withdrawn(recorded, detail)
+            except Exception:
+                log.exception("telling that alert %s's proposal was withdrawn failed", record.id)
+        return detail
+
+
+def resend_doubt(record: Record, watch: BotWatch | None) -> ResendDoubt | None:
+    """For an alert settled "not executed" (by the service or an operator): the bot read now
+    (within the reads' budget, by ``watch``, its account's) against the reading that finding rests
+    on (the second read, else the one after the send, else the one before it). None: nothing moved,
+    or not such an alert."""
+    if record.resolution != "not_executed":
+        return None
+    then = _finding_snapshot(record)
+    insist = "to send it anyway, resend it again insisting"
+    if then is None:
+        return ResendDoubt(
+            "cannot_confirm",
+            f"alert {record.id} was settled not executed, but no reading of its bot is kept to compare with now, "
+            f"so nothing confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+        )
+    now = watch.snapshot_now(record.algo_id) if watch is not None else None
+    if now is None:
+        return ResendDoubt(
+            "cannot_confirm",
+            f"alert {record.id} was settled not executed, but its bot could not be read on OKX now, so nothing "
+            f"confirms OKX has not executed it since; nothing was sent: check the bot on OKX; {insist}",
+        )
+    current = now.to_json()
+    moved = tuple({"field": f, "then": then.get(f), "now": current.get(f)} for f in moved_fields(then, now))
+    if not moved:
+        return None
+    listed = ", ".join(f"{row['field']} {row['then']} -> {row['now']}" for row in moved)
+    return ResendDoubt(
+        "bot_moved",
+        f"alert {record.id} was settled not executed, but its bot moved since that finding ({listed}): OKX may "
+        f"have executed it late; nothing was sent: check the bot on OKX; {insist}",
+        moved,
+    )
 
 
 def moved_fields(then: dict, now: BotSnapshot) -> list[str]:
