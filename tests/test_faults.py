@@ -49,7 +49,7 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, live_env, make_alert
-from tests.okx_stand_in import Drop, DropUnexecuted, Hold, OkxReply, RawReply, Slow
+from tests.okx_stand_in import MARGIN_PATH, Drop, DropUnexecuted, Hold, OkxReply, RawReply, Slow
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
 
@@ -591,9 +591,10 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
         dict(zip(columns.split(", "), row, strict=True))
         for row in cluster.query(f"SELECT {columns} FROM alerts ORDER BY id")
     ]
-    judged = account(alerts, okx.executions, cluster.last_status)
+    margin_executions = okx.executions_of(MARGIN_PATH)
+    judged = account(alerts, margin_executions, cluster.last_status)
     verdict = judged["verdict"]
-    disorder = out_of_order(okx.executions, judged["carriers"], alerts)
+    disorder = out_of_order(margin_executions, judged["carriers"], alerts)
     stuck = sum(1 for a in alerts if a["state"] in ("queued", "sending"))
     expired = sum(1 for a in alerts if a["state"] == "expired")
     must_tell = {state: {a["id"] for a in alerts if a["state"] == state} for state in ("unknown", "failed")}
@@ -618,7 +619,7 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
         "faults injected": {**dict(counts), **{f"OKX played {k}": v for k, v in faults.played.items()}},
         "OKX late executions": okx.late_executed,
         "branches seen in the logs": branches,
-        "OKX executions": len(okx.executions),
+        "OKX executions": len(margin_executions),
         "OKX max requests in any 2 s": okx.max_in_any_window(),
         "OKX 50011 answers": okx.rate_limited,
         "accounting": dict(verdict),
