@@ -49,7 +49,7 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, live_env, make_alert
-from tests.okx_stand_in import MARGIN_PATH, Drop, DropUnexecuted, Hold, OkxReply, RawReply, Slow
+from tests.okx_stand_in import AFTER_FIRST_LOOK, MARGIN_PATH, Drop, DropUnexecuted, Hold, OkxReply, RawReply, Slow
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
 
@@ -370,12 +370,11 @@ def freeze_with_an_answer_in_flight(cluster: Cluster, okx, counts: collections.C
 def ambiguous_answers_on_quiet_bots(cluster: Cluster, okx, counts: collections.Counter) -> None:
     """Each alert alone on a bot of its own, each answer ambiguous, so that the service's findings
     can be judged (other alerts of ours moving a bot make them "can't tell"). Two are executed by OKX
-    after the service's first read of the bot: its second read must withdraw "not executed"."""
+    right after the service's first look at the bot: its second read must withdraw "not executed"."""
     cluster.wait_settled(timeout=LEASE + 60)
-    after_the_first_read = SETTLE + 2.0
     okx.play(
-        Drop(late=after_the_first_read),
-        RawReply(502, late=after_the_first_read),
+        Drop(late=AFTER_FIRST_LOOK),  # OKX acts once the service's first look found nothing moved
+        RawReply(502, late=AFTER_FIRST_LOOK),
         Drop(),
         Drop(),
         DropUnexecuted(),

@@ -26,7 +26,17 @@ played), ``faults``, ``actions`` (what OKX does and answers), ``bodies`` (malfor
 
 from tests.okx_stand_in.actions import Answer, Call, Execution
 from tests.okx_stand_in.bots import Bot, Bots, Event
-from tests.okx_stand_in.faults import Drop, DropUnexecuted, Hold, Meanwhile, OkxReply, Queued, RawReply, Slow
+from tests.okx_stand_in.faults import (
+    AFTER_FIRST_LOOK,
+    Drop,
+    DropUnexecuted,
+    Hold,
+    Meanwhile,
+    OkxReply,
+    Queued,
+    RawReply,
+    Slow,
+)
 from tests.okx_stand_in.handler import Received
 from tests.okx_stand_in.instruments import Instrument
 from tests.okx_stand_in.orders import Position, SubOrder
@@ -55,6 +65,7 @@ from tests.okx_stand_in.paths import (
 from tests.okx_stand_in.stand_in import OkxStandIn
 
 __all__ = [
+    "AFTER_FIRST_LOOK",
     "ACCOUNT_CONFIG_PATH",
     "ACTION_PATHS",
     "AMEND_TPSL_PATH",

@@ -11,6 +11,12 @@ if TYPE_CHECKING:
     from tests.okx_stand_in.stand_in import OkxStandIn
 
 
+# As a fault's ``late``: OKX acts right after it answers the bot's next event-history read, which
+# the service makes in its first look at an ambiguous answer (its read of the bot's details comes
+# first): that look finds nothing moved, and only a second read can see the execution.
+AFTER_FIRST_LOOK = -1.0
+
+
 @dataclasses.dataclass
 class OkxReply:
     """OKX answers with this code (not executed, unless code is "0"), and ``data`` when given."""

@@ -55,7 +55,10 @@ def answer_read(okx: OkxStandIn, path: str, query: str) -> Reply:
     if not limit.isdigit() or not 1 <= int(limit) <= 100:
         return refused(400, "51000", "Parameter limit error")
     with okx._lock:
-        return _bot_read(okx, path, params)
+        reply = _bot_read(okx, path, params)
+    if path == BOT_EVENTS_PATH:
+        okx.events_read(params["algoId"])
+    return reply
 
 
 def _bot_read(okx: OkxStandIn, path: str, params: dict) -> Reply:

@@ -16,6 +16,7 @@ from http.server import ThreadingHTTPServer
 from tests.okx_stand_in.actions import Actions, Answer, Call, Execution
 from tests.okx_stand_in.bodies import body_problem
 from tests.okx_stand_in.bots import Bot, Bots
+from tests.okx_stand_in.faults import AFTER_FIRST_LOOK
 from tests.okx_stand_in.handler import Received, handler_class
 from tests.okx_stand_in.instruments import default_instruments
 from tests.okx_stand_in.limits import RateLimits
@@ -70,6 +71,7 @@ class OkxStandIn(World):
         self.executed: list[dict] = []  # the margin bodies OKX acted on, in order
         self.executions: list[Execution] = []  # every action OKX carried out, in order
         self.late_pending = 0  # executions scheduled after a drop or an answer, not yet done
+        self._after_events_read: dict[str, list[Callable[[], None]]] = {}  # algoId -> AFTER_FIRST_LOOK acts
         self.late_executed = 0
         self._lock = threading.RLock()  # re-entrant: a Meanwhile change runs helpers that take it
         self.actions = Actions(self)
@@ -134,7 +136,8 @@ class OkxStandIn(World):
         return self.actions.act(call)
 
     def act_later(self, call: Call, seconds: float) -> None:
-        """OKX acts on ``call`` ``seconds`` from now (after it dropped the connection or answered)."""
+        """OKX acts on ``call`` ``seconds`` from now (after it dropped the connection or answered),
+        or, with ``AFTER_FIRST_LOOK``, right after its next answer to the bot's event history."""
 
         def act():
             with self._lock:
@@ -144,9 +147,19 @@ class OkxStandIn(World):
 
         with self._lock:
             self.late_pending += 1
+            if seconds == AFTER_FIRST_LOOK:
+                self._after_events_read.setdefault(call.algo_id, []).append(act)
+                return
         timer = threading.Timer(seconds, act)
         timer.daemon = True
         timer.start()
+
+    def events_read(self, algo_id: str) -> None:
+        """The bot's event history was just answered: what waited for that is acted on now."""
+        with self._lock:
+            waiting = self._after_events_read.pop(algo_id, [])
+        for act in waiting:
+            act()
 
     # -- what OKX checks ----------------------------------------------------------------
 
