@@ -57,6 +57,8 @@ class Desk:
 
 
 class Attempt:
+    """One claimed alert's send, ``run`` once on a sender thread; it holds the claim until its outcome is written."""
+
     def __init__(self, desk: Desk, record: Record, lane: Lane, send_by: float, slot, read_slot=None):
         """``send_by``: the local deadline for the request to leave (``terms.clock``); ``slot``: its
         rate slot; ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
@@ -70,6 +72,7 @@ class Attempt:
         self._started = 0.0
 
     def run(self) -> None:
+        """Send it if the claim is cleared to go, write what came of it, and end both slots whatever happens."""
         clock, record = self.desk.terms.clock, self.record
         self._started = clock()
         failure: OkxError | None = None

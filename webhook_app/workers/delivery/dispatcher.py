@@ -19,6 +19,11 @@ log = logging.getLogger("webhook_app")
 
 
 class Dispatcher:
+    """Its thread is the only one that claims for this process and hands claims to senders,
+    entering each in the slot book as it hands it over: ``Upkeep`` (run on that thread between
+    looks) frees any claim of ours the book lacks, so nothing else may claim, or start an
+    attempt, behind the book's back."""
+
     def __init__(
         self,
         desk: Desk,

@@ -25,6 +25,8 @@ log = logging.getLogger("webhook_app")
 
 
 class Delivery:
+    """The delivery as the rest of the service sees it; the work is its parts'."""
+
     def __init__(
         self,
         journal: Journal,

@@ -15,6 +15,8 @@ log = logging.getLogger("webhook_app")
 
 
 class Replies:
+    """Waits for outcomes on behalf of replies: the board's signal for ours, the journal for the others'."""
+
     def __init__(self, queue: AlertQueue, board: Board, terms: Terms, instance: str, poll: float | None):
         """``poll``: how often to look in the journal for an outcome another instance wrote (None
         where no other instance sends: the board's signal says it all)."""

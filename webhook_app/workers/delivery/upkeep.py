@@ -23,6 +23,8 @@ UPKEEP_EVERY = 2.0
 
 
 class Upkeep:
+    """The chores, each at its own pace (``run_due``, ``prune_due``); ``recover`` also at the start."""
+
     def __init__(
         self,
         queue: AlertQueue,
