@@ -115,7 +115,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "no recovery of lapsed claims",
         (
             UPKEEP,
-            "            records = self.queue.recover(self.membership.instance, self.membership.dead_after, self.terms.lease)",
+            "            records = self.queue.recover("
+            "self.membership.instance, self.membership.dead_after, self.terms.lease)",
             "            records = []",
         ),
     ),
