@@ -45,7 +45,8 @@ def _m(name: str, *edits: tuple[str, str, str], tests: tuple[str, ...] = FAULT_T
     return Mutation(name, tuple(edits), tests)
 
 
-DELIVERY = "webhook_app/workers/delivery.py"
+ATTEMPT = "webhook_app/workers/delivery/attempt.py"
+UPKEEP = "webhook_app/workers/delivery/upkeep.py"
 OUTCOMES = "webhook_app/workers/outcomes.py"
 INVESTIGATION = "webhook_app/workers/investigation.py"
 EVIDENCE = "webhook_app/okx/evidence.py"
@@ -56,10 +57,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "one alert in seven recorded ok without being sent",
         (
-            DELIVERY,
-            "            ack = lane.client.adjust_margin(",
+            ATTEMPT,
+            "            ack = self.lane.client.adjust_margin(",
             "            ack = (lambda *a, **k: type('Ack', (), {'dry_run': False})()) if record.id % 7 == 0 "
-            "else lane.client.adjust_margin\n            ack = ack(",
+            "else self.lane.client.adjust_margin\n            ack = ack(",
         ),
     ),
     _m(
@@ -113,8 +114,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "no recovery of lapsed claims",
         (
-            DELIVERY,
-            "            records = self.journal.recover(self.instance, self.membership.dead_after, self.lease)",
+            UPKEEP,
+            "            records = self.queue.recover("
+            "self.membership.instance, self.membership.dead_after, self.terms.lease)",
             "            records = []",
         ),
     ),
@@ -150,7 +152,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "a send that the journal did not confirm goes anyway",
-        (DELIVERY, "                if confirmed:\n", "                if True:\n"),
+        (ATTEMPT, "                if confirmed:\n", "                if True:\n"),
     ),
     _m(
         "TradingView's resends of one alert not recognised as duplicates",
@@ -180,7 +182,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a claim whose reply was lost keeps its rate slots",
         (
-            DELIVERY,
+            UPKEEP,
             "            self._free_orphans()\n            self._fail_unrouted()",
             "            self._fail_unrouted()",
         ),
@@ -189,7 +191,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "an alert under a removed account holds its bot",
         (
-            DELIVERY,
+            UPKEEP,
             "            self._free_orphans()\n            self._fail_unrouted()",
             "            self._free_orphans()",
         ),

@@ -453,7 +453,7 @@ def test_a_dry_run_start_leaves_queued_live_alerts_queued_and_says_so(make_app, 
     journal, records = journal_with_queued(tmp_path / "j.db", ["1", "2"])
     journal.close()
     dry = make_app(dry_run=True, database_url=f"sqlite:///{tmp_path}/j.db")
-    dry.extensions["webhook"].delivery.clock = clock = ManualClock()
+    dry.extensions["webhook"].delivery.terms.clock = clock = ManualClock()
     dry.extensions["webhook"].delivery.start()
     clock.until_waiting(1)  # the dispatcher has made its round and waits for the next one
     journal = dry.extensions["webhook"].journal

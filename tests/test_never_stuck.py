@@ -144,9 +144,9 @@ def test_a_sender_held_up_past_its_deadline_never_sends_and_the_alert_goes_later
     # the claim or after; the alert goes later, once.
     app = make_app(reply_deadline=0.1)
     delivery = app.extensions["webhook"].delivery
-    delivery.send_by = 1.0
+    delivery.terms.send_by = 1.0
     # Moves with the host's (the journal's due times do too), and jumps when the process is held up.
-    delivery.clock = clock = ManualClock(runs=True)
+    delivery.terms.clock = clock = ManualClock(runs=True)
     journal = app.extensions["webhook"].journal
     real = getattr(journal, held_in)
     held = threading.Event()
@@ -256,7 +256,7 @@ def test_a_dry_run_prunes_the_journal_too(make_app, tmp_path):
         state="dry_run",
         now=time.time() - 3 * 86400,
     )
-    app.extensions["webhook"].delivery.clock = clock = ManualClock()
+    app.extensions["webhook"].delivery.terms.clock = clock = ManualClock()
     app.extensions["webhook"].delivery.start()
     clock.until_waiting(1)  # the dispatcher has made its first round (it prunes there) and waits
     assert journal.get(old.id) is None
@@ -267,7 +267,7 @@ def test_an_answer_after_a_take_over_is_kept_and_notified_but_changes_nothing(ma
     # makes the alert unknown (it may have left), and OKX's "0" arriving after that is a late answer.
     app = make_app(notify_urls=(receiver.url,), reply_deadline=0.1, okx_read_timeout=3.0)
     delivery = app.extensions["webhook"].delivery
-    delivery.lease = 0.3
+    delivery.terms.lease = 0.3
     okx.play(Slow(1.8))
     alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
     journal = app.extensions["webhook"].journal

@@ -109,7 +109,7 @@ def test_each_outcome_ends_its_rate_slot_in_the_same_write(make_app, okx, pg_url
 def test_a_slot_whose_outcome_cannot_be_written_is_ended_all_the_same(make_app, okx, pg_url):
     app = make_app(database_url=pg_url)
     services = app.extensions["webhook"]
-    services.delivery.lease = 1.0  # the outcome's write is given up within a second
+    services.delivery.terms.lease = 1.0  # the outcome's write is given up within a second
     releases = counting(services.delivery.pacer, "release")
 
     def unwritable(*args, **kwargs):
@@ -143,8 +143,8 @@ def test_a_send_held_past_its_deadline_ends_its_bot_reads_slot_all_the_same(make
     okx.add_bot("581628185981813760")
     app = make_app(database_url=pg_url, reply_deadline=0.1)
     services = app.extensions["webhook"]
-    services.delivery.send_by = 2.5  # leaves time for the read before the send
-    services.delivery.clock = clock = ManualClock(runs=True)
+    services.delivery.terms.send_by = 2.5  # leaves time for the read before the send
+    services.delivery.terms.clock = clock = ManualClock(runs=True)
     (lane,) = services.delivery.lanes.values()
     reads_released = counting(lane.read_pacer, "release")
     claim_paced, held = services.journal.claim_paced, threading.Event()
