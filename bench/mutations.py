@@ -50,7 +50,9 @@ UPKEEP = "webhook_app/workers/delivery/upkeep.py"
 OUTCOMES = "webhook_app/workers/outcomes.py"
 INVESTIGATION = "webhook_app/workers/investigation.py"
 EVIDENCE = "webhook_app/okx/evidence.py"
-PG_QUEUE = "webhook_app/journal/postgres/queue.py"
+PG_OUTCOMES = "webhook_app/journal/postgres/outcomes.py"
+PG_SQL = "webhook_app/journal/postgres/sql.py"
+JOURNAL_SHARED = "webhook_app/journal/shared.py"
 PG_MIGRATIONS = "webhook_app/journal/postgres/migrations.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -97,8 +99,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "no claim fence on the writes after a send",
         (
-            PG_QUEUE,
-            "    return _CLAIMED, (claim.alert_id, claim.instance, claim.attempt)",
+            PG_OUTCOMES,
+            "    return CLAIMED, (claim.alert_id, claim.instance, claim.attempt)",
             '    return "id = %s AND %s::text IS NOT NULL AND %s::int IS NOT NULL", '
             "(claim.alert_id, claim.instance, claim.attempt)",
         ),
@@ -123,7 +125,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a lapsed claim whose request may have left queued again",
         (
-            PG_QUEUE,
+            JOURNAL_SHARED,
             "(sent_at IS NOT NULL OR lease_until IS NULL)",
             "(false)",
         ),
@@ -168,9 +170,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a rate slot never given back by the outcome's write",
         (
-            PG_QUEUE,
-            '_CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"',
-            '_CLOSE_SLOT = "closed AS (SELECT %s::bigint AS id)"',
+            PG_SQL,
+            'CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"',
+            'CLOSE_SLOT = "closed AS (SELECT %s::bigint AS id)"',
         ),
     ),
     _m(

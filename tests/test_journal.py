@@ -19,7 +19,8 @@ from webhook_app.journal import (
     COLUMNS,
     ActionRefused,
     Activity,
-    AlertQueue,
+    AlertLog,
+    AlertRecords,
     Claim,
     DailyCapExceeded,
     Database,
@@ -27,6 +28,9 @@ from webhook_app.journal import (
     Journal,
     JournalInUse,
     JournalUnavailable,
+    QueueClaims,
+    QueueOutcomes,
+    QueueUpkeep,
     Record,
     Refusal,
     RefusalStore,
@@ -1453,8 +1457,12 @@ def test_a_shipped_migration_is_byte_for_byte_what_databases_ran(engine, version
 
 
 JOBS = (
-    (AlertQueue, "queue"),
+    (AlertRecords, "alerts"),  # what the alert log and the activity both answer: the journal asks the log
+    (AlertLog, "alerts"),
     (Activity, "activity"),
+    (QueueClaims, "claims"),
+    (QueueOutcomes, "outcomes"),
+    (QueueUpkeep, "upkeep"),
     (RefusalStore, "refusal_log"),
     (SessionStore, "sessions"),
     (Instances, "instances"),
@@ -1479,6 +1487,12 @@ def test_the_journal_asks_the_store_whose_job_a_method_is(contract, store, metho
     assert getattr(journal, method)(**arguments) is asked.return_value
     asked.assert_called_once_with(**arguments)
     assert all(not other.method_calls for name, other in stores.items() if name != store)
+
+
+@pytest.mark.parametrize("contract", [contract for contract, _ in JOBS])
+def test_a_contract_asks_for_a_dozen_methods_at_most(contract):
+    methods = [name for name in dir(contract) if not name.startswith("_") and callable(getattr(contract, name))]
+    assert len(methods) <= 12, methods
 
 
 def test_each_engine_gives_every_job_its_own_store_on_one_database(journals):

@@ -43,7 +43,7 @@ def test_one_journal_error_at_the_claim_never_stops_sending(make_app, okx):
     # One slot: the leak the review found kept it for good, so nothing was ever sent again.
     app = make_app(okx_rate_limit=1, reply_deadline=0.1)
     journal = app.extensions["webhook"].journal
-    faults = fail(journal.queue, "claim_due", times=1)  # after the slot was taken: it must come back
+    faults = fail(journal.claims, "claim_due", times=1)  # after the slot was taken: it must come back
     client = app.test_client()
     ids = [client.post("/webhook", json=make_alert(amount=str(n), algoId=f"70000{n}")).json["id"] for n in (1, 2, 3)]
     assert [wait_final(app, i, timeout=10).state for i in ids] == ["ok"] * 3

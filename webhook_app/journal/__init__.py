@@ -11,16 +11,31 @@ account never holds up another's; duplicates, the daily cap and each bot's order
 bot, and a bot belongs to one account.
 
 Layout: ``records.py`` (records, states, errors, detail texts), ``contracts.py`` (one contract per
-job: ``AlertQueue``, ``Activity``, ``RefusalStore``, ``SessionStore``, ``Instances``, and the
-``Journal`` composing them), and one package per engine: ``sqlite/`` (one process; the default,
-no setup) and ``postgres/`` (any number of instances on one database), each with its database
-object and one store per contract. ``open_journal`` picks one from ``DATABASE_URL``; everything
-callers import is re-exported here.
+job: ``AlertLog``, ``Activity`` (both reading ``AlertRecords``), the queue's ``QueueClaims``,
+``QueueOutcomes`` and ``QueueUpkeep``, ``RefusalStore``, ``SessionStore``, ``Instances``; and the
+``Journal`` composing them), ``shared.py`` (the SQL both engines say alike, and the store methods
+built on it), and one package per engine: ``sqlite/`` (one process; the default, no setup) and
+``postgres/`` (any number of instances on one database), each with its database object and one
+store per job. ``open_journal`` picks one from ``DATABASE_URL``; everything callers import is
+re-exported here.
 """
 
 from __future__ import annotations
 
-from webhook_app.journal.contracts import Activity, AlertQueue, Database, Instances, Journal, RefusalStore, SessionStore
+from webhook_app.journal.contracts import (
+    Activity,
+    AlertLog,
+    AlertRecords,
+    Database,
+    Instances,
+    Journal,
+    JournalJob,
+    QueueClaims,
+    QueueOutcomes,
+    QueueUpkeep,
+    RefusalStore,
+    SessionStore,
+)
 from webhook_app.journal.records import (
     CAP_STATES,
     CLAIMED_DETAIL_FORMAT,
@@ -70,7 +85,8 @@ __all__ = [
     "UNCLAIMED_DETAIL",
     "ActionRefused",
     "Activity",
-    "AlertQueue",
+    "AlertLog",
+    "AlertRecords",
     "Claim",
     "DailyCapExceeded",
     "Database",
@@ -78,9 +94,13 @@ __all__ = [
     "Instances",
     "Journal",
     "JournalInUse",
+    "JournalJob",
     "JournalUnavailable",
     "PacedClaim",
     "Record",
+    "QueueClaims",
+    "QueueOutcomes",
+    "QueueUpkeep",
     "Refusal",
     "RefusalStore",
     "SessionStore",

@@ -1,8 +1,9 @@
-"""The journal's contracts, one per job, and the ``Journal`` that composes them for callers.
+"""The journal's contracts, one per job, and the ``Journal`` that composes them.
 
 Each engine implements every contract in a store of its own, built on the engine's one
-database object (``Database``); ``Journal`` forwards each method to the store that does the
-job, so callers keep asking one object (``journal.add(...)``, ``journal.pacer(...)``). Times are
+database object (``Database``). A caller takes the contract of the job it asks for (the refusal
+log a ``RefusalStore``, membership ``Instances``); ``Journal`` is all of them at once, forwarding
+each method to the store that does the job: what the wiring opens and hands to each. Times are
 epoch seconds from the engine's clock: the database's where instances share one."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 from collections.abc import Callable
 from decimal import Decimal
 
-from webhook_app.journal.records import CAP_STATES, Claim, Event, JournalUnavailable, PacedClaim, Record, Refusal
+from webhook_app.journal.records import CAP_STATES, Claim, Event, PacedClaim, Record, Refusal
 
 
 class Database(abc.ABC):
@@ -20,6 +21,8 @@ class Database(abc.ABC):
     engine runs its statements through it: one statement by ``one``, ``all`` or ``statement``,
     several in one transaction by the engine's own ``transaction(step, ...)`` (whose options
     differ: SQLite chooses the write lock, PostgreSQL whether to BEGIN at all)."""
+
+    placeholder: str  # how the engine's statements mark a positional parameter: "?" or "%s"
 
     @abc.abstractmethod
     def one(self, sql: str, params=()) -> tuple | None:
@@ -44,9 +47,40 @@ class Database(abc.ABC):
     def close(self) -> None: ...
 
 
-class AlertQueue(abc.ABC):
-    """The alert queue: every valid alert written before anything is sent, claimed by one instance,
-    its outcome fenced by that claim."""
+class JournalJob(abc.ABC):
+    """What every job's contract answers besides its own methods: the journal's clock."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The journal's clock."""
+
+
+class AlertRecords(JournalJob):
+    """Journaled alerts as they are, and the finding that settles an ``unknown`` one: what the
+    intake and the investigator both ask."""
+
+    @abc.abstractmethod
+    def get(self, alert_id: int) -> Record | None: ...
+
+    @abc.abstractmethod
+    def recent(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        trader_id: str | None = None,
+        algo_id: str | None = None,
+        account: str | None = None,
+    ) -> list[Record]:
+        """Newest first, optionally one state, one trader id, one bot and/or one account."""
+
+    @abc.abstractmethod
+    def resolve(self, alert_id: int, resolution: str, by: str) -> Record:
+        """An operator's finding on an ``unknown`` alert (one of RESOLUTIONS), once; ``ActionRefused`` otherwise."""
+
+
+class AlertLog(AlertRecords):
+    """Where every valid alert is written before anything is sent, and what the intake asks after:
+    its copies and resends; finished alerts pruned."""
 
     @abc.abstractmethod
     def add(
@@ -77,18 +111,55 @@ class AlertQueue(abc.ABC):
         the bot alone (an OKX algoId belongs to one account)."""
 
     @abc.abstractmethod
-    def get(self, alert_id: int) -> Record | None: ...
+    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
+        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
 
     @abc.abstractmethod
-    def recent(
-        self,
-        limit: int = 50,
-        state: str | None = None,
-        trader_id: str | None = None,
-        algo_id: str | None = None,
-        account: str | None = None,
-    ) -> list[Record]:
-        """Newest first, optionally one state, one trader id, one bot and/or one account."""
+    def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
+        """Record that ``resend_id`` is an operator's resend of ``original_id``, on both timelines."""
+
+    @abc.abstractmethod
+    def prune(self, before: float) -> int:
+        """Delete finished alerts received before ``before`` and their timelines; queued and sending ones stay."""
+
+
+class Activity(AlertRecords):
+    """Each alert's timeline and what the investigator and operators find about it."""
+
+    @abc.abstractmethod
+    def note(self, alert_id: int, kind: str, detail: str) -> None:
+        """A timeline entry that changes nothing else (a late answer after a take-over, say)."""
+
+    @abc.abstractmethod
+    def events(self, alert_id: int) -> list[Event]:
+        """The alert's timeline after it was received, oldest first (claims, answers, outcome, actions)."""
+
+    @abc.abstractmethod
+    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
+        """OKX's records on an ``unknown`` alert and the verdict proposed from them, with a timeline
+        entry of kind 'evidence' (detail ``note``), in one transaction. Only once, and only while the
+        alert is unknown: None when it is not, or already has a proposal (another instance got there
+        first; its evidence stands)."""
+
+    @abc.abstractmethod
+    def revise_evidence(self, alert_id: int, evidence: str, proposal: str, note: str, was: str) -> Record | None:
+        """OKX's records read again (the second read of a "not executed" finding): the evidence and
+        proposal replaced, with a timeline entry of kind 'evidence' (detail ``note``), in one
+        transaction; only while the alert is unknown and its proposal is still ``was``. An
+        operator's or the service's finding stays as it is. None when nothing was changed."""
+
+    @abc.abstractmethod
+    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
+        """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
+
+    @abc.abstractmethod
+    def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
+        """(hour as epoch seconds, state, alerts received in it) since ``since``."""
+
+
+class QueueClaims(JournalJob):
+    """The queue's claims: what is due in its bot's turn, claimed by one instance for a lease,
+    confirmed right before its request leaves, or given back unsent."""
 
     @abc.abstractmethod
     def count_due(
@@ -120,6 +191,7 @@ class AlertQueue(abc.ABC):
         name only that account's, leaving every other account's queued; claims for different
         accounts do not wait for each other (beyond the moment a claim for any account takes)."""
 
+    @abc.abstractmethod
     def claim_paced(
         self,
         instance: str,
@@ -132,45 +204,18 @@ class AlertQueue(abc.ABC):
     ) -> PacedClaim:
         """One look at ``account``'s queue for the dispatcher: count what is due in turn, take up to
         ``wanted`` of those in slots of ``pacer``'s budget, claim that many (``claim_due``) and give
-        back the slots no alert took. ``now``: the journal's clock (None: read by the engine). Here
-        as separate steps; an engine whose database also holds the rate ledger
+        back the slots no alert took. ``now``: the journal's clock (None: read by the engine). As
+        separate steps (``shared.ClaimSteps``); an engine whose database also holds the rate ledger
         (``pacer.shares_journal``) does it all in one statement, and there also takes a slot of
         ``read_pacer`` (the bot reads' budget) for each claimed alert's read before its send (in
-        ``read_slots``; the steps here take none: the read takes its own)."""
-        assert now is not None, "the engine reads its clock before the generic steps"
+        ``read_slots``; the separate steps take none: the read takes its own)."""
 
-        def next_in() -> float | None:  # asked only when nothing due is left unclaimed: the dispatcher sleeps
-            upcoming = self.next_due_at()
-            return upcoming - now if upcoming is not None and upcoming > now else None
-
-        due = self.count_due(now, account=account)
-        if not due:
-            return PacedClaim(0, 0, [], next_in=next_in())
-        slots = pacer.acquire(instance, min(due, wanted))
-        records: list[Record] = []
-        try:
-            if slots:
-                records = self.claim_due(instance, len(slots), now, lease, account=account)
-        finally:  # whatever happened, slots without an alert were never used
-            unused = slots[len(records) :]
-            if unused:
-                try:
-                    pacer.cancel(unused)
-                except JournalUnavailable:
-                    pass  # they only over-count the budget, until the ledger ends them (safe)
-        claims = list(zip(records, slots, strict=False))
-        return PacedClaim(due, len(slots), claims, next_in=next_in() if len(records) >= due else None)
-
+    @abc.abstractmethod
     def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
         """For a reply that waits on an alert: the alert as it is now; while it is queued, how many
         of its account's due alerts are ahead of it (their bot's turn come or not: each takes a slot
-        first) and the slots ``pacer`` has in use (0 and 0 otherwise). Here up to three reads; one
+        first) and the slots ``pacer`` has in use (0 and 0 otherwise). Up to three reads; one
         statement where the journal's database holds the ledger."""
-        current = self.get(record.id) or record
-        if current.state != "queued":
-            return current, 0, 0
-        ahead = self.count_due(before_id=record.id, in_turn=False, account=current.account)
-        return current, ahead, pacer.busy()
 
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None, read_slot: object | None = None) -> bool:
@@ -182,13 +227,13 @@ class AlertQueue(abc.ABC):
         current claim or not: no round trip more before the send."""
 
     @abc.abstractmethod
-    def expire_overdue(self, now: float) -> list[Record]:
-        """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
-
-    @abc.abstractmethod
     def unclaim(self, claims: list[Claim]) -> None:
         """sending -> queued for claims whose request never left, while each is still current (same
         instance and attempt): as if never claimed. A claim taken over since changes nothing."""
+
+
+class QueueOutcomes(JournalJob):
+    """What came of a sent alert, each write fenced by its claim."""
 
     @abc.abstractmethod
     def requeue(
@@ -225,6 +270,15 @@ class AlertQueue(abc.ABC):
         claim (None when it was taken over: the state recovery set stands). ``slot``: as for
         ``requeue``."""
 
+
+class QueueUpkeep(JournalJob):
+    """What keeps the queue moving besides the sends: expiry, lapsed claims settled, alerts no
+    instance can send failed, lost claims given back."""
+
+    @abc.abstractmethod
+    def expire_overdue(self, now: float) -> list[Record]:
+        """queued alerts past ``expires_at`` -> expired (never sent late); returns them."""
+
     @abc.abstractmethod
     def recover(self, instance: str, dead_after: float, lease: float = 30.0) -> list[Record]:
         """Alerts left ``sending`` whose claim lapsed: its lease ran out by the journal's clock (or,
@@ -254,56 +308,6 @@ class AlertQueue(abc.ABC):
         carry such a claim are given back: removed when the request never left, ended now otherwise
         (no sender holds them: their exchange is over). Returns the changed records. Only the
         claimant may ask, from the one thread that hands claims to its senders."""
-
-    @abc.abstractmethod
-    def prune(self, before: float) -> int:
-        """Delete finished alerts received before ``before`` and their timelines; queued and sending ones stay."""
-
-
-class Activity(abc.ABC):
-    """Each alert's timeline and what operators (and the investigator) find and do about it."""
-
-    @abc.abstractmethod
-    def note(self, alert_id: int, kind: str, detail: str) -> None:
-        """A timeline entry that changes nothing else (a late answer after a take-over, say)."""
-
-    @abc.abstractmethod
-    def events(self, alert_id: int) -> list[Event]:
-        """The alert's timeline after it was received, oldest first (claims, answers, outcome, actions)."""
-
-    @abc.abstractmethod
-    def resolve(self, alert_id: int, resolution: str, by: str) -> Record:
-        """An operator's finding on an ``unknown`` alert (one of RESOLUTIONS), once; ``ActionRefused`` otherwise."""
-
-    @abc.abstractmethod
-    def record_evidence(self, alert_id: int, evidence: str, proposal: str, note: str) -> Record | None:
-        """OKX's records on an ``unknown`` alert and the verdict proposed from them, with a timeline
-        entry of kind 'evidence' (detail ``note``), in one transaction. Only once, and only while the
-        alert is unknown: None when it is not, or already has a proposal (another instance got there
-        first; its evidence stands)."""
-
-    @abc.abstractmethod
-    def revise_evidence(self, alert_id: int, evidence: str, proposal: str, note: str, was: str) -> Record | None:
-        """OKX's records read again (the second read of a "not executed" finding): the evidence and
-        proposal replaced, with a timeline entry of kind 'evidence' (detail ``note``), in one
-        transaction; only while the alert is unknown and its proposal is still ``was``. An
-        operator's or the service's finding stays as it is. None when nothing was changed."""
-
-    @abc.abstractmethod
-    def awaiting_evidence(self, since: float, limit: int = 20) -> list[Record]:
-        """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
-
-    @abc.abstractmethod
-    def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
-        """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""
-
-    @abc.abstractmethod
-    def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
-        """Record that ``resend_id`` is an operator's resend of ``original_id``, on both timelines."""
-
-    @abc.abstractmethod
-    def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
-        """(hour as epoch seconds, state, alerts received in it) since ``since``."""
 
 
 class RefusalStore(abc.ABC):
@@ -344,6 +348,8 @@ class SessionStore(abc.ABC):
 class Instances(abc.ABC):
     """The instances sending from the journal and what they share: OKX's rate ledger, the
     wrong-secret lockouts, a generated secret."""
+
+    shared: bool = False  # True when several processes may send from the journal at once
 
     @abc.abstractmethod
     def register(self, instance: str) -> None:
@@ -394,34 +400,46 @@ def _forwarding(contract: type, store: str) -> Callable[[type], type]:
     return decorate
 
 
-@_forwarding(AlertQueue, "queue")
+@_forwarding(AlertRecords, "alerts")
+@_forwarding(AlertLog, "alerts")
 @_forwarding(Activity, "activity")
+@_forwarding(QueueClaims, "claims")
+@_forwarding(QueueOutcomes, "outcomes")
+@_forwarding(QueueUpkeep, "upkeep")
 @_forwarding(RefusalStore, "refusal_log")
 @_forwarding(SessionStore, "sessions")
 @_forwarding(Instances, "instances")
-class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
-    """What the web and delivery layers may ask of storage, whatever the engine: each job's
-    store, on one database."""
+class Journal(AlertLog, Activity, QueueClaims, QueueOutcomes, QueueUpkeep, RefusalStore, SessionStore, Instances):
+    """Every job's store, on one database, whatever the engine: what the wiring opens."""
 
-    shared: bool = False  # True when several processes may send from it at once
     poll_interval: float = 1.0  # how often a dispatcher looks for work others may have queued
 
     def __init__(
         self,
         database: Database,
         *,
-        queue: AlertQueue,
+        alerts: AlertLog,
         activity: Activity,
+        claims: QueueClaims,
+        outcomes: QueueOutcomes,
+        upkeep: QueueUpkeep,
         refusal_log: RefusalStore,
         sessions: SessionStore,
         instances: Instances,
     ):
         self.database = database
-        self.queue = queue
+        self.alerts = alerts
         self.activity = activity
+        self.claims = claims
+        self.outcomes = outcomes
+        self.upkeep = upkeep
         self.refusal_log = refusal_log
         self.sessions = sessions
         self.instances = instances
+
+    @property
+    def shared(self) -> bool:
+        return self.instances.shared
 
     def now(self) -> float:
         """The journal's clock."""

@@ -199,7 +199,7 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class PacedClaim:
-    """What one look at an account's queue found and took (``AlertQueue.claim_paced``)."""
+    """What one look at an account's queue found and took (``QueueClaims.claim_paced``)."""
 
     due: int  # its alerts due now in their bot's turn
     granted: int  # rate slots the budget gave for them

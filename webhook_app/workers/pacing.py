@@ -21,7 +21,7 @@ class Pacer(abc.ABC):
     limit: int
     window: float
     # Its slots are rows in the journal's own database: a claim can take them, and an outcome's
-    # write close one, in the same statement (``AlertQueue.claim_paced``, ``finish(slot=)``).
+    # write close one, in the same statement (``QueueClaims.claim_paced``, ``QueueOutcomes.finish(slot=)``).
     shares_journal: bool = False
 
     @abc.abstractmethod

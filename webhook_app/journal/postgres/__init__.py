@@ -1,8 +1,9 @@
 """The PostgreSQL journal: any number of instances on one database keep every guarantee.
 
 One ``PostgresDatabase`` (two pools, the migrations, the database's clock) under one store per
-job: the queue (``queue.py``), timelines and operators' actions (``activity.py``), refused
-requests, operator sessions, and the instances with OKX's shared rate ledger and the lockouts
+job: journaled alerts (``alerts.py``), the queue's claims, outcomes and upkeep (``claims.py``,
+``outcomes.py``, ``upkeep.py``), timelines and evidence (``activity.py``), refused requests,
+operator sessions, and the instances with OKX's shared rate ledger and the lockouts
 (``instances.py``). Time is the database's (clock_timestamp()), never one host's.
 """
 
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 from webhook_app.journal.contracts import Journal
 from webhook_app.journal.postgres.activity import PostgresActivity
+from webhook_app.journal.postgres.alerts import PostgresAlertLog
+from webhook_app.journal.postgres.claims import PostgresClaims
 from webhook_app.journal.postgres.database import PostgresDatabase, connection_url
 from webhook_app.journal.postgres.instances import PostgresInstances, PostgresLockoutStore, PostgresPacer
 from webhook_app.journal.postgres.migrations import MIGRATIONS, SCHEMA_VERSION
-from webhook_app.journal.postgres.queue import PostgresAlertQueue
+from webhook_app.journal.postgres.outcomes import PostgresOutcomes
 from webhook_app.journal.postgres.refusals import PostgresRefusals
 from webhook_app.journal.postgres.sessions import PostgresSessions
+from webhook_app.journal.postgres.upkeep import PostgresUpkeep
 
 __all__ = [
     "MIGRATIONS",
@@ -29,15 +33,17 @@ __all__ = [
 
 
 class PostgresJournal(Journal):
-    shared = True
     poll_interval = 0.1  # other instances queue alerts too: look for them often
 
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
         db = PostgresDatabase(url, pool_size, connect_timeout)
         super().__init__(
             db,
-            queue=PostgresAlertQueue(db),
+            alerts=PostgresAlertLog(db),
             activity=PostgresActivity(db),
+            claims=PostgresClaims(db),
+            outcomes=PostgresOutcomes(db),
+            upkeep=PostgresUpkeep(db),
             refusal_log=PostgresRefusals(db),
             sessions=PostgresSessions(db),
             instances=PostgresInstances(db),

@@ -94,6 +94,8 @@ def connection_url(url: str) -> str:
 
 
 class PostgresDatabase(Database):
+    placeholder = "%s"
+
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
         self.url = connection_url(url)
         self.display_url = redacted_url(self.url)
@@ -124,31 +126,15 @@ class PostgresDatabase(Database):
         level = pool_notices.level
         pool_notices.setLevel(logging.ERROR)
         try:
-            self.pool = ConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=pool_size,
-                kwargs=self._connect_kwargs,
-                configure=_configure,
-                # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
-                # replaced when it is handed out, not discovered by the write that needed it.
-                check=check_if_suspect,
-                timeout=connect_timeout,
-                open=False,
-            )
+            self.pool = self._new_pool(pool_size, connect_timeout, _configure)
             self.pool.open(wait=True, timeout=connect_timeout)
             # Writes whose loss in a database crash is safe skip the commit's WAL flush: an outcome
             # not recorded leaves the alert "sending", which reads as unknown, never resent; a pacing
             # slot is only ever over-counted. What must survive (the alert, its claim) uses pool.
-            self.lazy_pool = ConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=pool_size,
-                kwargs=self._connect_kwargs,
-                configure=lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
-                check=check_if_suspect,
-                timeout=connect_timeout,
-                open=False,
+            self.lazy_pool = self._new_pool(
+                pool_size,
+                connect_timeout,
+                lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
             )
             self.lazy_pool.open(wait=True, timeout=connect_timeout)
             self.migrate()
@@ -157,6 +143,21 @@ class PostgresDatabase(Database):
             raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
         finally:
             pool_notices.setLevel(level)
+
+    def _new_pool(self, size: int, connect_timeout: float, configure) -> ConnectionPool:
+        """A pool of ``size`` connections, not opened yet (``_close_quietly`` closes it if opening fails)."""
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=size,
+            kwargs=self._connect_kwargs,
+            configure=configure,
+            # A connection the server ended (a restart, a fail-over, pg_terminate_backend) is
+            # replaced when it is handed out, not discovered by the write that needed it.
+            check=check_if_suspect,
+            timeout=connect_timeout,
+            open=False,
+        )
 
     def _cause(self, exc: BaseException) -> str:
         """A failed first connection, in words: its cause named where libpq's message tells it."""

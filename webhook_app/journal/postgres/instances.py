@@ -12,6 +12,7 @@ from webhook_app.journal.contracts import Instances
 from webhook_app.journal.postgres.database import PostgresDatabase
 from webhook_app.journal.postgres.sql import LOCK_PACING, NOW
 from webhook_app.journal.records import JournalUnavailable
+from webhook_app.journal.shared import Store
 from webhook_app.workers.pacing import Pacer
 
 # Alive: a new instance, or one back after a long pause.
@@ -22,9 +23,8 @@ _ALIVE = f"INSERT INTO instances (id, host) VALUES (%s, %s) ON CONFLICT (id) DO 
 BUSY_SLOTS = f"SELECT count(*) FROM okx_pacing WHERE account = %s AND (ended_at IS NULL OR ended_at + %s > {NOW})"
 
 
-class PostgresInstances(Instances):
-    def __init__(self, db: PostgresDatabase):
-        self.db = db
+class PostgresInstances(Store, Instances):
+    shared = True
 
     def register(self, instance: str) -> None:
         self.db.statement(_ALIVE, (instance, socket.gethostname()[:200]))

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from webhook_app.journal.contracts import RefusalStore
-from webhook_app.journal.postgres.database import PostgresDatabase
-from webhook_app.journal.records import REFUSAL_COLUMNS, Refusal, refusal_from_row, refusal_row
-
-_REFUSAL_SELECT = f"SELECT {', '.join(REFUSAL_COLUMNS)} FROM refused"
+from webhook_app.journal.records import Refusal, refusal_row
+from webhook_app.journal.shared import SharedRefusals
 
 
-class PostgresRefusals(RefusalStore):
-    def __init__(self, db: PostgresDatabase):
-        self.db = db
-
+class PostgresRefusals(SharedRefusals):
     def add_refusals(self, refusals: list[Refusal]) -> None:
         if not refusals:
             return
@@ -26,12 +20,3 @@ class PostgresRefusals(RefusalStore):
                 )
 
         self.db.transaction(step, durable=False)
-
-    def refusals(self, limit: int = 50) -> list[Refusal]:
-        return [refusal_from_row(row) for row in self.db.all(f"{_REFUSAL_SELECT} ORDER BY id DESC LIMIT %s", (limit,))]
-
-    def refusal_rows(self) -> int:
-        return self.db.one("SELECT count(*) FROM refused")[0]
-
-    def prune_refusals(self, before: float) -> int:
-        return self.db.statement("DELETE FROM refused WHERE at < %s", (before,))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from webhook_app.journal.contracts import SessionStore
-from webhook_app.journal.postgres.database import PostgresDatabase
 from webhook_app.journal.postgres.sql import NOW
+from webhook_app.journal.shared import Store
 
 
-class PostgresSessions(SessionStore):
-    def __init__(self, db: PostgresDatabase):
-        self.db = db
-
+class PostgresSessions(Store, SessionStore):
     def start_session(self, sid: str, client: str | None) -> None:
         def step(conn):
             conn.execute(f"DELETE FROM admin_sessions WHERE started_at < {NOW} - 86400 OR ended_at IS NOT NULL")

@@ -1,5 +1,7 @@
 """SQL pieces every PostgreSQL module of the journal shares."""
 
+from __future__ import annotations
+
 # Time is the database's, never one host's.
 NOW = "extract(epoch from clock_timestamp())::double precision"
 # Advisory-lock namespaces (first key of pg_advisory_xact_lock(int, int)). Claims: a claim for
@@ -15,3 +17,18 @@ LOCK_DEDUP, LOCK_CAP, LOCK_PACING, LOCK_RECOVERY, LOCK_MIGRATION, LOCK_CLAIM, LO
     7107,
     7108,
 )
+
+# The current attempt's claim (params: alert, instance, attempt), as a fence on every write after a send.
+CLAIMED = "id = %s AND state = 'sending' AND claimed_by = %s AND attempts = %s"
+# Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
+# the fenced UPDATE beside it changes a row (a late answer still ends its request). NULL closes none.
+CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"
+
+
+def log_events(conn, events: list[tuple[int, str, str]]) -> None:
+    """Timeline entries, written in the transaction that made them true, at the database's time."""
+    if events:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (%s, {NOW}, %s, %s)", events
+            )

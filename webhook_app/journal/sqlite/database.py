@@ -15,6 +15,8 @@ from webhook_app.journal.sqlite import migrations
 
 
 class SqliteDatabase(Database):
+    placeholder = "?"
+
     def __init__(self, path: str, busy_timeout: float = 1.0):
         self.path = path
         try:

@@ -9,12 +9,13 @@ import os
 
 from webhook_app.journal.contracts import Instances
 from webhook_app.journal.records import JournalInUse
+from webhook_app.journal.shared import Store
 from webhook_app.journal.sqlite.database import SqliteDatabase
 
 
-class SqliteInstances(Instances):
+class SqliteInstances(Store, Instances):
     def __init__(self, db: SqliteDatabase):
-        self.db = db
+        super().__init__(db)
         self._sender_lock: int | None = None  # the fd holding the one-sender lock
 
     def register(self, instance: str) -> None:

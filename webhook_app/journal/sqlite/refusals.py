@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from webhook_app.journal.contracts import RefusalStore
-from webhook_app.journal.records import REFUSAL_COLUMNS, Refusal, refusal_from_row, refusal_row
-from webhook_app.journal.sqlite.database import SqliteDatabase
-
-_REFUSAL_SELECT = f"SELECT {', '.join(REFUSAL_COLUMNS)} FROM refused"
+from webhook_app.journal.records import Refusal, refusal_row
+from webhook_app.journal.shared import SharedRefusals
 
 
-class SqliteRefusals(RefusalStore):
-    def __init__(self, db: SqliteDatabase):
-        self.db = db
-
+class SqliteRefusals(SharedRefusals):
     def add_refusals(self, refusals: list[Refusal]) -> None:
         if refusals:
             self.db.transaction(
@@ -23,13 +17,3 @@ class SqliteRefusals(RefusalStore):
                 ),
                 durable=False,
             )
-
-    def refusals(self, limit: int = 50) -> list[Refusal]:
-        rows = self.db.all(f"{_REFUSAL_SELECT} ORDER BY id DESC LIMIT ?", (limit,))
-        return [refusal_from_row(row) for row in rows]
-
-    def refusal_rows(self) -> int:
-        return self.db.one("SELECT count(*) FROM refused")[0]
-
-    def prune_refusals(self, before: float) -> int:
-        return self.db.statement("DELETE FROM refused WHERE at < ?", (before,))

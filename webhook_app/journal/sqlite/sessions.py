@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from webhook_app.journal.contracts import SessionStore
-from webhook_app.journal.sqlite.database import SqliteDatabase
+from webhook_app.journal.shared import Store
 
 
-class SqliteSessions(SessionStore):
-    def __init__(self, db: SqliteDatabase):
-        self.db = db
-
+class SqliteSessions(Store, SessionStore):
     def start_session(self, sid: str, client: str | None) -> None:
         now = self.db.now()
 
