@@ -21,7 +21,7 @@ from webhook_app.config import Config, OkxAccount
 from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
 from webhook_app.intake.protection import Protection, Sender
-from webhook_app.journal import CAP_STATES, ActionRefused, Journal, Record
+from webhook_app.journal import CAP_STATES, ActionRefused, AlertLog, Record
 from webhook_app.workers.bots import BotWatch
 from webhook_app.workers.delivery import Delivery
 from webhook_app.workers.notify import Notifier
@@ -111,7 +111,7 @@ class Intake:
         self,
         config: Config,
         protection: Protection,
-        journal: Journal,
+        alerts: AlertLog,
         delivery: Delivery,
         clock: Callable[[], float] | None = None,
         bots: Mapping[str, BotWatch] | None = None,
@@ -122,7 +122,7 @@ class Intake:
         self.config = config
         self.notifier = notifier
         self.protection = protection
-        self.journal = journal
+        self.alerts = alerts
         self.delivery = delivery
         self.bots = bots  # OKX's latest word on each bot's state, per account
         self.clock = clock  # when alerts are received; None: the journal's clock
@@ -223,7 +223,7 @@ class Intake:
         if refusal is not None:
             raise BotNotSendable(refusal)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
-        record, created = self.journal.add(
+        record, created = self.alerts.add(
             dedup_key=alert.dedup_key,
             dedup_since=dedup_since,
             algo_id=req.algo_id,
@@ -266,8 +266,8 @@ class Intake:
             record = self._journal(alert, f"resend by {by}"[:100], time.monotonic(), since, self._now())
         except DuplicateAlert as exc:
             raise ActionRefused(_carried(exc.original)) from None
-        self.journal.link_resend(original_id, record.id, by)
-        return self.journal.get(record.id) or record
+        self.alerts.link_resend(original_id, record.id, by)
+        return self.alerts.get(record.id) or record
 
     def resend_refusal(self, original: Record) -> str | None:
         """Why ``original`` may not be sent again (the message a resend is refused with), or None."""
@@ -291,7 +291,7 @@ class Intake:
             ), 0.0
         # A later alert with its key, received while that key would have made it a duplicate of
         # this one, is the same alert: TradingView's resend after the 503, or the trader's same id.
-        later = self.journal.later_alerts(original.id, original.dedup_key)
+        later = self.alerts.later_alerts(original.id, original.dedup_key)
         until = original.received_at + self.protection.duplicate_window(original.dedup_key)
         for record in later:
             if record.received_at <= until and record.state in CARRYING_STATES and record.resolution != "not_executed":
@@ -302,15 +302,15 @@ class Intake:
 
     def _now(self) -> float:
         """When alerts are received: the journal's clock, so instances on one database agree (tests move their own)."""
-        return self.clock() if self.clock else self.journal.now()
+        return self.clock() if self.clock else self.alerts.now()
 
     def mark(self, alert_id: int, resolution: str, *, by: str) -> Record:
         """An operator's finding (one of ``RESOLUTIONS``) on an ``unknown`` alert, after checking the bot on OKX."""
         self._get(alert_id)
-        return self.journal.resolve(alert_id, resolution, by)
+        return self.alerts.resolve(alert_id, resolution, by)
 
     def _get(self, alert_id: int) -> Record:
-        record = self.journal.get(alert_id)
+        record = self.alerts.get(alert_id)
         if record is None:
             raise NoSuchAlert(alert_id)
         return record

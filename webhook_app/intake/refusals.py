@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from webhook_app.journal import Journal, JournalUnavailable, Refusal
+from webhook_app.journal import JournalUnavailable, Refusal, RefusalStore
 
 log = logging.getLogger("webhook_app")
 PRUNE_EVERY = 3600.0
@@ -26,13 +26,13 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no d
 class RefusalLog:
     def __init__(
         self,
-        journal: Journal,
+        store: RefusalStore,
         per_minute: int = 60,
         retention_days: float = 7.0,
         clock: Callable[[], float] = time.time,
         flush_every: float = 1.0,
     ):
-        self.journal = journal
+        self.store = store
         self.per_minute = per_minute
         self.retention = retention_days * 86400
         self.clock = clock
@@ -94,7 +94,7 @@ class RefusalLog:
         if now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             try:
-                removed = self.journal.prune_refusals(now - self.retention)
+                removed = self.store.prune_refusals(now - self.retention)
                 if removed:
                     log.info("pruned %d refused-request record(s) older than the retention", removed)
             except JournalUnavailable as exc:
@@ -104,7 +104,7 @@ class RefusalLog:
         """The batch in one write; if that fails, row by row, so one row that cannot be stored
         never costs the others (a journal that is down gives up after a few rows, not per row)."""
         try:
-            self.journal.add_refusals(batch)
+            self.store.add_refusals(batch)
             return
         except Exception as exc:
             if len(batch) == 1:
@@ -116,7 +116,7 @@ class RefusalLog:
         failed_in_a_row = 0
         for position, refusal in enumerate(batch):
             try:
-                self.journal.add_refusals([refusal])
+                self.store.add_refusals([refusal])
                 failed_in_a_row = 0
             except Exception as exc:
                 failed_in_a_row += 1

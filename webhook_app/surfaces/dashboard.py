@@ -7,7 +7,7 @@ import dataclasses
 import re
 import time
 
-from webhook_app.journal import Journal, Record, iso_time
+from webhook_app.journal import QueueClaims, Record, iso_time
 from webhook_app.okx.evidence import VERDICT_WORDS
 
 HOUR = 3600
@@ -152,12 +152,12 @@ def lockout_json(entry: dict) -> dict:
     return {**entry, "since": iso_time(entry["since"]), "until": iso_time(entry["until"])}
 
 
-def status(config, readiness, delivery, journal: Journal, refusals, bots=None) -> dict:
+def status(config, readiness, delivery, queue: QueueClaims, refusals, bots=None) -> dict:
     """The service's state: mode, where it sends, readiness, rate use, queue, and the bots as OKX
     last reported them (``bots``: the BotWatch; None in dry-run, where nothing is read)."""
     mode = "dry-run" if config.dry_run else "demo" if config.okx_demo else "live"
     pacer = delivery.pacer
-    now = journal.now()
+    now = queue.now()
     return {
         "mode": mode,
         "base_url": config.okx_base_url,
@@ -167,7 +167,7 @@ def status(config, readiness, delivery, journal: Journal, refusals, bots=None) -
         "rate_used": pacer.busy() if pacer is not None else 0,
         "rate_limit": config.okx_rate_limit,
         "rate_window": config.okx_rate_window,
-        "queued": journal.count_due(now, in_turn=False),
+        "queued": queue.count_due(now, in_turn=False),
         "refused_counted": refusals.counted,
         "notifications": len(config.notify_urls),
         "bots": bots.table() if bots is not None else [],

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.errors import Refused
-from webhook_app.journal import ActionRefused, Journal, JournalUnavailable, Record
+from webhook_app.journal import ActionRefused, Activity, AlertRecords, JournalUnavailable, Record
 from webhook_app.okx.client import BotSnapshot
 from webhook_app.okx.evidence import VERDICT_WORDS, gather
 from webhook_app.workers.bots import BotWatch
@@ -63,7 +63,7 @@ class Investigator:
 
     def __init__(
         self,
-        journal: Journal,
+        activity: Activity,
         bots: Mapping[str, BotWatch],
         *,
         settle: float = 3.0,
@@ -76,7 +76,7 @@ class Investigator:
         """``clock``: the settle time before the reads, the pause between them, and the sweeps' pace.
         ``on_withdrawn(alert, what the second read found)``: the notification that a "not executed"
         proposal was withdrawn."""
-        self.journal = journal
+        self.activity = activity
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
         self._on_done = on_done  # the notification, once the proposal is known
@@ -87,9 +87,15 @@ class Investigator:
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.investigated = 0
-        self._findings = Findings(journal, auto)
+        self._findings = Findings(activity, auto)
         self._second_read = SecondRead(
-            self._findings, bots, recheck_after=recheck_after, on_withdrawn=on_withdrawn, clock=clock, stop=self._stop
+            self._findings,
+            activity,
+            bots,
+            recheck_after=recheck_after,
+            on_withdrawn=on_withdrawn,
+            clock=clock,
+            stop=self._stop,
         )
 
     def submit(self, record: Record) -> None:
@@ -130,8 +136,8 @@ class Investigator:
             return
         self._last_sweep = self._clock()
         try:
-            now = self.journal.now()
-            waiting = self.journal.awaiting_evidence(now - SWEEP_SINCE)
+            now = self.activity.now()
+            waiting = self.activity.awaiting_evidence(now - SWEEP_SINCE)
         except JournalUnavailable as exc:
             log.error("could not look for unknown alerts without a proposal: %s", exc)
             return
@@ -153,7 +159,7 @@ class Investigator:
         evidence = self._findings.judged(record, before, after, events)  # events None (unread): "can't tell"
         proposal, reason = evidence["proposal"], evidence["reason"]
         note = f"OKX's records: {VERDICT_WORDS[proposal]}: {reason}"
-        recorded = self.journal.record_evidence(record.id, json.dumps(evidence), proposal, note)
+        recorded = self.activity.record_evidence(record.id, json.dumps(evidence), proposal, note)
         self.investigated += 1
         if recorded is None:
             return None  # already proposed (another instance), or no longer unknown
@@ -182,8 +188,8 @@ class Findings:
     """Judging OKX's records into a proposal, and marking the findings that leave no doubt (``auto``):
     the same for the first look and the second read."""
 
-    def __init__(self, journal: Journal, auto: bool):
-        self.journal = journal
+    def __init__(self, records: AlertRecords, auto: bool):
+        self.records = records
         self.auto = auto
 
     def judged(self, record: Record, before, after, events) -> dict:
@@ -205,7 +211,7 @@ class Findings:
 
     def mark(self, record: Record, finding: str) -> Record:
         try:
-            marked = self.journal.resolve(record.id, finding, SERVICE)
+            marked = self.records.resolve(record.id, finding, SERVICE)
             log.warning("alert %s marked %s by %s", record.id, VERDICT_WORDS[finding], SERVICE)
             return marked
         except ActionRefused:
@@ -216,7 +222,7 @@ class Findings:
         one already sent (alerts for one bot go one after another, so it went after this one), and
         an earlier one whose outcome is unknown too (it may have landed late). None: unknown."""
         try:
-            nearby = self.journal.recent(limit=20, algo_id=record.algo_id)
+            nearby = self.records.recent(limit=20, algo_id=record.algo_id)
         except JournalUnavailable:
             return None
         start = (record.finished_at or record.received_at) - 60.0
@@ -236,6 +242,7 @@ class SecondRead:
     def __init__(
         self,
         findings: Findings,
+        activity: Activity,
         bots: Mapping[str, BotWatch],
         *,
         recheck_after: float,
@@ -244,7 +251,7 @@ class SecondRead:
         stop: threading.Event,
     ):
         self._findings = findings
-        self.journal = findings.journal
+        self.activity = activity
         self.bots = bots
         self.recheck_after = recheck_after
         self._on_withdrawn = on_withdrawn
@@ -276,7 +283,7 @@ class SecondRead:
         try:
             if later is None:
                 detail = f"{read_again}: the bot could not be read; not marked"
-                self.journal.note(record.id, "evidence", detail)
+                self.activity.note(record.id, "evidence", detail)
             elif moved := moved_fields(evidence.get("after") or {}, later):
                 detail = self._withdraw(record, evidence, later, moved, watch, read_again)
             else:
@@ -284,7 +291,7 @@ class SecondRead:
                 if self._findings.auto:
                     self._findings.mark(record, "not_executed")
                 kept = {**evidence, "recheck": {"snapshot": later.to_json(), "moved": []}}
-                self.journal.revise_evidence(record.id, json.dumps(kept), "not_executed", detail, "not_executed")
+                self.activity.revise_evidence(record.id, json.dumps(kept), "not_executed", detail, "not_executed")
             log.warning("alert %s: %s", record.id, detail)
         except JournalUnavailable as exc:
             log.error("alert %s: could not record the second read (%s)", record.id, exc)
@@ -305,7 +312,7 @@ class SecondRead:
             f"{read_again}: {', '.join(moved)} moved since; the proposal 'not executed' is in doubt and withdrawn; "
             f"OKX's records now: {VERDICT_WORDS[proposal]}: {reason}"
         )
-        recorded = self.journal.revise_evidence(record.id, json.dumps(revised), proposal, detail, "not_executed")
+        recorded = self.activity.revise_evidence(record.id, json.dumps(revised), proposal, detail, "not_executed")
         if recorded is None:
             return detail + " (not stored: the alert changed meanwhile)"
         if self._findings.auto and proposal == "executed" and recorded.resolution is None:

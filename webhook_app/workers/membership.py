@@ -13,7 +13,7 @@ import threading
 import uuid
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
-from webhook_app.journal import Journal, JournalUnavailable
+from webhook_app.journal import Instances, JournalUnavailable
 
 log = logging.getLogger("webhook_app")
 
@@ -29,14 +29,14 @@ def new_instance_id() -> str:
 class Membership:
     def __init__(
         self,
-        journal: Journal,
+        instances: Instances,
         instance: str | None = None,
         heartbeat_every: float = HEARTBEAT_EVERY,
         dead_after: float = DEAD_AFTER,
         clock: Clock = SYSTEM_CLOCK,
     ):
         """``clock``: the heartbeats' pace (how long without one makes an instance dead is the journal's judgement)."""
-        self.journal = journal
+        self.instances = instances
         self.clock = clock
         self.instance = instance or new_instance_id()
         self.heartbeat_every = heartbeat_every
@@ -47,8 +47,8 @@ class Membership:
     def join(self) -> None:
         """Register (``JournalInUse`` where the backend serves one sender) and keep heartbeating in
         the background. Taking over lapsed claims is delivery's job: it knows what to tell."""
-        self.journal.register(self.instance)
-        if self.journal.shared:
+        self.instances.register(self.instance)
+        if self.instances.shared:
             self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             self._thread.start()
 
@@ -57,14 +57,14 @@ class Membership:
         if self._thread is not None:
             self._thread.join(2)
         try:
-            self.journal.deregister(self.instance)
+            self.instances.deregister(self.instance)
         except JournalUnavailable as exc:
             log.error("could not deregister instance %s: %s (the others will find it dead)", self.instance, exc)
 
     def _beat(self) -> None:
         while not self.clock.wait(self._stopping, self.heartbeat_every):
             try:
-                self.journal.heartbeat(self.instance)
+                self.instances.heartbeat(self.instance)
             except JournalUnavailable as exc:
                 log.error("heartbeat failed: %s", exc)
             except Exception:

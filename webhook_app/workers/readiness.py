@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.config import Config
-from webhook_app.journal import Journal, JournalUnavailable
+from webhook_app.journal import AlertLog, JournalUnavailable
 from webhook_app.okx.client import (
     ACCOUNT_CONFIG_PATH,
     BOT_DETAILS_PATH,
@@ -121,7 +121,7 @@ class BotReads:
 
 
 def run_checks(
-    config: Config, clients: Mapping[str, OkxClient], journal: Journal, reads: BotReads | None = None
+    config: Config, clients: Mapping[str, OkxClient], journal: AlertLog, reads: BotReads | None = None
 ) -> list[Check]:
     """Each OKX account's checks (named after the account when there are several), then the journal's.
     ``reads``: the bots' reads and their ledgers (None: a ledger in memory, as for a one-off check)."""
@@ -238,7 +238,7 @@ def _bot(client: OkxClient, algo_id: str, bots_variable: str) -> Check | None:
     return Check(name, True, "running")
 
 
-def _journal(journal: Journal) -> Check:
+def _journal(journal: AlertLog) -> Check:
     try:
         journal.prune(before=0.0)  # a write transaction that deletes nothing
     except JournalUnavailable as exc:
@@ -253,7 +253,7 @@ class Readiness:
         self,
         config: Config,
         clients: Mapping[str, OkxClient],
-        journal: Journal,
+        journal: AlertLog,
         every: float = REFRESH_EVERY,
         on_change=None,
         reads: BotReads | None = None,
