@@ -83,6 +83,16 @@ def add(journal, key="fp:1", amount="1", since=0.0, expires_in=600.0, cap=None, 
     )
 
 
+def eventually(condition, timeout=5.0):
+    """``condition()``'s first truthy answer, asked until ``timeout`` s have passed: a wait on what
+    the journal's clock decides (a lease, a lag, a slot's window), with no margin to guess."""
+    deadline = time.monotonic() + timeout
+    while not (answer := condition()):
+        assert time.monotonic() < deadline, f"still not so after {timeout} s"
+        time.sleep(0.02)
+    return answer
+
+
 def test_an_alert_is_added_once_and_a_repeat_returns_the_original(journals):
     journal = journals()
     first, created = add(journal, key="id:1:Long", trader_id="Long")
@@ -404,15 +414,15 @@ def test_recovery_never_touches_a_current_claim_even_of_an_instance_that_looks_d
     a, b = pg_journals(), pg_journals()
     a.register("a")
     add(a)
-    (sending,) = a.claim_due("a", 1, a.now(), lease=1.5)
+    (sending,) = a.claim_due("a", 1, a.now(), lease=3.0)
     assert a.confirm_send(Claim.of(sending))
     b.register("b")
     time.sleep(1.1)  # a falls silent (a paused process looks just like a dead one)...
     b.heartbeat("b")
-    assert b.recover("b", dead_after=1) == []  # ...but its lease runs: its send is its own
+    assert b.recover("b", dead_after=0.5) == []  # ...but its lease runs: its send is its own
+    assert b.database.one("SELECT count(*) FROM instances WHERE id = 'a'")[0] == 0  # a was found dead
     assert b.get(sending.id).state == "sending"
-    time.sleep(0.6)  # the lease lapses
-    (taken_over,) = b.recover("b", dead_after=1)
+    (taken_over,) = eventually(lambda: b.recover("b", dead_after=0.5))  # once the lease lapses
     assert (taken_over.id, taken_over.state, taken_over.claimed_by) == (sending.id, "unknown", "a")
     assert "stopped while it was being sent" in b.get(sending.id).detail
 
@@ -443,16 +453,15 @@ def test_a_slot_is_held_until_the_window_after_the_reply(pg_journals):
     (slot,) = pacer.acquire("a", 1)
     pacer.release(slot)
     assert pacer.acquire("a", 1) == [] and 0 < pacer.opens_in() <= 0.52
-    time.sleep(0.55)
-    assert len(pacer.acquire("a", 1)) == 1
+    assert len(eventually(lambda: pacer.acquire("a", 1))) == 1  # once the window after the reply passed
 
 
 def test_hold_off_stops_every_instance(pg_journals):
     a, b = pg_journals(), pg_journals()
-    a.pacer("k", 5, 0.3).hold_off(0.6)
+    a.pacer("k", 5, 0.3).hold_off(1.5)
     assert b.pacer("k", 5, 0.3).acquire("b", 1) == []
-    time.sleep(0.65)
-    assert len(b.pacer("k", 5, 0.3).acquire("b", 5)) == 5
+    assert 0.5 < b.pacer("k", 5, 0.3).opens_in() <= 1.5
+    assert len(eventually(lambda: b.pacer("k", 5, 0.3).acquire("b", 5))) == 5
 
 
 def test_lockouts_are_shared_and_survive_a_restart(pg_journals):
@@ -587,24 +596,23 @@ def test_a_claim_is_confirmed_only_while_it_is_current(journals):
     assert not journal.confirm_send(Claim(claimed.id, "a", claimed.attempts + 1))  # another attempt
     assert journal.confirm_send(claim)
     assert journal.get(claimed.id).sent_at is not None
-    time.sleep(1.1)
-    assert not journal.confirm_send(claim)  # the lease lapsed, by the journal's clock
+    eventually(lambda: not journal.confirm_send(claim))  # the lease lapses, by the journal's clock
 
     add(journal, key="fp:b", algo_id="b", expires_in=1.0)
     (short,) = journal.claim_due("a", 1, journal.now(), lease=30)
-    time.sleep(1.1)
-    assert not journal.confirm_send(Claim.of(short))  # past its lag: never sent late
+    assert journal.confirm_send(Claim.of(short))
+    eventually(lambda: not journal.confirm_send(Claim.of(short)))  # past its lag: never sent late
 
 
 def test_a_lapsed_claim_that_never_sent_is_queued_again_and_one_that_may_have_is_unknown(journals):
     journal = journals()
     never, _ = add(journal, key="fp:never", algo_id="x")
     maybe, _ = add(journal, key="fp:maybe", algo_id="y")
-    old, _ = add(journal, key="fp:old", algo_id="z", expires_in=1.0)
-    claims = journal.claim_due("gone", 3, journal.now(), lease=0.8)
+    old, _ = add(journal, key="fp:old", algo_id="z", expires_in=0.6)
+    claims = journal.claim_due("gone", 3, journal.now(), lease=0.6)
     assert len(claims) == 3
     assert journal.confirm_send(Claim.of(next(r for r in claims if r.id == maybe.id)))
-    time.sleep(1.1)
+    time.sleep(1.2)  # the leases lapsed, and old's lag ended, 0.6 s ago
     recovered = {r.id: r.state for r in journal.recover("survivor", dead_after=15)}
     assert recovered == {never.id: "queued", maybe.id: "unknown", old.id: "expired"}
     again = journal.claim_due("survivor", 3, journal.now())
@@ -616,10 +624,9 @@ def test_a_lapsed_claim_that_never_sent_is_queued_again_and_one_that_may_have_is
 def test_every_write_after_a_send_is_fenced_by_its_claim(journals):
     journal = journals()
     record, _ = add(journal)
-    (first,) = journal.claim_due("a", 1, journal.now(), lease=0.5)
+    (first,) = journal.claim_due("a", 1, journal.now(), lease=1.0)
     assert journal.confirm_send(Claim.of(first))
-    time.sleep(0.6)
-    (taken,) = journal.recover("b", dead_after=15)
+    (taken,) = eventually(lambda: journal.recover("b", dead_after=15))  # once the lease lapses
     assert taken.state == "unknown"
     journal.resolve(record.id, "not_executed", "operator")
     stale = Claim.of(first)
@@ -644,8 +651,7 @@ def test_one_bots_alerts_are_claimed_one_at_a_time_in_order(journals):
     journal.requeue(x1.id, "50013", "busy", "not executed", not_before=journal.now() + 1.0, claim=Claim(x1.id, "a", 1))
     assert journal.claim_due("a", 10, journal.now()) == []  # ...and while x1 waits for its retry
     assert journal.next_due_at() == pytest.approx(journal.now() + 1.0, abs=0.5)
-    time.sleep(1.1)
-    assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [x1.id]
+    assert [r.id for r in eventually(lambda: journal.claim_due("a", 10, journal.now()))] == [x1.id]
     journal.finish(x1.id, "ok", claim=Claim(x1.id, "a", 2))
     assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [x2.id]
     journal.finish(x2.id, "failed", claim=Claim(x2.id, "a", 1))
@@ -719,7 +725,7 @@ def test_a_dead_instances_rate_slot_counts_until_its_request_can_no_longer_be_un
     b.register("b")
     time.sleep(1.1)
     b.heartbeat("b")
-    b.recover("b", dead_after=1, lease=20.0)  # a is found dead; its slot's request may still be under way
+    b.recover("b", dead_after=0.5, lease=20.0)  # a is found dead; its slot's request may still be under way
     assert pacer.acquire("b", 1) == []  # the take-over did not give its slot to someone else
     pacer.release(slot)  # a resumes and says its exchange ended: the later end stands
     ended = b.database.one("SELECT ended_at - started_at FROM okx_pacing WHERE id = %s", (slot,))[0]
