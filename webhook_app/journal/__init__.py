@@ -12,8 +12,8 @@ bot, and a bot belongs to one account.
 
 Layout: ``records.py`` (records, states, errors, detail texts), ``contracts.py`` (one contract per
 job: ``AlertLog``, ``Activity`` (both reading ``AlertRecords``), the queue's ``QueueClaims``,
-``QueueOutcomes`` and ``QueueUpkeep``, ``RefusalStore``, ``SessionStore``, ``Instances``; and the
-``Journal`` composing them), ``shared.py`` (the SQL both engines say alike, and the store methods
+``QueueOutcomes`` and ``QueueUpkeep`` (together ``AlertQueue``), ``RefusalStore``, ``SessionStore``,
+``Instances``; and the ``Journal`` composing them), ``shared.py`` (the SQL both engines say alike, and the store methods
 built on it), and one package per engine: ``sqlite/`` (one process; the default, no setup) and
 ``postgres/`` (any number of instances on one database), each with its database object and one
 store per job. ``open_journal`` picks one from ``DATABASE_URL``; everything callers import is
@@ -25,6 +25,7 @@ from __future__ import annotations
 from webhook_app.journal.contracts import (
     Activity,
     AlertLog,
+    AlertQueue,
     AlertRecords,
     Database,
     Instances,
@@ -86,6 +87,7 @@ __all__ = [
     "ActionRefused",
     "Activity",
     "AlertLog",
+    "AlertQueue",
     "AlertRecords",
     "Claim",
     "DailyCapExceeded",

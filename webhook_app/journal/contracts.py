@@ -310,6 +310,10 @@ class QueueUpkeep(JournalJob):
         claimant may ask, from the one thread that hands claims to its senders."""
 
 
+class AlertQueue(AlertLog, QueueClaims, QueueOutcomes, QueueUpkeep):
+    """The queue's jobs together, for the delivery that does them all: no method of its own."""
+
+
 class RefusalStore(abc.ABC):
     """The log of requests to /webhook that left no alert."""
 
@@ -409,7 +413,7 @@ def _forwarding(contract: type, store: str) -> Callable[[type], type]:
 @_forwarding(RefusalStore, "refusal_log")
 @_forwarding(SessionStore, "sessions")
 @_forwarding(Instances, "instances")
-class Journal(AlertLog, Activity, QueueClaims, QueueOutcomes, QueueUpkeep, RefusalStore, SessionStore, Instances):
+class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
     """Every job's store, on one database, whatever the engine: what the wiring opens."""
 
     poll_interval: float = 1.0  # how often a dispatcher looks for work others may have queued
