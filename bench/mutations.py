@@ -49,7 +49,7 @@ ATTEMPT = "webhook_app/workers/delivery/attempt.py"
 UPKEEP = "webhook_app/workers/delivery/upkeep.py"
 OUTCOMES = "webhook_app/workers/outcomes.py"
 INVESTIGATION = "webhook_app/workers/investigation.py"
-EVIDENCE = "webhook_app/okx/evidence.py"
+EVIDENCE = "webhook_app/okx/margin/evidence.py"
 PG_OUTCOMES = "webhook_app/journal/postgres/outcomes.py"
 PG_SQL = "webhook_app/journal/postgres/sql.py"
 JOURNAL_SHARED = "webhook_app/journal/shared.py"
@@ -247,6 +247,11 @@ MUTATIONS: tuple[Mutation, ...] = (
             "        pass",
         ),
         tests=("tests/test_deployed.py::test_a_body_over_the_limit_is_413_chunked_or_not",),
+    ),
+    _m(
+        "an OKX sub-code (50013_1000) not read as its code",
+        ("webhook_app/okx/errors.py", '    base = code.split("_", 1)[0]', "    base = code"),
+        tests=("tests/test_okx_client.py",),
     ),
     _m(
         "a secret pasted into an alert's id journaled and echoed",

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from webhook_app.okx.client import BotEvent, BotSnapshot
-from webhook_app.okx.evidence import VERDICTS, Proposal, changes, gather, propose
+from webhook_app.okx.margin.evidence import VERDICTS, Proposal, changes, gather, propose
+from webhook_app.okx.records import BotEvent, BotSnapshot
 
 ALGO_ID = "581628185981813760"
 # 2026-11-23 12:00:01.25 and 12:00:03.875 UTC: exact in binary, so the window's ends are exact in ms.

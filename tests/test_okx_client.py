@@ -6,7 +6,11 @@ import threading
 import pytest
 
 from tests.conftest import make_alert
-from webhook_app.okx.client import MarginRequest, OkxClient, OkxUnreachable
+from tests.okx_stand_in import OkxReply
+from webhook_app.okx.client import OkxClient
+from webhook_app.okx.errors import OkxNotExecuted, OkxOutcomeUnknown, OkxRefused, OkxUnreachable, outcome_of
+from webhook_app.okx.margin.outcomes import MARGIN_OUTCOMES
+from webhook_app.okx.margin.request import MarginRequest
 
 REQUEST = MarginRequest(algo_id="581628185981813760", type="add", amt="10")
 
@@ -71,3 +75,27 @@ def test_through_a_dead_proxy_an_alert_is_retried_then_failed_not_unknown(make_a
     assert response.json["status"] == "failed"
     assert response.json["detail"].startswith("not executed: gave up after 2 attempt(s)")
     assert okx.received == []
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("50013", 200, OkxNotExecuted),  # the common table
+        ("51008", 200, OkxRefused),  # margin-balance's own
+        ("51008_1000", 200, OkxRefused),  # a sub-code means what its code means
+        ("50013_2", 200, OkxNotExecuted),
+        ("50004_7", 400, OkxOutcomeUnknown),
+        ("59999", 200, OkxRefused),  # unlisted: refused
+        ("59999_1", 503, OkxOutcomeUnknown),  # unlisted with a 5xx: OKX may have acted
+    ],
+)
+def test_an_okx_code_is_read_against_the_actions_table_then_the_common_one(code, status, expected):
+    assert outcome_of(code, status, MARGIN_OUTCOMES)[0] is expected
+
+
+def test_a_sub_code_in_okx_answer_is_judged_by_its_code(okx):
+    okx.play(OkxReply("50013_1000", "Systems are busy"))
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
+    with pytest.raises(OkxNotExecuted) as raised:
+        client.adjust_margin(MarginRequest("581628185981813760", "add", "10"))
+    assert raised.value.code == "50013_1000" and okx.executed == []

@@ -14,20 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from webhook_app.okx.client import (
-    BOT_DETAILS_PATH,
-    BOT_EVENTS_PATH,
-    BOTS_PENDING_PATH,
-    BotEvent,
-    BotSnapshot,
-    MarginRequest,
-    OkxClient,
-    OkxError,
-    OkxRefused,
-    OkxUnreachable,
-    sign,
-)
-from webhook_app.okx.evidence import propose
+from webhook_app.okx.client import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, OkxClient, sign
+from webhook_app.okx.errors import OkxError, OkxRefused, OkxUnreachable
+from webhook_app.okx.margin.evidence import propose
+from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.records import BotEvent, BotSnapshot
 
 API_KEY, SECRET, PASSPHRASE = "key-0123456789", "secret-0123456789", "passphrase-42"
 ALGO_ID = "581628185981813760"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from webhook_app.okx.client import MarginRequest, okx_timestamp, sign
+from webhook_app.okx.client import sign
+from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.records import okx_timestamp
 
 VECTORS_FILE = Path(__file__).resolve().with_name("okx-sign-vectors.json")
 VECTORS = json.loads(VECTORS_FILE.read_text())["vectors"]

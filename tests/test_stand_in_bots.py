@@ -22,16 +22,10 @@ from tests.okx_stand_in import (
     OkxStandIn,
     Slow,
 )
-from webhook_app.okx.client import (
-    MarginRequest,
-    OkxClient,
-    OkxError,
-    OkxNotExecuted,
-    OkxOutcomeUnknown,
-    OkxRefused,
-    okx_timestamp,
-    sign,
-)
+from webhook_app.okx.client import OkxClient, sign
+from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown, OkxRefused
+from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.records import okx_timestamp
 
 BOT = DEFAULT_BOT
 BALANCES = ("investAmt", "availBal", "frozenBal", "totalEq")

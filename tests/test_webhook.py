@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, DELETE, WEBHOOK_SECRET, make_alert, wait_final
 from tests.okx_stand_in import Drop, OkxReply, RawReply, Slow
-from webhook_app.okx.client import MARGIN_BALANCE_PATH
+from webhook_app.okx.margin.request import MARGIN_BALANCE_PATH
 
 
 def sent_bodies(okx):
@@ -494,7 +494,7 @@ def test_reply_comes_by_the_deadline_while_okx_is_slow(make_app, okx):
     ],
 )
 def test_amounts_are_written_exactly_never_rounded(value, plain):
-    from webhook_app.okx.client import plain_decimal
+    from webhook_app.okx.records import plain_decimal
 
     assert plain_decimal(Decimal(value)) == plain
 

@@ -19,7 +19,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 from marshmallow.validate import OneOf, Range
 
 from webhook_app.errors import Refused, not_sent
-from webhook_app.okx.client import MarginRequest, plain_decimal, significant
+from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.records import plain_decimal, significant
 
 INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance", "percentage_investment", "percentage_position")
 REINVEST_TYPE = "percentage_investment"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from webhook_app.errors import Refused, not_sent
-from webhook_app.okx.client import plain_decimal
+from webhook_app.okx.records import plain_decimal
 
 FINAL_STATES = ("ok", "rejected", "unknown", "failed", "expired", "dry_run")
 STATES = ("queued", "sending") + FINAL_STATES

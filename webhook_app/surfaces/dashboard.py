@@ -8,7 +8,7 @@ import re
 import time
 
 from webhook_app.journal import QueueClaims, Record, iso_time
-from webhook_app.okx.evidence import VERDICT_WORDS
+from webhook_app.okx.margin.evidence import VERDICT_WORDS
 
 HOUR = 3600
 # The chart's outcome groups, bottom to top, and the states each one counts (the legend names them).

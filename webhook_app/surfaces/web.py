@@ -19,7 +19,7 @@ from webhook_app.intake.alerts import InvalidBody, holds_secret
 from webhook_app.intake.pipeline import Receipt
 from webhook_app.journal import JournalUnavailable, Record, Refusal, iso_time
 from webhook_app.logs import scrubber
-from webhook_app.okx.client import MARGIN_BALANCE_PATH
+from webhook_app.okx.margin.request import MARGIN_BALANCE_PATH
 from webhook_app.surfaces.auth import bearer_is_admin, request_sender
 from webhook_app.surfaces.context import read_body, services
 

@@ -15,15 +15,9 @@ import threading
 from collections.abc import Callable, Iterable
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
-from webhook_app.okx.client import (
-    BOT_DETAILS_PATH,
-    BOT_EVENTS_PATH,
-    BOTS_PENDING_PATH,
-    BotEvent,
-    BotSnapshot,
-    OkxClient,
-    OkxError,
-)
+from webhook_app.okx.client import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, OkxClient
+from webhook_app.okx.errors import OkxError
+from webhook_app.okx.records import BotEvent, BotSnapshot
 from webhook_app.workers.pacing import MemoryPacer, Pacer
 
 log = logging.getLogger("webhook_app")

@@ -27,8 +27,8 @@ from decimal import Decimal
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.errors import Refused
 from webhook_app.journal import ActionRefused, Activity, AlertRecords, JournalUnavailable, Record
-from webhook_app.okx.client import BotSnapshot
-from webhook_app.okx.evidence import VERDICT_WORDS, gather
+from webhook_app.okx.margin.evidence import VERDICT_WORDS, gather
+from webhook_app.okx.records import BotSnapshot
 from webhook_app.workers.bots import BotWatch
 
 log = logging.getLogger("webhook_app")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import apprise
 
-from webhook_app.okx.evidence import VERDICT_WORDS
+from webhook_app.okx.margin.evidence import VERDICT_WORDS
 
 log = logging.getLogger("webhook_app")
 

@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from webhook_app.okx.client import RATE_LIMIT_CODE, OkxClockSkew, OkxError, OkxNotExecuted
+from webhook_app.okx.errors import RATE_LIMIT_CODE, OkxClockSkew, OkxError, OkxNotExecuted
 
 log = logging.getLogger("webhook_app")
 

@@ -15,16 +15,8 @@ from collections.abc import Mapping
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.config import Config
 from webhook_app.journal import AlertLog, JournalUnavailable
-from webhook_app.okx.client import (
-    ACCOUNT_CONFIG_PATH,
-    BOT_DETAILS_PATH,
-    SERVER_TIME_PATH,
-    OkxClient,
-    OkxError,
-    OkxNotExecuted,
-    OkxRefused,
-    OkxUnreachable,
-)
+from webhook_app.okx.client import ACCOUNT_CONFIG_PATH, BOT_DETAILS_PATH, SERVER_TIME_PATH, OkxClient
+from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxRefused, OkxUnreachable
 from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW
 from webhook_app.workers.pacing import MemoryPacer, Pacer
 

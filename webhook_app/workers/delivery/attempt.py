@@ -22,7 +22,7 @@ from webhook_app.journal import (
     Record,
     answer_detail,
 )
-from webhook_app.okx.client import OkxError, OkxNotExecuted, OkxOutcomeUnknown
+from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.lanes import Lane, margin_request
 from webhook_app.workers.delivery.slots import HeldSlot, SlotLedger

@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from webhook_app.journal import Record
-from webhook_app.okx.client import MarginRequest, OkxClient
+from webhook_app.okx.client import OkxClient
+from webhook_app.okx.margin.request import MarginRequest
 from webhook_app.workers.pacing import Pacer
 
 

@@ -34,7 +34,7 @@ import decimal
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from webhook_app.okx.client import BotEvent, BotSnapshot, decimal_text, okx_timestamp, plain_decimal
+from webhook_app.okx.records import BotEvent, BotSnapshot, decimal_text, okx_timestamp, plain_decimal
 
 VERDICTS = ("executed", "not_executed", "cant_tell")
 VERDICT_WORDS = {"executed": "executed", "not_executed": "not executed", "cant_tell": "can't tell"}
