@@ -1,6 +1,9 @@
 """gunicorn settings for the web process (Procfile). Read by gunicorn at start."""
 
+import sys
+
 from webhook_app import preflight
+from webhook_app.journal import JournalInUse
 
 # The whole configuration is checked here, before gunicorn binds: a bad setting stops the
 # start with one line per problem and exit status 2, not a worker traceback.
@@ -17,9 +20,10 @@ threads = 64
 
 # A worker silent for this long is restarted; well above the 2.5 s reply deadline.
 timeout = 30
-# On SIGTERM: stop accepting, finish requests, then stop delivery (worker_exit below).
-# Under the 30 s a PaaS waits before SIGKILL, leaving room for the delivery to stop.
+# On SIGTERM: stop accepting, finish requests (2.5 s at most), then stop every worker
+# (worker_exit below, STOP_SECONDS). Under the 30 s a PaaS waits before SIGKILL.
 graceful_timeout = 20
+STOP_SECONDS = 15
 keepalive = 5
 
 # Limits on what a client may send before the app sees it.
@@ -37,10 +41,26 @@ errorlog = "-"
 control_socket_disable = True
 
 
+def _services(worker):
+    """The app's ``Services`` (None for an app that is not this service's, e.g. bench's bare one)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("webhook")
+
+
+def post_worker_init(worker):
+    """Start every background worker once the app is loaded: queued alerts are sent now."""
+    services = _services(worker)
+    if services is None:
+        return
+    try:
+        services.start()
+    except JournalInUse as exc:
+        # A second sender on one SQLite file: refuse to start rather than pace to a second rate limit.
+        print(f"configuration error: DATABASE_URL: {exc}", file=sys.stderr, flush=True)
+        sys.exit(3)  # gunicorn's "worker failed to boot": the master stops too
+
+
 def worker_exit(server, worker):
-    """Leave queued alerts in the journal and let in-flight sends finish (bounded)."""
-    app = getattr(worker, "wsgi", None)
-    services = getattr(app, "extensions", {}).get("webhook") if app is not None else None
+    """Leave queued alerts in the journal, let in-flight sends finish and stop every worker (bounded)."""
+    services = _services(worker)
     if services is not None:
-        services.delivery.stop(timeout=8)
-        services.refusals.stop()
+        services.stop(timeout=STOP_SECONDS)

@@ -142,13 +142,7 @@ def make_app(tmp_path, okx):
 
     yield build
     for app in apps:
-        services = app.extensions["webhook"]
-        services.delivery.stop(timeout=2)
-        services.refusals.stop()
-        if services.bots is not None:
-            services.bots.stop()
-            services.investigator.stop()
-        app.extensions["webhook"].journal.close()
+        app.extensions["webhook"].stop(timeout=4)
 
 
 @pytest.fixture

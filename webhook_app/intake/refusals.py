@@ -132,11 +132,12 @@ class RefusalLog:
                     self._thread = threading.Thread(target=self._run, name="refusal-log", daemon=True)
                     self._thread.start()
 
-    def stop(self) -> None:
-        self._stopping = True
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:  # a thread being started by a record() finishes starting first; none after
+            self._stopping = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout)
         self.flush(closing_minute=True)
 
     def _run(self) -> None:

@@ -5,6 +5,7 @@ so they share these without importing each other."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -25,6 +26,9 @@ from webhook_app.workers.readiness import Readiness
 
 @dataclasses.dataclass
 class Services:
+    """The service's parts (built by ``wiring.build_services``), and the life of every background
+    worker among them: ``start`` and ``stop``, for gunicorn.conf.py and the tests alike."""
+
     config: Config
     journal: Journal
     delivery: Delivery
@@ -35,6 +39,40 @@ class Services:
     intake: Intake
     bots: BotWatches | None = None  # OKX's word on the bots' states (None in dry-run)
     investigator: Investigator | None = None  # the evidence for unknown outcomes (None in dry-run)
+    _stopped: bool = dataclasses.field(default=False, init=False, repr=False)
+
+    def start(self) -> None:
+        """Start every worker: sending first (what a previous process left queued goes now), then
+        the readiness checks (in the background: they never hold up the start) and the rest."""
+        self.notifier.start()  # before anything it is told of
+        self.delivery.start()
+        self.readiness.start()
+        self.refusals.start()  # also prunes refused requests past their retention, hourly
+        if self.bots is not None:
+            self.bots.start()
+            self.investigator.start()  # also picks up unknown alerts a dead instance left without a proposal
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every worker once, in the reverse order of ``start``, within about ``timeout``
+        seconds in all (gunicorn's graceful_timeout must hold it), then close the journal: queued
+        alerts stay in it for the next start or another instance."""
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + timeout
+
+        def left(most: float = timeout) -> float:
+            return max(min(deadline - time.monotonic(), most), 0.0)
+
+        # The helpers' loops end within a bot read (2 s at most): the rest of the time is delivery's.
+        if self.bots is not None:
+            self.investigator.stop(timeout=left(2))  # an unknown left unread: the next start's sweep reads it
+            self.bots.stop(timeout=left(2))
+        self.refusals.stop(timeout=left(2))  # then writes what it holds
+        self.readiness.stop(timeout=left(2))
+        self.delivery.stop(timeout=left() / 2)  # it may wait twice: for the dispatcher, then for sends under way
+        self.notifier.stop(timeout=left(2))
+        self.journal.close()
 
 
 def services() -> Services:

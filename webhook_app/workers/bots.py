@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
@@ -165,8 +166,11 @@ class BotWatch:
         self._thread = threading.Thread(target=self._run, name="bot-watch", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading; wait up to ``timeout`` for a read under way."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         try:  # the reads' times are on OKX's clock: learn its offset before the first one
@@ -199,6 +203,8 @@ class BotWatches(dict):
         for watch in self.values():
             watch.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every account's reads, within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
         for watch in self.values():
-            watch.stop()
+            watch.stop(timeout=max(deadline - time.monotonic(), 0.0))

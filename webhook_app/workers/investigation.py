@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
@@ -105,6 +106,8 @@ class Investigator:
 
     def start(self) -> None:
         with self._start_lock:
+            if self._stop.is_set():  # a late alert's submit while stopping: left to the next start's sweep
+                return
             while len(self._threads) < WORKERS:
                 thread = threading.Thread(target=self._run, name=f"investigator-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
@@ -114,8 +117,18 @@ class Investigator:
                 self._threads.append(thread)
                 thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading (an alert left unread is found by the next start's sweep, or another
+        instance's); wait up to ``timeout`` for reads under way."""
         self._stop.set()
+        for _ in range(WORKERS):  # wakes the threads waiting for work: nothing more comes
+            self._queue.put((0.0, None))
+        self._second_read.wake()
+        with self._start_lock:  # every thread listed has started; none starts after this
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -123,6 +136,8 @@ class Investigator:
                 due, record = self._queue.get(timeout=1.0)
             except queue.Empty:
                 self._sweep()
+                continue
+            if record is None:  # stop's wake-up
                 continue
             self._clock.wait(self._stop, max(due - self._clock(), 0.0))
             try:
@@ -262,11 +277,17 @@ class SecondRead:
     def put(self, record: Record, evidence: dict) -> None:
         self._rechecks.put((self._clock() + self.recheck_after, record, evidence))
 
+    def wake(self) -> None:
+        """Wakes ``run`` waiting for work (on a stop)."""
+        self._rechecks.put((0.0, None, None))
+
     def run(self) -> None:
         while not self._stop.is_set():
             try:
                 due, record, evidence = self._rechecks.get(timeout=1.0)
             except queue.Empty:
+                continue
+            if record is None:  # stop's wake-up
                 continue
             self._clock.wait(self._stop, max(due - self._clock(), 0.0))
             if self._stop.is_set():

@@ -81,6 +81,8 @@ class Notifier:
         self._last_sent: dict[str, float] = {}
         self._held: dict[str, list[tuple[str, str, str]]] = {}  # kind -> (title, body, type) waiting for the window
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
         self.delivered = 0
         self.undelivered = 0
 
@@ -147,17 +149,34 @@ class Notifier:
     # -- the background sender -------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
-            self._thread.start()
+        """Start the sender, where there is anywhere to send to."""
+        with self._start_lock:
+            if self.enabled and self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending (what waits is dropped, as it always was at exit); wait up to ``timeout``
+        for a notification being delivered."""
+        with self._start_lock:  # a thread being started by an event finishes starting first; none after
+            self._stop.set()
+        if self._thread is not None:
+            try:
+                self._queue.put_nowait(None)  # wakes it
+            except queue.Full:
+                pass  # it wakes within a second anyway
+            self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
-                kind, title, body, notify_type = self._queue.get(timeout=self._next_flush())
+                item = self._queue.get(timeout=self._next_flush())
             except queue.Empty:
                 self._flush_due()
                 continue
+            if item is None:  # stop's wake-up
+                continue
+            kind, title, body, notify_type = item
             now = time.monotonic()
             if now - self._last_sent.get(kind, -1e9) >= self.coalesce and not self._held.get(kind):
                 self._last_sent[kind] = now

@@ -264,9 +264,12 @@ class Readiness:
             self._thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the checks; wait up to ``timeout`` for one under way."""
         self._stop.set()
         self.reads.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def refresh(self) -> list[Check]:
         results = run_checks(self.config, self.clients, self.journal, self.reads)

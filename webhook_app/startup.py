@@ -1,0 +1,96 @@
+"""What a start says and how it stops: the check before gunicorn binds (``preflight``), the one way a
+bad configuration ends a start or a command (``refuse``), and the start-up log (``announce``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
+
+from webhook_app.config import Config, ConfigError
+from webhook_app.logs import scrub_secrets, scrubber
+from webhook_app.wiring import open_configured_journal
+
+OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' margin-balance endpoint
+
+
+def preflight(environ=None) -> Config:
+    """Check the whole configuration before gunicorn binds its port (gunicorn.conf.py), and bring
+    the journal's schema up to date. On a problem: every one on its own line on stderr, no
+    traceback, exit status 2."""
+    try:
+        config = Config.from_env(environ, generate_secret=False)  # the worker generates it, and says so
+        scrub_secrets(config.secret_values)  # before the journal opens: psycopg's pool logs its own errors
+        open_configured_journal(config).close()
+    except ConfigError as exc:
+        refuse(exc, "the service did not start")
+    return config
+
+
+def refuse(exc: ConfigError, outcome: str, status: int = 2) -> NoReturn:
+    """Every problem on its own line on stderr, a summary, exit status 2: never a traceback.
+    (gunicorn's worker exits with 3, "failed to boot", so that the master stops too.)"""
+    for variable, problem in exc.problems:
+        print(f"configuration error: {variable}: {scrubber.scrub(problem)}", file=sys.stderr, flush=True)
+    print(f"{outcome}: fix the {len(exc.problems)} setting(s) above", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
+
+
+def journal_description(url: str) -> str:
+    """Which journal, for the start-up log: the SQLite file, or PostgreSQL's host and database;
+    never a password (nor the user, nor the URL's options)."""
+    if url.startswith("sqlite:///"):
+        return f"SQLite at {os.path.abspath(url[len('sqlite:///') :])}"
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        return "PostgreSQL (unparseable URL)"
+    database = unquote(parts.path.lstrip("/")) or "(the user's default)"
+    return f"PostgreSQL, database {database} on {where}"
+
+
+def announce(config: Config, log: logging.Logger) -> None:
+    if config.dry_run:
+        reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
+        log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
+        if len(config.accounts) > 1:
+            log.info("accounts (OKX_ACCOUNTS): %s, each in dry-run", ", ".join(a.name for a in config.accounts))
+    else:
+        several = len(config.accounts) > 1
+        for account in config.accounts:
+            log.info(
+                "live: %sforwarding to %s%s, at most %d requests per %g s",
+                f"account {account.name}: " if several else "",
+                account.base_url,
+                " (demo trading)" if account.demo else "",
+                account.rate_limit,
+                config.okx_rate_window,
+            )
+    for account in config.accounts:
+        if account.rate_limit / config.okx_rate_window > OKX_LIMIT / OKX_WINDOW:
+            log.warning(
+                "%s=%d (per %g s) is above OKX's documented limit of %d requests per %g s per account: "
+                "OKX refuses the excess with 50011 and those alerts wait and are sent again, later",
+                account.variable("rate_limit"),
+                account.rate_limit,
+                config.okx_rate_window,
+                OKX_LIMIT,
+                OKX_WINDOW,
+            )
+    log.info("journal: %s", journal_description(config.database_url))
+    if config.admin_token:
+        log.info("operator page: on at /admin (ADMIN_TOKEN is set)")
+    else:
+        log.info("operator page: off (ADMIN_TOKEN is not set; set it to turn the page on)")
+    if config.webhook_secret_source == "generated":
+        # Printed, not logged: the log scrubber would (rightly) hide it. Dry-run only.
+        print(
+            f"Generated a webhook secret for this dry run (kept in {config.webhook_secret_file}): "
+            f'{config.webhook_secret}\nPut it in your alert message as "secret".',
+            flush=True,
+        )
+    elif config.webhook_secret_source == "stored":
+        log.info("using the dry-run webhook secret generated earlier (%s)", config.webhook_secret_file)

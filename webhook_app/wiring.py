@@ -1,0 +1,185 @@
+"""The service's parts, built from a ``Config``: one small function per part, called by
+``build_services`` in the order they depend on each other. Nothing starts here: ``Services.start``."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Callable, Mapping
+
+from webhook_app.clock import SYSTEM_CLOCK, Clock
+from webhook_app.config import Config, ConfigError, OkxAccount
+from webhook_app.intake.pipeline import Intake
+from webhook_app.intake.protection import Protection
+from webhook_app.intake.refusals import RefusalLog
+from webhook_app.journal import Journal, JournalUnavailable, open_journal
+from webhook_app.logs import scrubber
+from webhook_app.okx.client import OkxClient
+from webhook_app.surfaces.context import Services
+from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
+from webhook_app.workers.delivery import Delivery, Lane
+from webhook_app.workers.investigation import Investigator
+from webhook_app.workers.membership import Membership
+from webhook_app.workers.notify import Notifier
+from webhook_app.workers.outcomes import OutcomePolicy
+from webhook_app.workers.pacing import MemoryPacer
+from webhook_app.workers.readiness import BotReads, Readiness
+
+
+def build_services(
+    config: Config, clock: Callable[[], float] | None = None, local_clock: Clock = SYSTEM_CLOCK
+) -> Services:
+    """Every part of the service, wired, none started. ``clock``: when alerts are received (None:
+    the journal's); ``local_clock``: this host's elapsed time (see ``create_app``)."""
+    journal = open_configured_journal(config)
+    if config.webhook_secret_source == "database":
+        config = _secret_from_journal(config, journal)
+        scrubber.add(config.secret_values)
+    notifier = _notifier(config)
+    membership = Membership(journal, clock=local_clock)
+    clients = {account.name: _client(config, account) for account in config.accounts}
+    bots = _bot_watches(config, clients, journal, membership, local_clock)
+    investigator = _investigator(config, journal, bots, notifier, local_clock) if bots else None
+    delivery = _delivery(config, journal, clients, bots, membership, investigator, notifier, local_clock)
+    protection = Protection(config, lockout_store=journal.lockout_store())
+    return Services(
+        config=config,
+        journal=journal,
+        delivery=delivery,
+        protection=protection,
+        readiness=_readiness(config, clients, journal, bots, membership, notifier, local_clock),
+        notifier=notifier,
+        refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
+        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None, notifier=notifier),
+        bots=bots or None,
+        investigator=investigator,
+    )
+
+
+def open_configured_journal(config: Config) -> Journal:
+    """The journal at DATABASE_URL; unreachable, it is a problem with that setting."""
+    try:
+        return open_journal(config.database_url)
+    except JournalUnavailable as exc:
+        raise ConfigError("DATABASE_URL", str(exc)) from None
+
+
+def _secret_from_journal(config: Config, journal: Journal) -> Config:
+    """Dry-run on PostgreSQL: the generated secret lives in the database, so it survives a
+    wiped disk and every instance accepts the same one."""
+    made = secrets.token_urlsafe(24)
+    value = journal.stored_secret("webhook_secret", lambda: made)
+    return dataclasses.replace(
+        config,
+        webhook_secret=value,
+        webhook_secret_source="generated" if value == made else "stored",
+        webhook_secret_file="the database (table settings)",
+    )
+
+
+def _notifier(config: Config) -> Notifier:
+    return Notifier(config.notify_urls, config.notify_on, scrub=scrubber.scrub, show_account=len(config.accounts) > 1)
+
+
+def _client(config: Config, account: OkxAccount) -> OkxClient:
+    return OkxClient(
+        account.base_url,
+        account.api_key,
+        account.api_secret,
+        account.passphrase,
+        demo=account.demo,
+        dry_run=config.dry_run,
+        connect_timeout=config.okx_connect_timeout,
+        read_timeout=config.okx_read_timeout,
+        pool_size=min(max(account.rate_limit, 4), 32),
+        settings_prefix=account.variable("api_key").removesuffix("API_KEY"),
+    )
+
+
+def _bot_watches(
+    config: Config, clients: Mapping[str, OkxClient], journal: Journal, membership: Membership, clock: Clock
+) -> BotWatches:
+    """Each account's bots as OKX reports them; none in dry-run."""
+    bots = BotWatches()
+    if config.dry_run:
+        return bots
+    for account in config.accounts:
+        bots[account.name] = BotWatch(
+            clients[account.name],
+            instance=membership.instance,
+            known_ids=lambda account=account: _known_bots(account, journal),
+            refresh_every=config.bot_refresh,
+            max_age=config.bot_state_max_age,
+            read_timeout=min(2.0, config.okx_read_timeout),
+            # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
+            pacer_for=lambda path, key=account.api_key: journal.pacer(key + path, READS_PER_WINDOW, READ_WINDOW),
+            clock=clock,
+        )
+    return bots
+
+
+def _known_bots(account: OkxAccount, journal: Journal) -> list[str]:
+    """An account's bots to show and watch: its allowlist's, then those of its latest alerts."""
+    try:
+        recent = [record.algo_id for record in journal.recent(limit=200, account=account.name)]
+    except JournalUnavailable:
+        recent = []
+    return list(dict.fromkeys([*sorted(account.algo_ids), *recent]))
+
+
+def _lane(config: Config, account: OkxAccount, client: OkxClient, watch: BotWatch | None, journal, clock) -> Lane:
+    """An account's way to OKX: its client, its rate budget (None in dry-run) and its bots' reads."""
+    if watch is None:
+        return Lane(client, None, None, None)
+    # One budget per account (OKX counts per User ID): shared through the journal where instances share it.
+    limit, window = account.rate_limit, config.okx_rate_window
+    pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window, clock=clock)
+    return Lane(client, pacer, watch.snapshot_now, watch.details_pacer)
+
+
+def _investigator(config: Config, journal: Journal, bots: BotWatches, notifier: Notifier, clock: Clock):
+    return Investigator(
+        journal,
+        bots,
+        settle=config.unknown_settle,
+        recheck_after=config.unknown_recheck,
+        auto=config.resolve_unknown == "auto",
+        on_done=notifier.alert_finished,
+        on_withdrawn=notifier.proposal_withdrawn,
+        clock=clock,
+    )
+
+
+def _delivery(config, journal, clients, bots, membership, investigator, notifier, clock) -> Delivery:
+    def finished(record):  # an unknown one is told once OKX's records have been read, with the proposal
+        if investigator is not None and record.state == "unknown":
+            investigator.submit(record)
+        else:
+            notifier.alert_finished(record)
+
+    def sync_clocks() -> float:  # OKX said 50102: every account's client reads OKX's time again
+        return [client.sync_clock() for client in clients.values()][0]
+
+    lanes = {
+        account.name: _lane(config, account, clients[account.name], bots.get(account.name), journal, clock)
+        for account in config.accounts
+    }
+    return Delivery(
+        journal,
+        lanes,
+        OutcomePolicy(config.okx_max_attempts, sync_clock=sync_clocks),
+        membership,
+        # Never fewer senders than rate slots: a claimed alert must start at once,
+        # or a stop could find it claimed ("sending") but not sent.
+        senders=max(sum(account.rate_limit for account in config.accounts), 4),
+        retention=config.retention_days * 86400,
+        on_final=finished,
+        on_late=notifier.late_answer,
+        clock=clock,
+    )
+
+
+def _readiness(config, clients, journal, bots: BotWatches, membership, notifier, clock) -> Readiness:
+    # Readiness reads the bots on the ledger the reads before sends use (its share, never beside it).
+    reads = BotReads({name: watch.details_pacer for name, watch in bots.items()}, membership.instance, clock=clock)
+    return Readiness(config, clients, journal, on_change=notifier.readiness_changed, reads=reads)
