@@ -8,7 +8,7 @@ from webhook_app.journal import JournalInUse
 # The whole configuration is checked here, before gunicorn binds: a bad setting stops the
 # start with one line per problem and exit status 2, not a worker traceback.
 _checked = preflight()
-bind = f"0.0.0.0:{_checked.port}"
+bind = f"0.0.0.0:{_checked.web.port}"
 
 # One process: OKX's 20-requests-per-2-seconds limit is enforced by a limiter inside it,
 # and the journal's restart recovery assumes no other sender (README: scaling).

@@ -133,11 +133,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "a rate of 25 requests per 2 s",
         (
-            "webhook_app/config.py",
+            "webhook_app/config/accounts.py",
             'rate_limit=reader.whole(variable("rate_limit"), 20,',
             'rate_limit=reader.whole(variable("rate_limit"), 25,',
         ),
-        ("webhook_app/config.py", 'reader.whole("OKX_RATE_LIMIT", 20,', 'reader.whole("OKX_RATE_LIMIT", 25,'),
+        (
+            "webhook_app/config/environment.py",
+            'reader.whole("OKX_RATE_LIMIT", 20,',
+            'reader.whole("OKX_RATE_LIMIT", 25,',
+        ),
     ),
     _m(
         "two alerts of one bot claimed together",

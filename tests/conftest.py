@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 from tests.okx_stand_in import OkxStandIn
 from webhook_app import Config, create_app
 from webhook_app.clock import SYSTEM_CLOCK
+from webhook_app.config import DEFAULT_ACCOUNT, OkxAccount
 
 WEBHOOK_SECRET = "tv-secret-0123456789-abcdef"
 ADMIN_TOKEN = "admin-token-0123456789-xyz"
@@ -37,6 +39,72 @@ def make_alert(**changes):
         else:
             alert[key] = value
     return alert
+
+
+# The flat names tests give a Config's settings, each onto its section's field (None: a field of Config's own).
+FLAT_SETTINGS = {
+    "webhook_secret": ("webhook", "secret"),
+    "webhook_secret_previous": ("webhook", "previous"),
+    "dry_run": ("okx", "dry_run"),
+    "okx_rate_window": ("okx", "rate_window"),
+    "okx_connect_timeout": ("okx", "connect_timeout"),
+    "okx_read_timeout": ("okx", "read_timeout"),
+    "okx_accounts": ("okx", "accounts"),
+    "database_url": (None, "database_url"),
+    "admin_token": (None, "admin_token"),
+    "reply_deadline": ("delivery", "reply_deadline"),
+    "okx_max_attempts": ("delivery", "max_attempts"),
+    "max_lag": ("delivery", "max_lag"),
+    "retention_days": ("delivery", "retention_days"),
+    "max_body_bytes": ("web", "max_body_bytes"),
+    "trusted_proxy_hops": ("web", "trusted_proxy_hops"),
+    "dedup_window": ("protection", "dedup_window"),
+    "id_window": ("protection", "id_window"),
+    "require_timestamp": ("protection", "require_timestamp"),
+    "allowed_sources": ("protection", "allowed_sources"),
+    "allowed_algo_ids": ("protection", "allowed_algo_ids"),
+    "max_amount": ("protection", "max_amount"),
+    "max_amount_per_day": ("protection", "max_amount_per_day"),
+    "lockout_threshold": ("protection", "lockout_threshold"),
+    "lockout_window": ("protection", "lockout_window"),
+    "lockout_seconds": ("protection", "lockout_seconds"),
+    "refused_per_minute": ("refusals", "per_minute"),
+    "refused_retention_days": ("refusals", "retention_days"),
+    "resolve_unknown": ("unknowns", "resolve"),
+    "unknown_settle": ("unknowns", "settle"),
+    "unknown_recheck": ("unknowns", "recheck"),
+    "bot_refresh": ("unknowns", "bot_refresh"),
+    "bot_state_max_age": ("unknowns", "bot_max_age"),
+    "notify_urls": ("notify", "urls"),
+    "notify_on": ("notify", "events"),
+}
+# ...and those of the one default account (without okx_accounts); its bots are allowed_algo_ids.
+DEFAULT_ACCOUNT_SETTINGS = {
+    "okx_api_key": "api_key",
+    "okx_api_secret": "api_secret",
+    "okx_api_passphrase": "passphrase",
+    "okx_base_url": "base_url",
+    "okx_demo": "demo",
+    "okx_rate_limit": "rate_limit",
+    "allowed_algo_ids": "algo_ids",
+}
+
+
+def make_config(**flat) -> Config:
+    """A Config from flat settings (``max_amount=…``, ``okx_rate_limit=…``), each put in its section."""
+    account = {DEFAULT_ACCOUNT_SETTINGS[name]: flat[name] for name in DEFAULT_ACCOUNT_SETTINGS if name in flat}
+    if "okx_accounts" not in flat:
+        flat["okx_accounts"] = (OkxAccount(DEFAULT_ACCOUNT, **account),)
+    sections, defaults = {}, Config()
+    for name, value in flat.items():
+        if name in DEFAULT_ACCOUNT_SETTINGS and name not in FLAT_SETTINGS:
+            continue
+        section, field = FLAT_SETTINGS[name]
+        if section is None:
+            sections[field] = value
+        else:
+            sections[section] = dataclasses.replace(sections.get(section, getattr(defaults, section)), **{field: value})
+    return Config(**sections)
 
 
 class MovableClock:
@@ -118,7 +186,8 @@ def okx():
 
 @pytest.fixture
 def make_app(tmp_path, okx):
-    """Build an app wired to the stand-in OKX; keyword arguments override Config fields. ``local_clock``:
+    """Build an app wired to the stand-in OKX; keyword arguments override settings (``make_config``'s flat
+    names). ``local_clock``:
     the app's elapsed time (a ``ManualClock`` the test moves, e.g. to the investigator's second read)."""
     apps = []
 
@@ -136,7 +205,7 @@ def make_app(tmp_path, okx):
             okx_connect_timeout=0.5,
         )
         settings.update(overrides)
-        app = create_app(Config(**settings), clock=clock, local_clock=local_clock)
+        app = create_app(make_config(**settings), clock=clock, local_clock=local_clock)
         apps.append(app)
         return app
 

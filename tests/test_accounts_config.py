@@ -69,8 +69,8 @@ def problems_of(environ) -> ConfigError:
 
 def test_two_accounts_each_with_its_key_site_and_bots(tmp_path):
     config = Config.from_env(accounts_env(tmp_path))
-    assert [account.name for account in config.accounts] == ["main", "hedge"]
-    main, hedge = config.account("main"), config.account("hedge")
+    assert [account.name for account in config.okx.accounts] == ["main", "hedge"]
+    main, hedge = config.okx.account("main"), config.okx.account("hedge")
     assert main == OkxAccount(
         "main",
         MAIN["OKX_MAIN_API_KEY"],
@@ -87,14 +87,11 @@ def test_two_accounts_each_with_its_key_site_and_bots(tmp_path):
         HEDGE["OKX_HEDGE_API_PASSPHRASE"],
     )
     assert hedge.base_url == "https://eea.okx.com" and hedge.algo_ids == {HEDGE_BOT, OTHER_HEDGE_BOT}
-    assert config.account("default") is None and config.account("hdge") is None
-    assert config.has_okx_credentials and not config.dry_run
-    # The single-account fields hold the first account's values: "the" base URL still has one answer.
-    assert (config.okx_api_key, config.okx_base_url, config.okx_rate_limit) == (
-        MAIN["OKX_MAIN_API_KEY"],
-        "https://www.okx.com",
-        20,
-    )
+    assert config.okx.account("default") is None and config.okx.account("hdge") is None
+    assert config.okx.has_credentials and not config.okx.dry_run
+    # The accounts are the only holders of credentials: "the" base URL is the first account's.
+    first = config.okx.accounts[0]
+    assert (first.api_key, first.base_url, first.rate_limit) == (MAIN["OKX_MAIN_API_KEY"], "https://www.okx.com", 20)
 
 
 def test_three_accounts_each_with_its_own_base_url_demo_rate_limit_and_bots(tmp_path):
@@ -108,38 +105,38 @@ def test_three_accounts_each_with_its_own_base_url_demo_rate_limit_and_bots(tmp_
     }
     environ = accounts_env(tmp_path, OKX_ACCOUNTS="main, hedge, demo", OKX_HEDGE_RATE_LIMIT="10", **demo)
     config = Config.from_env(environ)
-    settings = {a.name: (a.base_url, a.demo, a.rate_limit, a.algo_ids) for a in config.accounts}
+    settings = {a.name: (a.base_url, a.demo, a.rate_limit, a.algo_ids) for a in config.okx.accounts}
     assert settings == {
         "main": ("https://www.okx.com", False, 20, {MAIN_BOT}),
         "hedge": ("https://eea.okx.com", False, 10, {HEDGE_BOT, OTHER_HEDGE_BOT}),
         "demo": ("https://www.okx.com", True, 5, {"700000000000000003"}),
     }
-    assert config.account("demo").passphrase == "demo-pass-01"
+    assert config.okx.account("demo").passphrase == "demo-pass-01"
 
 
 def test_without_any_credentials_every_account_is_in_dry_run(tmp_path):
     config = Config.from_env(accounts_env(tmp_path, **without_credentials()))
-    assert config.dry_run and not config.has_okx_credentials
-    assert [(a.name, a.has_credentials) for a in config.accounts] == [("main", False), ("hedge", False)]
-    assert config.account("hedge").algo_ids == {HEDGE_BOT, OTHER_HEDGE_BOT}  # routing works in dry-run too
+    assert config.okx.dry_run and not config.okx.has_credentials
+    assert [(a.name, a.has_credentials) for a in config.okx.accounts] == [("main", False), ("hedge", False)]
+    assert config.okx.account("hedge").algo_ids == {HEDGE_BOT, OTHER_HEDGE_BOT}  # routing works in dry-run too
 
 
 def test_dry_run_1_keeps_every_account_from_sending(tmp_path):
     config = Config.from_env(accounts_env(tmp_path, DRY_RUN="1"))
-    assert config.dry_run and config.has_okx_credentials
+    assert config.okx.dry_run and config.okx.has_credentials
 
 
 def test_routing_data_and_the_allowlist_as_the_union_of_every_accounts_bots(tmp_path):
     config = Config.from_env(accounts_env(tmp_path, ALLOWED_ALGO_IDS="123"))
-    assert config.account("hedge").algo_ids == {HEDGE_BOT, OTHER_HEDGE_BOT}
-    assert config.account("main").algo_ids == {MAIN_BOT}
-    assert config.allowed_algo_ids == {MAIN_BOT, HEDGE_BOT, OTHER_HEDGE_BOT, "123"}
+    assert config.okx.account("hedge").algo_ids == {HEDGE_BOT, OTHER_HEDGE_BOT}
+    assert config.okx.account("main").algo_ids == {MAIN_BOT}
+    assert config.protection.allowed_algo_ids == {MAIN_BOT, HEDGE_BOT, OTHER_HEDGE_BOT, "123"}
 
 
 def test_no_account_listing_bots_leaves_the_allowlist_open(tmp_path):
     config = Config.from_env(accounts_env(tmp_path, OKX_MAIN_ALGO_IDS=DELETE, OKX_HEDGE_ALGO_IDS=DELETE))
-    assert config.allowed_algo_ids == frozenset()  # empty: any bot
-    assert all(account.algo_ids == frozenset() for account in config.accounts)
+    assert config.protection.allowed_algo_ids == frozenset()  # empty: any bot
+    assert all(account.algo_ids == frozenset() for account in config.okx.accounts)
 
 
 def test_every_accounts_secret_and_passphrase_is_scrubbed_and_never_shown(tmp_path):
@@ -148,7 +145,7 @@ def test_every_accounts_secret_and_passphrase_is_scrubbed_and_never_shown(tmp_pa
         value = {**MAIN, **HEDGE}[name]
         assert value in config.secret_values, name  # the log scrubber's list
         assert value not in repr(config), name
-        assert all(value not in repr(account) for account in config.accounts), name
+        assert all(value not in repr(account) for account in config.okx.accounts), name
     assert "accounts=['main', 'hedge']" in repr(config)
 
 
@@ -165,13 +162,12 @@ def test_the_single_account_variables_are_the_account_named_default(tmp_path):
         "ALLOWED_ALGO_IDS": MAIN_BOT,
     }
     config = Config.from_env(environ)
-    assert config.okx_accounts == ()
-    assert config.accounts == (
+    assert config.okx.accounts == (
         OkxAccount("default", "k" * 20, "s" * 32, "p" * 12, "https://us.okx.com", True, 7, frozenset({MAIN_BOT})),
     )
-    assert config.account("default") == config.accounts[0]
-    assert not config.dry_run and config.allowed_algo_ids == {MAIN_BOT}
-    assert Config.from_env({**environ, "OKX_API_KEY": "", "OKX_API_SECRET": "", "OKX_API_PASSPHRASE": ""}).dry_run
+    assert config.okx.account("default") == config.okx.accounts[0]
+    assert not config.okx.dry_run and config.protection.allowed_algo_ids == {MAIN_BOT}
+    assert Config.from_env({**environ, "OKX_API_KEY": "", "OKX_API_SECRET": "", "OKX_API_PASSPHRASE": ""}).okx.dry_run
 
 
 @pytest.mark.parametrize(
@@ -293,6 +289,11 @@ def test_a_bad_environment_names_each_variable_once_and_no_value(tmp_path, chang
     for value in changes.values():  # what was written into a variable is not echoed either
         if value is not DELETE and value not in ("0", "1", "20", "https://www.okx.com"):
             assert value not in str(error).replace(f"bot {HEDGE_BOT}", "")
+
+
+def test_an_accounts_list_without_one_valid_name_is_named_never_read_as_the_default_account(tmp_path):
+    error = problems_of({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", "OKX_ACCOUNTS": "Main,default"})
+    assert error.variables == ["OKX_ACCOUNTS", "OKX_ACCOUNTS"], str(error)
 
 
 def test_more_than_ten_accounts_are_refused(tmp_path):

@@ -1,5 +1,5 @@
 """The one-click deploy files (app.json for Heroku's button, render.yaml for a Render blueprint)
-against what the app reads: every variable webhook_app/config.py reads is described, none is
+against what the app reads: every variable webhook_app/config/ reads is described, none is
 unknown, and the values they set start the app as intended."""
 
 import json
@@ -14,7 +14,7 @@ import yaml
 from webhook_app.config import ACCOUNT_VARIABLE_SUFFIXES, Config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_SOURCE = (REPO / "webhook_app" / "config.py").read_text()
+CONFIG_SOURCE = "\n".join(path.read_text() for path in sorted((REPO / "webhook_app" / "config").glob("*.py")))
 
 # Set by the platform or an add-on, never by the person deploying.
 PLATFORM_SET = {"PORT", "DYNO", "DATABASE_URL"}
@@ -22,8 +22,8 @@ GENERATED = {"WEBHOOK_SECRET", "ADMIN_TOKEN"}
 
 
 def read_names() -> set[str]:
-    """Every variable name config.py reads: ``reader.<kind>("NAME"`` and ``env.get("NAME"``."""
-    return set(re.findall(r"\b(?:reader\.[a-z_]+|env\.get)\(\s*\"([A-Z][A-Z0-9_]*)\"", CONFIG_SOURCE))
+    """Every variable name config/ reads: ``reader.<kind>("NAME"``."""
+    return set(re.findall(r"\breader\.[a-z_]+\(\s*\"([A-Z][A-Z0-9_]*)\"", CONFIG_SOURCE))
 
 
 def procfile() -> dict[str, str]:
@@ -48,7 +48,7 @@ def render_web(render) -> dict:
 
 
 def test_the_names_read_are_found_exactly():
-    """The regex finds what config.py reads: a spot check against names it must and must not find."""
+    """The regex finds what config/ reads: a spot check against names it must and must not find."""
     names = read_names()
     assert {"WEBHOOK_SECRET", "ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"} <= names
     assert {"OKX_BASE_URL", "OKX_DEMO", "DATABASE_URL", "PORT", "DYNO", "TRUSTED_PROXY_HOPS", "NOTIFY_URLS"} <= names
@@ -69,7 +69,7 @@ def test_app_json_describes_every_variable_the_app_reads(app_json):
 
 def test_app_json_describes_each_accounts_variables_under_okx_accounts(app_json):
     """OKX_<NAME>_* names depend on OKX_ACCOUNTS' value, so app.json cannot list them: the
-    description of OKX_ACCOUNTS names every one config.py reads for an account."""
+    description of OKX_ACCOUNTS names every one config/ reads for an account."""
     description = app_json["env"]["OKX_ACCOUNTS"]["description"]
     for suffix in ACCOUNT_VARIABLE_SUFFIXES.values():
         assert f"OKX_<NAME>_{suffix}" in description, suffix
@@ -104,8 +104,8 @@ def test_app_json_values_start_the_app_as_heroku_would(app_json, tmp_path):
     environ |= {"DATABASE_URL": "postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1", "PORT": "31337"}
     environ["DYNO"] = "web.1"
     config = Config.from_env(environ, instance_path=tmp_path)
-    assert config.dry_run and config.trusted_proxy_hops == 1 and config.platform == "Heroku"
-    assert config.webhook_secret == environ["WEBHOOK_SECRET"] and config.admin_token == environ["ADMIN_TOKEN"]
+    assert config.okx.dry_run and config.web.trusted_proxy_hops == 1 and config.web.platform == "Heroku"
+    assert config.webhook.secret == environ["WEBHOOK_SECRET"] and config.admin_token == environ["ADMIN_TOKEN"]
 
 
 def test_render_yaml_names_only_variables_the_app_reads(render_web, render):

@@ -15,17 +15,17 @@ def env(tmp_path, **values):
 
 def test_empty_environment_starts_in_dry_run_with_a_generated_secret(tmp_path, capsys):
     config = Config.from_env(env(tmp_path))
-    assert config.dry_run and not config.has_okx_credentials
-    assert config.webhook_secret_source == "generated" and len(config.webhook_secret) >= 16
+    assert config.okx.dry_run and not config.okx.has_credentials
+    assert config.webhook.source == "generated" and len(config.webhook.secret) >= 16
     app = create_app(config)
     printed = capsys.readouterr().out
-    assert config.webhook_secret in printed  # printed once, for the new user, naming the file that keeps it
+    assert config.webhook.secret in printed  # printed once, for the new user, naming the file that keeps it
     assert f"kept in {tmp_path}/instance/webhook_secret)" in printed
     # the same secret on the next start (kept in the instance folder), and not printed again
     again = Config.from_env(env(tmp_path))
-    assert again.webhook_secret == config.webhook_secret and again.webhook_secret_source == "stored"
+    assert again.webhook.secret == config.webhook.secret and again.webhook.source == "stored"
     create_app(again)
-    assert config.webhook_secret not in capsys.readouterr().out
+    assert config.webhook.secret not in capsys.readouterr().out
     app.extensions["webhook"].journal.close()
 
 
@@ -36,14 +36,15 @@ def test_configured_secret_is_never_printed(tmp_path, capsys, caplog):
 
 
 def test_credentials_make_it_live_and_dry_run_forces_dry_run(tmp_path):
-    assert Config.from_env(env(tmp_path, **CREDS, **SECRET)).dry_run is False
-    assert Config.from_env(env(tmp_path, **CREDS, **SECRET, DRY_RUN="1")).dry_run is True
+    assert Config.from_env(env(tmp_path, **CREDS, **SECRET)).okx.dry_run is False
+    assert Config.from_env(env(tmp_path, **CREDS, **SECRET, DRY_RUN="1")).okx.dry_run is True
 
 
 def test_defaults(tmp_path):
     config = Config.from_env(env(tmp_path, **CREDS, **SECRET))
-    assert config.okx_base_url == "https://www.okx.com"
-    assert config.okx_demo is False and config.okx_rate_limit == 20 and config.reply_deadline == 2.5
+    (account,) = config.okx.accounts
+    assert account.base_url == "https://www.okx.com"
+    assert account.demo is False and account.rate_limit == 20 and config.delivery.reply_deadline == 2.5
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,7 @@ def test_defaults(tmp_path):
         ({"OKX_BASE_URL": "http://www.okx.com", **SECRET}, "OKX_BASE_URL"),
         ({"OKX_BASE_URL": "www.okx.com", **SECRET}, "OKX_BASE_URL"),
         ({"OKX_BASE_URL": "https://www.okx.com/api/v5", **SECRET}, "OKX_BASE_URL"),
+        ({"OKX_BASE_URL": "https://[::1", **SECRET}, "OKX_BASE_URL"),  # urlsplit raises: named, no traceback
         ({"OKX_DEMO": "maybe", **SECRET}, "OKX_DEMO"),
         ({"OKX_DEMO": "[]", **SECRET}, "OKX_DEMO"),
         ({"DRY_RUN": "2", **SECRET}, "DRY_RUN"),
@@ -109,7 +111,7 @@ def test_bad_setting_fails_naming_the_variable_and_not_its_value(tmp_path, value
 
 def test_regional_and_loopback_base_urls_are_accepted(tmp_path):
     for url in ("https://eea.okx.com", "https://us.okx.com/", "http://127.0.0.1:8080"):
-        assert Config.from_env(env(tmp_path, OKX_BASE_URL=url, **SECRET)).okx_base_url == url.rstrip("/")
+        assert Config.from_env(env(tmp_path, OKX_BASE_URL=url, **SECRET)).okx.accounts[0].base_url == url.rstrip("/")
 
 
 def test_unusable_journal_path_fails_at_startup_naming_database_url(tmp_path):
@@ -141,9 +143,9 @@ def test_protection_settings_are_parsed(tmp_path):
             WEBHOOK_SECRET_PREVIOUS="p" * 20,
         )
     )
-    assert len(config.allowed_sources) == 5 and config.trusted_proxy_hops == 1
-    assert config.allowed_algo_ids == {"1", "22"} and str(config.max_amount) == "250.5"
-    assert config.require_timestamp and [n for n, _ in config.accepted_secrets] == [
+    assert len(config.protection.allowed_sources) == 5 and config.web.trusted_proxy_hops == 1
+    assert config.protection.allowed_algo_ids == {"1", "22"} and str(config.protection.max_amount) == "250.5"
+    assert config.protection.require_timestamp and [n for n, _ in config.webhook.accepted] == [
         "WEBHOOK_SECRET",
         "WEBHOOK_SECRET_PREVIOUS",
     ]
@@ -177,7 +179,7 @@ def test_every_bad_setting_is_named_at_once_one_line_each(tmp_path):
 
 def test_a_pre_start_check_never_creates_the_dry_run_secret(tmp_path):
     config = Config.from_env(env(tmp_path), generate_secret=False)
-    assert config.dry_run and not (tmp_path / "instance" / "webhook_secret").exists()
+    assert config.okx.dry_run and not (tmp_path / "instance" / "webhook_secret").exists()
 
 
 @pytest.mark.parametrize(
@@ -191,7 +193,7 @@ def test_a_pre_start_check_never_creates_the_dry_run_secret(tmp_path):
 )
 def test_on_heroku_the_router_hop_is_trusted_by_default(tmp_path, values, hops, platform):
     config = Config.from_env(env(tmp_path, **SECRET, **values))
-    assert (config.trusted_proxy_hops, config.platform) == (hops, platform)
+    assert (config.web.trusted_proxy_hops, config.web.platform) == (hops, platform)
 
 
 @pytest.mark.parametrize(
@@ -212,17 +214,17 @@ def test_postgres_urls_are_accepted_and_their_password_is_a_secret(tmp_path, url
 
 def test_dry_run_on_postgres_keeps_its_generated_secret_in_the_database(tmp_path):
     config = Config.from_env({"DATABASE_URL": "postgres://u:p@db.example.com/d1"})
-    assert config.webhook_secret_source == "database" and config.webhook_secret == ""
+    assert config.webhook.source == "database" and config.webhook.secret == ""
     assert not (tmp_path / "instance").exists()
 
 
 def test_notify_urls_are_read_as_secrets_and_notify_on_has_a_default(tmp_path):
     urls = "tgram://123456789:AAHtoken-hunter2/987654321, discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js"
     config = Config.from_env(env(tmp_path, **SECRET, NOTIFY_URLS=urls, NOTIFY_ON="failed ok"))
-    assert len(config.notify_urls) == 2 and config.notify_on == {"failed", "ok"}
-    assert all(url in config.secret_values for url in config.notify_urls)  # tokens: scrubbed from every log line
+    assert len(config.notify.urls) == 2 and config.notify.events == {"failed", "ok"}
+    assert all(url in config.secret_values for url in config.notify.urls)  # tokens: scrubbed from every log line
     assert "hunter2" not in repr(config)
-    assert Config.from_env(env(tmp_path, **SECRET)).notify_on == {
+    assert Config.from_env(env(tmp_path, **SECRET)).notify.events == {
         "failed",
         "unknown",
         "rejected",
@@ -268,7 +270,7 @@ def test_the_stand_in_credentials_and_real_shaped_ones_pass(tmp_path, okx):
     }
     stand_in = {"OKX_API_KEY": okx.api_key, "OKX_API_SECRET": okx.secret_key, "OKX_API_PASSPHRASE": okx.passphrase}
     for creds in (real_shaped, stand_in, CREDS):
-        assert Config.from_env(env(tmp_path, **creds, **SECRET)).has_okx_credentials
+        assert Config.from_env(env(tmp_path, **creds, **SECRET)).okx.has_credentials
 
 
 def test_a_refused_configuration_writes_no_dry_run_secret(tmp_path):

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import WEBHOOK_SECRET, make_config
 from tests.service_process import ServiceProcess
-from webhook_app.config import Config, redacted_url
+from webhook_app.config import redacted_url
 
 UNREACHABLE = "127.0.0.1:1"  # nothing listens there: the pool logs its connection errors itself
 
@@ -66,6 +66,6 @@ def test_redacted_url_hides_the_password_wherever_it_is(url, shown):
 
 def test_every_form_of_the_database_password_is_a_secret_to_scrub():
     for url, password in PASSWORD_FORMS.values():
-        secrets = Config(webhook_secret=WEBHOOK_SECRET, database_url=url).secret_values
+        secrets = make_config(webhook_secret=WEBHOOK_SECRET, database_url=url).secret_values
         decoded = password.replace("%40", "@")
         assert {password, decoded, decoded.replace("@", "%40")} <= set(secrets), url

@@ -100,7 +100,7 @@ def test_a_refused_request_leaves_in_the_receipt_what_was_read_before(make_app, 
 def test_a_source_not_allowed_is_refused_before_its_body_is_read(make_app, okx):
     networks = Config.from_env(
         {"WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_SOURCES": "tradingview", "DATABASE_URL": "sqlite:///:memory:"}
-    ).allowed_sources
+    ).protection.allowed_sources
     intake = intake_of(make_app(allowed_sources=networks))
 
     def read_body() -> bytes:

@@ -28,7 +28,7 @@ def test_tradingview_in_either_form_is_never_locked_out_and_passes_the_allowlist
     hops = 1 if via == "x-forwarded-for" else 0
     sources = Config.from_env(
         {"WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_SOURCES": "tradingview", "DATABASE_URL": "sqlite:///:memory:"}
-    ).allowed_sources
+    ).protection.allowed_sources
     client = make_app(lockout_threshold=3, trusted_proxy_hops=hops, allowed_sources=sources).test_client()
     sender = written(address, form)
     if via == "peer":
@@ -62,7 +62,7 @@ def test_one_address_in_two_forms_shares_one_lockout(make_app, okx):
 def test_an_allowlist_entry_matches_the_address_in_either_form(make_app, okx, allowed, peer):
     sources = Config.from_env(
         {"WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_SOURCES": allowed, "DATABASE_URL": "sqlite:///:memory:"}
-    ).allowed_sources
+    ).protection.allowed_sources
     client = make_app(allowed_sources=sources).test_client()
     assert client.post("/webhook", json=make_alert(), environ_base={"REMOTE_ADDR": peer}).status_code == 200
     stranger = client.post("/webhook", json=make_alert(amount="2"), environ_base={"REMOTE_ADDR": STRANGER})

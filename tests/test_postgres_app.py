@@ -47,7 +47,7 @@ def test_not_executed_is_retried_through_the_journals_queue(make_app, okx, pg_ur
 def test_lockout_and_dry_run_secret_live_in_the_database(make_app, okx, pg_url, capsys):
     first = create_app(Config.from_env({"DATABASE_URL": pg_url, "LOCKOUT_THRESHOLD": "2"}))
     printed = capsys.readouterr().out
-    secret = first.extensions["webhook"].config.webhook_secret
+    secret = first.extensions["webhook"].config.webhook.secret
     assert secret in printed and "the database" in printed
     client = first.test_client()
     for _ in range(2):
@@ -56,7 +56,7 @@ def test_lockout_and_dry_run_secret_live_in_the_database(make_app, okx, pg_url, 
         )
     # A new instance, on a fresh disk: the same secret, and the address still locked out.
     second = create_app(Config.from_env({"DATABASE_URL": pg_url, "LOCKOUT_THRESHOLD": "2"}))
-    assert second.extensions["webhook"].config.webhook_secret == secret
+    assert second.extensions["webhook"].config.webhook.secret == secret
     assert secret not in capsys.readouterr().out  # printed once, by the instance that made it
     other = second.test_client()
     locked = other.post("/webhook", json=make_alert(secret=secret), environ_base={"REMOTE_ADDR": "203.0.113.5"})

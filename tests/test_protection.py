@@ -158,7 +158,7 @@ def source_app(make_app, hops, sources="tradingview"):
 
     networks = Config.from_env(
         {"WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_SOURCES": sources, "DATABASE_URL": "sqlite:///:memory:"}
-    ).allowed_sources
+    ).protection.allowed_sources
     return make_app(allowed_sources=networks, trusted_proxy_hops=hops).test_client()
 
 

@@ -3,7 +3,6 @@ configuration, the logging, the service's parts (``wiring``), the routes (``surf
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from flask import Flask
@@ -46,8 +45,8 @@ def create_app(
 def _command_config() -> Config:
     config = Config.from_env(generate_secret=False)
     scrub_secrets(config.secret_values)  # before the journal opens
-    if not config.webhook_secret:  # dry run, none made yet; no command needs one: never make it here
-        config = dataclasses.replace(config, webhook_secret_source="none")
+    if not config.webhook.secret:  # dry run, none made yet; no command needs one: never make it here
+        config = config.replace("webhook", source="none")
     return config
 
 
@@ -55,7 +54,7 @@ def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock) 
     log = configure_logging(config.secret_values)
     services = build_services(config, clock, local_clock)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = config.web.max_body_bytes
     app.json.sort_keys = False
     app.extensions["webhook"] = services
     app.register_blueprint(web.bp)

@@ -53,30 +53,30 @@ def journal_description(url: str) -> str:
 
 
 def announce(config: Config, log: logging.Logger) -> None:
-    if config.dry_run:
-        reason = "DRY_RUN=1" if config.has_okx_credentials else "no OKX credentials are set"
+    if config.okx.dry_run:
+        reason = "DRY_RUN=1" if config.okx.has_credentials else "no OKX credentials are set"
         log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
-        if len(config.accounts) > 1:
-            log.info("accounts (OKX_ACCOUNTS): %s, each in dry-run", ", ".join(a.name for a in config.accounts))
+        if len(config.okx.accounts) > 1:
+            log.info("accounts (OKX_ACCOUNTS): %s, each in dry-run", ", ".join(a.name for a in config.okx.accounts))
     else:
-        several = len(config.accounts) > 1
-        for account in config.accounts:
+        several = len(config.okx.accounts) > 1
+        for account in config.okx.accounts:
             log.info(
                 "live: %sforwarding to %s%s, at most %d requests per %g s",
                 f"account {account.name}: " if several else "",
                 account.base_url,
                 " (demo trading)" if account.demo else "",
                 account.rate_limit,
-                config.okx_rate_window,
+                config.okx.rate_window,
             )
-    for account in config.accounts:
-        if account.rate_limit / config.okx_rate_window > OKX_LIMIT / OKX_WINDOW:
+    for account in config.okx.accounts:
+        if account.rate_limit / config.okx.rate_window > OKX_LIMIT / OKX_WINDOW:
             log.warning(
                 "%s=%d (per %g s) is above OKX's documented limit of %d requests per %g s per account: "
                 "OKX refuses the excess with 50011 and those alerts wait and are sent again, later",
                 account.variable("rate_limit"),
                 account.rate_limit,
-                config.okx_rate_window,
+                config.okx.rate_window,
                 OKX_LIMIT,
                 OKX_WINDOW,
             )
@@ -85,12 +85,12 @@ def announce(config: Config, log: logging.Logger) -> None:
         log.info("operator page: on at /admin (ADMIN_TOKEN is set)")
     else:
         log.info("operator page: off (ADMIN_TOKEN is not set; set it to turn the page on)")
-    if config.webhook_secret_source == "generated":
+    if config.webhook.source == "generated":
         # Printed, not logged: the log scrubber would (rightly) hide it. Dry-run only.
         print(
-            f"Generated a webhook secret for this dry run (kept in {config.webhook_secret_file}): "
-            f'{config.webhook_secret}\nPut it in your alert message as "secret".',
+            f"Generated a webhook secret for this dry run (kept in {config.webhook.file}): "
+            f'{config.webhook.secret}\nPut it in your alert message as "secret".',
             flush=True,
         )
-    elif config.webhook_secret_source == "stored":
-        log.info("using the dry-run webhook secret generated earlier (%s)", config.webhook_secret_file)
+    elif config.webhook.source == "stored":
+        log.info("using the dry-run webhook secret generated earlier (%s)", config.webhook.file)

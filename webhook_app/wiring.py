@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 
@@ -32,12 +31,12 @@ def build_services(
     """Every part of the service, wired, none started. ``clock``: when alerts are received (None:
     the journal's); ``local_clock``: this host's elapsed time (see ``create_app``)."""
     journal = open_configured_journal(config)
-    if config.webhook_secret_source == "database":
+    if config.webhook.source == "database":
         config = _secret_from_journal(config, journal)
         scrubber.add(config.secret_values)
     notifier = _notifier(config)
     membership = Membership(journal, clock=local_clock)
-    clients = {account.name: _client(config, account) for account in config.accounts}
+    clients = {account.name: _client(config, account) for account in config.okx.accounts}
     bots = _bot_watches(config, clients, journal, membership, local_clock)
     investigator = _investigator(config, journal, bots, notifier, local_clock) if bots else None
     delivery = _delivery(config, journal, clients, bots, membership, investigator, notifier, local_clock)
@@ -49,7 +48,7 @@ def build_services(
         protection=protection,
         readiness=_readiness(config, clients, journal, bots, membership, notifier, local_clock),
         notifier=notifier,
-        refusals=RefusalLog(journal, config.refused_per_minute, config.refused_retention_days),
+        refusals=RefusalLog(journal, config.refusals.per_minute, config.refusals.retention_days),
         intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None, notifier=notifier),
         bots=bots or None,
         investigator=investigator,
@@ -69,16 +68,18 @@ def _secret_from_journal(config: Config, journal: Journal) -> Config:
     wiped disk and every instance accepts the same one."""
     made = secrets.token_urlsafe(24)
     value = journal.stored_secret("webhook_secret", lambda: made)
-    return dataclasses.replace(
-        config,
-        webhook_secret=value,
-        webhook_secret_source="generated" if value == made else "stored",
-        webhook_secret_file="the database (table settings)",
+    return config.replace(
+        "webhook",
+        secret=value,
+        source="generated" if value == made else "stored",
+        file="the database (table settings)",
     )
 
 
 def _notifier(config: Config) -> Notifier:
-    return Notifier(config.notify_urls, config.notify_on, scrub=scrubber.scrub, show_account=len(config.accounts) > 1)
+    return Notifier(
+        config.notify.urls, config.notify.events, scrub=scrubber.scrub, show_account=len(config.okx.accounts) > 1
+    )
 
 
 def _client(config: Config, account: OkxAccount) -> OkxClient:
@@ -88,9 +89,9 @@ def _client(config: Config, account: OkxAccount) -> OkxClient:
         account.api_secret,
         account.passphrase,
         demo=account.demo,
-        dry_run=config.dry_run,
-        connect_timeout=config.okx_connect_timeout,
-        read_timeout=config.okx_read_timeout,
+        dry_run=config.okx.dry_run,
+        connect_timeout=config.okx.connect_timeout,
+        read_timeout=config.okx.read_timeout,
         pool_size=min(max(account.rate_limit, 4), 32),
         settings_prefix=account.variable("api_key").removesuffix("API_KEY"),
     )
@@ -101,16 +102,16 @@ def _bot_watches(
 ) -> BotWatches:
     """Each account's bots as OKX reports them; none in dry-run."""
     bots = BotWatches()
-    if config.dry_run:
+    if config.okx.dry_run:
         return bots
-    for account in config.accounts:
+    for account in config.okx.accounts:
         bots[account.name] = BotWatch(
             clients[account.name],
             instance=membership.instance,
             known_ids=lambda account=account: _known_bots(account, journal),
-            refresh_every=config.bot_refresh,
-            max_age=config.bot_state_max_age,
-            read_timeout=min(2.0, config.okx_read_timeout),
+            refresh_every=config.unknowns.bot_refresh,
+            max_age=config.unknowns.bot_max_age,
+            read_timeout=min(2.0, config.okx.read_timeout),
             # Each read endpoint's budget, shared by the instances like the margin calls' (a separate ledger).
             pacer_for=lambda path, key=account.api_key: journal.pacer(key + path, READS_PER_WINDOW, READ_WINDOW),
             clock=clock,
@@ -132,7 +133,7 @@ def _lane(config: Config, account: OkxAccount, client: OkxClient, watch: BotWatc
     if watch is None:
         return Lane(client, None, None, None)
     # One budget per account (OKX counts per User ID): shared through the journal where instances share it.
-    limit, window = account.rate_limit, config.okx_rate_window
+    limit, window = account.rate_limit, config.okx.rate_window
     pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window, clock=clock)
     return Lane(client, pacer, watch.snapshot_now, watch.details_pacer)
 
@@ -141,9 +142,9 @@ def _investigator(config: Config, journal: Journal, bots: BotWatches, notifier: 
     return Investigator(
         journal,
         bots,
-        settle=config.unknown_settle,
-        recheck_after=config.unknown_recheck,
-        auto=config.resolve_unknown == "auto",
+        settle=config.unknowns.settle,
+        recheck_after=config.unknowns.recheck,
+        auto=config.unknowns.resolve == "auto",
         on_done=notifier.alert_finished,
         on_withdrawn=notifier.proposal_withdrawn,
         clock=clock,
@@ -162,17 +163,17 @@ def _delivery(config, journal, clients, bots, membership, investigator, notifier
 
     lanes = {
         account.name: _lane(config, account, clients[account.name], bots.get(account.name), journal, clock)
-        for account in config.accounts
+        for account in config.okx.accounts
     }
     return Delivery(
         journal,
         lanes,
-        OutcomePolicy(config.okx_max_attempts, sync_clock=sync_clocks),
+        OutcomePolicy(config.delivery.max_attempts, sync_clock=sync_clocks),
         membership,
         # Never fewer senders than rate slots: a claimed alert must start at once,
         # or a stop could find it claimed ("sending") but not sent.
-        senders=max(sum(account.rate_limit for account in config.accounts), 4),
-        retention=config.retention_days * 86400,
+        senders=max(sum(account.rate_limit for account in config.okx.accounts), 4),
+        retention=config.delivery.retention_days * 86400,
         on_final=finished,
         on_late=notifier.late_answer,
         clock=clock,

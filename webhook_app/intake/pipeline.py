@@ -127,7 +127,7 @@ class Intake:
         self.bots = bots  # OKX's latest word on each bot's state, per account
         self.clock = clock  # when alerts are received; None: the journal's clock
         # What no field shown back (the alert's id, its account) may hold: every secret, and the OKX keys.
-        self.secrets = (*config.secret_values, *(account.api_key for account in config.accounts if account.api_key))
+        self.secrets = (*config.secret_values, *(account.api_key for account in config.okx.accounts if account.api_key))
 
     def receive(
         self,
@@ -155,16 +155,20 @@ class Intake:
         protection.lockout.check(sender.lockout_key)
         payload = receipt.payload = parse_body(raw_body() if callable(raw_body) else raw_body)
         try:
-            receipt.secret_name = verify_secret(payload, config.accepted_secrets)
+            receipt.secret_name = verify_secret(payload, config.webhook.accepted)
         except Unauthorized:
             if protection.lockout.failure(sender.lockout_key):
-                log.warning("locked out %s after %d wrong secrets", sender.lockout_key, config.lockout_threshold)
+                log.warning(
+                    "locked out %s after %d wrong secrets", sender.lockout_key, config.protection.lockout_threshold
+                )
                 if self.notifier is not None:
-                    self.notifier.lockout(sender.lockout_key, config.lockout_threshold)
+                    self.notifier.lockout(sender.lockout_key, config.protection.lockout_threshold)
             raise
         alert = load_alert(payload, self.secrets)
         receipt.algo_id, receipt.action, receipt.amount = alert.request.algo_id, alert.request.type, alert.request.amt
-        receipt.record = self.accept(alert, secret_name=receipt.secret_name, deadline=started + config.reply_deadline)
+        receipt.record = self.accept(
+            alert, secret_name=receipt.secret_name, deadline=started + config.delivery.reply_deadline
+        )
         return receipt
 
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
@@ -185,7 +189,7 @@ class Intake:
         """With one account, ``name`` may be omitted or must name it. With several, ``name`` picks
         one, else the bot's listing under exactly one account's OKX_<NAME>_ALGO_IDS does. Named or
         not, a bot listed under one account never goes to another: its algoId is that account's."""
-        accounts = self.config.accounts
+        accounts = self.config.okx.accounts
         names = ", ".join(account.name for account in accounts)
         # The configuration refuses a bot listed under two accounts, so there is at most one owner.
         owner = next((account for account in accounts if algo_id in account.algo_ids), None)
@@ -199,7 +203,7 @@ class Intake:
                 f"required: this service sends to several OKX accounts ({names}) and bot {algo_id} "
                 "is not listed under any one of them",
             )
-        account = self.config.account(name)
+        account = self.config.okx.account(name)
         if account is None:
             raise AccountRefused("account", f"{self._no_account(name)} (accounts: {names})")
         if owner is not None and owner.name != account.name:
@@ -230,11 +234,11 @@ class Intake:
             action=req.type,
             amount=req.amt,
             request_body=req.body_bytes().decode(),
-            expires_at=reference + (alert.max_lag or config.max_lag),
-            state="dry_run" if config.dry_run else "queued",
+            expires_at=reference + (alert.max_lag or config.delivery.max_lag),
+            state="dry_run" if config.okx.dry_run else "queued",
             secret_name=secret_name,
-            daily_cap=config.max_amount_per_day,
-            cap_states=DRY_RUN_CAP_STATES if config.dry_run else CAP_STATES,
+            daily_cap=config.protection.max_amount_per_day,
+            cap_states=DRY_RUN_CAP_STATES if config.okx.dry_run else CAP_STATES,
             trader_id=alert.alert_id,
             now=now,
             account=account.name,

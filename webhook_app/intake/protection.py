@@ -212,12 +212,17 @@ class Lockout:
 class Protection:
     def __init__(self, config: Config, lockout_store=None):
         self.config = config
-        self.lockout = Lockout(config.lockout_threshold, config.lockout_window, config.lockout_seconds, lockout_store)
+        self.lockout = Lockout(
+            config.protection.lockout_threshold,
+            config.protection.lockout_window,
+            config.protection.lockout_seconds,
+            lockout_store,
+        )
         self._untrusted_forwarding_warned = False
 
     def sender(self, peer: str | None, forwarded_for: Iterable[str]) -> Sender:
         forwarded = [header for header in forwarded_for if header.strip()]
-        hops = self.config.trusted_proxy_hops
+        hops = self.config.web.trusted_proxy_hops
         address = client_address(peer, forwarded, hops)
         if hops == 0 and forwarded and _is_internal(peer):
             # A proxy in front of us (Heroku's router, say) that we were not told to trust: every
@@ -234,7 +239,7 @@ class Protection:
         return Sender(address, address)
 
     def check_source(self, address: str | None) -> None:
-        sources = self.config.allowed_sources
+        sources = self.config.protection.allowed_sources
         if not sources:
             return
         ip = _ip(address)
@@ -247,7 +252,7 @@ class Protection:
         found by a later copy's duplicate check."""
         config = self.config
         if alert.timestamp is None:
-            if config.require_timestamp:
+            if config.protection.require_timestamp:
                 raise InvalidAlert(
                     [
                         {
@@ -257,17 +262,17 @@ class Protection:
                     ]
                 )
         else:
-            self._check_age(alert.timestamp, alert.max_lag or config.max_lag, now)
+            self._check_age(alert.timestamp, alert.max_lag or config.delivery.max_lag, now)
         self.check_request(alert)
 
     def check_request(self, alert: Alert) -> None:
         """What the alert may do: its bot and its amount. An operator's resend meets these
         (with the settings in force now), not the checks of when TradingView sent it."""
         config = self.config
-        if config.allowed_algo_ids and alert.request.algo_id not in config.allowed_algo_ids:
+        if config.protection.allowed_algo_ids and alert.request.algo_id not in config.protection.allowed_algo_ids:
             raise Forbidden("algoId", "this bot is not in ALLOWED_ALGO_IDS", "forbidden_bot")
-        if config.max_amount is not None and alert.amount > config.max_amount:
-            raise InvalidAlert([{"field": "amount", "message": f"is over MAX_AMOUNT ({config.max_amount})"}])
+        if config.protection.max_amount is not None and alert.amount > config.protection.max_amount:
+            raise InvalidAlert([{"field": "amount", "message": f"is over MAX_AMOUNT ({config.protection.max_amount})"}])
 
     def duplicate_since(self, alert: Alert, now: float) -> float:
         """Since when an earlier alert with the same key makes this one a duplicate: the trader's
@@ -282,7 +287,7 @@ class Protection:
     def duplicate_window(self, dedup_key: str) -> float:
         """How long an alert's key makes a later alert with the same key a duplicate: ID_WINDOW
         for a trader's id, DEDUP_WINDOW for a fingerprint."""
-        return self.config.id_window if dedup_key.startswith("id:") else self.config.dedup_window
+        return self.config.protection.id_window if dedup_key.startswith("id:") else self.config.protection.dedup_window
 
     def _check_age(self, fired: datetime, lag: int, now: float) -> None:
         age = now - fired.timestamp()
@@ -293,15 +298,15 @@ class Protection:
 
     def describe(self) -> str:
         """The settings in force, for the startup log (no secret among them)."""
-        c = self.config
-        sources = ", ".join(str(n) for n in c.allowed_sources) or "any"
-        platform = f" ({c.platform} recognised)" if c.platform else ""
+        c, p = self.config, self.config.protection
+        sources = ", ".join(str(n) for n in p.allowed_sources) or "any"
+        platform = f" ({c.web.platform} recognised)" if c.web.platform else ""
         return (
-            f"protection: sources={sources}; trusted proxy hops={c.trusted_proxy_hops}{platform}; "
-            f"bots={'any' if not c.allowed_algo_ids else len(c.allowed_algo_ids)}; "
-            f"max amount={c.max_amount or 'none'}; per bot and direction per 24 h="
-            f"{c.max_amount_per_day or 'none'}; max lag={c.max_lag} s; "
-            f"timestamp {'required' if c.require_timestamp else 'optional'}; lockout after "
-            f"{c.lockout_threshold} wrong secrets in {c.lockout_window:g} s for {c.lockout_seconds:g} s; "
-            f"secrets accepted: {', '.join(name for name, _ in c.accepted_secrets)}"
+            f"protection: sources={sources}; trusted proxy hops={c.web.trusted_proxy_hops}{platform}; "
+            f"bots={'any' if not p.allowed_algo_ids else len(p.allowed_algo_ids)}; "
+            f"max amount={p.max_amount or 'none'}; per bot and direction per 24 h="
+            f"{p.max_amount_per_day or 'none'}; max lag={c.delivery.max_lag} s; "
+            f"timestamp {'required' if p.require_timestamp else 'optional'}; lockout after "
+            f"{p.lockout_threshold} wrong secrets in {p.lockout_window:g} s for {p.lockout_seconds:g} s; "
+            f"secrets accepted: {', '.join(name for name, _ in c.webhook.accepted)}"
         )

@@ -85,7 +85,7 @@ def services_of(app: Flask):
 
 
 def _forwarded_https() -> bool:
-    hops = services().config.trusted_proxy_hops
+    hops = services().config.web.trusted_proxy_hops
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
     return hops > 0 and proto == "https"
 
@@ -243,12 +243,12 @@ def _dashboard() -> dict:
         # The account is shown (a column, a filter, a table of accounts) only where there is a choice:
         # a single-account service's page stays as it was.
         "show_account": _several_accounts(),
-        "account_names": [account.name for account in svc.config.accounts],
+        "account_names": [account.name for account in svc.config.okx.accounts],
     }
 
 
 def _several_accounts() -> bool:
-    return len(services().config.accounts) > 1
+    return len(services().config.okx.accounts) > 1
 
 
 # -- JSON for scripts (bearer) and the page's actions --------------------------------------------
@@ -416,7 +416,7 @@ def _alert_filters(default_limit: int, blank_is_any: bool = False) -> dict:
     account = request.args.get("account")
     if account is not None and not (blank_is_any and not account.strip()):
         account = account.strip() if blank_is_any else account
-        names = [known.name for known in services().config.accounts]
+        names = [known.name for known in services().config.okx.accounts]
         if account not in names:  # a misspelt account must not read as "no alerts"
             raise InvalidParameter("account", f"must be one of {', '.join(names)}")
         filters["account"] = account

@@ -63,7 +63,7 @@ def note_wrong_credential(sender: Sender, what: str) -> None:
     svc = services()
     if svc.protection.lockout.failure(sender.lockout_key):
         log.warning("locked out %s after wrong %s", sender.lockout_key, what)
-        svc.notifier.lockout(sender.lockout_key, svc.config.lockout_threshold)
+        svc.notifier.lockout(sender.lockout_key, svc.config.protection.lockout_threshold)
 
 
 def bearer_is_admin() -> bool:

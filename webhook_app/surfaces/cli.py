@@ -57,7 +57,7 @@ def alerts_command(limit: int, state: str | None, trader_id: str | None, account
     """Recent alerts, newest first: state, bot, action, amount, OKX's code and message, in full
     (and each alert's account, when the service has several)."""
     services = current_app.extensions["webhook"]
-    names = [known.name for known in services.config.accounts]
+    names = [known.name for known in services.config.okx.accounts]
     if account is not None and account not in names:  # a misspelt name must not read as "no alerts"
         raise click.BadParameter(f"must be one of {', '.join(names)}", param_hint="--account")
     if trader_id is not None and unstorable(trader_id):  # the journal could not even compare it

@@ -155,23 +155,24 @@ def lockout_json(entry: dict) -> dict:
 def status(config, readiness, delivery, queue: QueueClaims, refusals, bots=None) -> dict:
     """The service's state: mode, where it sends, readiness, rate use, queue, and the bots as OKX
     last reported them (``bots``: the BotWatch; None in dry-run, where nothing is read)."""
-    mode = "dry-run" if config.dry_run else "demo" if config.okx_demo else "live"
+    first = config.okx.accounts[0]  # "the" site and budget: the first account's (each account's below)
+    mode = "dry-run" if config.okx.dry_run else "demo" if first.demo else "live"
     pacer = delivery.pacer
     now = queue.now()
     return {
         "mode": mode,
-        "base_url": config.okx_base_url,
+        "base_url": first.base_url,
         "ready": None if readiness.results is None else readiness.ready,
         "checked": when(readiness.checked_at, time.time()) if readiness.results is not None else None,
         "checks": readiness.results or [],
         "rate_used": pacer.busy() if pacer is not None else 0,
-        "rate_limit": config.okx_rate_limit,
-        "rate_window": config.okx_rate_window,
+        "rate_limit": first.rate_limit,
+        "rate_window": config.okx.rate_window,
         "queued": queue.count_due(now, in_turn=False),
         "refused_counted": refusals.counted,
-        "notifications": len(config.notify_urls),
+        "notifications": len(config.notify.urls),
         "bots": bots.table() if bots is not None else [],
-        "accounts": [account_status(account, config, delivery) for account in config.accounts],
+        "accounts": [account_status(account, config, delivery) for account in config.okx.accounts],
     }
 
 
@@ -186,8 +187,8 @@ def account_status(account, config, delivery) -> dict:
         lane = lanes.get(account.name)
         pacer, known = getattr(lane, "pacer", None), lane is not None
     else:  # a delivery with one pacer: it is the only account's
-        pacer, known = delivery.pacer, len(config.accounts) == 1
-    known = known or config.dry_run  # nothing is sent in dry-run: no budget in use
+        pacer, known = delivery.pacer, len(config.okx.accounts) == 1
+    known = known or config.okx.dry_run  # nothing is sent in dry-run: no budget in use
     return {
         "name": account.name,
         "base_url": account.base_url,

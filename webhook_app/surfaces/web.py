@@ -78,7 +78,7 @@ def readyz():
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify(status="ok", dry_run=services().config.dry_run)
+    return jsonify(status="ok", dry_run=services().config.okx.dry_run)
 
 
 @bp.post("/webhook")

@@ -117,12 +117,12 @@ def run_checks(
 ) -> list[Check]:
     """Each OKX account's checks (named after the account when there are several), then the journal's.
     ``reads``: the bots' reads and their ledgers (None: a ledger in memory, as for a one-off check)."""
-    if not config.has_okx_credentials:  # a dry run without a key never talks to OKX
+    if not config.okx.has_credentials:  # a dry run without a key never talks to OKX
         return [Check("okx", True, "dry-run without OKX credentials: OKX is not contacted"), _journal(journal)]
     reads = reads if reads is not None else BotReads()
-    several = len(config.accounts) > 1
+    several = len(config.okx.accounts) > 1
     checks = []
-    for account in config.accounts:
+    for account in config.okx.accounts:
         bots = sorted(account.algo_ids), account.variable("algo_ids")
         for check in _account_checks(clients[account.name], *bots, reads, account.name):
             name = f"{account.name} {check.name}" if several else check.name
