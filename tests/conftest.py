@@ -242,6 +242,16 @@ def post_concurrently(client_factory, bodies):
     return results
 
 
+def eventually(condition, timeout=5.0):
+    """``condition()``'s first truthy answer, asked until ``timeout`` s have passed: a wait on a
+    timer that runs elsewhere (the stand-in's, a worker's), with no margin to guess."""
+    deadline = time.monotonic() + timeout
+    while not (answer := condition()):
+        assert time.monotonic() < deadline, f"still not so after {timeout} s"
+        time.sleep(0.02)
+    return answer
+
+
 def wait_final(app, alert_id, timeout=10.0):
     """The alert's journal record once it reaches a final state."""
     journal = app.extensions["webhook"].journal

@@ -73,11 +73,18 @@ def post_alert(service, **changes) -> dict:
     return reply.json()
 
 
+def arrived(page, selector: str) -> None:
+    """The page a click led to, once ``selector`` is on it and it has loaded: its stylesheet
+    applies before anything is measured (laid out without it, the page is wider than a phone)."""
+    page.wait_for_selector(selector)
+    page.wait_for_load_state("load")
+
+
 def log_in(page) -> None:
     page.goto("/admin")
     page.fill("#token", ADMIN_TOKEN)
     page.click("#login")
-    page.wait_for_selector("#alerts")
+    arrived(page, "#alerts")
 
 
 def row(page, trader_id: str):
@@ -122,7 +129,7 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
     page.goto(f"/admin/alerts/{unknown}")
     assert page.inner_text("#alert-state") == "unknown"
     page.click("#mark-not-executed")
-    page.wait_for_selector("#resolution")
+    arrived(page, "#resolution")
     assert page.inner_text("#resolution") == "not executed"
     assert re.search(r"marked not executed by session [0-9a-f]{8}", page.inner_text("#timeline"))
     shot(page, "4-marked")
@@ -133,7 +140,7 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
     page.goto(f"/admin/alerts/{failed}")
     assert page.inner_text("#alert-state") == "failed"
     page.click("#resend")
-    page.wait_for_selector("#resent-from")
+    arrived(page, "#resent-from")
     assert page.inner_text("#resent-from") == f"alert {failed}"
     resent_id = int(re.search(r"/admin/alerts/(\d+)", page.url).group(1))
     assert resent_id != failed
@@ -149,7 +156,7 @@ def test_an_operator_follows_alerts_acts_on_them_and_logs_out(page, service, okx
     shot(page, "5-resent")
 
     page.click("#logout")
-    page.wait_for_selector("#token")
+    arrived(page, "#token")
     assert "live-1" not in page.content()
     assert page.request.get("/admin/live").status == 401
 
@@ -250,7 +257,7 @@ def test_the_page_reads_well_wide_and_on_a_phone_and_lifts_a_lockout(browser, pr
     assert requests.get(url + "/alerts", headers=operator_there, timeout=5).status_code == 200
 
     link.click()
-    page.wait_for_selector("#timeline")
+    arrived(page, "#timeline")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     shot(page, f"7-alert-{width}")
     assert page.request.get("/favicon.ico").status == 200
@@ -318,7 +325,7 @@ def test_the_page_shows_the_bots_and_an_unknown_alerts_evidence_confirmed_in_one
     shot(page, "9-evidence")
 
     page.click("#mark-executed")
-    page.wait_for_selector("#resolution")
+    arrived(page, "#resolution")
     assert page.inner_text("#resolution") == "executed"
     assert re.fullmatch(r"by session [0-9a-f]{8}", page.inner_text("#marked-by"))
     assert page.locator("#mark-executed").count() == 0

@@ -528,7 +528,8 @@ def test_after_the_alert_is_journaled_the_reply_is_never_503(app, okx, caplog):
 
 def test_every_alert_logs_one_line_with_its_final_state(make_app, okx, caplog):
     client = make_app(reply_deadline=0.2, okx_read_timeout=3.0).test_client()
-    okx.play(Slow(0.6), OkxReply("51000", "Parameter amt error"))
+    # Answered 1.5 s after it arrives: well after its 0.2 s reply and the other bot's refusal.
+    okx.play(Slow(1.5), OkxReply("51000", "Parameter amt error"))
     slow = client.post("/webhook", json=make_alert(amount="1"))
     refused = client.post("/webhook", json=make_alert(amount="2", algoId="581628185981813761"))  # another bot
     assert slow.status_code == 202  # answered before the outcome was known

@@ -8,13 +8,13 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import requests
 
+from tests.conftest import eventually
 from tests.okx_stand_in import (
     AMEND_TPSL_PATH,
     BOT_DETAILS_PATH,
@@ -225,20 +225,24 @@ def test_a_sub_order_past_its_exp_time_at_arrival_is_refused_50036(okx, api):
 
 
 def test_a_sub_order_acted_on_after_its_exp_time_is_refused_50037_and_never_executed(okx, api):
-    okx.play(SUB_ORDER_PATH, Queued(0.3))
-    reply = api.post(SUB_ORDER_PATH, market(), exp_time_ms=okx.now_ms() + 100)
+    okx.play(SUB_ORDER_PATH, Queued(1.5))  # acted on at least 1.5 s after arrival: past its expTime
+    reply = api.post(SUB_ORDER_PATH, market(), exp_time_ms=okx.now_ms() + 1000)  # 1 s to arrive in
     assert answer(reply) == (200, "50037", []) and okx.executions == []
     assert [r.code for r in okx.requests_to(SUB_ORDER_PATH)] == ["50037"]
 
 
-@pytest.mark.parametrize("exp_in_ms, executed", [(100, 0), (3000, 1)])
-def test_a_late_execution_checks_the_exp_time_again(okx, api, exp_in_ms, executed):
-    okx.play(SUB_ORDER_PATH, Drop(late=0.3))
+@pytest.mark.parametrize("meanwhile_s, executed", [(10.0, 0), (0.0, 1)])
+def test_a_late_execution_checks_the_exp_time_again(okx, api, meanwhile_s, executed):
+    """Admitted within its expTime (5 s away), dropped, acted on 0.3 s later: by then OKX's clock
+    has moved ``meanwhile_s`` on, past the expTime or not, whatever this machine's speed."""
+
+    def clock_moves(stand_in, algo_id):
+        stand_in.clock_offset += meanwhile_s
+
+    okx.play(SUB_ORDER_PATH, Meanwhile(Drop(late=0.3), clock_moves))
     with pytest.raises(requests.ConnectionError):
-        api.post(SUB_ORDER_PATH, market(), exp_time_ms=okx.now_ms() + exp_in_ms)
-    deadline = time.monotonic() + 3
-    while okx.late_pending and time.monotonic() < deadline:
-        time.sleep(0.02)
+        api.post(SUB_ORDER_PATH, market(), exp_time_ms=okx.now_ms() + 5000)
+    eventually(lambda: okx.late_executed == 1)
     assert len(okx.executions) == executed and len(okx.bot(BOT).orders) == executed
 
 
@@ -246,7 +250,7 @@ def test_a_late_execution_checks_the_exp_time_again(okx, api, exp_in_ms, execute
 
 
 def test_cancel_is_acceptance_then_the_order_is_canceled(okx, api):
-    okx.cancel_delay = 0.3
+    okx.cancel_delay = 1.0  # time enough to see it cancelling
     api.post(SUB_ORDER_PATH, limit())
     signal_ord_id = okx.bot(BOT).orders[0].cl_ord_id
     cancel = {"algoId": BOT, "instId": BTC, "signalOrdId": signal_ord_id}
@@ -258,7 +262,7 @@ def test_cancel_is_acceptance_then_the_order_is_canceled(okx, api):
     assert okx.order(BOT, signal_ord_id).state == "cancelling"
     again = api.post(CANCEL_SUB_ORDER_PATH, cancel).json()
     assert (again["code"], only(again["data"])["sCode"]) == ("1", "51410")
-    time.sleep(0.5)
+    eventually(lambda: okx.order(BOT, signal_ord_id).state == "canceled")
     assert only(api.data(SUB_ORDERS_PATH, **CONTRACT, state="cancelled"))["clOrdId"] == signal_ord_id
     assert api.data(SUB_ORDERS_PATH, **CONTRACT, state="canceled") == api.data(
         SUB_ORDERS_PATH, **CONTRACT, state="cancelled"
@@ -319,13 +323,13 @@ def test_amend_tpsl_refuses_a_malformed_setting(okx, api, setting):
 
 
 def test_stop_is_stopping_then_stopped(okx, api):
-    okx.stop_delay = 0.3
+    okx.stop_delay = 1.0  # time enough to see it stopping
     okx.open_position(BOT, BTC, "0.2")
     reply = api.post(STOP_BOTS_PATH, [{"algoId": BOT}])
     assert answer(reply) == (200, "0", [{"algoId": BOT, "sCode": "0", "sMsg": "", "algoClOrdId": ""}])
     assert api.data(BOT_DETAILS_PATH, **CONTRACT)[0]["state"] == "stopping"
     assert only(api.post(STOP_BOTS_PATH, [{"algoId": BOT}]).json()["data"])["sCode"] == "51288"
-    time.sleep(0.5)
+    eventually(lambda: okx.bot(BOT).state == "stopped")
     assert api.data(BOT_DETAILS_PATH, **CONTRACT)[0]["state"] == "stopped"
     assert api.data(POSITIONS_PATH, **CONTRACT) == []  # close_on_stop ⚠
     assert only(api.post(STOP_BOTS_PATH, [{"algoId": BOT}]).json()["data"])["sCode"] == "51291"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import socket
 import time
@@ -126,21 +127,28 @@ class Handler(BaseHTTPRequestHandler):
             if behaviour.executed and not late:
                 self.okx.act(call)
             meanwhile()
-            self._raw(behaviour.http, behaviour.text.encode(), "text/html")
-            return self.okx.act_later(call, late) if behaviour.executed and late else None
+            reply = functools.partial(self._raw, behaviour.http, behaviour.text.encode(), "text/html")
+            return self._reply_then_act(reply, call, late if behaviour.executed else 0.0)
         if isinstance(behaviour, Queued):
             time.sleep(behaviour.seconds)
         outcome = None if late else self.okx.act(call)
         meanwhile()
         if isinstance(behaviour, Drop):
-            self._drop()
-            return self.okx.act_later(call, late) if late else None
+            return self._reply_then_act(self._drop, call, late)
         if isinstance(behaviour, Slow):
             time.sleep(behaviour.seconds)
         if late:  # the answer says done; OKX acts on it a little later
-            self._answer(200, self.okx.actions.accepted(call), record)
-            return self.okx.act_later(call, late)
+            reply = functools.partial(self._answer, 200, self.okx.actions.accepted(call), record)
+            return self._reply_then_act(reply, call, late)
         self._answer(200, outcome, record)  # OKX answers its own refusals with HTTP 200 too
+
+    def _reply_then_act(self, reply, call: Call, late: float):
+        """``reply()`` (an answer or a dropped connection), then OKX acts on ``call`` ``late``
+        seconds later (never when 0). The late act is counted pending before the reply leaves."""
+        start = self.okx.act_later(call, late) if late else None
+        reply()
+        if start is not None:
+            start()
 
     def _scripted(self, scripted: OkxReply, call: Call, record: Received, meanwhile):
         """The scripted answer; a scripted success still meets OKX's own refusals."""

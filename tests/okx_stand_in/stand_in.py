@@ -135,9 +135,11 @@ class OkxStandIn(World):
     def act(self, call: Call) -> Answer:
         return self.actions.act(call)
 
-    def act_later(self, call: Call, seconds: float) -> None:
-        """OKX acts on ``call`` ``seconds`` from now (after it dropped the connection or answered),
-        or, with ``AFTER_FIRST_LOOK``, right after its next answer to the bot's event history."""
+    def act_later(self, call: Call, seconds: float) -> Callable[[], None]:
+        """OKX acts on ``call`` ``seconds`` after the returned ``start()`` (called once the
+        connection dropped or the answer left), or, with ``AFTER_FIRST_LOOK``, right after its next
+        answer to the bot's event history. Counted in ``late_pending`` at once, before the sender
+        can see the drop or the answer: a wait for ``late_pending == 0`` never ends before it."""
 
         def act():
             with self._lock:
@@ -145,14 +147,17 @@ class OkxStandIn(World):
                 self.late_pending -= 1
                 self.late_executed += 1
 
+        def start():
+            timer = threading.Timer(seconds, act)
+            timer.daemon = True
+            timer.start()
+
         with self._lock:
             self.late_pending += 1
             if seconds == AFTER_FIRST_LOOK:
                 self._after_events_read.setdefault(call.algo_id, []).append(act)
-                return
-        timer = threading.Timer(seconds, act)
-        timer.daemon = True
-        timer.start()
+                return lambda: None
+        return start
 
     def events_read(self, algo_id: str) -> None:
         """The bot's event history was just answered: what waited for that is acted on now."""
