@@ -49,7 +49,17 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_TOKEN, live_env, make_alert
-from tests.okx_stand_in import AFTER_FIRST_LOOK, MARGIN_PATH, Drop, DropUnexecuted, Hold, OkxReply, RawReply, Slow
+from tests.okx_stand_in import (
+    AFTER_FIRST_LOOK,
+    LATEST_FIRST_LOOK,
+    MARGIN_PATH,
+    Drop,
+    DropUnexecuted,
+    Hold,
+    OkxReply,
+    RawReply,
+    Slow,
+)
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
 
@@ -422,7 +432,7 @@ def terminate_connections_mid_burst(cluster: Cluster, okx, counts: collections.C
 def settle_as_an_operator(cluster: Cluster, okx, counts: collections.Counter) -> None:
     """Once OKX's late executions have landed, mark every unknown alert from OKX's own record, then
     send again what may be sent again."""
-    cluster.wait_until(lambda: okx.late_pending == 0, LATE[1] + 10)
+    cluster.wait_until(lambda: okx.late_pending == 0, max(LATE[1], LATEST_FIRST_LOOK) + 10)
     executed = collections.Counter(body["amt"] for body in okx.executed)
     for alert_id, amount in cluster.query(
         "SELECT id, amount FROM alerts WHERE state = 'unknown' AND resolution IS NULL"

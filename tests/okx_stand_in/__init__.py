@@ -28,6 +28,7 @@ from tests.okx_stand_in.actions import Answer, Call, Execution
 from tests.okx_stand_in.bots import Bot, Bots, Event
 from tests.okx_stand_in.faults import (
     AFTER_FIRST_LOOK,
+    LATEST_FIRST_LOOK,
     Drop,
     DropUnexecuted,
     Hold,
@@ -65,6 +66,7 @@ from tests.okx_stand_in.paths import (
 from tests.okx_stand_in.stand_in import OkxStandIn
 
 __all__ = [
+    "LATEST_FIRST_LOOK",
     "AFTER_FIRST_LOOK",
     "ACCOUNT_CONFIG_PATH",
     "ACTION_PATHS",

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # the service makes in its first look at an ambiguous answer (its read of the bot's details comes
 # first): that look finds nothing moved, and only a second read can see the execution.
 AFTER_FIRST_LOOK = -1.0
+LATEST_FIRST_LOOK = 8.0  # seconds: OKX acts by then even if no look came (the looking instance died)
 
 
 @dataclasses.dataclass
