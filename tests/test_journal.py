@@ -28,6 +28,7 @@ from webhook_app.journal import (
     Journal,
     JournalInUse,
     JournalUnavailable,
+    NotificationLog,
     QueueClaims,
     QueueOutcomes,
     QueueUpkeep,
@@ -867,6 +868,57 @@ def test_awaiting_evidence_lists_the_unknown_alerts_without_a_proposal_since_old
     assert journal.awaiting_evidence(since + 30) == []
 
 
+def test_untold_lists_the_finished_alerts_no_delivered_notification_named_until_told(journals):
+    journal = journals()
+    since = journal.now()
+    proposed = unknown_alert(journal, key="fp:proposed", algo_id="p", finished_at=since + 1)
+    journal.record_evidence(proposed.id, GATHERED, "executed", "OKX's records: executed")
+    unknown_alert(journal, key="fp:unread", algo_id="u", finished_at=since + 2)  # its first look tells it
+    failed, _ = add(journal, key="fp:failed", algo_id="f")
+    journal.claim_due("a", 1, journal.now())
+    journal.finish(failed.id, "failed", okx_code="50013", now=since + 3)
+    assert [r.id for r in journal.untold(("unknown", "failed"), since, since + 10)] == [proposed.id, failed.id]
+    assert [r.id for r in journal.untold(("failed",), since, since + 10)] == [failed.id]
+    assert [r.id for r in journal.untold(("unknown", "failed"), since, since + 2)] == [proposed.id]
+    journal.told([proposed.id, failed.id])
+    assert journal.untold(("unknown", "failed"), since, since + 10) == []
+
+
+def test_awaiting_second_read_lists_unresolved_not_executed_proposals_never_read_again(journals):
+    journal = journals()
+    since = journal.now()
+    unread = unknown_alert(journal, key="fp:unread", algo_id="u", finished_at=since + 1)
+    read = unknown_alert(journal, key="fp:read", algo_id="r", finished_at=since + 2)
+    settled = unknown_alert(journal, key="fp:settled", algo_id="s", finished_at=since + 3)
+    for record in (unread, read, settled):
+        journal.record_evidence(record.id, GATHERED, "not_executed", "OKX's records: not executed")
+    kept = json.dumps({**json.loads(GATHERED), "recheck": {"snapshot": None, "moved": None}})
+    journal.revise_evidence(read.id, kept, "not_executed", "read again", was="not_executed")
+    journal.resolve(settled.id, "not_executed", "session 1a2b")
+    assert [r.id for r in journal.awaiting_second_read(since, since + 10)] == [unread.id]
+    assert journal.awaiting_second_read(since + 2, since + 10) == []
+
+
+def test_a_journal_upgraded_counts_its_finished_unknown_and_failed_alerts_as_told(database_url, monkeypatch):
+    old_id = previous_release_journal(database_url, monkeypatch, before="told")
+    finish = "UPDATE alerts SET state = 'failed', finished_at = received_at WHERE id = ?"
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url[len("sqlite:///") :]) as db:
+            db.execute(finish, (old_id,))
+    else:
+        with psycopg.connect(database_url, autocommit=True) as db:
+            db.execute(finish.replace("?", "%s"), (old_id,))
+    journal = open_journal(database_url)
+    try:
+        assert journal.untold(("failed",), 0.0, journal.now() + 1) == []  # told by the release that failed it
+        newer, _ = add(journal, key="fp:new", algo_id="2")
+        journal.claim_due("a", 1, journal.now())
+        journal.finish(newer.id, "failed", okx_code="50013")
+        assert [r.id for r in journal.untold(("failed",), 0.0, journal.now() + 1)] == [newer.id]
+    finally:
+        journal.close()
+
+
 def test_the_records_json_shows_the_evidence_parsed_and_the_proposal(journals):
     journal = journals()
     unknown = unknown_alert(journal)
@@ -896,6 +948,7 @@ FIRST_MIGRATION_OF = {
     "evidence": {"sqlite": 6, "postgres": 5},
     "accounts": {"sqlite": 7, "postgres": 6},
     "one-round-trip add": {"postgres": 7},
+    "told": {"sqlite": 8, "postgres": 10},
 }
 
 
@@ -1466,6 +1519,7 @@ JOBS = (
     (AlertRecords, "alerts"),  # what the alert log and the activity both answer: the journal asks the log
     (AlertLog, "alerts"),
     (Activity, "activity"),
+    (NotificationLog, "notifications"),
     (QueueClaims, "claims"),
     (QueueOutcomes, "outcomes"),
     (QueueUpkeep, "upkeep"),

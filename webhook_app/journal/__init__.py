@@ -12,12 +12,12 @@ bot, and a bot belongs to one account.
 
 Layout: ``records.py`` (records, states, errors, detail texts), ``contracts.py`` (one contract per
 job: ``AlertLog``, ``Activity`` (both reading ``AlertRecords``), the queue's ``QueueClaims``,
-``QueueOutcomes`` and ``QueueUpkeep`` (together ``AlertQueue``), ``RefusalStore``, ``SessionStore``,
-``Instances``; and the ``Journal`` composing them), ``shared.py`` (the SQL both engines say alike, and the store methods
-built on it), and one package per engine: ``sqlite/`` (one process; the default, no setup) and
-``postgres/`` (any number of instances on one database), each with its database object and one
-store per job. ``open_journal`` picks one from ``DATABASE_URL``; everything callers import is
-re-exported here.
+``QueueOutcomes`` and ``QueueUpkeep`` (together ``AlertQueue``), ``NotificationLog``, ``RefusalStore``,
+``SessionStore``, ``Instances``; and the ``Journal`` composing them), ``shared.py`` (the SQL both
+engines say alike, and the store methods built on it), and one package per engine: ``sqlite/`` (one
+process; the default, no setup) and ``postgres/`` (any number of instances on one database), each
+with its database object and one store per job. ``open_journal`` picks one from ``DATABASE_URL``;
+everything callers import is re-exported here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from webhook_app.journal.contracts import (
     Instances,
     Journal,
     JournalJob,
+    NotificationLog,
     QueueClaims,
     QueueOutcomes,
     QueueUpkeep,
@@ -98,6 +99,7 @@ __all__ = [
     "JournalInUse",
     "JournalJob",
     "JournalUnavailable",
+    "NotificationLog",
     "PacedClaim",
     "Record",
     "QueueClaims",

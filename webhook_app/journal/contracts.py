@@ -153,8 +153,29 @@ class Activity(AlertRecords):
         """``unknown`` alerts without a proposal that finished at or after ``since``, oldest first."""
 
     @abc.abstractmethod
+    def awaiting_second_read(self, since: float, before: float, limit: int = 20) -> list[Record]:
+        """``unknown`` alerts proposed "not executed", unresolved, whose evidence keeps no second read
+        (no "recheck"), that finished between ``since`` and ``before``, oldest first."""
+
+    @abc.abstractmethod
     def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:
         """(hour as epoch seconds, state, alerts received in it) since ``since``."""
+
+
+class NotificationLog(JournalJob):
+    """Which finished alerts a delivered notification named, so that those it never did (a
+    notification lost with its process) are told again, and no other."""
+
+    @abc.abstractmethod
+    def untold(self, states: tuple[str, ...], since: float, before: float, limit: int = 50) -> list[Record]:
+        """Alerts in ``states`` that finished between ``since`` and ``before`` and that no delivered
+        notification named (``told``), oldest first; an ``unknown`` one only once it has a proposal
+        (its first look tells it)."""
+
+    @abc.abstractmethod
+    def told(self, alert_ids: list[int]) -> None:
+        """A delivered notification named these alerts: recorded, so that none is told again (not
+        durable: one lost in a crash is told twice)."""
 
 
 class QueueClaims(JournalJob):
@@ -407,13 +428,14 @@ def _forwarding(contract: type, store: str) -> Callable[[type], type]:
 @_forwarding(AlertRecords, "alerts")
 @_forwarding(AlertLog, "alerts")
 @_forwarding(Activity, "activity")
+@_forwarding(NotificationLog, "notifications")
 @_forwarding(QueueClaims, "claims")
 @_forwarding(QueueOutcomes, "outcomes")
 @_forwarding(QueueUpkeep, "upkeep")
 @_forwarding(RefusalStore, "refusal_log")
 @_forwarding(SessionStore, "sessions")
 @_forwarding(Instances, "instances")
-class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
+class Journal(AlertQueue, Activity, NotificationLog, RefusalStore, SessionStore, Instances):
     """Every job's store, on one database, whatever the engine: what the wiring opens."""
 
     poll_interval: float = 1.0  # how often a dispatcher looks for work others may have queued
@@ -424,6 +446,7 @@ class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
         *,
         alerts: AlertLog,
         activity: Activity,
+        notifications: NotificationLog,
         claims: QueueClaims,
         outcomes: QueueOutcomes,
         upkeep: QueueUpkeep,
@@ -434,6 +457,7 @@ class Journal(AlertQueue, Activity, RefusalStore, SessionStore, Instances):
         self.database = database
         self.alerts = alerts
         self.activity = activity
+        self.notifications = notifications
         self.claims = claims
         self.outcomes = outcomes
         self.upkeep = upkeep

@@ -5,7 +5,15 @@ shared one and adds what its engine does its own way."""
 
 from __future__ import annotations
 
-from webhook_app.journal.contracts import Activity, AlertLog, AlertRecords, Database, QueueClaims, RefusalStore
+from webhook_app.journal.contracts import (
+    Activity,
+    AlertLog,
+    AlertRecords,
+    Database,
+    NotificationLog,
+    QueueClaims,
+    RefusalStore,
+)
 from webhook_app.journal.records import (
     COLUMNS,
     REFUSAL_COLUMNS,
@@ -108,6 +116,9 @@ class SharedAlertLog(SharedRecords, AlertLog):
 
 
 class SharedActivity(SharedRecords, Activity):
+    # The engine's test that an alert's evidence keeps a second read (its JSON has a "recheck" key).
+    keeps_second_read: str
+
     def events(self, alert_id: int) -> list[Event]:
         rows = self.db.all(
             f"SELECT alert_id, at, kind, detail FROM alert_events WHERE alert_id = {self.db.placeholder} ORDER BY id",
@@ -123,6 +134,42 @@ class SharedActivity(SharedRecords, Activity):
             (since, limit),
         )
         return [Record(*row) for row in rows]
+
+    def awaiting_second_read(self, since: float, before: float, limit: int = 20) -> list[Record]:
+        p = self.db.placeholder
+        rows = self.db.all(
+            f"{SELECT_ALERTS} WHERE state = 'unknown' AND proposal = 'not_executed' AND resolution IS NULL "
+            f"AND NOT {self.keeps_second_read} AND finished_at >= {p} AND finished_at <= {p} "
+            f"ORDER BY finished_at, id LIMIT {p}",
+            (since, before, limit),
+        )
+        return [Record(*row) for row in rows]
+
+
+class SharedNotifications(Store, NotificationLog):
+    """Which alerts were told: the same statements on both engines."""
+
+    def untold(self, states: tuple[str, ...], since: float, before: float, limit: int = 50) -> list[Record]:
+        if not states:
+            return []
+        p = self.db.placeholder
+        rows = self.db.all(
+            f"{SELECT_ALERTS} WHERE state IN ({', '.join([p] * len(states))}) AND told_at IS NULL "
+            f"AND (state <> 'unknown' OR proposal IS NOT NULL) AND finished_at >= {p} AND finished_at <= {p} "
+            f"ORDER BY finished_at, id LIMIT {p}",
+            (*states, since, before, limit),
+        )
+        return [Record(*row) for row in rows]
+
+    def told(self, alert_ids: list[int]) -> None:
+        if not alert_ids:
+            return
+        p = self.db.placeholder
+        self.db.statement(
+            f"UPDATE alerts SET told_at = {p} WHERE id IN ({', '.join([p] * len(alert_ids))}) AND told_at IS NULL",
+            (self.db.now(), *alert_ids),
+            durable=False,
+        )
 
 
 class ClaimSteps(Store, QueueClaims):

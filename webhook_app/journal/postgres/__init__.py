@@ -20,6 +20,7 @@ from webhook_app.journal.postgres.outcomes import PostgresOutcomes
 from webhook_app.journal.postgres.refusals import PostgresRefusals
 from webhook_app.journal.postgres.sessions import PostgresSessions
 from webhook_app.journal.postgres.upkeep import PostgresUpkeep
+from webhook_app.journal.shared import SharedNotifications
 
 __all__ = [
     "MIGRATIONS",
@@ -41,6 +42,7 @@ class PostgresJournal(Journal):
             db,
             alerts=PostgresAlertLog(db),
             activity=PostgresActivity(db),
+            notifications=SharedNotifications(db),
             claims=PostgresClaims(db),
             outcomes=PostgresOutcomes(db),
             upkeep=PostgresUpkeep(db),

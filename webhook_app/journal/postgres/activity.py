@@ -19,6 +19,8 @@ _EVIDENCE = (
 
 
 class PostgresActivity(PostgresRecords, SharedActivity):
+    keeps_second_read = "(evidence::jsonb ? 'recheck')"
+
     def note(self, alert_id: int, kind: str, detail: str) -> None:
         self.db.statement(
             f"INSERT INTO alert_events (alert_id, at, kind, detail) VALUES (%s, {NOW}, %s, %s)",

@@ -507,5 +507,16 @@ BEGIN
 END $$;
 """,
     ),
+    # When a delivered notification named the alert (``told``): a sweep tells again the unknown and
+    # failed alerts no notification was recorded for (one lost with its instance's memory). Nullable,
+    # no default: a catalogue change; an older release still running leaves it NULL, so what it
+    # finishes during a deploy may be told twice. The unknown and failed alerts already finished were
+    # told by the release that finished them, as far as anyone can know: they count as told, so the
+    # upgrade tells nothing again.
+    (
+        10,
+        "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS told_at DOUBLE PRECISION; "
+        "UPDATE alerts SET told_at = finished_at WHERE state IN ('unknown', 'failed') AND told_at IS NULL;",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -9,6 +9,7 @@ sends from a file (``SqliteInstances`` holds the lock that says so).
 from __future__ import annotations
 
 from webhook_app.journal.contracts import Journal
+from webhook_app.journal.shared import SharedNotifications
 from webhook_app.journal.sqlite.activity import SqliteActivity
 from webhook_app.journal.sqlite.alerts import SqliteAlertLog
 from webhook_app.journal.sqlite.claims import SqliteClaims
@@ -30,6 +31,7 @@ class SqliteJournal(Journal):
             db,
             alerts=SqliteAlertLog(db),
             activity=SqliteActivity(db),
+            notifications=SharedNotifications(db),
             claims=SqliteClaims(db),
             outcomes=SqliteOutcomes(db),
             upkeep=SqliteUpkeep(db),

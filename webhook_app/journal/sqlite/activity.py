@@ -10,6 +10,8 @@ from webhook_app.journal.sqlite.sql import log_events
 
 
 class SqliteActivity(SqliteRecords, SharedActivity):
+    keeps_second_read = "json_extract(evidence, '$.recheck') IS NOT NULL"
+
     def note(self, alert_id: int, kind: str, detail: str) -> None:
         self.db.transaction(lambda db: log_events(db, [(alert_id, self.db.now(), kind, detail)]), durable=False)
 

@@ -98,5 +98,12 @@ CREATE TABLE admin_sessions (
         "ALTER TABLE alerts ADD COLUMN account TEXT NOT NULL DEFAULT 'default'; "
         "CREATE INDEX alerts_account ON alerts (account, id)",
     ),
+    # When a delivered notification named the alert (``told``), as PostgreSQL's migration 10: the
+    # unknown and failed alerts already finished count as told, so the upgrade tells nothing again.
+    (
+        8,
+        "ALTER TABLE alerts ADD COLUMN told_at REAL; "
+        "UPDATE alerts SET told_at = finished_at WHERE state IN ('unknown', 'failed') AND told_at IS NULL",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
