@@ -34,7 +34,7 @@ def build_services(
     if config.webhook.source == "database":
         config = _secret_from_journal(config, journal)
         scrubber.add(config.secret_values)
-    notifier = _notifier(config)
+    notifier = _notifier(config, journal)
     membership = Membership(journal, clock=local_clock)
     clients = {account.name: _client(config, account) for account in config.okx.accounts}
     bots = _bot_watches(config, clients, journal, membership, local_clock)
@@ -76,9 +76,13 @@ def _secret_from_journal(config: Config, journal: Journal) -> Config:
     )
 
 
-def _notifier(config: Config) -> Notifier:
+def _notifier(config: Config, journal: Journal) -> Notifier:
     return Notifier(
-        config.notify.urls, config.notify.events, scrub=scrubber.scrub, show_account=len(config.okx.accounts) > 1
+        config.notify.urls,
+        config.notify.events,
+        scrub=scrubber.scrub,
+        show_account=len(config.okx.accounts) > 1,
+        journal=journal,  # records the alerts each delivered message told
     )
 
 
@@ -147,6 +151,8 @@ def _investigator(config: Config, journal: Journal, bots: BotWatches, notifier: 
         auto=config.unknowns.resolve == "auto",
         on_done=notifier.alert_finished,
         on_withdrawn=notifier.proposal_withdrawn,
+        tell_untold=notifier.tell_untold,
+        sweep_every=config.unknowns.sweep,
         clock=clock,
     )
 

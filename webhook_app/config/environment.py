@@ -170,6 +170,7 @@ def _unknowns(reader: Reader) -> UnknownSettings:
         resolve=reader.parsed("RESOLVE_UNKNOWN", values.choice, "manual", options=("manual", "auto")),
         settle=reader.number("UNKNOWN_SETTLE_SECONDS", 3.0, 0, 60),
         recheck=reader.number("UNKNOWN_RECHECK_SECONDS", 30.0, 1, 600),
+        sweep=reader.number("UNKNOWN_SWEEP_SECONDS", 30.0, 1, 600),
         bot_refresh=reader.number("BOT_REFRESH_SECONDS", 30.0, 1, 3600),
         bot_max_age=reader.number("BOT_STATE_MAX_AGE", 90.0, 1, 3600),
     )

@@ -134,6 +134,7 @@ class UnknownSettings:
     resolve: str = "manual"  # "auto": the service marks the unambiguous unknown alerts itself
     settle: float = 3.0  # seconds after an ambiguous attempt before the bot is read again
     recheck: float = 30.0  # seconds before a "not executed" finding is read once more (and marked)
+    sweep: float = 30.0  # seconds between sweeps for what a dead instance left undone (reads, notifications)
     bot_refresh: float = 30.0  # seconds between background reads of the bots' states
     bot_max_age: float = 90.0  # an older read of a bot never refuses an alert
 

@@ -13,6 +13,10 @@ that resend a double: the bot is read once more ``recheck_after`` later, and onl
 moved does ``RESOLVE_UNKNOWN=auto`` mark it. If something has, the proposal "not executed" is
 withdrawn: OKX's records are judged again from the snapshot before the send to this one (can't
 tell, or executed when the move is exactly the request's), stored, and the operator is told.
+
+What waits in memory (a first look, a second read, a notification) dies with the process: every
+``sweep_every`` seconds a sweep finds in the journal what is overdue by ``sweep_grace`` and does it
+(a first look, a second read late, a notification told again).
 """
 
 from __future__ import annotations
@@ -39,9 +43,8 @@ READ_TRIES = 3  # reads of the bot after the send, 1 and 2 s apart, before settl
 WORKERS = 3  # alerts investigated at once: an outage of OKX's reads never queues the notifications for long
 # Compared between the first read after the send and the recheck: any change, and the finding stands unmarked.
 RECHECKED_FIELDS = ("state", "investAmt", "availBal", "frozenBal", "totalEq", "uTime")
-SWEEP_EVERY = 30.0  # seconds between looks for unknown alerts left without a proposal (a dead instance's)
-SWEEP_SINCE = 86_400.0  # ...finished within this many seconds
-SWEEP_GRACE = 60.0  # ...and at least this long ago (plus the settle time): not one being read right now
+SWEEP_EVERY = 30.0  # seconds between looks for what a dead instance left undone (UNKNOWN_SWEEP_SECONDS)
+SWEEP_SINCE = 86_400.0  # ...for alerts finished within this many seconds
 
 
 class ResendDoubt(Refused):
@@ -59,8 +62,8 @@ class ResendDoubt(Refused):
 
 class Investigator:
     """The first look at each unknown alert: read, compare, keep, propose, tell (with ``WORKERS``
-    threads, and a sweep for alerts a dead instance left without a proposal). A "not executed"
-    proposal goes on to the ``SecondRead``; ``resend_doubt`` guards an operator's resend."""
+    threads, and a sweep for what a dead instance left undone). A "not executed" proposal goes on
+    to the ``SecondRead``; ``resend_doubt`` guards an operator's resend."""
 
     def __init__(
         self,
@@ -72,21 +75,32 @@ class Investigator:
         auto: bool = False,
         on_done: Callable[[Record], None] | None = None,
         on_withdrawn: Callable[[Record, str], None] | None = None,
+        tell_untold: Callable[[float, float], list[int]] | None = None,
+        sweep_every: float = SWEEP_EVERY,
+        sweep_grace: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
         """``clock``: the settle time before the reads, the pause between them, and the sweeps' pace.
         ``on_withdrawn(alert, what the second read found)``: the notification that a "not executed"
-        proposal was withdrawn."""
+        proposal was withdrawn. ``tell_untold(since, before)``: the notifier's, telling again the
+        alerts finished in that window (journal clock) that no delivered message named. A sweep
+        every ``sweep_every`` seconds does what is overdue by ``sweep_grace`` (2 x ``sweep_every``
+        by default): a first look ``settle`` + grace after the outcome, a second read or a
+        notification ``settle`` + ``recheck_after`` + grace after it."""
         self.activity = activity
         self.bots = bots  # account name -> its BotWatch: a bot is read with its own account's key
         self.settle = settle
         self._on_done = on_done  # the notification, once the proposal is known
+        self._tell_untold = tell_untold
         self._clock = clock
         self._queue: queue.Queue[tuple[float, Record]] = queue.Queue()  # (due, alert) for a first look
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        self.sweep_every = sweep_every
+        self.sweep_grace = 2 * sweep_every if sweep_grace is None else sweep_grace
         self._last_sweep = 0.0
+        self._sweep_lock = threading.Lock()  # one sweep at a time, whichever worker is idle
         self.investigated = 0
         self._findings = Findings(activity, auto)
         self._second_read = SecondRead(
@@ -147,18 +161,34 @@ class Investigator:
                 self._tell(record)  # the unknown is never left untold
 
     def _sweep(self) -> None:
-        if self._clock() - self._last_sweep < SWEEP_EVERY:
-            return
-        self._last_sweep = self._clock()
+        with self._sweep_lock:
+            if self._clock() - self._last_sweep < self.sweep_every:
+                return
+            self._last_sweep = self._clock()
+            self.sweep()
+
+    def sweep(self) -> None:
+        """One look for what a dead instance (or this one, earlier) left undone: unknown alerts
+        without a proposal, "not executed" proposals never read again, alerts never told."""
         try:
             now = self.activity.now()
-            waiting = self.activity.awaiting_evidence(now - SWEEP_SINCE)
+            since = now - SWEEP_SINCE
+            waiting = self.activity.awaiting_evidence(since)
+            overdue = now - self.settle - self._second_read.recheck_after - self.sweep_grace
+            unread = self.activity.awaiting_second_read(since, overdue)
         except JournalUnavailable as exc:
-            log.error("could not look for unknown alerts without a proposal: %s", exc)
+            log.error("could not look for unknown alerts left undone: %s", exc)
             return
         for record in waiting:
-            if record.finished_at is not None and record.finished_at <= now - self.settle - SWEEP_GRACE:
+            if record.finished_at is not None and record.finished_at <= now - self.settle - self.sweep_grace:
                 self._queue.put((0.0, record))
+        for record in unread:
+            self._second_read.put_late(record)
+        if self._tell_untold is not None:
+            try:
+                self._tell_untold(since, overdue)
+            except Exception:
+                log.exception("telling again of alerts never told failed")
 
     def investigate(self, record: Record) -> Record | None:
         """Read, compare, keep, propose, tell; the alert as recorded, or None when another instance did it."""
@@ -252,7 +282,8 @@ class Findings:
 class SecondRead:
     """A "not executed" proposal, read again ``recheck_after`` later (one thread: all are due the
     same time after they came): marked (auto) only if the bot has not moved since; withdrawn,
-    judged again and told if it has."""
+    judged again and told if it has. The reading is kept with the evidence ("recheck"), read or
+    not, so the sweep finds the second reads that never ran (``put_late``)."""
 
     def __init__(
         self,
@@ -272,19 +303,34 @@ class SecondRead:
         self._on_withdrawn = on_withdrawn
         self._clock = clock
         self._stop = stop
-        self._rechecks: queue.Queue[tuple[float, Record, dict]] = queue.Queue()  # (due, alert, its evidence)
+        # (due, alert, its evidence, whether it is late: found by the sweep)
+        self._rechecks: queue.Queue[tuple[float, Record, dict, bool]] = queue.Queue()
+        self._queued: set[int] = set()  # the alerts in _rechecks or being read
+        self._queued_lock = threading.Lock()
 
     def put(self, record: Record, evidence: dict) -> None:
-        self._rechecks.put((self._clock() + self.recheck_after, record, evidence))
+        with self._queued_lock:
+            self._queued.add(record.id)
+        self._rechecks.put((self._clock() + self.recheck_after, record, evidence, False))
+
+    def put_late(self, record: Record) -> None:
+        """A second read the sweep found overdue (its process died first), at once, unless it
+        waits here already."""
+        with self._queued_lock:
+            if record.id in self._queued:
+                return
+            self._queued.add(record.id)
+        evidence = record.evidence_data
+        self._rechecks.put((0.0, record, evidence if isinstance(evidence, dict) else {}, True))
 
     def wake(self) -> None:
         """Wakes ``run`` waiting for work (on a stop)."""
-        self._rechecks.put((0.0, None, None))
+        self._rechecks.put((0.0, None, None, False))
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                due, record, evidence = self._rechecks.get(timeout=1.0)
+                due, record, evidence, late = self._rechecks.get(timeout=1.0)
             except queue.Empty:
                 continue
             if record is None:  # stop's wake-up
@@ -293,18 +339,26 @@ class SecondRead:
             if self._stop.is_set():
                 return
             try:
-                self._recheck(record, evidence)
+                self._recheck(record, evidence, late)
             except Exception:
                 log.exception("reading alert %s's bot again failed", record.id)
+            finally:
+                with self._queued_lock:
+                    self._queued.discard(record.id)
 
-    def _recheck(self, record: Record, evidence: dict) -> None:
+    def _recheck(self, record: Record, evidence: dict, late: bool) -> None:
         watch = self.bots.get(record.account)
         later = watch.snapshot_now(record.algo_id) if watch is not None else None
-        read_again = f"read again after {self.recheck_after:.0f} s"
+        read_again = (
+            "read again late (no second read was recorded when it was due)"
+            if late
+            else f"read again after {self.recheck_after:.0f} s"
+        )
         try:
             if later is None:
                 detail = f"{read_again}: the bot could not be read; not marked"
-                self.activity.note(record.id, "evidence", detail)
+                unread = {**evidence, "recheck": {"snapshot": None, "moved": None}}
+                self.activity.revise_evidence(record.id, json.dumps(unread), "not_executed", detail, "not_executed")
             elif moved := moved_fields(evidence.get("after") or {}, later):
                 detail = self._withdraw(record, evidence, later, moved, watch, read_again)
             else:
