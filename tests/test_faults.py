@@ -24,7 +24,8 @@ sent again. The judge is the stand-in's record, never the journal's word:
   anything else: never), and so does every proposal the service made, or it says "can't tell";
 - per bot, OKX received the alerts in the order they arrived; never more than OKX's limit in 2 s;
 - every alert final, none expired (a stall of more than a few seconds expires one: MAX_LAG);
-- every ``unknown`` and ``failed`` alert notified, each counted once, by name.
+- every ``unknown`` and ``failed`` alert notified, each counted once, by name: one whose instance was
+  killed before telling it (or before reading a "not executed" bot again) by the other's sweep.
 
 The counts, and how often each interesting branch ran, are printed. CI runs the short form
 (FAULT_ROUNDS=1); ``bench/faults`` runs the long one and ``bench/mutants`` breaks the service on
@@ -75,6 +76,10 @@ LEASE = 3 + 1 + READ_TIMEOUT + 5
 MAX_LAG = 25
 SETTLE = 3  # UNKNOWN_SETTLE_SECONDS: the first read of OKX's record after an ambiguous answer
 RECHECK = 10  # UNKNOWN_RECHECK_SECONDS: the second read, after any late execution has landed
+# UNKNOWN_SWEEP_SECONDS: a second read or a notification a killed instance held in memory is done by
+# another's sweep SETTLE + RECHECK + 2 x SWEEP after the outcome (+ one sweep, the reads, coalescing).
+SWEEP = 5
+FOLLOWED_UP = SETTLE + RECHECK + 3 * SWEEP + 10 + 30  # ... and 10 s of coalescing, and a margin
 LATE = (1.0, 5.0)  # OKX executes that many seconds after a drop or an answer (< SETTLE + RECHECK)
 # The final states that say OKX did not act on the alert (with resolution not_executed for unknown).
 NOT_EXECUTED_STATES = ("rejected", "failed", "expired")
@@ -135,6 +140,7 @@ class Cluster:
             MAX_LAG=str(MAX_LAG),
             UNKNOWN_SETTLE_SECONDS=str(SETTLE),
             UNKNOWN_RECHECK_SECONDS=str(RECHECK),
+            UNKNOWN_SWEEP_SECONDS=str(SWEEP),
         )
         self.services: list[ServiceProcess] = []
         self.logs: list[str] = []  # the output of every process that ended
@@ -274,6 +280,20 @@ class Cluster:
             )
 
         self.wait_until(done, timeout)
+
+    def wait_followed_up(self, timeout: float) -> None:
+        """Every unknown and failed alert told (a delivered notification named it), and every
+        unresolved "not executed" proposal read again, by its instance or, if that one was killed
+        first, by another's sweep."""
+
+        def done():
+            return not self.query(
+                "SELECT 1 FROM alerts WHERE (state IN ('unknown', 'failed') AND told_at IS NULL) OR "
+                "(state = 'unknown' AND proposal = 'not_executed' AND resolution IS NULL "
+                "AND NOT (evidence::jsonb ? 'recheck')) LIMIT 1"
+            )
+
+        self.wait_until(done, timeout)  # what is still undone then shows in the judgement
 
     # -- the operator -------------------------------------------------------------------------
 
@@ -564,12 +584,14 @@ def run_scenarios(cluster: Cluster, okx, counts: collections.Counter) -> int:
     cluster.burst(BURST)  # and one with OKX's faults alone
     cluster.wait_settled(timeout=LEASE + 60)
     okx.faults = None  # the operator's resends go to a calm OKX: what is tested is that none doubles
-    cluster.wait_investigated(timeout=SETTLE + RECHECK + 30)
+    cluster.wait_investigated(timeout=FOLLOWED_UP)
     settle_as_an_operator(cluster, okx, counts)
     cluster.wait_settled(timeout=LEASE + 60)
-    cluster.wait_investigated(timeout=SETTLE + RECHECK + 30)
+    cluster.wait_investigated(timeout=FOLLOWED_UP)
     settle_as_an_operator(cluster, okx, counts)  # what the resends left unknown, once more
     cluster.wait_settled(timeout=LEASE + 60)
+    # What a killed instance held in memory (a notification, a second read) is done by the other's sweep.
+    cluster.wait_followed_up(timeout=2 * FOLLOWED_UP)
     return scenarios + 1
 
 
