@@ -134,12 +134,16 @@ class RecordingInvestigator(Investigator):
 
 
 class NothingLeftJournal:
-    """A journal where no unknown alert waits for a proposal (the investigator's sweep finds none)."""
+    """A journal where no unknown alert waits for a proposal or a second read (the investigator's
+    sweep finds none)."""
 
     def now(self):
         return 0.0
 
     def awaiting_evidence(self, since):
+        return []
+
+    def awaiting_second_read(self, since, before):
         return []
 
 
