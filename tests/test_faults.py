@@ -270,27 +270,26 @@ class Cluster:
         )
 
     def wait_investigated(self, timeout: float) -> None:
-        """Every unknown alert has its proposal, and every "not executed" one its second read."""
+        """Every unknown alert has its proposal, and every "not executed" one its second read (kept
+        with its evidence: a read that could not read the bot is tried again by the sweep)."""
 
         def done():
             return not self.query(
-                "SELECT 1 FROM alerts a WHERE a.state = 'unknown' AND (a.proposal IS NULL OR "
-                "(a.proposal = 'not_executed' AND NOT EXISTS (SELECT 1 FROM alert_events e "
-                "WHERE e.alert_id = a.id AND e.kind = 'evidence' AND e.detail LIKE 'read again%%'))) LIMIT 1"
+                "SELECT 1 FROM alerts WHERE state = 'unknown' AND (proposal IS NULL OR "
+                "(proposal = 'not_executed' AND NOT (evidence::jsonb ? 'recheck'))) LIMIT 1"
             )
 
         self.wait_until(done, timeout)
 
     def wait_followed_up(self, timeout: float) -> None:
         """Every unknown and failed alert told (a delivered notification named it), and every
-        unresolved "not executed" proposal read again, by its instance or, if that one was killed
-        first, by another's sweep."""
+        "not executed" proposal read again (the reading kept with its evidence), by its instance or,
+        if that one was killed first or could not read the bot, by a sweep."""
 
         def done():
             return not self.query(
                 "SELECT 1 FROM alerts WHERE (state IN ('unknown', 'failed') AND told_at IS NULL) OR "
-                "(state = 'unknown' AND proposal = 'not_executed' AND resolution IS NULL "
-                "AND NOT (evidence::jsonb ? 'recheck')) LIMIT 1"
+                "(state = 'unknown' AND proposal = 'not_executed' AND NOT (evidence::jsonb ? 'recheck')) LIMIT 1"
             )
 
         self.wait_until(done, timeout)  # what is still undone then shows in the judgement
@@ -563,6 +562,13 @@ def notified_alerts(receiver: Receiver) -> dict[str, set[int]]:
     return told
 
 
+def timelines_of(cluster: Cluster, wrong: list[str]) -> dict[int, list[str]]:
+    """The journal's timeline of each alert named in ``wrong`` (its entries' kinds and details)."""
+    ids = sorted({int(n) for line in wrong for n in re.findall(r"^alert (\d+)", line)})
+    rows = cluster.query("SELECT alert_id, kind, detail FROM alert_events WHERE alert_id = ANY(%s) ORDER BY id", (ids,))
+    return {alert_id: [f"{kind}: {detail}" for a, kind, detail in rows if a == alert_id] for alert_id in ids}
+
+
 # -- the test ----------------------------------------------------------------------------------
 
 
@@ -661,6 +667,7 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
         f"{len(must_tell['unknown'])} / {len(told['failed'] & must_tell['failed'])} of {len(must_tell['failed'])}",
         "untold": sum(len(ids) for ids in untold.values()),
         "what went wrong": judged["wrong"][:20],
+        "their timelines": timelines_of(cluster, judged["wrong"][:5]),
     }
     with capsys.disabled():
         print("\nfault injection:", json.dumps(report, indent=1))

@@ -112,7 +112,33 @@ def test_a_second_read_lost_with_its_process_is_done_by_the_sweep_and_withdraws_
     assert journal.awaiting_second_read(0.0, journal.now()) == []
 
 
-def test_a_second_read_that_could_not_read_the_bot_is_kept_and_not_tried_again(journal, bots):
+class Unreadable:
+    """A bot watch whose reads find no room in the budget (or no answer from OKX)."""
+
+    def snapshot_now(self, algo_id):
+        return None
+
+
+def test_a_second_read_that_could_not_read_the_bot_is_tried_again_by_a_later_sweep(journal, bots, caplog):
+    record = unknown_alert(journal, bots, amount="10")
+    assert Investigator(journal, bots, clock=ManualClock()).investigate(record).proposal == "not_executed"
+    blind = Investigator(journal, {"default": Unreadable()}, clock=ManualClock())
+    blind.start()
+    try:
+        eventually(lambda: "the bot could not be read" in caplog.text)
+    finally:
+        blind.stop()
+    assert [r.id for r in journal.awaiting_second_read(0.0, journal.now())] == [record.id]  # left for the next
+    seeing = Investigator(journal, bots, clock=ManualClock())
+    seeing.start()
+    try:
+        stored = eventually(lambda: (r := journal.get(record.id)) and "recheck" in r.evidence_data and r)
+    finally:
+        seeing.stop()
+    assert stored.proposal == "not_executed" and stored.evidence_data["recheck"]["moved"] == []
+
+
+def test_a_second_read_whose_account_is_gone_is_kept_unread_and_not_tried_again(journal, bots):
     record = unknown_alert(journal, bots, amount="10")
     assert Investigator(journal, bots, clock=ManualClock()).investigate(record).proposal == "not_executed"
     gone = Investigator(journal, {}, clock=ManualClock())  # its account is no longer configured: nothing to read with

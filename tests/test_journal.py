@@ -884,19 +884,22 @@ def test_untold_lists_the_finished_alerts_no_delivered_notification_named_until_
     assert journal.untold(("unknown", "failed"), since, since + 10) == []
 
 
-def test_awaiting_second_read_lists_unresolved_not_executed_proposals_never_read_again(journals):
+def test_awaiting_second_read_lists_not_executed_proposals_never_read_again_marked_or_not(journals):
     journal = journals()
     since = journal.now()
     unread = unknown_alert(journal, key="fp:unread", algo_id="u", finished_at=since + 1)
     read = unknown_alert(journal, key="fp:read", algo_id="r", finished_at=since + 2)
     settled = unknown_alert(journal, key="fp:settled", algo_id="s", finished_at=since + 3)
+    executed = unknown_alert(journal, key="fp:executed", algo_id="e", finished_at=since + 4)
     for record in (unread, read, settled):
         journal.record_evidence(record.id, GATHERED, "not_executed", "OKX's records: not executed")
+    journal.record_evidence(executed.id, GATHERED, "executed", "OKX's records: executed")
     kept = json.dumps({**json.loads(GATHERED), "recheck": {"snapshot": None, "moved": None}})
     journal.revise_evidence(read.id, kept, "not_executed", "read again", was="not_executed")
-    journal.resolve(settled.id, "not_executed", "session 1a2b")
-    assert [r.id for r in journal.awaiting_second_read(since, since + 10)] == [unread.id]
-    assert journal.awaiting_second_read(since + 2, since + 10) == []
+    journal.resolve(settled.id, "executed", "session 1a2b")  # a late execution matters whoever settled it
+    assert [r.id for r in journal.awaiting_second_read(since, since + 10)] == [unread.id, settled.id]
+    assert [r.id for r in journal.awaiting_second_read(since + 2, since + 10)] == [settled.id]
+    assert journal.awaiting_second_read(since, since + 2) == [journal.get(unread.id)]
 
 
 def test_a_journal_upgraded_counts_its_finished_unknown_and_failed_alerts_as_told(database_url, monkeypatch):

@@ -154,8 +154,9 @@ class Activity(AlertRecords):
 
     @abc.abstractmethod
     def awaiting_second_read(self, since: float, before: float, limit: int = 20) -> list[Record]:
-        """``unknown`` alerts proposed "not executed", unresolved, whose evidence keeps no second read
-        (no "recheck"), that finished between ``since`` and ``before``, oldest first."""
+        """``unknown`` alerts proposed "not executed" whose evidence keeps no second read (no
+        "recheck"), that finished between ``since`` and ``before``, oldest first; marked or not (a
+        late execution withdraws the proposal whoever settled the alert)."""
 
     @abc.abstractmethod
     def hourly_counts(self, since: float) -> list[tuple[int, str, int]]:

@@ -138,7 +138,7 @@ class SharedActivity(SharedRecords, Activity):
     def awaiting_second_read(self, since: float, before: float, limit: int = 20) -> list[Record]:
         p = self.db.placeholder
         rows = self.db.all(
-            f"{SELECT_ALERTS} WHERE state = 'unknown' AND proposal = 'not_executed' AND resolution IS NULL "
+            f"{SELECT_ALERTS} WHERE state = 'unknown' AND proposal = 'not_executed' "
             f"AND NOT {self.keeps_second_read} AND finished_at >= {p} AND finished_at <= {p} "
             f"ORDER BY finished_at, id LIMIT {p}",
             (since, before, limit),

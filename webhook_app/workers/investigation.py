@@ -282,8 +282,8 @@ class Findings:
 class SecondRead:
     """A "not executed" proposal, read again ``recheck_after`` later (one thread: all are due the
     same time after they came): marked (auto) only if the bot has not moved since; withdrawn,
-    judged again and told if it has. The reading is kept with the evidence ("recheck"), read or
-    not, so the sweep finds the second reads that never ran (``put_late``)."""
+    judged again and told if it has. The reading is kept with the evidence ("recheck"), so the
+    sweep finds the second reads that never ran or could not read the bot (``put_late``)."""
 
     def __init__(
         self,
@@ -356,9 +356,7 @@ class SecondRead:
         )
         try:
             if later is None:
-                detail = f"{read_again}: the bot could not be read; not marked"
-                unread = {**evidence, "recheck": {"snapshot": None, "moved": None}}
-                self.activity.revise_evidence(record.id, json.dumps(unread), "not_executed", detail, "not_executed")
+                detail = self._unread(record, evidence, read_again, late, gone=watch is None)
             elif moved := moved_fields(evidence.get("after") or {}, later):
                 detail = self._withdraw(record, evidence, later, moved, watch, read_again)
             else:
@@ -370,6 +368,19 @@ class SecondRead:
             log.warning("alert %s: %s", record.id, detail)
         except JournalUnavailable as exc:
             log.error("alert %s: could not record the second read (%s)", record.id, exc)
+
+    def _unread(self, record: Record, evidence: dict, read_again: str, late: bool, gone: bool) -> str:
+        """No reading (no room in the reads' budget, OKX unreachable): left to the sweep, which tries
+        again, unless the account is gone and nothing can ever read it: then kept as read."""
+        if gone:
+            detail = f"{read_again}: its account is not configured, so the bot cannot be read; not marked"
+            unread = {**evidence, "recheck": {"snapshot": None, "moved": None}}
+            self.activity.revise_evidence(record.id, json.dumps(unread), "not_executed", detail, "not_executed")
+        else:
+            detail = f"{read_again}: the bot could not be read; not marked; the sweep reads it again"
+            if not late:  # the timeline says it once; the sweep's tries are in the log
+                self.activity.note(record.id, "evidence", detail)
+        return detail
 
     def _withdraw(
         self, record: Record, evidence: dict, later: BotSnapshot, moved: list[str], watch: BotWatch, read_again: str
