@@ -94,7 +94,13 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     _m(
         "half of the unknown alerts never notified",
-        (INVESTIGATION, "        if self._on_done is None:", "        if self._on_done is None or record.id % 2:"),
+        # In the notifier, where the first telling and the sweep's telling again both pass.
+        (
+            "webhook_app/workers/notify.py",
+            "        if record.state not in self.events:\n            return\n        okx = ",
+            "        if record.state not in self.events or (record.state == 'unknown' and record.id % 2):\n"
+            "            return\n        okx = ",
+        ),
     ),
     _m(
         "no claim fence on the writes after a send",
