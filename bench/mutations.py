@@ -135,6 +135,12 @@ MUTATIONS: tuple[Mutation, ...] = (
             "(sent_at IS NOT NULL OR lease_until IS NULL)",
             "(false)",
         ),
+        (JOURNAL_SHARED, 'NEVER_LEFT = "sent_at IS NULL AND lease_until IS NOT NULL"', 'NEVER_LEFT = "TRUE"'),
+    ),
+    _m(
+        "recovery judges never-sent by its statements' order (a confirmation commits between them)",
+        (JOURNAL_SHARED, 'NEVER_LEFT = "sent_at IS NULL AND lease_until IS NOT NULL"', 'NEVER_LEFT = "TRUE"'),
+        tests=("tests/test_journal.py::test_a_confirmation_committed_while_recovery_runs_is_never_queued_again",),
     ),
     _m(
         "a rate of 25 requests per 2 s",

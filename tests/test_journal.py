@@ -43,7 +43,7 @@ from webhook_app.journal import sqlite as sqlite_journal
 from webhook_app.journal.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from webhook_app.journal.postgres import PostgresJournal
 from webhook_app.journal.postgres import database as postgres_database
-from webhook_app.journal.postgres.sql import LOCK_RECOVERY, NOW
+from webhook_app.journal.postgres.sql import CLAIMED, LOCK_RECOVERY, NOW
 from webhook_app.journal.records import UNROUTED_DETAIL
 from webhook_app.workers.pacing import MemoryPacer
 
@@ -1563,3 +1563,38 @@ def test_each_engine_gives_every_job_its_own_store_on_one_database(journals):
     for contract, store in JOBS:
         assert isinstance(getattr(journal, store), contract)
         assert getattr(journal, store).db is journal.database
+
+
+def test_a_confirmation_committed_while_recovery_runs_is_never_queued_again(pg_url, pg_journals):
+    # The double the long fault run found: a sender's confirmation judged its lease current, then
+    # committed late (held up behind a lock); recovery, running as the lease lapsed, had already
+    # passed its "maybe sent" statement and queued the alert again, sent. Under READ COMMITTED each
+    # of recovery's statements must judge "never sent" itself: an UPDATE waiting on the row's lock
+    # re-reads the committed row, and finds sent_at.
+    journal, survivor = pg_journals(), pg_journals()
+    alert, _ = add(journal)
+    (claimed,) = journal.claim_due("paused", 1, journal.now(), lease=1.0)
+    confirming = psycopg.connect(pg_url, autocommit=False)
+    try:
+        # The confirmation's UPDATE has judged the claim current and holds the row, uncommitted.
+        assert confirming.execute(
+            f"UPDATE alerts SET sent_at = {NOW} WHERE {CLAIMED} AND lease_until > {NOW}",
+            (claimed.id, "paused", claimed.attempts),
+        ).rowcount == 1
+        eventually(lambda: survivor.database.one(f"SELECT lease_until < {NOW} FROM alerts WHERE id = %s", (alert.id,))[0])
+        recovered = []
+        recovery = threading.Thread(target=lambda: recovered.extend(survivor.recover("survivor", dead_after=15)))
+        recovery.start()
+        # Recovery reaches the row and waits for its lock (only a statement that matched it waits).
+        waits = eventually(lambda: survivor.database.one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )[0])
+        print(f"recovery waited on the confirmation's lock ({waits} waiting)")
+        confirming.commit()
+        recovery.join(10)
+    finally:
+        confirming.close()
+    assert not recovery.is_alive()
+    assert [r.id for r in recovered if r.state == "queued"] == []  # never back in the queue once sent
+    (settled,) = eventually(lambda: survivor.recover("survivor", dead_after=15))  # the next look
+    assert (settled.id, settled.state) == (alert.id, "unknown")

@@ -58,19 +58,26 @@ def unknown_if_it_may_have_left(where: str, now: str, detail: str) -> str:
     )
 
 
+# Each statement judges "never left" itself, never by running after the one above: under READ
+# COMMITTED a confirmation that judged its lease current may commit between them (held up behind a
+# lock), and an UPDATE waiting on the row's lock re-reads the committed row. A row that the first
+# statement missed and these now skip stays "sending" for the next look, which finds it unknown.
+NEVER_LEFT = "sent_at IS NULL AND lease_until IS NOT NULL"
+
+
 def expired_unsent(where: str, now: str, detail: str) -> str:
     """``expired`` when it certainly never left and its lag is over."""
     return (
         f"UPDATE alerts SET state = 'expired', finished_at = {now}, detail = {detail}, lease_until = NULL "
-        f"WHERE {where} AND expires_at < {now} {RETURNING_ALERTS}"
+        f"WHERE {where} AND {NEVER_LEFT} AND expires_at < {now} {RETURNING_ALERTS}"
     )
 
 
 def queued_again(where: str, detail: str) -> str:
-    """Queued again when it certainly never left (run after the two above: what they left)."""
+    """Queued again when it certainly never left and its lag is not over."""
     return (
         f"UPDATE alerts SET state = 'queued', claimed_by = NULL, lease_until = NULL, detail = {detail} "
-        f"WHERE {where} {RETURNING_ALERTS}"
+        f"WHERE {where} AND {NEVER_LEFT} {RETURNING_ALERTS}"
     )
 
 
