@@ -631,13 +631,13 @@ def test_an_event_in_the_window_is_shown_as_okx_gave_it_escaped_and_rules_out_a_
     message = '<script>alert("x")</script> Margin added & more'
     app = make_app(unknown_settle=0)
     alert_id = investigated_alert(
-        app, okx, Meanwhile(Drop(), lambda stand_in, bot: stand_in.add_event(bot, "user_action", message))
+        app, okx, Meanwhile(Drop(), lambda stand_in, bot: stand_in.add_event(bot, "system_action", message))
     )
     client = app.test_client()
     evidence = client.get(f"/alerts/{alert_id}", headers=BEARER).json["alert"]["evidence"]
     assert evidence["proposal"] == "cant_tell"
     assert [(e["eventType"], e["eventStatus"], e["eventProcessMsg"]) for e in evidence["events"]] == [
-        ("user_action", "success", message)
+        ("system_action", "success", message)
     ]
     logged_in(client)
     page = client.get(f"/admin/alerts/{alert_id}").text

@@ -53,6 +53,7 @@ def event(ctime_ms: int, event_type: str = "signal_processing") -> BotEvent:
 
 
 ADDED_50 = {"avail_bal": "50", "total_eq": "50"}
+API_EVENTS = "event(s) there, each a successful user_action"  # OKX may list an API margin change so
 REINVESTED_50 = {**ADDED_50, "invest_amt": "50"}  # an add with allowReinvest: investAmt moves with the margin
 PNL_TOO = "PnL moves availBal and totalEq together just the same"
 WINDOW = "between 12:00:01.2 and 12:00:03.9 UTC"
@@ -149,6 +150,54 @@ CASES = [
         "an event at the window's start",
         "add", "50", False, before(), after(touched=False), [event(START_MS, "user_action")],
         "cant_tell", ["1 event(s)", "user_action"],
+    ),
+    # OKX may list a margin change made through the API as a user_action event (issue 23).
+    (
+        "an API margin change listed as a user_action event, allowReinvest",
+        "add", "50", True, before(), after(**REINVESTED_50), [event(START_MS + 1000, "user_action")],
+        "executed", ["availBal, totalEq and investAmt rose by 50", WINDOW, f"1 {API_EVENTS}",
+                     "asked to add 50 with allowReinvest"],
+    ),
+    (
+        "an API margin change listed as a user_action event tells it from PnL",
+        "reduce", "12.5", False, before(), after(avail_bal="-12.5", total_eq="-12.5"),
+        [event(START_MS + 1000, "user_action")],
+        "executed", ["availBal and totalEq fell by 12.5", f"1 {API_EVENTS}", "asked to reduce 12.5"],
+    ),
+    (
+        "two user_action events, balances as asked",
+        "add", "50", True, before(), after(**REINVESTED_50),
+        [event(START_MS + 1000, "user_action"), event(START_MS + 1500, "user_action")],
+        "executed", [f"2 {API_EVENTS}"],
+    ),
+    (
+        "a user_action event beside another kind",
+        "add", "50", True, before(), after(**REINVESTED_50),
+        [event(START_MS + 1000, "user_action"), event(START_MS + 1500, "system_action")],
+        "cant_tell", ["2 event(s)", "system_action success at 12:00:02.8", "never read as ours"],
+    ),
+    (
+        "a user_action event that failed",
+        "add", "50", True, before(), after(**REINVESTED_50),
+        [BotEvent("user_action", "failure", START_MS + 1000, "Margin add failed")],
+        "cant_tell", ["1 event(s)", "user_action failure", "never read as ours"],
+    ),
+    (
+        "a user_action event, the balances moved otherwise",
+        "add", "50", True, before(), after(avail_bal="46.5", total_eq="46.5", invest_amt="50"),
+        [event(START_MS + 1000, "user_action")],
+        "cant_tell", ["availBal rose by 46.5", f"1 {API_EVENTS}"],
+    ),
+    (
+        "a user_action event, balances as asked, uTime did not move",
+        "add", "50", True, before(), after(touched=False, **REINVESTED_50), [event(START_MS + 1000, "user_action")],
+        "cant_tell", ["moved as asked", "uTime did not change", f"1 {API_EVENTS}"],
+    ),
+    (
+        "a user_action event, the bot stopped",
+        "add", "50", True, before(), dataclasses.replace(after(**REINVESTED_50), state="stopped"),
+        [event(START_MS + 1000, "user_action")],
+        "cant_tell", ["state changed from running to stopped"],
     ),
     (
         "an event at the window's end",

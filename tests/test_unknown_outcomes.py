@@ -116,7 +116,8 @@ def test_a_not_executed_finding_is_not_marked_when_the_bot_moves_before_the_seco
     okx.play(DropUnexecuted())
     alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
     assert wait_proposal(app, alert_id).proposal == "not_executed"
-    okx.change_margin(BOT, "add", Decimal("10"))  # as a late execution would
+    # Not exactly the request (an exact one with its user_action event would read as executed, and be marked).
+    okx.change_margin(BOT, "add", Decimal("7"))
     wait_event(journal, alert_id, "read again after 1 s")
     assert journal.get(alert_id).resolution is None
     (note,) = [e.detail for e in journal.events(alert_id) if e.detail.startswith("read again")]
@@ -128,14 +129,23 @@ def late_exact(stand_in):  # OKX executes the dropped request late: exactly its 
         stand_in._apply_margin(stand_in.bot(BOT), "add", Decimal("10"), allow_reinvest=True)
 
 
-def late_in_app(stand_in):  # the bot moves by a margin change OKX lists as an event
+def late_in_app(stand_in):  # the bot moves by a margin change OKX lists as a user_action event
     stand_in.change_margin(BOT, "add", Decimal("10"), allow_reinvest=True)
+
+
+def late_with_a_signal(stand_in):  # ... and OKX lists a signal it processed too
+    late_in_app(stand_in)
+    stand_in.add_event(BOT, "signal_processing", "Signal received, no order placed")
 
 
 @pytest.mark.parametrize(
     "late, proposal, words",
-    [(late_exact, "executed", "rose by 10"), (late_in_app, "cant_tell", "event(s)")],
-    ids=["moved-exactly-as-asked", "moved-with-an-event"],
+    [
+        (late_exact, "executed", "rose by 10"),
+        (late_in_app, "executed", "each a successful user_action"),  # as OKX may list an API margin change
+        (late_with_a_signal, "cant_tell", "never read as ours"),
+    ],
+    ids=["moved-exactly-as-asked", "moved-with-a-user-action-event", "moved-with-another-event"],
 )
 def test_a_not_executed_proposal_the_second_read_contradicts_is_withdrawn(make_app, okx, late, proposal, words):
     receiver = Receiver()

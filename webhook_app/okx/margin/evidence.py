@@ -9,10 +9,16 @@ The rule (conservative: it never guesses):
   clock. An event is in the window when before.read_at * 1000 <= eventCtime <= after.read_at * 1000.
 - No snapshot from before or from after the send, OKX knowing no such bot in either, two
   different bots, or any of availBal, investAmt, frozenBal, totalEq unknown in either: can't tell.
-- The event history not read, or any event in the window: can't tell. OKX's documentation does not
-  say whether a margin change made through the API is listed in the event history, so no event is
-  ever read as ours: it is shown as OKX gave it, and it rules out a verdict.
+- The event history not read, or any event in the window other than a successful ``user_action``:
+  can't tell. Such an event is never read as ours: it is shown as OKX gave it, and it rules out a
+  verdict. OKX may list a margin change made through the API as a ``user_action`` event (its docs
+  do not say), so the window may hold those, and only those, for the rule below.
 - The bot's state changed in the window (e.g. running -> stopped): can't tell.
+- Successful ``user_action`` events in the window (and no other): executed when the balances moved
+  by exactly the request (investAmt with them only with allowReinvest) and uTime moved (or OKX gave
+  no uTime in either snapshot): the event tells a margin change from PnL, with or without
+  allowReinvest. Anything else, nothing moving included: can't tell (something happened that the
+  balances do not show as asked).
 - With d = +amount for "add" and -amount for "reduce":
   executed only for a request with allowReinvest, when investAmt, availBal and totalEq each moved
   by exactly d, frozenBal did not move, and uTime changed (or OKX gave no uTime in either
@@ -115,11 +121,13 @@ def propose(
     if events is None:
         return cant_tell(f"OKX's event history for the bot could not be read; {asked}")
     inside, _ = split_events(events, before, after)
-    if inside:
-        first = inside[0]
+    foreign = [event for event in inside if not may_be_api_margin_change(event)]
+    if foreign:
+        first = foreign[0]
         return cant_tell(
-            f"OKX lists {len(inside)} event(s) of the bot {window} (the first: {first.event_type} "
-            f"{first.event_status} at {clock_time(first.ctime_ms / 1000)}), and an event is never read as ours; {asked}"
+            f"OKX lists {len(inside)} event(s) of the bot {window} (the first not a successful user_action: "
+            f"{first.event_type} {first.event_status} at {clock_time(first.ctime_ms / 1000)}), and such an event "
+            f"is never read as ours; {asked}"
         )
     if before.state != after.state:
         return cant_tell(f"the bot's state changed from {before.state} to {after.state} {window}; {asked}")
@@ -127,7 +135,19 @@ def propose(
     deltas = {
         name: exact_difference(getattr(after, attribute), getattr(before, attribute)) for name, attribute in _BALANCES
     }
-    return _judge(action, amount, allow_reinvest, before, after, deltas, window, asked)
+    proposal = _judge(action, amount, allow_reinvest, before, after, deltas, window, asked, bool(inside))
+    if not inside:
+        return proposal
+    first_at = clock_time(inside[0].ctime_ms / 1000)
+    listed = f"OKX lists {len(inside)} event(s) there, each a successful user_action (the first at {first_at})"
+    if proposal.verdict == "executed":  # the balances moved by exactly the request, uTime with them
+        return Proposal("executed", f"{proposal.reason}; {listed}, as it may list a margin change made through the API")
+    return Proposal("cant_tell", f"{proposal.reason}; {listed}, which the balances do not show as asked")
+
+
+def may_be_api_margin_change(event: BotEvent) -> bool:
+    """OKX may list a margin change made through the API as a successful user_action event."""
+    return event.event_type == "user_action" and event.event_status == "success"
 
 
 def _judge(
@@ -139,8 +159,11 @@ def _judge(
     deltas: dict[str, Decimal],
     window: str,
     asked: str,
+    user_actions: bool = False,
 ) -> Proposal:
-    """The verdict from the balances' and uTime's changes, once nothing else ruled one out."""
+    """The verdict from the balances' and uTime's changes, once nothing else ruled one out.
+    ``user_actions``: the window holds successful user_action events (and no other): they tell a
+    margin change from PnL, and rule out "not executed"."""
     expected = amount if action == "add" else amount.copy_negate()  # copy_negate: exact at any length
     expected_invest = expected if allow_reinvest else Decimal(0)
     u_time_moved = before.u_time_ms != after.u_time_ms
@@ -156,6 +179,11 @@ def _judge(
     direction = "rose" if action == "add" else "fell"
 
     if balances_as_asked and ((u_time_moved and u_time_known) or u_time_absent):
+        if not allow_reinvest and user_actions:
+            return Proposal(
+                "executed",
+                f"availBal and totalEq {direction} by {plain_decimal(amount)} {window}; no other change; {asked}",
+            )
         if not allow_reinvest:  # PnL of exactly the amount moves the very same two fields
             return Proposal(
                 "cant_tell",
@@ -170,7 +198,8 @@ def _judge(
         )
     if not moved and not u_time_moved:
         return Proposal(
-            "not_executed", f"availBal, investAmt, frozenBal, totalEq and uTime did not change {window}; {asked}"
+            "cant_tell" if user_actions else "not_executed",
+            f"availBal, investAmt, frozenBal, totalEq and uTime did not change {window}; {asked}",
         )
     return Proposal("cant_tell", _unexplained(before, after, deltas, expected, allow_reinvest, window, asked))
 
