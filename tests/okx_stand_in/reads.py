@@ -84,7 +84,7 @@ def _sub_orders(okx: OkxStandIn, algo_id: str, params: dict) -> Reply:
     before ``after`` / after ``before``; newest first, at most ``limit``."""
     bot = okx.bots[algo_id]
     if "state" in params:
-        state = SUB_ORDER_STATES.get(params["state"])
+        state = None if params["state"] in okx.refused_states else SUB_ORDER_STATES.get(params["state"])
         if state is None:
             return refused(400, "51000", "Parameter state error")
         orders = [order for order in bot.orders if order.state == state]

@@ -61,6 +61,9 @@ class OkxStandIn(World):
         self.close_on_stop = True
         self.stop_delay = 0.0
         self.cancel_delay = 0.0
+        # The spellings of the sub-orders read's state OKX refuses (51000): its docs disagree between
+        # "cancelled" and "canceled" ⚠; none refused by default.
+        self.refused_states: set[str] = set()
         self.limits = RateLimits()
         self._read_arrivals: dict[str, list[float]] = collections.defaultdict(list)
         self.scripts: dict[str, collections.deque] = collections.defaultdict(collections.deque)

@@ -1,12 +1,12 @@
-"""OKX v5 REST client: signing, the session, the clock offset, signed reads of a bot, and sending an
-action's request. No Flask here. ``OkxClient.adjust_margin`` either returns an ``OkxAck`` or raises
-one of the ``OkxError`` types (``okx/errors.py``), which say what matters for money: did OKX act?
+"""OKX v5 REST client: signing, the session, the clock offset, the signed reads of a bot
+(``okx/reads.py``) and sending any action's request (``send``; each action's module under
+``okx/actions/`` says how). A send either returns an ``OkxAck`` or raises one of the ``OkxError``
+types (``okx/errors.py``), which say what matters for money: did OKX act?
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import threading
@@ -20,34 +20,34 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from webhook_app.clock import elapsed
+from webhook_app.okx.actions import BotOrder
+from webhook_app.okx.actions.registry import SUB_ORDER_ACTIONS, module_for
 from webhook_app.okx.errors import (
-    BOT_MISSING_CODES,
     CLOCK_SKEW_CODE,
-    OkxError,
     OkxNotExecuted,
     OkxOutcomeUnknown,
     OkxRefused,
     OkxSendTooLate,
     OkxUnreachable,
-    outcome_of,
+    answer_outcome,
 )
-from webhook_app.okx.margin.outcomes import MARGIN_OUTCOMES
-from webhook_app.okx.margin.request import MARGIN_BALANCE_PATH, MarginRequest, acknowledged_algo_id
-from webhook_app.okx.records import BotEvent, BotSnapshot, bot_from_okx, okx_ms, okx_text, okx_timestamp
+from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.reads import (  # noqa: F401 (imported from here by the workers)
+    BOT_DETAILS_PATH,
+    BOT_EVENTS_PATH,
+    BOTS_PENDING_PATH,
+    POSITIONS_PATH,
+    SUB_ORDERS_PATH,
+    SignalReads,
+)
+from webhook_app.okx.records import OkxAck, okx_timestamp
+
+__all__ = ["OkxAck", "OkxClient", "sign"]
 
 SERVER_TIME_PATH = "/api/v5/public/time"
 
 
 ACCOUNT_CONFIG_PATH = "/api/v5/account/config"
-
-
-BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
-
-
-BOTS_PENDING_PATH = "/api/v5/tradingBot/signal/orders-algo-pending"
-
-
-BOT_EVENTS_PATH = "/api/v5/tradingBot/signal/event-history"
 
 
 # Formatted with the client's base URL and the prefix of its account's variables ("OKX_", "OKX_HEDGE_").
@@ -61,14 +61,8 @@ HINTS = {
     "50111": "Check {prefix}API_KEY.",
     "50113": "The signature was refused: check {prefix}API_SECRET.",
     "50105": "The passphrase was refused: check {prefix}API_PASSPHRASE.",
-    "50120": "The API key lacks a permission: margin-balance needs the Trade permission.",
+    "50120": "The API key lacks a permission: the signal-bot actions need the Trade permission.",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class OkxAck:
-    algo_id: str
-    dry_run: bool = False
 
 
 def sign(secret_key: str, timestamp: str, method: str, request_path: str, body: bytes | str) -> str:
@@ -80,7 +74,7 @@ def sign(secret_key: str, timestamp: str, method: str, request_path: str, body: 
     return base64.b64encode(digest).decode()
 
 
-class OkxClient:
+class OkxClient(SignalReads):
     """Owns one ``requests.Session`` (connection reuse) and the clock offset to OKX."""
 
     def __init__(
@@ -144,21 +138,53 @@ class OkxClient:
             headers["x-simulated-trading"] = "1"
         return headers
 
-    def adjust_margin(self, request: MarginRequest, send_by: float | None = None) -> OkxAck:
-        """Send one margin-balance request, signed afresh. Raises an ``OkxError`` unless OKX said "0".
+    def send(
+        self,
+        order: BotOrder,
+        send_by: float | None = None,
+        exp_time_ms: int | None = None,
+        *,
+        pace: Callable[[str], None] | None = None,
+    ) -> OkxAck:
+        """Send ``order``'s request, signed afresh, as its action's module says (one POST; for
+        ``cancel`` a read of the pending sub-orders, then one POST for each). Raises an ``OkxError``
+        unless OKX took it on or found its target already reached (``OkxAck.already``).
+
         ``send_by`` (a ``clock.elapsed()`` reading, which counts a suspension of the host): the last
-        moment the request may leave; checked as late as we can, right before the connection is used
-        (``OkxSendTooLate`` after it, nothing sent)."""
-        body = request.body_bytes()
+        moment a request may leave; checked as late as we can, right before each POST (after it:
+        ``OkxSendTooLate``, that one not sent). ``exp_time_ms``: OKX's expTime header (epoch ms on
+        OKX's clock, ``okx_deadline_ms``), required for buy/sell and not sent for other actions
+        (OKX honours it on sub-order only). ``pace(path)``: called before each request the send
+        makes (reads included), e.g. to wait for that endpoint's rate budget."""
+        module = module_for(order.action)
+        if order.action in SUB_ORDER_ACTIONS and exp_time_ms is None:
+            raise ValueError(f"a {order.action} is sent with its expTime: OKX must never act on it late")
         if self.dry_run:
             if self._secret_key:  # sign anyway, so dry-run exercises the whole path
-                self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
-            return OkxAck(algo_id=request.algo_id, dry_run=True)
-        headers = self.signed_headers("POST", MARGIN_BALANCE_PATH, body)
+                self.signed_headers("POST", order.path, order.body_bytes())
+            return OkxAck(algo_id=order.algo_id, dry_run=True)
+        return module.send(self, order, send_by, exp_time_ms, pace)
+
+    def adjust_margin(self, request: MarginRequest, send_by: float | None = None) -> OkxAck:
+        """Send one margin-balance request (``send`` of its ``BotOrder``)."""
+        return self.send(BotOrder(request.type, request.body()), send_by)
+
+    def post_signed(
+        self, path: str, body: bytes, outcomes: dict, send_by: float | None = None, headers: dict | None = None
+    ) -> dict:
+        """One signed POST of ``body`` (the exact bytes), with ``headers`` added (e.g. expTime),
+        sent only before ``send_by``. OKX's payload when its answer is a success; otherwise the
+        ``OkxError`` its answer means, read against ``outcomes`` (the action's own codes) first."""
+        signed = self.signed_headers("POST", path, body)
+        signed.update(headers or {})
         if send_by is not None and elapsed() >= send_by:
             raise OkxSendTooLate("not sent: its claim had grown too old to send on (the process was held up)")
-        payload = self._post(MARGIN_BALANCE_PATH, body, headers, MARGIN_OUTCOMES)
-        return OkxAck(algo_id=acknowledged_algo_id(payload, request.algo_id))
+        return self._post(path, body, signed, outcomes)
+
+    def okx_deadline_ms(self, send_by: float) -> int:
+        """``send_by`` (a ``clock.elapsed()`` reading) as OKX's epoch ms: the expTime of a
+        sub-order that must not be acted on after it."""
+        return int((self.okx_now() + (send_by - elapsed())) * 1000)
 
     def sync_clock(self) -> float:
         """Set the clock offset from GET /api/v5/public/time; returns it in seconds."""
@@ -196,48 +222,6 @@ class OkxClient:
         """Epoch seconds on OKX's clock: ours plus the offset measured by ``sync_clock``."""
         return self._clock() + self._offset
 
-    def bot_snapshot(self, algo_id: str, timeout: float | None = None) -> BotSnapshot:
-        """The bot's details as OKX reports them now; state "missing" when OKX says it has no such
-        bot. Raises an ``OkxError`` (e.g. ``OkxUnreachable``) when the read fails."""
-        started = self.okx_now()
-        try:
-            payload = self.get_signed(BOT_DETAILS_PATH, {"algoOrdType": "contract", "algoId": algo_id}, timeout)
-        except OkxError as exc:
-            if exc.code in BOT_MISSING_CODES:
-                return BotSnapshot.missing(algo_id, (started + self.okx_now()) / 2)
-            raise
-        read_at = (started + self.okx_now()) / 2
-        bots = _data_rows(payload, "the bot's details")
-        if not bots:
-            return BotSnapshot.missing(algo_id, read_at)
-        return bot_from_okx(bots[0], algo_id, read_at)
-
-    def running_bots(self, timeout: float | None = None) -> list[BotSnapshot]:
-        """OKX's active signal bots (its first page of them: up to 100)."""
-        started = self.okx_now()
-        payload = self.get_signed(BOTS_PENDING_PATH, {"algoOrdType": "contract"}, timeout)
-        read_at = (started + self.okx_now()) / 2
-        return [bot_from_okx(bot, "", read_at) for bot in _data_rows(payload, "the list of active bots")]
-
-    def bot_events(self, algo_id: str, timeout: float | None = None, limit: int = 100) -> list[BotEvent]:
-        """The bot's latest events, newest first as OKX lists them. An entry without a readable
-        time raises an ``OkxError``: an event that cannot be placed in time must not be dropped."""
-        payload = self.get_signed(BOT_EVENTS_PATH, {"algoId": algo_id, "limit": str(limit)}, timeout)
-        events = []
-        for row in _data_rows(payload, "the bot's event history"):
-            ctime_ms = okx_ms(row.get("eventCtime"))
-            if ctime_ms is None:
-                raise OkxError(f"OKX listed an event of bot {algo_id} without a readable eventCtime")
-            events.append(
-                BotEvent(
-                    event_type=okx_text(row.get("eventType")),
-                    event_status=okx_text(row.get("eventStatus")),
-                    ctime_ms=ctime_ms,
-                    message=okx_text(row.get("eventProcessMsg")),
-                )
-            )
-        return events
-
     def _post(self, path: str, body: bytes, headers: dict, outcomes: dict) -> dict:
         """``outcomes``: the action's own table of OKX codes, read before the common one."""
         try:
@@ -271,23 +255,14 @@ class OkxClient:
                 f"HTTP {status} from something in front of OKX, not from OKX: the request did not reach OKX"
             ) from None
         # Decide on OKX's code, not on the HTTP status: 50011 comes with 429 or 200.
-        if code == "0":
+        outcome = answer_outcome(code, message, status, payload.get("data"), outcomes or {})
+        if outcome is None:
             return payload
+        error, retry_after, code, message = outcome  # an item's own sCode, when one failed
         hint = self.hint(code)
-        error, retry_after = outcome_of(code, status, outcomes or {})
         if issubclass(error, OkxNotExecuted):
             raise error(message, code, hint, retry_after=retry_after)
         raise error(message, code, hint)
-
-
-def _data_rows(payload: dict, what: str) -> list[dict]:
-    """OKX's ``data`` list, each row an object; an answer of another shape is a failed read."""
-    data = payload.get("data")
-    if data is None:
-        return []
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise OkxError(f"OKX's answer for {what} was not a list of objects")
-    return data
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:

@@ -43,10 +43,10 @@ class BotSnapshot:
             algo_id=data["algoId"],
             state=data["state"],
             inst_ids=tuple(data["instIds"]),
-            invest_amt=_okx_decimal(data["investAmt"]),
-            avail_bal=_okx_decimal(data["availBal"]),
-            frozen_bal=_okx_decimal(data["frozenBal"]),
-            total_eq=_okx_decimal(data["totalEq"]),
+            invest_amt=okx_decimal(data["investAmt"]),
+            avail_bal=okx_decimal(data["availBal"]),
+            frozen_bal=okx_decimal(data["frozenBal"]),
+            total_eq=okx_decimal(data["totalEq"]),
             u_time_ms=okx_ms(data["uTime"]),
             read_at=_iso_to_ms(data["readAt"]) / 1000,
         )
@@ -55,6 +55,21 @@ class BotSnapshot:
     def missing(cls, algo_id: str, read_at: float) -> BotSnapshot:
         """OKX's answer that it knows no such bot (or no longer runs it)."""
         return cls(algo_id, "missing", (), None, None, None, None, None, read_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class OkxAck:
+    """OKX's "done" to an action's request (or the dry run's stand-in for it).
+
+    ``already``: OKX did not act because what was asked was already so, in OKX's words (e.g.
+    "51291: This Bot does not exist or has been stopped" to a stop, or, for a cancel, that no
+    sub-order was live): the alert's target is reached all the same. ``cancelled``: for a cancel,
+    the signalOrdIds whose cancel OKX accepted (acceptance only: OKX cancels them shortly)."""
+
+    algo_id: str
+    dry_run: bool = False
+    already: str = ""
+    cancelled: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +107,10 @@ def bot_from_okx(row: dict, algo_id: str, read_at: float) -> BotSnapshot:
         algo_id=okx_text(row.get("algoId")) or algo_id,
         state=okx_text(row.get("state")),
         inst_ids=_inst_ids(row.get("instIds")),
-        invest_amt=_okx_decimal(row.get("investAmt")),
-        avail_bal=_okx_decimal(row.get("availBal")),
-        frozen_bal=_okx_decimal(row.get("frozenBal")),
-        total_eq=_okx_decimal(row.get("totalEq")),
+        invest_amt=okx_decimal(row.get("investAmt")),
+        avail_bal=okx_decimal(row.get("availBal")),
+        frozen_bal=okx_decimal(row.get("frozenBal")),
+        total_eq=okx_decimal(row.get("totalEq")),
         u_time_ms=okx_ms(row.get("uTime")),
         read_at=read_at,
     )
@@ -114,7 +129,7 @@ def _inst_ids(value: object) -> tuple[str, ...]:
     return tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
 
 
-def _okx_decimal(value: object) -> Decimal | None:
+def okx_decimal(value: object) -> Decimal | None:
     """A decimal from OKX's string (or an integer), exactly; None when absent, blank or not a finite number.
     A JSON float is refused (None): it may already have been rounded."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -53,6 +53,12 @@ class BotOrder:
     def endpoint(self) -> str:
         return endpoint_name(self.path)
 
+    @property
+    def algo_id(self) -> str:
+        """The bot it is for (stop-order-algo's body is a list of one)."""
+        body = self.body[0] if isinstance(self.body, list) else self.body
+        return body["algoId"]
+
     def body_bytes(self) -> bytes:
         """The exact bytes that are signed and sent."""
         return json.dumps(self.body, separators=(",", ":")).encode()

@@ -136,8 +136,11 @@ def propose(
         name: exact_difference(getattr(after, attribute), getattr(before, attribute)) for name, attribute in _BALANCES
     }
     proposal = _judge(action, amount, allow_reinvest, before, after, deltas, window, asked, bool(inside))
-    if not inside:
-        return proposal
+    return _with_user_actions(proposal, inside) if inside else proposal
+
+
+def _with_user_actions(proposal: Proposal, inside: list[BotEvent]) -> Proposal:
+    """The proposal once the window holds successful user_action events only: they say so."""
     first_at = clock_time(inside[0].ctime_ms / 1000)
     listed = f"OKX lists {len(inside)} event(s) there, each a successful user_action (the first at {first_at})"
     if proposal.verdict == "executed":  # the balances moved by exactly the request, uTime with them
