@@ -1,2 +1,2 @@
-"""OKX: the signed REST client (``client``) and what OKX's own records say about an ambiguous
-margin request (``evidence``)."""
+"""OKX: the signed REST client (``client``, its reads in ``reads``), what OKX's answers mean
+(``errors``), and each signal-bot action's request, outcome table and evidence (``actions``)."""
