@@ -297,8 +297,8 @@ def service_factory():
 
     started = []
 
-    def start(env):
-        service = ServiceProcess(env).start()
+    def start(env, **options):
+        service = ServiceProcess(env, **options).start()
         started.append(service)
         return service
 

@@ -105,7 +105,13 @@ def test_readyz_answers_from_background_results_and_never_sends_visitors_to_okx(
         assert "checks" not in reply.json  # details only for the operator
     assert len(okx.received) == before  # twenty visits, no request to OKX
     detailed = client.get("/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
-    assert [c["name"] for c in detailed["checks"]] == ["okx_reachable", "api_key", f"bot {BOT}", "journal"]
+    assert [c["name"] for c in detailed["checks"]] == [
+        "okx_reachable",
+        "api_key",
+        f"bot {BOT}",
+        "journal",
+        "client_certificates",
+    ]
     readiness.stop()
 
 
