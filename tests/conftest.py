@@ -77,6 +77,9 @@ FLAT_SETTINGS = {
     "bot_state_max_age": ("unknowns", "bot_max_age"),
     "notify_urls": ("notify", "urls"),
     "notify_on": ("notify", "events"),
+    "tls_cert_file": ("tls", "cert_file"),
+    "client_cert": ("tls", "client_cert"),
+    "cert_subject": ("tls", "subject"),
 }
 # ...and those of the one default account (without okx_accounts); its bots are allowed_algo_ids.
 DEFAULT_ACCOUNT_SETTINGS = {

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.certificates import TRADINGVIEW_SUBJECT, TestCa
-from tests.conftest import ADMIN_TOKEN, live_env, make_alert
+from tests.conftest import ADMIN_TOKEN, eventually, live_env, make_alert
 from tests.okx_stand_in import OkxStandIn
 from tests.service_process import ServiceProcess
 from tests.verifying_proxy import VerifyingProxy
@@ -138,6 +138,8 @@ def test_a_certificate_from_an_untrusted_ca_ends_the_handshake(https_service, ce
             timeout=5,
         )
     assert len(okx_module.executed) == sent and len(_journaled(https_service)) == journaled
+    # gunicorn's log says why, on one line
+    eventually(lambda: "certificate verify failed: unable to get local issuer certificate" in https_service.log())
 
 
 def test_operator_page_health_and_readiness_need_no_client_certificate(https_service):
@@ -217,3 +219,85 @@ def test_a_test_subject_is_required_when_configured(behind_proxy, certs, okx, tm
     with pytest.raises(requests.exceptions.ConnectionError):
         _through(proxy, ca, cert=test_hooks.pair, id="other-ca")
     assert okx.executed == []
+
+
+# -- the proxy's word, and the lockout, in the app ---------------------------------------------
+
+PROXY = "10.0.0.5"  # the proxy in front, on the private network
+TRADINGVIEW_DN = "CN=TradingView Webhooks,O=TradingView\\, Inc.,L=Westerville,ST=Ohio,C=US"
+
+
+def _as_proxy(client, verdict="SUCCESS", dn=TRADINGVIEW_DN, peer=PROXY, client_address="203.0.113.7", **alert):
+    headers = {"X-Forwarded-For": client_address}
+    if verdict is not None:
+        headers["X-SSL-Client-Verify"] = verdict
+    if dn is not None:
+        headers["X-SSL-Client-S-DN"] = dn
+    return client.post("/webhook", json=make_alert(**alert), headers=headers, environ_base={"REMOTE_ADDR": peer})
+
+
+@pytest.fixture
+def proxied(make_app):
+    return make_app(client_cert="require", trusted_proxy_hops=1).test_client()
+
+
+def test_a_verified_tradingview_subject_from_the_proxy_relays(proxied, okx):
+    answer = _as_proxy(proxied)
+    assert answer.status_code == 200, answer.json
+    assert len(okx.executed) == 1
+
+
+PROXY_REFUSALS = {
+    "no verdict": {"verdict": None},
+    "verification failed": {"verdict": "FAILED:certificate has expired"},
+    "no certificate": {"verdict": "NONE", "dn": None},
+    "lower-case verdict": {"verdict": "success"},
+    "a client's verdict beside the proxy's": {"verdict": "SUCCESS,NONE"},
+    "two verdicts of success": {"verdict": "SUCCESS, SUCCESS"},
+    "no subject": {"dn": None},
+    "another organisation": {"dn": "CN=TradingView Webhooks,O=TradingView Fans"},
+    "a client's subject beside the proxy's": {"dn": f"{TRADINGVIEW_DN},CN=Someone,O=Else"},
+    "organisation as part of a unit": {"dn": "CN=TradingView Webhooks,OU=TradingView\\, Inc."},
+    "not a subject": {"dn": "TradingView Webhooks"},
+    "from a public address, not the proxy": {"peer": "198.51.100.20"},
+}
+
+
+@pytest.mark.parametrize("change", PROXY_REFUSALS.values(), ids=PROXY_REFUSALS.keys())
+def test_the_proxys_word_is_believed_only_as_it_must_be_said(proxied, okx, change):
+    answer = _as_proxy(proxied, **change)
+    assert answer.status_code == 403, answer.json
+    assert answer.json["status"] == "forbidden_client_cert"
+    assert okx.executed == []
+
+
+def test_where_tls_ends_here_a_proxys_headers_are_never_read(make_app, okx):
+    """No proxy in front could have seen the certificate: only the connection's own counts."""
+    client = make_app(client_cert="require", tls_cert_file="/unused/cert.pem", trusted_proxy_hops=1).test_client()
+    answer = _as_proxy(client)
+    assert answer.status_code == 403 and "not TLS" in answer.json["message"]
+    assert okx.executed == []
+
+
+def test_a_wrong_certificate_is_refused_before_the_body_and_counts_toward_the_lockout(make_app, okx):
+    client = make_app(client_cert="require", trusted_proxy_hops=1, lockout_threshold=2).test_client()
+    not_json = client.post(
+        "/webhook",
+        data=b"{not json",
+        headers={"X-Forwarded-For": "203.0.113.7", "X-SSL-Client-Verify": "NONE"},
+        environ_base={"REMOTE_ADDR": PROXY},
+    )
+    assert not_json.status_code == 403  # not 400: the body was never read
+    assert _as_proxy(client, verdict="NONE").status_code == 403  # the second: locked out
+    locked = _as_proxy(client)  # even with TradingView's certificate and the secret
+    assert locked.status_code == 429 and locked.json["status"] == "locked_out"
+    assert _as_proxy(client, client_address="203.0.113.8").status_code == 200  # another address is not
+    assert len(okx.executed) == 1
+
+
+def test_a_test_subject_replaces_tradingviews(make_app, okx):
+    client = make_app(
+        client_cert="require", trusted_proxy_hops=1, cert_subject=(("O", "Test Org"), ("CN", "Test Hooks"))
+    ).test_client()
+    assert _as_proxy(client).status_code == 403
+    assert _as_proxy(client, dn="CN=Test Hooks,O=Test Org,C=DE").status_code == 200

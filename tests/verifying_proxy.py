@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -43,6 +44,13 @@ class VerifyingProxy:
         self.context = context
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self._server.handle_error = self._handle_error
+
+    @staticmethod
+    def _handle_error(request, client_address) -> None:
+        """A handshake it refused (a certificate from a CA it does not trust) is no error of the proxy's."""
+        if not isinstance(sys.exc_info()[1], ssl.SSLError):
+            ThreadingHTTPServer.handle_error(None, request, client_address)
 
     @property
     def url(self) -> str:
