@@ -26,6 +26,7 @@ def test_all_checks_pass_with_the_right_key_region_and_bot(make_app, okx):
         "PASS api_key",
         f"PASS bot {BOT}",
         "PASS journal",
+        "PASS client_certificates",
     ]
     details = [r for r in okx.received if r.path.startswith(BOT_DETAILS_PATH)]
     assert details[0].path == f"{BOT_DETAILS_PATH}?algoOrdType=contract&algoId={BOT}"  # signed with its query
