@@ -131,7 +131,7 @@ class TlsSettings:
     @property
     def subject_text(self) -> str:
         """The subject required, as TRADINGVIEW_CERT_SUBJECT writes it (commas in values escaped)."""
-        return ",".join(f"{kind}={value.replace(',', chr(92) + ',')}" for kind, value in self.subject)
+        return ",".join(kind + "=" + value.replace(",", "\\,") for kind, value in self.subject)
 
     def describe(self) -> str:
         """Whether and where client certificates are checked, for the startup log, the checks and the page."""

@@ -89,7 +89,8 @@ def _readable(reader: Reader, variable: str, path: str) -> bool:
 def _check_pair(reader: Reader, cert_file: str, key_file: str) -> None:
     """The certificate parses, the key parses unencrypted, and they belong together (as gunicorn
     will load them for every connection)."""
-    if not (_readable(reader, "TLS_CERT_FILE", cert_file) & _readable(reader, "TLS_KEY_FILE", key_file)):
+    readable = [_readable(reader, "TLS_CERT_FILE", cert_file), _readable(reader, "TLS_KEY_FILE", key_file)]
+    if not all(readable):  # both looked at, so that both are named
         return
     if not _holds_certificates(cert_file):
         reader.bad("TLS_CERT_FILE", f"{cert_file} holds no PEM certificate")
