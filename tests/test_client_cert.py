@@ -146,8 +146,13 @@ def test_operator_page_health_and_readiness_need_no_client_certificate(https_ser
     for path, headers in (("/admin", ADMIN), ("/healthz", {}), ("/readyz", ADMIN), ("/status", ADMIN)):
         answer = requests.get(https_service.url + path, headers=headers, verify=https_service.verify, timeout=5)
         assert answer.status_code in (200, 503), (path, answer.status_code)  # /readyz: 503 until checked
+    readyz = https_service.url + "/readyz"
+    eventually(lambda: "checks" in requests.get(readyz, headers=ADMIN, verify=https_service.verify, timeout=5).json())
     page = requests.get(https_service.url + "/admin", headers=ADMIN, verify=https_service.verify, timeout=5)
-    assert "client certificates are checked on /webhook at TLS here" in page.text
+    assert "required on /webhook, checked at TLS here" in page.text
+    assert "client certificates are checked on /webhook at TLS here" in page.text  # readiness's line
+    status = requests.get(https_service.url + "/status", headers=ADMIN, verify=https_service.verify, timeout=5)
+    assert status.json()["service"]["client_certs"] == "tls"
 
 
 # -- behind a proxy that checks the certificate ------------------------------------------------
@@ -245,6 +250,7 @@ def test_a_verified_tradingview_subject_from_the_proxy_relays(proxied, okx):
     answer = _as_proxy(proxied)
     assert answer.status_code == 200, answer.json
     assert len(okx.executed) == 1
+    assert proxied.get("/status", headers=ADMIN).json["service"]["client_certs"] == "proxy"
 
 
 PROXY_REFUSALS = {

@@ -129,6 +129,13 @@ class TlsSettings:
         return self.client_cert == "require"
 
     @property
+    def checked_where(self) -> str:
+        """Where TradingView's client certificate is checked: "off", "tls" (here) or "proxy"."""
+        if not self.checks_client_cert:
+            return "off"
+        return "tls" if self.serves_https else "proxy"
+
+    @property
     def subject_text(self) -> str:
         """The subject required, as TRADINGVIEW_CERT_SUBJECT writes it (commas in values escaped)."""
         return ",".join(kind + "=" + value.replace(",", "\\,") for kind, value in self.subject)
