@@ -1,5 +1,6 @@
 """gunicorn settings for the web process (Procfile). Read by gunicorn at start."""
 
+import ssl
 import sys
 
 from webhook_app import preflight
@@ -9,6 +10,17 @@ from webhook_app.journal import JournalInUse
 # start with one line per problem and exit status 2, not a worker traceback.
 _checked = preflight()
 bind = f"0.0.0.0:{_checked.web.port}"
+
+# HTTPS served here (TLS_CERT_FILE, TLS_KEY_FILE: checked by preflight, key matching certificate).
+# With TRADINGVIEW_CLIENT_CERT=require the handshake asks for a client certificate without
+# requiring one (CERT_OPTIONAL: /healthz, /readyz, /admin need none) and verifies a presented one
+# against TRADINGVIEW_CA_FILE; the app judges, per request to /webhook, the certificate the
+# connection carries (webhook_app/intake/client_cert.py).
+if _checked.tls.serves_https:
+    certfile, keyfile = _checked.tls.cert_file, _checked.tls.key_file
+    if _checked.tls.checks_client_cert:
+        cert_reqs = ssl.CERT_OPTIONAL
+        ca_certs = _checked.tls.ca_file
 
 # One process: OKX's 20-requests-per-2-seconds limit is enforced by a limiter inside it,
 # and the journal's restart recovery assumes no other sender (README: scaling).

@@ -77,6 +77,9 @@ FLAT_SETTINGS = {
     "bot_state_max_age": ("unknowns", "bot_max_age"),
     "notify_urls": ("notify", "urls"),
     "notify_on": ("notify", "events"),
+    "tls_cert_file": ("tls", "cert_file"),
+    "client_cert": ("tls", "client_cert"),
+    "cert_subject": ("tls", "subject"),
 }
 # ...and those of the one default account (without okx_accounts); its bots are allowed_algo_ids.
 DEFAULT_ACCOUNT_SETTINGS = {
@@ -297,8 +300,8 @@ def service_factory():
 
     started = []
 
-    def start(env):
-        service = ServiceProcess(env).start()
+    def start(env, **options):
+        service = ServiceProcess(env, **options).start()
         started.append(service)
         return service
 

@@ -39,8 +39,12 @@ def free_port() -> int:
 class ServiceProcess:
     """gunicorn in its own process group, its stdout and stderr collected in a file."""
 
-    def __init__(self, env: dict, port: int | None = None, app_spec: str | None = None, cwd: Path = REPO):
+    def __init__(
+        self, env: dict, port: int | None = None, app_spec: str | None = None, cwd: Path = REPO, ca: str | None = None
+    ):
+        """``ca``: the CA file that issued the service's own certificate (TLS_CERT_FILE), when it serves HTTPS."""
         self.app_spec = app_spec
+        self.ca = ca
         self.cwd = cwd
         self.port = port or free_port()
         inherited = {name: os.environ[name] for name in ("PATH", "PYTHONDONTWRITEBYTECODE") if name in os.environ}
@@ -51,7 +55,12 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> str | bool:
+        """``requests``' ``verify=`` for this service: its CA over HTTPS."""
+        return self.ca or True
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         self.started_at = time.monotonic()
@@ -68,7 +77,7 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"service exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=0.5, verify=self.verify).status_code == 200:
                     self.ready_after = time.monotonic() - self.started_at
                     self.worker_pid_at_start = self.worker_pid()
                     return self

@@ -26,6 +26,7 @@ def test_all_checks_pass_with_the_right_key_region_and_bot(make_app, okx):
         "PASS api_key",
         f"PASS bot {BOT}",
         "PASS journal",
+        "PASS client_certificates",
     ]
     details = [r for r in okx.received if r.path.startswith(BOT_DETAILS_PATH)]
     assert details[0].path == f"{BOT_DETAILS_PATH}?algoOrdType=contract&algoId={BOT}"  # signed with its query
@@ -105,7 +106,13 @@ def test_readyz_answers_from_background_results_and_never_sends_visitors_to_okx(
         assert "checks" not in reply.json  # details only for the operator
     assert len(okx.received) == before  # twenty visits, no request to OKX
     detailed = client.get("/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
-    assert [c["name"] for c in detailed["checks"]] == ["okx_reachable", "api_key", f"bot {BOT}", "journal"]
+    assert [c["name"] for c in detailed["checks"]] == [
+        "okx_reachable",
+        "api_key",
+        f"bot {BOT}",
+        "journal",
+        "client_certificates",
+    ]
     readiness.stop()
 
 

@@ -81,6 +81,7 @@ def announce(config: Config, log: logging.Logger) -> None:
                 OKX_WINDOW,
             )
     log.info("journal: %s", journal_description(config.database_url))
+    log.info("tls: %s", config.tls.describe())
     if config.admin_token:
         log.info("operator page: on at /admin (ADMIN_TOKEN is set)")
     else:

@@ -27,6 +27,7 @@ from webhook_app.config.sections import (
     WebhookSecrets,
     WebSettings,
 )
+from webhook_app.config.tls import read_tls
 from webhook_app.workers.notify import DEFAULT_EVENTS
 
 MIN_SECRET_LENGTH = 16
@@ -50,17 +51,19 @@ def read_env(environ: Mapping[str, str] | None = None, instance_path: Path | Non
     allowed_ids = reader.parsed("ALLOWED_ALGO_IDS", values.algo_ids, frozenset())
     okx = _okx(reader, accounts if names else (_default_account(reader, credentials, allowed_ids),), dry_run)
     delivery = _delivery(reader)
+    web = _web(reader)
     config = Config(
         webhook=webhook,
         okx=okx,
         database_url=database_url,
         admin_token=admin_token,
         delivery=delivery,
-        web=_web(reader),
+        web=web,
         protection=_protection(reader, delivery, allowed_ids, okx.accounts),
         refusals=_refusals(reader),
         unknowns=_unknowns(reader),
         notify=_notify(reader),
+        tls=read_tls(reader, web),
     )
     reader.finish()  # raises ConfigError listing every problem; past it no value is None by mistake
     return config

@@ -105,6 +105,54 @@ class WebSettings:
     platform: str = ""  # the PaaS recognised from its environment ("Heroku"), for the startup log
 
 
+# TradingView's client certificate's subject: its organisation and common name (TradingView's support pages).
+TRADINGVIEW_SUBJECT = (("O", "TradingView, Inc."), ("CN", "TradingView Webhooks"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """HTTPS served by gunicorn itself, and whether TradingView's client certificate is required of
+    a webhook: checked here where TLS ends here, else vouched for by a trusted proxy in front."""
+
+    cert_file: str = ""  # TLS_CERT_FILE, TLS_KEY_FILE: paths (the key's content is never read into settings)
+    key_file: str = ""
+    client_cert: str = "off"  # TRADINGVIEW_CLIENT_CERT: "off" or "require"
+    ca_file: str = ""  # the CAs a client certificate must chain to (certifi's public ones by default)
+    subject: tuple = TRADINGVIEW_SUBJECT  # (attribute, value) pairs the certificate's subject must hold
+
+    @property
+    def serves_https(self) -> bool:
+        return bool(self.cert_file)
+
+    @property
+    def checks_client_cert(self) -> bool:
+        return self.client_cert == "require"
+
+    @property
+    def checked_where(self) -> str:
+        """Where TradingView's client certificate is checked: "off", "tls" (here) or "proxy"."""
+        if not self.checks_client_cert:
+            return "off"
+        return "tls" if self.serves_https else "proxy"
+
+    @property
+    def subject_text(self) -> str:
+        """The subject required, as TRADINGVIEW_CERT_SUBJECT writes it (commas in values escaped)."""
+        return ",".join(kind + "=" + value.replace(",", "\\,") for kind, value in self.subject)
+
+    def describe(self) -> str:
+        """Whether and where client certificates are checked, for the startup log, the checks and the page."""
+        if not self.checks_client_cert:
+            served = "HTTPS served here; " if self.serves_https else ""
+            return f"{served}client certificates are not checked (TRADINGVIEW_CLIENT_CERT=off)"
+        where = (
+            f"at TLS here, chaining to {self.ca_file}"
+            if self.serves_https
+            else "by the trusted proxy in front (its X-SSL-Client-Verify and X-SSL-Client-S-DN)"
+        )
+        return f"client certificates are checked on /webhook {where}; subject {self.subject_text}"
+
+
 @dataclasses.dataclass(frozen=True)
 class ProtectionSettings:
     """What an alert must pass besides its secret (all optional; off or permissive by default)."""
@@ -160,6 +208,7 @@ class Config:
     refusals: RefusalSettings = RefusalSettings()
     unknowns: UnknownSettings = UnknownSettings()
     notify: NotifySettings = NotifySettings()
+    tls: TlsSettings = TlsSettings()
 
     def __repr__(self) -> str:  # never show secrets, whatever the field
         return (

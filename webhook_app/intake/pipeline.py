@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from webhook_app.config import Config, OkxAccount
 from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
+from webhook_app.intake.client_cert import ClientCertCheck, ForbiddenClientCert, Presented
 from webhook_app.intake.protection import Protection, Sender
 from webhook_app.journal import CAP_STATES, ActionRefused, AlertLog, Record
 from webhook_app.workers.bots import BotWatch
@@ -125,6 +126,7 @@ class Intake:
         self.alerts = alerts
         self.delivery = delivery
         self.bots = bots  # OKX's latest word on each bot's state, per account
+        self.client_certs = ClientCertCheck(config.tls)  # TRADINGVIEW_CLIENT_CERT's check of the peer
         self.clock = clock  # when alerts are received; None: the journal's clock
         # What no field shown back (the alert's id, its account) may hold: every secret, and the OKX keys.
         self.secrets = (*config.secret_values, *(account.api_key for account in config.okx.accounts if account.api_key))
@@ -136,33 +138,32 @@ class Intake:
         *,
         started: float | None = None,
         receipt: Receipt | None = None,
+        certificate: Presented | None = None,
     ) -> Receipt:
-        """Take one webhook request in: its sender's source and lockout, its body, its secret, its
-        fields, then ``accept``. Returns the ``Receipt`` with the journaled record; a refusal raises
-        its typed error (``Forbidden``, ``LockedOut``, ``InvalidBody``, ``Unauthorized``,
+        """Take one webhook request in: its sender's source and lockout, its client certificate, its
+        body, its secret, its fields, then ``accept``. Returns the ``Receipt`` with the journaled
+        record; a refusal raises its typed error (``Forbidden``, ``LockedOut``,
+        ``ForbiddenClientCert``, ``InvalidBody``, ``Unauthorized``,
         ``InvalidAlert``, ``StaleAlert``, ``AccountRefused``, ``BotNotSendable``, ``DailyCapExceeded``,
         ``DuplicateAlert``, ``JournalUnavailable``...).
 
         ``raw_body``: the body, or a function that reads it: read only once the sender may send.
         ``started``: when the request arrived (time.monotonic()), the reply deadline's start; now
         when not given. ``receipt``: filled in place of a new one, so that a caller still learns,
-        when the request is refused, what was read of it before."""
+        when the request is refused, what was read of it before. ``certificate``: what the peer
+        presented (``client_certs.presented``), judged when TRADINGVIEW_CLIENT_CERT=require."""
         receipt = receipt if receipt is not None else Receipt()
         started = time.monotonic() if started is None else started
         config, protection = self.config, self.protection
         receipt.client = sender.address
         protection.check_source(sender.address)  # before the body is even read
         protection.lockout.check(sender.lockout_key)
-        payload = receipt.payload = parse_body(raw_body() if callable(raw_body) else raw_body)
         try:
+            self.client_certs.check(certificate)  # before the body is read, like the source
+            payload = receipt.payload = parse_body(raw_body() if callable(raw_body) else raw_body)
             receipt.secret_name = verify_secret(payload, config.webhook.accepted)
-        except Unauthorized:
-            if protection.lockout.failure(sender.lockout_key):
-                log.warning(
-                    "locked out %s after %d wrong secrets", sender.lockout_key, config.protection.lockout_threshold
-                )
-                if self.notifier is not None:
-                    self.notifier.lockout(sender.lockout_key, config.protection.lockout_threshold)
+        except (ForbiddenClientCert, Unauthorized):  # a wrong certificate counts like a wrong secret
+            self._count_failure(sender)
             raise
         alert = load_alert(payload, self.secrets)
         receipt.algo_id, receipt.action, receipt.amount = alert.request.algo_id, alert.request.type, alert.request.amt
@@ -170,6 +171,15 @@ class Intake:
             alert, secret_name=receipt.secret_name, deadline=started + config.delivery.reply_deadline
         )
         return receipt
+
+    def _count_failure(self, sender: Sender) -> None:
+        """A wrong secret or client certificate counts against its sender; at the threshold the
+        sender is locked out, logged and notified."""
+        threshold = self.config.protection.lockout_threshold
+        if self.protection.lockout.failure(sender.lockout_key):
+            log.warning("locked out %s after %d wrong secrets or certificates", sender.lockout_key, threshold)
+            if self.notifier is not None:
+                self.notifier.lockout(sender.lockout_key, threshold)
 
     def accept(self, alert: Alert, *, secret_name: str | None, deadline: float) -> Record:
         """Check, journal and submit a valid, authenticated alert; wait for its outcome until

@@ -107,7 +107,7 @@ _INTERNAL_NETWORKS = tuple(
 )
 
 
-def _is_internal(address: str | None) -> bool:
+def is_internal(address: str | None) -> bool:
     ip = _ip(address)
     return ip is not None and (ip.is_loopback or ip.is_link_local or any(ip in n for n in _INTERNAL_NETWORKS))
 
@@ -224,7 +224,7 @@ class Protection:
         forwarded = [header for header in forwarded_for if header.strip()]
         hops = self.config.web.trusted_proxy_hops
         address = client_address(peer, forwarded, hops)
-        if hops == 0 and forwarded and _is_internal(peer):
+        if hops == 0 and forwarded and is_internal(peer):
             # A proxy in front of us (Heroku's router, say) that we were not told to trust: every
             # request comes from it. Never lock it out; say once how to see the real clients.
             if not self._untrusted_forwarding_warned:

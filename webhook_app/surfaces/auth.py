@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flask import abort, g, request, session
 
 from webhook_app.errors import Refused
+from webhook_app.intake.client_cert import Presented
 from webhook_app.intake.protection import Sender
 from webhook_app.surfaces.context import services
 
@@ -55,6 +56,12 @@ def request_sender() -> Sender:
     """Who sent this request: the address the trusted proxies (TRUSTED_PROXY_HOPS) vouch for,
     and the key it is locked out by."""
     return services().protection.sender(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+
+
+def request_certificate() -> Presented | None:
+    """The client certificate this request's peer presented (None when none is required): from the
+    TLS connection gunicorn serves, or from the trusted proxy's headers."""
+    return services().intake.client_certs.presented(request.environ, request.remote_addr, request.headers)
 
 
 def note_wrong_credential(sender: Sender, what: str) -> None:

@@ -171,6 +171,7 @@ def status(config, readiness, delivery, queue: QueueClaims, refusals, bots=None)
         "queued": queue.count_due(now, in_turn=False),
         "refused_counted": refusals.counted,
         "notifications": len(config.notify.urls),
+        "client_certs": config.tls.checked_where,  # TradingView's client certificate: "off", "tls", "proxy"
         "bots": bots.table() if bots is not None else [],
         "accounts": [account_status(account, config, delivery) for account in config.okx.accounts],
     }

@@ -20,7 +20,7 @@ from webhook_app.intake.pipeline import Receipt
 from webhook_app.journal import JournalUnavailable, Record, Refusal, iso_time
 from webhook_app.logs import scrubber
 from webhook_app.okx.margin.request import MARGIN_BALANCE_PATH
-from webhook_app.surfaces.auth import bearer_is_admin, request_sender
+from webhook_app.surfaces.auth import bearer_is_admin, request_certificate, request_sender
 from webhook_app.surfaces.context import read_body, services
 
 log = logging.getLogger("webhook_app")
@@ -91,6 +91,7 @@ def webhook():
         request_sender(),
         started=trace.started,
         receipt=trace.receipt,  # what was read of it, for the log line and refusal record even when refused
+        certificate=request_certificate(),  # TradingView's client certificate, when required
     )
     return _alert_reply(trace.receipt.record)
 

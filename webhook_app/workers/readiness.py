@@ -118,7 +118,11 @@ def run_checks(
     """Each OKX account's checks (named after the account when there are several), then the journal's.
     ``reads``: the bots' reads and their ledgers (None: a ledger in memory, as for a one-off check)."""
     if not config.okx.has_credentials:  # a dry run without a key never talks to OKX
-        return [Check("okx", True, "dry-run without OKX credentials: OKX is not contacted"), _journal(journal)]
+        return [
+            Check("okx", True, "dry-run without OKX credentials: OKX is not contacted"),
+            _journal(journal),
+            _client_certs(config),
+        ]
     reads = reads if reads is not None else BotReads()
     several = len(config.okx.accounts) > 1
     checks = []
@@ -128,6 +132,7 @@ def run_checks(
             name = f"{account.name} {check.name}" if several else check.name
             checks.append(dataclasses.replace(check, name=name, account=account.name))
     checks.append(_journal(journal))
+    checks.append(_client_certs(config))
     return checks
 
 
@@ -236,6 +241,12 @@ def _journal(journal: AlertLog) -> Check:
     except JournalUnavailable as exc:
         return Check("journal", False, f"cannot write: {exc}", "check DATABASE_URL and the database's disk")
     return Check("journal", True, "writable")
+
+
+def _client_certs(config: Config) -> Check:
+    """Says whether TradingView's client certificate is required, and where it is checked (the
+    settings were checked at start: this never fails)."""
+    return Check("client_certificates", True, config.tls.describe())
 
 
 class Readiness:
