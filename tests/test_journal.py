@@ -69,13 +69,13 @@ def journals(database_url):
     yield from opened_journals(database_url)
 
 
-def add(journal, key="fp:1", amount="1", since=0.0, expires_in=600.0, cap=None, algo_id="1", **extra):
+def add(journal, key="fp:1", amount="1", since=0.0, expires_in=600.0, cap=None, algo_id="1", action="add", **extra):
     now = journal.now()
     return journal.add(
         dedup_key=key,
         dedup_since=since,
         algo_id=algo_id,
-        action="add",
+        action=action,
         amount=amount,
         request_body=BODY,
         expires_at=now + expires_in,
@@ -1501,6 +1501,7 @@ SHIPPED_MIGRATIONS = {
     ("postgres", 7): "299b0b7bf193dd819242c0e3e4ffe1af1294079aa04297d100cdd1001a9611d3",
     ("postgres", 8): "a9057c7fa6b8ed401d25e37501354c425da3bb9b5f658bef641cb44f8c2f957c",
     ("postgres", 9): "4652c8f880c8a25d5bf656a2ffe3db038f32858d9cecd8484a0f056a842594fb",
+    ("postgres", 10): "951ae43fe3701f5f558fed3b88e96bedb749550237de4c00b71318df121b31f1",
     ("sqlite", 1): "5ffe9c22591547187e41273986b8579e903ed321d3b256e8fb5fc5a820818a53",
     ("sqlite", 2): "37dc8e4bbbadcd1ccc1fc5d48f16d40b06b57f5ee948ed09e23bb13a932e0978",
     ("sqlite", 3): "407c3808c44507a79b09ce87d66cdf32610e2b351f7fa4d126ada10c92d325ce",
@@ -1508,6 +1509,7 @@ SHIPPED_MIGRATIONS = {
     ("sqlite", 5): "3c9bb9d342ab428dc5ccaccf43b4dda59f8c4bdcd5e9ffdab0415befdb11caf2",
     ("sqlite", 6): "7265794ffbcd302bb759d2bea681799238972c3119f72d9daf89c6a9e226e281",
     ("sqlite", 7): "7684682ea1ea62ae1298a877307fe38651ed0d84d617c51350ef4125775f0c47",
+    ("sqlite", 8): "eb63d0980d4f3316e805da1d0dc03ca12d87c02fe79accd004453c56b6785ff7",
 }
 
 
@@ -1598,3 +1600,19 @@ def test_a_confirmation_committed_while_recovery_runs_is_never_queued_again(pg_u
     assert [r.id for r in recovered if r.state == "queued"] == []  # never back in the queue once sent
     (settled,) = eventually(lambda: survivor.recover("survivor", dead_after=15))  # the next look
     assert (settled.id, settled.state) == (alert.id, "unknown")
+
+
+def test_a_claim_for_one_endpoint_takes_only_its_actions_and_waits_for_the_bots_others(journals):
+    # One bot, one order across endpoints: bot 1's buy waits for its earlier add, whichever
+    # endpoint's claim looks first; another bot's buy goes at once.
+    journal = journals()
+    added, _ = add(journal, key="fp:add", algo_id="1")
+    bought, _ = add(journal, key="fp:buy", algo_id="1", action="buy")
+    other, _ = add(journal, key="fp:other", algo_id="2", action="buy")
+    orders = ("buy", "sell")
+    assert journal.count_due(journal.now(), actions=orders) == 1
+    assert [r.id for r in journal.claim_due("a", 5, journal.now(), actions=orders)] == [other.id]
+    assert [r.id for r in journal.claim_due("a", 5, journal.now(), actions=("add", "reduce"))] == [added.id]
+    assert journal.claim_due("a", 5, journal.now(), actions=orders) == []  # bot 1's add is being sent
+    journal.finish(added.id, "ok")
+    assert [r.id for r in journal.claim_due("a", 5, journal.now(), actions=orders)] == [bought.id]

@@ -190,11 +190,12 @@ class QueueClaims(JournalJob):
         before_id: int | None = None,
         in_turn: bool = True,
         account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> int:
         """Queued alerts whose time has come (``not_before`` passed, not yet expired) and, with
         ``in_turn``, no other alert for their bot in the way (see ``claim_due``); or only those
         ahead of alert ``before_id``. ``account``: None counts every account's, a name only that
-        account's."""
+        account's; ``actions``: only alerts of those actions (one OKX endpoint's), None every one."""
 
     @abc.abstractmethod
     def next_due_at(self) -> float | None:
@@ -203,7 +204,13 @@ class QueueClaims(JournalJob):
 
     @abc.abstractmethod
     def claim_due(
-        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+        self,
+        instance: str,
+        limit: int,
+        now: float,
+        lease: float = 30.0,
+        account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> list[Record]:
         """queued -> sending for up to ``limit`` due alerts, oldest first, marked claimed by
         ``instance`` with a lease of ``lease`` seconds (the journal's clock), in one durable
@@ -211,7 +218,9 @@ class QueueClaims(JournalJob):
         is never claimed while another for its bot is sending or an earlier one is queued inside
         its lag. ``account``: None claims any account's alerts (as before accounts existed), a
         name only that account's, leaving every other account's queued; claims for different
-        accounts do not wait for each other (beyond the moment a claim for any account takes)."""
+        accounts do not wait for each other (beyond the moment a claim for any account takes).
+        ``actions``: only alerts of those actions (one endpoint's budget); a bot's turn still waits
+        for its alerts of every action."""
 
     @abc.abstractmethod
     def claim_paced(
@@ -223,6 +232,7 @@ class QueueClaims(JournalJob):
         account: str,
         now: float | None = None,
         read_pacer=None,
+        actions: tuple[str, ...] | None = None,
     ) -> PacedClaim:
         """One look at ``account``'s queue for the dispatcher: count what is due in turn, take up to
         ``wanted`` of those in slots of ``pacer``'s budget, claim that many (``claim_due``) and give
@@ -230,12 +240,13 @@ class QueueClaims(JournalJob):
         separate steps (``shared.ClaimSteps``); an engine whose database also holds the rate ledger
         (``pacer.shares_journal``) does it all in one statement, and there also takes a slot of
         ``read_pacer`` (the bot reads' budget) for each claimed alert's read before its send (in
-        ``read_slots``; the separate steps take none: the read takes its own)."""
+        ``read_slots``; the separate steps take none: the read takes its own). ``actions``: one
+        endpoint's (``pacer`` is that endpoint's budget), None every action."""
 
     @abc.abstractmethod
-    def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
+    def reply_outlook(self, record: Record, pacer, actions: tuple[str, ...] | None = None) -> tuple[Record, int, int]:
         """For a reply that waits on an alert: the alert as it is now; while it is queued, how many
-        of its account's due alerts are ahead of it (their bot's turn come or not: each takes a slot
+        of its account's due alerts (of ``actions``: its endpoint's) are ahead of it (their bot's turn come or not: each takes a slot
         first) and the slots ``pacer`` has in use (0 and 0 otherwise). Up to three reads; one
         statement where the journal's database holds the ledger."""
 

@@ -183,21 +183,21 @@ class ClaimSteps(Store, QueueClaims):
     """``claim_paced`` and ``reply_outlook`` as separate steps, for a rate ledger that the journal's
     database does not hold (the process's memory)."""
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None) -> PacedClaim:
+    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None) -> PacedClaim:
         now = self.db.now() if now is None else now
 
         def next_in() -> float | None:  # asked only when nothing due is left unclaimed: the dispatcher sleeps
             upcoming = self.next_due_at()
             return upcoming - now if upcoming is not None and upcoming > now else None
 
-        due = self.count_due(now, account=account)
+        due = self.count_due(now, account=account, actions=actions)
         if not due:
             return PacedClaim(0, 0, [], next_in=next_in())
         slots = pacer.acquire(instance, min(due, wanted))
         records: list[Record] = []
         try:
             if slots:
-                records = self.claim_due(instance, len(slots), now, lease, account=account)
+                records = self.claim_due(instance, len(slots), now, lease, account=account, actions=actions)
         finally:  # whatever happened, slots without an alert were never used
             unused = slots[len(records) :]
             if unused:
@@ -208,12 +208,12 @@ class ClaimSteps(Store, QueueClaims):
         claims = list(zip(records, slots, strict=False))
         return PacedClaim(due, len(slots), claims, next_in=next_in() if len(records) >= due else None)
 
-    def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
+    def reply_outlook(self, record: Record, pacer, actions=None) -> tuple[Record, int, int]:
         row = self.db.one(f"{SELECT_ALERTS} WHERE id = {self.db.placeholder}", (record.id,))
         current = Record(*row) if row else record
         if current.state != "queued":
             return current, 0, 0
-        ahead = self.count_due(before_id=record.id, in_turn=False, account=current.account)
+        ahead = self.count_due(before_id=record.id, in_turn=False, account=current.account, actions=actions)
         return current, ahead, pacer.busy()
 
 

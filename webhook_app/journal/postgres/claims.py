@@ -12,22 +12,32 @@ from webhook_app.journal.shared import ALERT_COLUMNS, UNCLAIM, ClaimSteps, bots_
 
 _CLAIM_PACED = (
     f"SELECT due, queued, next_in, granted, slot, read_slot, {', '.join(f'(alert).{c}' for c in COLUMNS)} "
-    "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "FROM journal_claim_paced(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::text[])"
 )
 # Every statement below that judges a bot's turn reads the clock once, as ``clock.t``.
 _BOTS_TURN = bots_turn("clock.t")
+_OF_ACCOUNT = "(%s::text IS NULL OR account = %s)"
+_OF_ACTIONS = "(%s::text[] IS NULL OR action = ANY(%s::text[]))"
+
+
+def _array(actions: tuple[str, ...] | None) -> list[str] | None:
+    return None if actions is None else list(actions)
 
 
 class PostgresClaims(ClaimSteps):
     def count_due(
-        self, now: float | None = None, before_id: int | None = None, in_turn: bool = True, account: str | None = None
+        self,
+        now: float | None = None,
+        before_id: int | None = None,
+        in_turn: bool = True,
+        account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> int:
-        of_account = "" if account is None else "AND account = %s"
         return self.db.one(
             f"SELECT count(*) FROM alerts, (SELECT COALESCE(%s, {NOW}) AS t) clock WHERE state = 'queued' "
-            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s {of_account} "
+            f"AND not_before <= clock.t AND expires_at >= clock.t AND id < %s AND {_OF_ACCOUNT} AND {_OF_ACTIONS} "
             f"{'AND ' + _BOTS_TURN if in_turn else ''}",
-            (now, 2**63 - 1 if before_id is None else before_id, *(() if account is None else (account,))),
+            (now, 2**63 - 1 if before_id is None else before_id, account, account, _array(actions), _array(actions)),
         )[0]
 
     def next_due_at(self) -> float | None:
@@ -38,23 +48,30 @@ class PostgresClaims(ClaimSteps):
         )[0]
 
     def claim_due(
-        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+        self,
+        instance: str,
+        limit: int,
+        now: float,
+        lease: float = 30.0,
+        account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> list[Record]:
         if limit <= 0:
             return []
-        # journal_claim (migration 6): the claim and its timeline entries, one statement, one round trip.
+        # journal_claim (migrations 6 and 11): the claim and its timeline entries, one statement, one round trip.
         rows = self.db.all(
-            f"SELECT {ALERT_COLUMNS} FROM journal_claim(%s, %s, %s, %s, %s)", (instance, limit, now, lease, account)
+            f"SELECT {ALERT_COLUMNS} FROM journal_claim(%s, %s, %s, %s, %s, %s::text[])",
+            (instance, limit, now, lease, account, _array(actions)),
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None) -> PacedClaim:
+    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None) -> PacedClaim:
         for ledger in (pacer, read_pacer):
             if isinstance(ledger, PostgresPacer) and ledger.db is not self.db:
                 # Its ``shares_journal`` would have writes end its slots in the wrong database.
                 raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
         if not isinstance(pacer, PostgresPacer):
-            return super().claim_paced(instance, pacer, wanted, lease, account, now, read_pacer)
+            return super().claim_paced(instance, pacer, wanted, lease, account, now, read_pacer, actions)
         reads = read_pacer if isinstance(read_pacer, PostgresPacer) else None
         # journal_claim_paced (migration 8): count, slots, claims, unused slots back and the bot reads'
         # slots, one round trip. Durable, as every claim: a claim a crash forgot would be made again
@@ -62,6 +79,7 @@ class PostgresClaims(ClaimSteps):
         # confirm, would pass the new claim's fence (two sends).
         params = (instance, wanted, now, lease, account, pacer.account, pacer.limit, pacer.window)
         params += (reads.account, reads.limit, reads.window) if reads else (None, None, None)
+        params += (_array(actions),)
         rows = self.db.all(_CLAIM_PACED, params)
         due, queued, next_in, granted = rows[0][:4]
         claimed = [(Record(*row[6:]), row[4], row[5]) for row in rows if row[4] is not None]
@@ -75,16 +93,17 @@ class PostgresClaims(ClaimSteps):
             read_slots={record.id: read for record, _, read in claimed if read is not None},
         )
 
-    def reply_outlook(self, record: Record, pacer) -> tuple[Record, int, int]:
+    def reply_outlook(self, record: Record, pacer, actions=None) -> tuple[Record, int, int]:
         if not isinstance(pacer, PostgresPacer):
-            return super().reply_outlook(record, pacer)
+            return super().reply_outlook(record, pacer, actions)
         # The alert, what is ahead of it and the ledger's slots in use: one statement, one round trip.
         row = self.db.one(
             f"SELECT {', '.join('a.' + c for c in COLUMNS)}, "
             f"(SELECT count(*) FROM alerts q, (SELECT {NOW} AS t) clock WHERE a.state = 'queued' "
             "AND q.state = 'queued' AND q.not_before <= clock.t AND q.expires_at >= clock.t AND q.id < a.id "
-            f"AND q.account = a.account), ({BUSY_SLOTS}) FROM alerts a WHERE a.id = %s",
-            (pacer.account, pacer.window, record.id),
+            "AND q.account = a.account AND (%s::text[] IS NULL OR q.action = ANY(%s::text[]))), "
+            f"({BUSY_SLOTS}) FROM alerts a WHERE a.id = %s",
+            (_array(actions), _array(actions), pacer.account, pacer.window, record.id),
         )
         if row is None:
             return record, 0, 0

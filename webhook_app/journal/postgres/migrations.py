@@ -518,5 +518,110 @@ END $$;
         "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS told_at DOUBLE PRECISION; "
         "UPDATE alerts SET told_at = finished_at WHERE state IN ('unknown', 'failed') AND told_at IS NULL;",
     ),
+    # Every signal-bot action, each OKX endpoint with its own rate budget: a claim takes one
+    # endpoint's alerts (``p_actions``, the actions it carries; NULL: every action) against that
+    # endpoint's ledger, under the account's claim lock as before. A bot's turn still counts every
+    # alert of the bot, whatever its action: one bot, one order, across endpoints. Migration 6's
+    # journal_claim and migration 9's journal_claim_paced become the NULL case of the new ones, so
+    # an older release still running claims as it did (every action it knows is margin's).
+    (
+        11,
+        f"""
+CREATE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION,
+    p_account TEXT, p_actions TEXT[])
+RETURNS SETOF alerts LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_account IS NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM}, 0);
+    ELSE
+        PERFORM pg_advisory_xact_lock_shared({LOCK_CLAIM}, 0);
+        PERFORM pg_advisory_xact_lock({LOCK_CLAIM_ACCOUNT}, hashtext(p_account));
+    END IF;
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT a.id FROM alerts a WHERE a.state = 'queued' AND a.not_before <= p_now AND a.expires_at >= p_now
+            AND (p_account IS NULL OR a.account = p_account) AND (p_actions IS NULL OR a.action = ANY(p_actions))
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))
+        ORDER BY a.id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = NULL,
+            lease_until = {NOW} + p_lease,
+            first_sent_at = COALESCE(first_sent_at, GREATEST(p_now, received_at))  -- never before it arrived
+        FROM picked WHERE alerts.id = picked.id RETURNING alerts.*),
+    logged AS (
+        INSERT INTO alert_events (alert_id, at, kind, detail)
+        SELECT c.id, {NOW}, 'claimed', format('{CLAIMED_DETAIL_FORMAT}', c.attempts, c.claimed_by)  -- claimed_detail
+        FROM claimed c)
+    SELECT * FROM claimed;
+END $$;
+
+CREATE OR REPLACE FUNCTION journal_claim(p_instance TEXT, p_limit INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION, p_account TEXT)
+RETURNS SETOF alerts LANGUAGE sql AS $$
+    SELECT * FROM journal_claim(p_instance, p_limit, p_now, p_lease, p_account, NULL::TEXT[])
+$$;
+
+CREATE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION, p_actions TEXT[],
+    OUT due INTEGER, OUT queued INTEGER, OUT next_in DOUBLE PRECISION, OUT granted INTEGER,
+    OUT slot BIGINT, OUT read_slot BIGINT, OUT alert alerts)
+RETURNS SETOF record LANGUAGE plpgsql AS $$
+DECLARE v_slots BIGINT[]; v_reads BIGINT[]; v_claimed alerts[]; v_used INTEGER := 0;
+BEGIN
+    p_now := COALESCE(p_now, {NOW});
+    granted := 0;
+    -- In its bot's turn (whatever the other alerts' actions): no other alert for the bot is being
+    -- sent, and no earlier one is queued inside its lag.
+    SELECT count(*) FILTER (WHERE a.not_before <= p_now AND turn.come), count(*),
+        min(a.not_before - p_now) FILTER (WHERE a.not_before > p_now AND turn.come)
+        INTO due, queued, next_in
+        FROM alerts a CROSS JOIN LATERAL (SELECT NOT EXISTS (SELECT 1 FROM alerts b
+            WHERE b.algo_id = a.algo_id AND b.id <> a.id AND b.state IN ('queued', 'sending')
+            AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now))) AS come) turn
+        WHERE a.state = 'queued' AND a.expires_at >= p_now AND a.account = p_account
+            AND (p_actions IS NULL OR a.action = ANY(p_actions));
+    IF due > 0 AND p_wanted > 0 THEN
+        v_slots := ARRAY(SELECT pacing_acquire(p_ledger, p_instance, LEAST(due, p_wanted), p_limit, p_window));
+        granted := cardinality(v_slots);
+    END IF;
+    IF granted > 0 THEN
+        v_claimed := ARRAY(SELECT c FROM journal_claim(p_instance, granted, p_now, p_lease, p_account, p_actions) c
+            ORDER BY c.id);
+        v_used := cardinality(v_claimed);
+        IF v_used < granted THEN
+            DELETE FROM okx_pacing WHERE id = ANY(v_slots[v_used + 1:granted]);
+        END IF;
+        IF v_used > 0 AND p_read_ledger IS NOT NULL THEN
+            v_reads := ARRAY(SELECT pacing_acquire(p_read_ledger, p_instance, v_used, p_read_limit, p_read_window));
+        END IF;
+        -- Each slot carries its claim: the alert and its attempt.
+        UPDATE okx_pacing p SET alert_id = (v_claimed[t.i]).id, attempt = (v_claimed[t.i]).attempts
+            FROM generate_series(1, v_used) t(i) WHERE p.id = v_slots[t.i] OR p.id = v_reads[t.i];
+        FOR i IN 1..v_used LOOP
+            slot := v_slots[i];
+            read_slot := v_reads[i];
+            alert := v_claimed[i];
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF v_used = 0 THEN
+        RETURN NEXT;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION journal_claim_paced(p_instance TEXT, p_wanted INTEGER, p_now DOUBLE PRECISION,
+    p_lease DOUBLE PRECISION, p_account TEXT, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION,
+    OUT due INTEGER, OUT queued INTEGER, OUT next_in DOUBLE PRECISION, OUT granted INTEGER,
+    OUT slot BIGINT, OUT read_slot BIGINT, OUT alert alerts)
+RETURNS SETOF record LANGUAGE sql AS $$
+    SELECT * FROM journal_claim_paced(p_instance, p_wanted, p_now, p_lease, p_account, p_ledger, p_limit,
+        p_window, p_read_ledger, p_read_limit, p_read_window, NULL::TEXT[])
+$$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

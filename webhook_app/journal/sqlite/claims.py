@@ -12,17 +12,33 @@ _QUEUED_AND_DUE = "state = 'queued' AND not_before <= :now AND expires_at >= :no
 _DUE = f"{_QUEUED_AND_DUE} AND {bots_turn(':now')}"
 # One account's alerts, or (no account named) every account's.
 _OF_ACCOUNT = "(:account IS NULL OR account = :account)"
+# One endpoint's actions (",add,reduce,": SQLite binds no arrays), or (NULL) every action.
+_OF_ACTIONS = "(:actions IS NULL OR instr(:actions, ',' || action || ',') > 0)"
+
+
+def _actions(actions: tuple[str, ...] | None) -> str | None:
+    return None if actions is None else "," + ",".join(actions) + ","
 
 
 class SqliteClaims(ClaimSteps):
     def count_due(
-        self, now: float | None = None, before_id: int | None = None, in_turn: bool = True, account: str | None = None
+        self,
+        now: float | None = None,
+        before_id: int | None = None,
+        in_turn: bool = True,
+        account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> int:
         now = self.db.now() if now is None else now
         due = _DUE if in_turn else _QUEUED_AND_DUE
         return self.db.one(
-            f"SELECT count(*) FROM alerts WHERE {due} AND {_OF_ACCOUNT} AND id < :before",
-            {"now": now, "before": 2**63 - 1 if before_id is None else before_id, "account": account},
+            f"SELECT count(*) FROM alerts WHERE {due} AND {_OF_ACCOUNT} AND {_OF_ACTIONS} AND id < :before",
+            {
+                "now": now,
+                "before": 2**63 - 1 if before_id is None else before_id,
+                "account": account,
+                "actions": _actions(actions),
+            },
         )[0]
 
     def next_due_at(self) -> float | None:
@@ -33,7 +49,13 @@ class SqliteClaims(ClaimSteps):
         )[0]
 
     def claim_due(
-        self, instance: str, limit: int, now: float, lease: float = 30.0, account: str | None = None
+        self,
+        instance: str,
+        limit: int,
+        now: float,
+        lease: float = 30.0,
+        account: str | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> list[Record]:
         def step(db):
             # ``now`` was read before the claim: an alert received since then still never shows
@@ -42,7 +64,7 @@ class SqliteClaims(ClaimSteps):
                 "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = :instance, "
                 "first_sent_at = COALESCE(first_sent_at, MAX(:now, received_at)), sent_at = NULL, "
                 "lease_until = :lease_until "
-                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} AND {_OF_ACCOUNT} ORDER BY id LIMIT :limit) "
+                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} AND {_OF_ACCOUNT} AND {_OF_ACTIONS} ORDER BY id LIMIT :limit) "
                 f"{RETURNING_ALERTS}",
                 {
                     "instance": instance,
@@ -50,6 +72,7 @@ class SqliteClaims(ClaimSteps):
                     "limit": limit,
                     "lease_until": self.db.now() + lease,
                     "account": account,
+                    "actions": _actions(actions),
                 },
             ).fetchall()
             records = sorted((Record(*row) for row in rows), key=lambda r: r.id)
