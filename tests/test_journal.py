@@ -1579,18 +1579,25 @@ def test_a_confirmation_committed_while_recovery_runs_is_never_queued_again(pg_u
     confirming = psycopg.connect(pg_url, autocommit=False)
     try:
         # The confirmation's UPDATE has judged the claim current and holds the row, uncommitted.
-        assert confirming.execute(
-            f"UPDATE alerts SET sent_at = {NOW} WHERE {CLAIMED} AND lease_until > {NOW}",
-            (claimed.id, "paused", claimed.attempts),
-        ).rowcount == 1
-        eventually(lambda: survivor.database.one(f"SELECT lease_until < {NOW} FROM alerts WHERE id = %s", (alert.id,))[0])
+        assert (
+            confirming.execute(
+                f"UPDATE alerts SET sent_at = {NOW} WHERE {CLAIMED} AND lease_until > {NOW}",
+                (claimed.id, "paused", claimed.attempts),
+            ).rowcount
+            == 1
+        )
+        eventually(
+            lambda: survivor.database.one(f"SELECT lease_until < {NOW} FROM alerts WHERE id = %s", (alert.id,))[0]
+        )
         recovered = []
         recovery = threading.Thread(target=lambda: recovered.extend(survivor.recover("survivor", dead_after=15)))
         recovery.start()
         # Recovery reaches the row and waits for its lock (only a statement that matched it waits).
-        waits = eventually(lambda: survivor.database.one(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )[0])
+        waits = eventually(
+            lambda: survivor.database.one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )[0]
+        )
         print(f"recovery waited on the confirmation's lock ({waits} waiting)")
         confirming.commit()
         recovery.join(10)

@@ -13,6 +13,7 @@ from webhook_app.intake.protection import Protection
 from webhook_app.intake.refusals import RefusalLog
 from webhook_app.journal import Journal, JournalUnavailable, open_journal
 from webhook_app.logs import scrubber
+from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS, ENDPOINTS, MARGIN_BALANCE, endpoint_name
 from webhook_app.okx.client import OkxClient
 from webhook_app.surfaces.context import Services
 from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
@@ -21,7 +22,7 @@ from webhook_app.workers.investigation import Investigator
 from webhook_app.workers.membership import Membership
 from webhook_app.workers.notify import Notifier
 from webhook_app.workers.outcomes import OutcomePolicy
-from webhook_app.workers.pacing import MemoryPacer
+from webhook_app.workers.pacing import MemoryPacer, Pacer
 from webhook_app.workers.readiness import BotReads, Readiness
 
 
@@ -133,13 +134,25 @@ def _known_bots(account: OkxAccount, journal: Journal) -> list[str]:
 
 
 def _lane(config: Config, account: OkxAccount, client: OkxClient, watch: BotWatch | None, journal, clock) -> Lane:
-    """An account's way to OKX: its client, its rate budget (None in dry-run) and its bots' reads."""
+    """An account's way to OKX: its client, its rate budgets (None in dry-run) and its bots' reads."""
     if watch is None:
         return Lane(client, None, None, None)
-    # One budget per account (OKX counts per User ID): shared through the journal where instances share it.
+    # One budget per endpoint and account (OKX counts per endpoint and User ID): shared through the
+    # journal where instances share it. margin-balance's ledger keeps its name of old (the key alone),
+    # so a release running beside this one during a deploy counts the same slots.
     limit, window = account.rate_limit, config.okx.rate_window
-    pacer = journal.pacer(account.api_key, limit, window) or MemoryPacer(limit, window, clock=clock)
-    return Lane(client, pacer, watch.snapshot_now, watch.details_pacer)
+
+    def budget(key: str) -> Pacer:
+        return journal.pacer(key, limit, window) or MemoryPacer(limit, window, clock=clock)
+
+    endpoints = {ENDPOINTS[action] for action in allowed_actions(config)} - {MARGIN_BALANCE}
+    budgets = {endpoint_name(path): budget(account.api_key + path) for path in sorted(endpoints)}
+    return Lane(client, budget(account.api_key), watch.snapshot_now, watch.details_pacer, budgets)
+
+
+def allowed_actions(config: Config) -> tuple[str, ...]:
+    """The actions alerts may ask for (``ALLOWED_ACTIONS``)."""
+    return tuple(getattr(config.protection, "allowed_actions", None) or DEFAULT_ALLOWED_ACTIONS)
 
 
 def _investigator(config: Config, journal: Journal, bots: BotWatches, notifier: Notifier, clock: Clock):

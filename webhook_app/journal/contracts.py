@@ -246,9 +246,9 @@ class QueueClaims(JournalJob):
     @abc.abstractmethod
     def reply_outlook(self, record: Record, pacer, actions: tuple[str, ...] | None = None) -> tuple[Record, int, int]:
         """For a reply that waits on an alert: the alert as it is now; while it is queued, how many
-        of its account's due alerts (of ``actions``: its endpoint's) are ahead of it (their bot's turn come or not: each takes a slot
-        first) and the slots ``pacer`` has in use (0 and 0 otherwise). Up to three reads; one
-        statement where the journal's database holds the ledger."""
+        of its account's due alerts (of ``actions``: its endpoint's) are ahead of it (their bot's
+        turn come or not: each takes a slot first) and the slots ``pacer`` has in use (0 and 0
+        otherwise). Up to three reads; one statement where the journal's database holds the ledger."""
 
     @abc.abstractmethod
     def confirm_send(self, claim: Claim, evidence: str | None = None, read_slot: object | None = None) -> bool:

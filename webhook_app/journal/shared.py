@@ -183,7 +183,9 @@ class ClaimSteps(Store, QueueClaims):
     """``claim_paced`` and ``reply_outlook`` as separate steps, for a rate ledger that the journal's
     database does not hold (the process's memory)."""
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None) -> PacedClaim:
+    def claim_paced(
+        self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None
+    ) -> PacedClaim:
         now = self.db.now() if now is None else now
 
         def next_in() -> float | None:  # asked only when nothing due is left unclaimed: the dispatcher sleeps

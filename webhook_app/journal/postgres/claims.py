@@ -65,7 +65,9 @@ class PostgresClaims(ClaimSteps):
         )
         return sorted((Record(*row) for row in rows), key=lambda r: r.id)
 
-    def claim_paced(self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None) -> PacedClaim:
+    def claim_paced(
+        self, instance, pacer, wanted, lease, account, now=None, read_pacer=None, actions=None
+    ) -> PacedClaim:
         for ledger in (pacer, read_pacer):
             if isinstance(ledger, PostgresPacer) and ledger.db is not self.db:
                 # Its ``shares_journal`` would have writes end its slots in the wrong database.

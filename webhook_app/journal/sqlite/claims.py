@@ -64,7 +64,8 @@ class SqliteClaims(ClaimSteps):
                 "UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = :instance, "
                 "first_sent_at = COALESCE(first_sent_at, MAX(:now, received_at)), sent_at = NULL, "
                 "lease_until = :lease_until "
-                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} AND {_OF_ACCOUNT} AND {_OF_ACTIONS} ORDER BY id LIMIT :limit) "
+                f"WHERE id IN (SELECT id FROM alerts WHERE {_DUE} AND {_OF_ACCOUNT} AND {_OF_ACTIONS} "
+                "ORDER BY id LIMIT :limit) "
                 f"{RETURNING_ALERTS}",
                 {
                     "instance": instance,

@@ -29,11 +29,18 @@ ENDPOINTS = {
 }
 ACTIONS = tuple(ENDPOINTS)
 DEFAULT_ALLOWED_ACTIONS = ("add", "reduce")
+# Actions whose POST carries OKX's ``expTime`` header: OKX never executes them after it.
+EXPIRING = ("buy", "sell")
 
 
 def endpoint_name(path: str) -> str:
     """The short name of an endpoint ("sub-order"), as the journal and the pacing ledger key it."""
     return path.rsplit("/", 1)[-1]
+
+
+def actions_of(endpoint: str) -> tuple[str, ...]:
+    """The actions whose requests go to ``endpoint`` (a short name)."""
+    return tuple(action for action, path in ENDPOINTS.items() if endpoint_name(path) == endpoint)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from webhook_app.journal import (
 )
 from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from webhook_app.workers.delivery.board import Board
-from webhook_app.workers.delivery.lanes import Lane, margin_request
+from webhook_app.workers.delivery.lanes import Lane, send_order
 from webhook_app.workers.delivery.slots import HeldSlot, SlotLedger
 from webhook_app.workers.delivery.terms import JournalClock, Terms
 from webhook_app.workers.outcomes import Outcome, OutcomePolicy
@@ -59,15 +59,17 @@ class Desk:
 class Attempt:
     """One claimed alert's send, ``run`` once on a sender thread; it holds the claim until its outcome is written."""
 
-    def __init__(self, desk: Desk, record: Record, lane: Lane, send_by: float, slot, read_slot=None):
+    def __init__(self, desk: Desk, record: Record, lane: Lane, send_by: float, slot, read_slot=None, pacer=None):
         """``send_by``: the local deadline for the request to leave (``terms.clock``); ``slot``: its
-        rate slot; ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
+        rate slot in ``pacer`` (its endpoint's budget; None: the lane's margin-balance one);
+        ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
         self.desk = desk
         self.record = record
         self.claim = Claim.of(record)
         self.lane = lane
+        self.pacer = pacer or lane.pacer
         self.send_by = send_by
-        self.slot = HeldSlot(desk.ledger, lane.pacer, slot)
+        self.slot = HeldSlot(desk.ledger, self.pacer, slot)
         self.read_slot = HeldSlot(desk.ledger, lane.read_pacer, read_slot)
         self._started = 0.0
 
@@ -82,7 +84,7 @@ class Attempt:
                 self.slot.give_back()
                 return
             # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
-            ack = self.lane.client.adjust_margin(margin_request(record), send_by=clock.host_deadline(self.send_by))
+            ack = send_order(self.lane.client, record, clock.host_deadline(self.send_by))
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self.slot.give_back()
                 self._write(lambda: self.desk.queue.unclaim([self.claim]))
@@ -100,7 +102,7 @@ class Attempt:
             # Whatever happened, the exchange with OKX is over. A ledger in the journal's database
             # has the slot closed by the outcome's write below instead (one round trip fewer): it
             # closes a moment later, which only over-counts OKX's budget.
-            if not (answered and self.lane.pacer.shares_journal):
+            if not (answered and self.pacer.shares_journal):
                 self.release_slot()
         try:
             self._record_outcome(failure, (clock() - self._started) * 1000)
@@ -257,7 +259,7 @@ class Attempt:
         if not seconds:
             return
         try:
-            self.lane.pacer.hold_off(seconds)
+            self.pacer.hold_off(seconds)
         except JournalUnavailable as exc:
             log.error("could not record OKX's %.1f s hold-off in the pacing ledger: %s", seconds, exc)
 

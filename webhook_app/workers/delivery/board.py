@@ -30,9 +30,9 @@ class Board:
         self.dispatching = threading.Lock()
         self._done: dict[int, threading.Event] = {}  # alerts whose reply waits: set when there is news
         self._finals: dict[int, Record] = {}  # ...and the final record, as the write that made it returned
-        # Per account, the queued alerts left unclaimed at its last look (None: not known, so a finish
+        # Per queue (account, endpoint), the queued alerts left unclaimed at its last look (None: not known, so a finish
         # always wakes the dispatcher); and how many alerts were finished, to tell a look that raced one.
-        self.backlog: dict[str, int | None] = dict.fromkeys(accounts)
+        self.backlog: dict[tuple[str, str], int | None] = dict.fromkeys(accounts)
         self.finishes = 0
 
     # -- wake-ups ---------------------------------------------------------------------

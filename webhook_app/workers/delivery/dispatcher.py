@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from webhook_app.journal import JournalUnavailable, PacedClaim
+from webhook_app.okx.actions import actions_of
 from webhook_app.workers.delivery.attempt import Attempt, Desk
 from webhook_app.workers.delivery.book import SlotBook
 from webhook_app.workers.delivery.lanes import Lane
@@ -45,7 +46,9 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self._dry_run = next(iter(lanes.values())).pacer is None  # no budget: nothing is sent
         self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="okx-sender")
-        self._lane_turn = 0  # which account's lane is served first in this round (each in turn)
+        # Each account's endpoints, each with its own budget: a queue is (account, endpoint).
+        self._queues = [(name, endpoint) for name, lane in lanes.items() for endpoint in lane.endpoints()]
+        self._lane_turn = 0  # which queue is served first in this round (each in turn)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -100,15 +103,16 @@ class Dispatcher:
             return 60.0
         self.desk.ledger.settle()
         self.upkeep.run_due()
-        # Each account in turn goes first, so that none waits behind another's burst.
-        names = list(self.lanes)
-        self._lane_turn = (self._lane_turn + 1) % len(names)
-        return min(self._dispatch_lane(name) for name in names[self._lane_turn :] + names[: self._lane_turn])
+        # Each queue in turn goes first, so that none waits behind another's burst.
+        queues = self._queues
+        self._lane_turn = (self._lane_turn + 1) % len(queues)
+        return min(self._dispatch_lane(*queue) for queue in queues[self._lane_turn :] + queues[: self._lane_turn])
 
-    def _dispatch_lane(self, account: str) -> float:
-        """Claims and starts what one account may send now; returns how long until it needs to look
-        again (a finish, a retry or a new alert wakes the dispatcher sooner)."""
+    def _dispatch_lane(self, account: str, endpoint: str) -> float:
+        """Claims and starts what one account may send to one endpoint now; returns how long until
+        it needs to look again (a finish, a retry or a new alert wakes the dispatcher sooner)."""
         lane, board, terms = self.lanes[account], self.desk.board, self.desk.terms
+        pacer = lane.budget(endpoint)
         finishes = board.finishes
         with board.dispatching:
             # Read before the slots and the claim: the local deadline then ends before the lease the
@@ -117,7 +121,13 @@ class Dispatcher:
             send_by = terms.clock() + terms.send_by
             try:
                 taken = self.desk.queue.claim_paced(
-                    self.instance, lane.pacer, self.senders, terms.lease, account, read_pacer=lane.read_pacer
+                    self.instance,
+                    pacer,
+                    self.senders,
+                    terms.lease,
+                    account,
+                    read_pacer=lane.read_pacer,
+                    actions=actions_of(endpoint),
                 )
             except Exception:
                 # It may have committed with its reply lost: alerts claimed and slots taken that no
@@ -126,18 +136,19 @@ class Dispatcher:
                 raise
         # What is still queued beside what was just claimed: when nothing, a finish wakes no one. A
         # finish during the look may have made one of them due after the look counted: look again.
-        board.backlog[account] = None if taken.queued is None else taken.queued - len(taken.claims)
-        raced = board.finishes != finishes and board.backlog[account] != 0
+        queue = (account, endpoint)
+        board.backlog[queue] = None if taken.queued is None else taken.queued - len(taken.claims)
+        raced = board.finishes != finishes and board.backlog[queue] != 0
         for record, slot in taken.claims:
-            attempt = Attempt(self.desk, record, lane, send_by, slot, taken.read_slots.get(record.id))
+            attempt = Attempt(self.desk, record, lane, send_by, slot, taken.read_slots.get(record.id), pacer)
             self.book.enter(attempt, self._pool.submit(attempt.run))
-        return self._rest(lane, taken, raced)
+        return self._rest(pacer, taken, raced)
 
-    def _rest(self, lane: Lane, taken: PacedClaim, raced: bool) -> float:
-        """How long this account's lane may wait, after a look that found and took ``taken``."""
+    def _rest(self, pacer, taken: PacedClaim, raced: bool) -> float:
+        """How long one queue may wait, after a look that found and took ``taken``."""
         poll = self.poll_interval
         if taken.due and not taken.granted:  # the budget is spent
-            opens_in = lane.pacer.opens_in()  # a reply here wakes us sooner
+            opens_in = pacer.opens_in()  # a reply here wakes us sooner
             return poll if opens_in is None else min(max(opens_in, 0.001), poll)
         if raced:
             return 0.0

@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.journal import Journal, JournalUnavailable, Record
+from webhook_app.okx.actions import actions_of
 from webhook_app.workers.delivery.attempt import Desk
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.book import SlotBook
 from webhook_app.workers.delivery.dispatcher import Dispatcher
-from webhook_app.workers.delivery.lanes import Lane, lane_of, margin_request
+from webhook_app.workers.delivery.lanes import Lane, bot_order, lane_of, send_order
 from webhook_app.workers.delivery.replies import Replies
 from webhook_app.workers.delivery.slots import SlotLedger
 from webhook_app.workers.delivery.terms import LEASE_MARGIN, SEND_BY, Terms
@@ -56,7 +57,9 @@ class Delivery:
         self.senders = senders
         lease = send_by + max(sum(lane.client.timeout) for lane in self.lanes.values()) + lease_margin
         self.terms = Terms(clock, send_by, lease)
-        board = Board(self.lanes, on_final)
+        board = Board(
+            [(name, endpoint) for name, lane in self.lanes.items() for endpoint in lane.endpoints()], on_final
+        )
         desk = Desk(journal, journal, journal, policy, board, SlotLedger(board), self.terms, on_late)
         book = SlotBook()
         self._upkeep = Upkeep(journal, journal, board, book, membership, self.terms, list(self.lanes), retention)
@@ -111,7 +114,8 @@ class Delivery:
         A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
         lane = lane_of(self.lanes, record)
         if record.state == "dry_run":
-            lane.client.adjust_margin(margin_request(record))
+            send_order(lane.client, record, None)
             return record
         self.start()
-        return self._replies.outcome(record, lane.pacer, wait)
+        endpoint = bot_order(record).endpoint
+        return self._replies.outcome(record, lane.budget(endpoint), wait, actions_of(endpoint))

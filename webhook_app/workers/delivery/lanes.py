@@ -1,20 +1,26 @@
-"""One lane per OKX account: its signed client, its rate budgets and how to read its bots."""
+"""One lane per OKX account: its signed client, its rate budgets (one per endpoint) and how to read its bots."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from webhook_app.clock import elapsed
 from webhook_app.journal import Record
-from webhook_app.okx.client import OkxClient
+from webhook_app.okx.actions import EXPIRING, MARGIN_BALANCE, BotOrder, endpoint_name
+from webhook_app.okx.client import OkxAck, OkxClient
 from webhook_app.okx.margin.request import MarginRequest
 from webhook_app.workers.pacing import Pacer
+
+MARGIN = endpoint_name(MARGIN_BALANCE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Lane:
-    """One OKX account's road to OKX: its signed client, its rate budget (OKX counts per User ID,
-    so each account has its own; None in dry-run: nothing is sent) and how to read its bots."""
+    """One OKX account's road to OKX: its signed client, its rate budgets (OKX counts 20 requests
+    per 2 s per endpoint and User ID, so each account has one per endpoint: ``pacer`` for
+    margin-balance, ``budgets`` for the others it sends to; None in dry-run: nothing is sent) and
+    how to read its bots."""
 
     client: OkxClient
     pacer: Pacer | None
@@ -25,6 +31,15 @@ class Lane:
     # That read's budget: where the journal holds it, the claim takes the read's slot and the
     # confirmation ends it (``read_bot(..., slot=)``), no round trip of their own.
     read_pacer: Pacer | None = None
+    budgets: Mapping[str, Pacer] = dataclasses.field(default_factory=dict)  # endpoint name -> its budget
+
+    def endpoints(self) -> list[str]:
+        """The endpoints this account sends to, margin-balance first."""
+        return [MARGIN, *(name for name in self.budgets if name != MARGIN)]
+
+    def budget(self, endpoint: str) -> Pacer | None:
+        """One endpoint's rate budget (margin-balance's, ``pacer``, for an endpoint it has none of)."""
+        return self.budgets.get(endpoint, self.pacer) if endpoint != MARGIN else self.pacer
 
 
 def lane_of(lanes: Mapping[str, Lane], record: Record) -> Lane:
@@ -33,8 +48,25 @@ def lane_of(lanes: Mapping[str, Lane], record: Record) -> Lane:
     return lanes.get(record.account) or next(iter(lanes.values()))
 
 
+def bot_order(record: Record) -> BotOrder:
+    """The request the alert was journaled with."""
+    return BotOrder(record.action, record.request)
+
+
 def margin_request(record: Record) -> MarginRequest:
     body = record.request
     return MarginRequest(
         algo_id=body["algoId"], type=body["type"], amt=body["amt"], allow_reinvest=body.get("allowReinvest")
     )
+
+
+def send_order(client: OkxClient, record: Record, host_deadline: float | None) -> OkxAck:
+    """Send the alert's request, never after ``host_deadline`` (an ``elapsed()`` reading); a
+    sub-order also carries OKX's ``expTime`` at that deadline, so OKX never executes it later."""
+    order = bot_order(record)
+    if order.endpoint == MARGIN:
+        return client.adjust_margin(margin_request(record), send_by=host_deadline)
+    exp_time_ms = None
+    if order.action in EXPIRING and host_deadline is not None:
+        exp_time_ms = int((client.okx_now() + host_deadline - elapsed()) * 1000)
+    return client.send(order, send_by=host_deadline, exp_time_ms=exp_time_ms)

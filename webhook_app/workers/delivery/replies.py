@@ -26,7 +26,9 @@ class Replies:
         self.instance = instance
         self.poll = poll
 
-    def outcome(self, record: Record, pacer: Pacer | None, wait: float) -> Record:
+    def outcome(
+        self, record: Record, pacer: Pacer | None, wait: float, actions: tuple[str, ...] | None = None
+    ) -> Record:
         """Wake the dispatcher for the due ``record`` and wait up to ``wait`` seconds for its
         outcome, unless its turn under ``pacer``'s limit comes later than that anyway (a burst's
         tail is answered at once). Its latest record; ``record`` itself when the journal cannot say."""
@@ -41,7 +43,7 @@ class Replies:
                 if wait <= 0 or pacer is None:
                     return self.queue.get(record.id) or record
                 # Its turn under the rate limit, while queued: answer at once if it is far off.
-                current, ahead, busy = self.queue.reply_outlook(record, pacer)
+                current, ahead, busy = self.queue.reply_outlook(record, pacer, actions)
                 if current.final or (current.state == "queued" and pacer.projected(ahead, busy) >= wait):
                     return current
             latest = self._wait_final(record.id, event, self.terms.clock() + wait)
