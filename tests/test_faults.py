@@ -336,8 +336,11 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
             rows = cluster.query(
                 # The claim itself: "claim" alone also matches a finish (its WHERE names claimed_by), and
                 # freezing an instance in a finish holds no claim (a long run froze 3 claims in 5 rounds).
+                # And waiting on the table itself ('relation'): a claim of the other instance that
+                # waits on the ledger's or the account's advisory lock behind it holds no claim (a
+                # loaded run froze that one instead: 0 alerts frozen inside a claim).
                 "SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query ILIKE '%%journal_claim_paced(%%' "
+                "AND wait_event = 'relation' AND query ILIKE '%%journal_claim_paced(%%' "
                 "AND client_port = ANY(%s) ORDER BY query_start LIMIT 1",
                 (list(ports),),
             )
