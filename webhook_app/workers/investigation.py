@@ -35,6 +35,7 @@ from webhook_app.journal import ActionRefused, Activity, AlertRecords, JournalUn
 from webhook_app.okx.margin.evidence import VERDICT_WORDS, gather
 from webhook_app.okx.records import BotSnapshot
 from webhook_app.workers.bots import BotWatch
+from webhook_app.workers.order_findings import is_margin, judge_order
 
 log = logging.getLogger("webhook_app")
 
@@ -192,16 +193,11 @@ class Investigator:
 
     def investigate(self, record: Record) -> Record | None:
         """Read, compare, keep, propose, tell; the alert as recorded, or None when another instance did it."""
-        before = _before(record)
         watch = self.bots.get(record.account)  # None: the account is no longer configured
-        after = None
-        for attempt in range(READ_TRIES if watch is not None else 0):
-            after = watch.snapshot_now(record.algo_id)
-            if after is not None or attempt == READ_TRIES - 1:
-                break
-            self._clock.wait(self._stop, 1.0 + attempt)
-        events = watch.events_now(record.algo_id) if after is not None else None
-        evidence = self._findings.judged(record, before, after, events)  # events None (unread): "can't tell"
+        if is_margin(record):
+            evidence = self._margin_evidence(record, watch)
+        else:
+            evidence = self._findings.judged_order(record, watch, self._clock, self._stop)
         proposal, reason = evidence["proposal"], evidence["reason"]
         note = f"OKX's records: {VERDICT_WORDS[proposal]}: {reason}"
         recorded = self.activity.record_evidence(record.id, json.dumps(evidence), proposal, note)
@@ -209,12 +205,23 @@ class Investigator:
         if recorded is None:
             return None  # already proposed (another instance), or no longer unknown
         log.warning("alert %s unknown: proposal %s: %s", record.id, VERDICT_WORDS[proposal], reason)
-        if self._findings.auto and proposal == "executed":
+        if self._findings.auto and (proposal == "executed" or (proposal == "not_executed" and not is_margin(record))):
             recorded = self._findings.mark(recorded, proposal)
-        if proposal == "not_executed":  # read once more before anyone acts on it
+        if proposal == "not_executed" and is_margin(record):  # read once more before anyone acts on it
             self._second_read.put(recorded, evidence)
         self._tell(recorded)
         return recorded
+
+    def _margin_evidence(self, record: Record, watch: BotWatch | None) -> dict:
+        """The bot read after the send (a few tries) against the snapshot before it, with its events."""
+        after = None
+        for attempt in range(READ_TRIES if watch is not None else 0):
+            after = watch.snapshot_now(record.algo_id)
+            if after is not None or attempt == READ_TRIES - 1:
+                break
+            self._clock.wait(self._stop, 1.0 + attempt)
+        events = watch.events_now(record.algo_id) if after is not None else None
+        return self._findings.judged(record, _before(record), after, events)  # events None (unread): "can't tell"
 
     def resend_doubt(self, record: Record) -> ResendDoubt | None:
         """Why an operator's resend of ``record`` should wait: ``resend_doubt``, read with its account's watch."""
@@ -251,6 +258,23 @@ class Findings:
             evidence["reason"] = (
                 f"alert {ours[0]} of ours changed this bot's margin in the same window, so the change cannot be "
                 "told apart"
+            )
+        return evidence
+
+    def judged_order(self, record: Record, watch: BotWatch | None, clock: Clock, stop: threading.Event) -> dict:
+        """An action other than add/reduce: its own evidence, "can't tell" where a later alert of
+        ours for the bot may have moved what it reads (a buy after a close: a position again)."""
+        if watch is None:
+            evidence = {"proposal": "cant_tell", "reason": "its account is not configured, so the bot cannot be read"}
+            return {**evidence, "recheck": {"needed": False}}
+        evidence = judge_order(record, watch.client, clock, stop)
+        ours = self._ours_in_window(record)
+        if evidence["proposal"] != "cant_tell" and ours != []:
+            evidence["proposal"] = "cant_tell"
+            evidence["reason"] = (
+                "the journal could not say whether another alert of ours moved this bot meanwhile"
+                if ours is None
+                else f"alert {ours[0]} of ours went to this bot in the same window, so its records cannot be told apart"
             )
         return evidence
 
@@ -416,7 +440,9 @@ def resend_doubt(record: Record, watch: BotWatch | None) -> ResendDoubt | None:
     (within the reads' budget, by ``watch``, its account's) against the reading that finding rests
     on (the second read, else the one after the send, else the one before it). None: nothing moved,
     or not such an alert."""
-    if record.resolution != "not_executed":
+    if record.resolution != "not_executed" or not is_margin(record):
+        # Another action states a target (sent again, it changes nothing once there) or carried
+        # expTime (past it, OKX never executes it): a resend never doubles it.
         return None
     then = _finding_snapshot(record)
     insist = "to send it anyway, resend it again insisting"

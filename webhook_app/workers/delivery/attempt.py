@@ -24,7 +24,8 @@ from webhook_app.journal import (
 )
 from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from webhook_app.workers.delivery.board import Board
-from webhook_app.workers.delivery.lanes import Lane, send_order
+from webhook_app.workers.delivery.lanes import Lane
+from webhook_app.workers.delivery.sending import deliver, exp_time_ms
 from webhook_app.workers.delivery.slots import HeldSlot, SlotLedger
 from webhook_app.workers.delivery.terms import JournalClock, Terms
 from webhook_app.workers.outcomes import Outcome, OutcomePolicy
@@ -72,6 +73,10 @@ class Attempt:
         self.slot = HeldSlot(desk.ledger, self.pacer, slot)
         self.read_slot = HeldSlot(desk.ledger, lane.read_pacer, read_slot)
         self._started = 0.0
+        self._host_deadline = desk.terms.clock.host_deadline(send_by)
+        # A sub-order's expTime, kept with the evidence the confirmation writes: after an ambiguous
+        # answer, OKX's records are read once it has passed.
+        self.exp_time_ms = exp_time_ms(lane.client, record, self._host_deadline)
 
     def run(self) -> None:
         """Send it if the claim is cleared to go, write what came of it, and end both slots whatever happens."""
@@ -84,7 +89,7 @@ class Attempt:
                 self.slot.give_back()
                 return
             # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
-            ack = send_order(self.lane.client, record, clock.host_deadline(self.send_by))
+            ack = deliver(self.lane.client, record, self._host_deadline, self.exp_time_ms)
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self.slot.give_back()
                 self._write(lambda: self.desk.queue.unclaim([self.claim]))
@@ -132,15 +137,17 @@ class Attempt:
         """The bot as OKX shows it now, as evidence text; None when it cannot be read in time
         (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
         time_left = self.send_by - self.desk.terms.clock() - BEFORE_READ_SPARE
+        kept = {} if self.exp_time_ms is None else {"expTime": str(self.exp_time_ms)}
         if self.lane.read_bot is None or time_left < MIN_BEFORE_READ:
-            return None
+            return json.dumps(kept) if kept else None
         algo_id = self.record.algo_id
         try:
             snapshot = self.lane.read_bot(algo_id, min(time_left, MAX_BEFORE_READ), self.read_slot.slot)
-            return json.dumps({"before": snapshot.to_json()}) if snapshot is not None else None
+            if snapshot is not None:
+                kept["before"] = snapshot.to_json()
         except Exception:  # nothing has been sent yet: a bug here must not read as an unknown outcome
             log.exception("reading bot %s before a send failed; sending without its snapshot", algo_id)
-            return None
+        return json.dumps(kept) if kept else None
 
     def _cleared(self, evidence: str | None) -> bool:
         """May the request leave now? Only inside the local deadline and with the journal's word

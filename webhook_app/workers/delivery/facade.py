@@ -14,7 +14,8 @@ from webhook_app.workers.delivery.attempt import Desk
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.book import SlotBook
 from webhook_app.workers.delivery.dispatcher import Dispatcher
-from webhook_app.workers.delivery.lanes import Lane, bot_order, lane_of, send_order
+from webhook_app.workers.delivery.lanes import Lane, lane_of
+from webhook_app.workers.delivery.sending import bot_order, exp_time_ms
 from webhook_app.workers.delivery.replies import Replies
 from webhook_app.workers.delivery.slots import SlotLedger
 from webhook_app.workers.delivery.terms import LEASE_MARGIN, SEND_BY, Terms
@@ -114,7 +115,7 @@ class Delivery:
         A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
         lane = lane_of(self.lanes, record)
         if record.state == "dry_run":
-            send_order(lane.client, record, None)
+            lane.client.send(bot_order(record), exp_time_ms=exp_time_ms(lane.client, record, None))
             return record
         self.start()
         endpoint = bot_order(record).endpoint

@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from webhook_app.clock import elapsed
 from webhook_app.journal import Record
-from webhook_app.okx.actions import EXPIRING, MARGIN_BALANCE, BotOrder, endpoint_name
-from webhook_app.okx.client import OkxAck, OkxClient
-from webhook_app.okx.margin.request import MarginRequest
+from webhook_app.okx.actions import MARGIN_BALANCE, endpoint_name
+from webhook_app.okx.client import OkxClient
 from webhook_app.workers.pacing import Pacer
 
 MARGIN = endpoint_name(MARGIN_BALANCE)
@@ -47,26 +45,3 @@ def lane_of(lanes: Mapping[str, Lane], record: Record) -> Lane:
     such an alert is never claimed but failed (``Upkeep``); only a dry-run one is signed)."""
     return lanes.get(record.account) or next(iter(lanes.values()))
 
-
-def bot_order(record: Record) -> BotOrder:
-    """The request the alert was journaled with."""
-    return BotOrder(record.action, record.request)
-
-
-def margin_request(record: Record) -> MarginRequest:
-    body = record.request
-    return MarginRequest(
-        algo_id=body["algoId"], type=body["type"], amt=body["amt"], allow_reinvest=body.get("allowReinvest")
-    )
-
-
-def send_order(client: OkxClient, record: Record, host_deadline: float | None) -> OkxAck:
-    """Send the alert's request, never after ``host_deadline`` (an ``elapsed()`` reading); a
-    sub-order also carries OKX's ``expTime`` at that deadline, so OKX never executes it later."""
-    order = bot_order(record)
-    if order.endpoint == MARGIN:
-        return client.adjust_margin(margin_request(record), send_by=host_deadline)
-    exp_time_ms = None
-    if order.action in EXPIRING and host_deadline is not None:
-        exp_time_ms = int((client.okx_now() + host_deadline - elapsed()) * 1000)
-    return client.send(order, send_by=host_deadline, exp_time_ms=exp_time_ms)
