@@ -60,9 +60,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "one alert in seven recorded ok without being sent",
         (
             ATTEMPT,
-            "            ack = self.lane.client.adjust_margin(",
+            "            ack = deliver(",
             "            ack = (lambda *a, **k: type('Ack', (), {'dry_run': False})()) if record.id % 7 == 0 "
-            "else self.lane.client.adjust_margin\n            ack = ack(",
+            "else deliver\n            ack = ack(",
         ),
     ),
     _m(
@@ -268,6 +268,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "an OKX sub-code (50013_1000) not read as its code",
         ("webhook_app/okx/errors.py", '    base = code.split("_", 1)[0]', "    base = code"),
         tests=("tests/test_okx_client.py",),
+    ),
+    _m(
+        "an ambiguous answer to a close left unknown without reading whether the position is closed",
+        (
+            "webhook_app/workers/delivery/sending.py",
+            "        if order.action not in STATED_TARGETS:\n            raise",
+            "        if True:\n            raise",
+        ),
+        tests=("tests/test_attempt_actions.py",),
+    ),
+    _m(
+        "a sub-order sent without OKX's expTime (OKX may execute it late)",
+        (
+            "webhook_app/workers/delivery/sending.py",
+            "    if record.action not in EXPIRING:\n        return None",
+            "    if True:\n        return None",
+        ),
+        tests=("tests/test_attempt_actions.py",),
     ),
     _m(
         "a secret pasted into an alert's id journaled and echoed",

@@ -35,6 +35,7 @@ class FakeJournal:
         self.down: set[str] = set()
         self.notes: list[tuple[str, str]] = []
         self.confirmed: list[Claim] = []
+        self.confirmed_evidence: list[str | None] = []
 
     def _ask(self, method: str) -> None:
         if method in self.down:
@@ -61,6 +62,7 @@ class FakeJournal:
     def confirm_send(self, claim: Claim, evidence=None, read_slot=None) -> bool:
         self._ask("confirm_send")
         self.confirmed.append(claim)
+        self.confirmed_evidence.append(evidence)
         return self._ours(claim)
 
     def unclaim(self, claims: list[Claim]) -> None:

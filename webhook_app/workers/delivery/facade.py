@@ -15,8 +15,8 @@ from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.book import SlotBook
 from webhook_app.workers.delivery.dispatcher import Dispatcher
 from webhook_app.workers.delivery.lanes import Lane, lane_of
-from webhook_app.workers.delivery.sending import bot_order, exp_time_ms
 from webhook_app.workers.delivery.replies import Replies
+from webhook_app.workers.delivery.sending import bot_order, exp_time_ms
 from webhook_app.workers.delivery.slots import SlotLedger
 from webhook_app.workers.delivery.terms import LEASE_MARGIN, SEND_BY, Terms
 from webhook_app.workers.delivery.upkeep import Upkeep

@@ -44,4 +44,3 @@ def lane_of(lanes: Mapping[str, Lane], record: Record) -> Lane:
     """The lane of the alert's account (the first one's for an account no longer configured:
     such an alert is never claimed but failed (``Upkeep``); only a dry-run one is signed)."""
     return lanes.get(record.account) or next(iter(lanes.values()))
-

@@ -63,9 +63,13 @@ def _settled(client: OkxClient, record: Record, order: BotOrder, window: SentWin
     except Exception:  # a bug in a reading must never turn an unknown into anything surer
         log.exception("reading OKX's records for alert %s after an ambiguous answer failed", record.id)
         return unknown
-    log.warning("alert %s: ambiguous answer (%s); OKX's records: %s: %s", record.id, unknown, found.verdict, found.reason)
+    log.warning(
+        "alert %s: ambiguous answer (%s); OKX's records: %s: %s", record.id, unknown, found.verdict, found.reason
+    )
     if found.verdict == "executed":
         return OkxTargetReached(f"OKX's answer was lost; its records show it done: {found.reason}")
     if found.verdict == "not_executed":
-        return OkxNotExecuted(f"OKX's answer was lost and its records show nothing done ({found.reason}); sending again")
+        return OkxNotExecuted(
+            f"OKX's answer was lost and its records show nothing done ({found.reason}); sending again"
+        )
     return unknown
