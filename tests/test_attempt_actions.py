@@ -4,7 +4,6 @@ that states a target is settled at once by reading OKX: reached is ``ok``, not r
 again (inside the lag), unreadable stays ``unknown``; a sub-order carries expTime and its
 ambiguous answer stays ``unknown`` for the investigator."""
 
-import dataclasses
 import json
 import time
 
