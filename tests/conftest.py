@@ -65,6 +65,8 @@ FLAT_SETTINGS = {
     "allowed_algo_ids": ("protection", "allowed_algo_ids"),
     "max_amount": ("protection", "max_amount"),
     "max_amount_per_day": ("protection", "max_amount_per_day"),
+    "allowed_actions": ("protection", "allowed_actions"),
+    "max_size": ("protection", "max_size"),
     "lockout_threshold": ("protection", "lockout_threshold"),
     "lockout_window": ("protection", "lockout_window"),
     "lockout_seconds": ("protection", "lockout_seconds"),

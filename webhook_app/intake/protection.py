@@ -15,6 +15,7 @@ from datetime import datetime
 from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
 from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, InvalidAlert
+from webhook_app.okx.actions import ACTIONS
 
 FUTURE_TOLERANCE = 5.0  # seconds an alert may be dated ahead of our clock
 log = logging.getLogger("webhook_app")
@@ -305,7 +306,8 @@ class Protection:
             f"protection: sources={sources}; trusted proxy hops={c.web.trusted_proxy_hops}{platform}; "
             f"bots={'any' if not p.allowed_algo_ids else len(p.allowed_algo_ids)}; "
             f"max amount={p.max_amount or 'none'}; per bot and direction per 24 h="
-            f"{p.max_amount_per_day or 'none'}; max lag={c.delivery.max_lag} s; "
+            f"{p.max_amount_per_day or 'none'}; actions={','.join(a for a in ACTIONS if a in p.allowed_actions)}; "
+            f"max size={p.max_size or 'none'} contracts; max lag={c.delivery.max_lag} s; "
             f"timestamp {'required' if p.require_timestamp else 'optional'}; lockout after "
             f"{p.lockout_threshold} wrong secrets in {p.lockout_window:g} s for {p.lockout_seconds:g} s; "
             f"secrets accepted: {', '.join(name for name, _ in c.webhook.accepted)}"
