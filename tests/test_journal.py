@@ -944,8 +944,8 @@ def test_to_json_parses_the_evidence_and_shows_the_proposal_as_stored(evidence, 
     assert (record.to_json()["evidence"], record.to_json()["proposal"]) == (shown, proposal)
 
 
-# Columns the evidence and the accounts releases added: the release before evidence knows none of them.
-ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",))
+# Columns the evidence, the accounts and the actions releases added: the release before evidence knows none of them.
+ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",), ("endpoint",))
 # Each engine's first migration of a release: the schemas before it are the older releases'.
 FIRST_MIGRATION_OF = {
     "evidence": {"sqlite": 6, "postgres": 5},
@@ -1138,7 +1138,8 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
     # functions, naming only its own columns; its alerts are the default account's, and so are the only
     # ones its claims take: it knows one key, and another account's alert must never go with it.
     previous_release_journal(pg_url, monkeypatch, before="accounts")
-    old_columns = ", ".join(c for c in COLUMNS if c != "account")
+    newer = ("account", "endpoint")  # the accounts release's column, and those of the releases after it
+    old_columns = ", ".join(c for c in COLUMNS if c not in newer)
     claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
     with psycopg.connect(pg_url, autocommit=True) as old_release:
         old_release.execute(claim_sql, ("old", time.time()))  # its plan, cached before the upgrade
@@ -1153,7 +1154,8 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
             rows = old_release.execute(claim_sql, ("old", new.now())).fetchall()
             assert sorted(row[0] for row in rows) == [old_id]
             assert new.get(hedge.id).state == "queued"  # left for this release, which sends it with hedge's key
-            assert all(len(row) == len(COLUMNS) - 1 and row[COLUMNS.index("claimed_by")] == "old" for row in rows)
+            assert all(len(row) == len(COLUMNS) - len(newer) for row in rows)
+            assert all(row[COLUMNS.index("claimed_by")] == "old" for row in rows)
         finally:
             new.close()
 
