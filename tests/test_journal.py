@@ -1483,8 +1483,8 @@ ACTION_ROWS = [
     ("stop", "stop-order-algo", "", '[{"algoId":"1"}]'),
 ]
 SUMMARIES = {
-    "add": "add 10 margin",
-    "reduce": "reduce 2.5 margin",
+    "add": "add 10",
+    "reduce": "reduce 2.5",
     "buy": "buy 2 contracts of BTC-USDT-SWAP limit 60000",
     "sell": "sell 0.5 contracts of ETH-USDT-SWAP at market, reduce-only",
     "close": "close the BTC-USDT-SWAP position at market",

@@ -28,14 +28,15 @@ def alert_fields(action: str, body: dict | list) -> dict:
     return {}  # stop: the bot alone
 
 
-def summary(action: str, request_body: str) -> str:
-    """One line saying what the alert asks: "buy 2 contracts of BTC-USDT-SWAP at market, reduce-only"."""
+def summary(action: str, amount: str, request_body: str) -> str:
+    """One line saying what the alert asks: "add 10" (the margin, as it always read), "buy 2
+    contracts of BTC-USDT-SWAP at market, reduce-only", "stop the bot"..."""
+    if action in _MARGIN:
+        return f"{action} {amount}"
     try:
         fields = alert_fields(action, json.loads(request_body))
     except (ValueError, KeyError, TypeError, IndexError):  # a body this release does not know: shown as it is
         return f"{action} {request_body}"
-    if action in _MARGIN:
-        return f"{action} {fields['amount']} margin"
     if action in _SUB_ORDER:
         price = f"limit {fields['price']}" if fields["orderType"] == "limit" else "at market"
         reduce = ", reduce-only" if fields["reduceOnly"] is True else ""

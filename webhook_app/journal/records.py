@@ -107,8 +107,8 @@ class Record:
 
     @property
     def summary(self) -> str:
-        """What it asks of its bot, in one line ("buy 2 contracts of BTC-USDT-SWAP at market")."""
-        return summary(self.action, self.request_body)
+        """What it asks of its bot, in one line ("add 10", "buy 2 contracts of BTC-USDT-SWAP at market")."""
+        return summary(self.action, self.amount, self.request_body)
 
     @property
     def evidence_data(self) -> dict | None:
