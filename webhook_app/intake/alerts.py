@@ -97,8 +97,7 @@ class Alert:
 
     @property
     def algo_id(self) -> str:
-        body = self.order.body
-        return (body[0] if isinstance(body, list) else body)["algoId"]
+        return self.order.algo_id
 
     @property
     def amount(self) -> str:
@@ -283,8 +282,7 @@ def dedup_key(payload: dict, order: BotOrder, alert_id: str | None, size_in: str
     For add and reduce the ``id`` alone, as it always was (an id stays taken for ID_WINDOW). For
     the other actions the id together with the action and its order: a strategy's "buy" and
     "add" fired on one bar may well share ``{{ticker}}-{{timenow}}``, and must both go."""
-    body = order.body
-    algo_id = (body[0] if isinstance(body, list) else body)["algoId"]
+    body, algo_id = order.body, order.algo_id
     if alert_id is not None:
         if order.action in MARGIN_ACTIONS:
             return f"id:{algo_id}:{alert_id}"
