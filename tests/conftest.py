@@ -41,6 +41,32 @@ def make_alert(**changes):
     return alert
 
 
+# Each action's own fields in a valid alert (besides secret and algoId); the instrument is one the stand-in lists.
+ACTION_FIELDS = {
+    "add": {"amount": "10"},
+    "reduce": {"amount": "10"},
+    "buy": {"instId": "BTC-USDT-SWAP", "size": "2"},
+    "sell": {"instId": "BTC-USDT-SWAP", "size": "2"},
+    "close": {"instId": "BTC-USDT-SWAP"},
+    "cancel": {"instId": "BTC-USDT-SWAP"},
+    "tpsl": {"tpSlType": "pnl", "tpPct": "0.05", "slPct": "0.02"},
+    "stop": {},
+}
+ALL_ACTIONS = frozenset(ACTION_FIELDS)
+
+
+def make_action_alert(action, /, **changes):
+    """A valid alert of ``action`` (one of ACTION_FIELDS); each keyword changes one field (DELETE removes it)."""
+    alert = {"secret": WEBHOOK_SECRET, "algoId": "581628185981813760", "action": action, **ACTION_FIELDS[action]}
+    alert["ticker"] = "BTCUSDT.P"  # a trader's own field: ignored, never forwarded
+    for key, value in changes.items():
+        if value is DELETE:
+            alert.pop(key, None)
+        else:
+            alert[key] = value
+    return alert
+
+
 # The flat names tests give a Config's settings, each onto its section's field (None: a field of Config's own).
 FLAT_SETTINGS = {
     "webhook_secret": ("webhook", "secret"),
@@ -65,6 +91,8 @@ FLAT_SETTINGS = {
     "allowed_algo_ids": ("protection", "allowed_algo_ids"),
     "max_amount": ("protection", "max_amount"),
     "max_amount_per_day": ("protection", "max_amount_per_day"),
+    "allowed_actions": ("protection", "allowed_actions"),
+    "max_size": ("protection", "max_size"),
     "lockout_threshold": ("protection", "lockout_threshold"),
     "lockout_window": ("protection", "lockout_window"),
     "lockout_seconds": ("protection", "lockout_seconds"),

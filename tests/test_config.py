@@ -86,6 +86,10 @@ def test_defaults(tmp_path):
         ({"MAX_AMOUNT": "-1", **SECRET}, "MAX_AMOUNT"),
         ({"MAX_AMOUNT": "1e400", **SECRET}, "MAX_AMOUNT"),
         ({"MAX_AMOUNT_PER_DAY": "lots", **SECRET}, "MAX_AMOUNT_PER_DAY"),
+        ({"ALLOWED_ACTIONS": "add, long", **SECRET}, "ALLOWED_ACTIONS"),
+        ({"ALLOWED_ACTIONS": ",", **SECRET}, "ALLOWED_ACTIONS"),
+        ({"MAX_SIZE": "0", **SECRET}, "MAX_SIZE"),
+        ({"MAX_SIZE": "many", **SECRET}, "MAX_SIZE"),
         ({"LOCKOUT_THRESHOLD": "0", **SECRET}, "LOCKOUT_THRESHOLD"),
         ({"OKX_RATE_LIMIT": "\u00b2", **SECRET}, "OKX_RATE_LIMIT"),  # str.isdigit() says yes, int() says no
         ({"OKX_RATE_LIMIT": "\u0663", **SECRET}, "OKX_RATE_LIMIT"),  # Arabic-Indic three
@@ -149,6 +153,23 @@ def test_protection_settings_are_parsed(tmp_path):
         "WEBHOOK_SECRET",
         "WEBHOOK_SECRET_PREVIOUS",
     ]
+
+
+def test_actions_default_to_margin_and_a_list_is_read_in_any_case(tmp_path):
+    default = Config.from_env(env(tmp_path, **SECRET)).protection
+    assert (default.allowed_actions, default.max_size) == ({"add", "reduce"}, None)
+    listed = Config.from_env(env(tmp_path, **SECRET, ALLOWED_ACTIONS="Add, BUY sell,close", MAX_SIZE="2.5"))
+    assert listed.protection.allowed_actions == {"add", "buy", "sell", "close"}
+    assert str(listed.protection.max_size) == "2.5"
+
+
+def test_each_unknown_action_is_named_on_its_own_line(tmp_path):
+    with pytest.raises(ConfigError) as failure:
+        Config.from_env(env(tmp_path, **SECRET, ALLOWED_ACTIONS="add,long,short"))
+    assert failure.value.variables == ["ALLOWED_ACTIONS", "ALLOWED_ACTIONS"]
+    lines = str(failure.value).splitlines()
+    assert ["'long'" in lines[0], "'short'" in lines[1]] == [True, True]
+    assert all("choose from add, reduce, buy, sell, close, cancel, tpsl, stop" in line for line in lines)
 
 
 def test_every_bad_setting_is_named_at_once_one_line_each(tmp_path):

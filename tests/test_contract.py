@@ -18,7 +18,7 @@ from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
 from tests.service_process import ServiceProcess
 
 # Server errors the contract allows: TradingView's resend is wanted after these, and only these.
-CONTRACT_503 = {"failed", "unavailable"}
+CONTRACT_503 = {"failed", "unavailable", "instruments_unavailable"}
 
 
 @pytest.fixture(scope="module")

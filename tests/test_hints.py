@@ -31,7 +31,11 @@ def alert_log_lines(caplog) -> list[str]:
             422,
             ["amount: must be greater than zero", "algoId: Missing data for required field."],
         ),
-        ({"action": "buy"}, 422, ['action: must be "add" or "reduce"']),
+        (
+            {"action": "long"},
+            422,
+            ['action: must be "add", "reduce", "buy", "sell", "close", "cancel", "tpsl" or "stop"'],
+        ),
         ({"timestamp": "yesterday"}, 422, ["timestamp: must be an ISO 8601 time"]),
         ({"secret": "wrong-0123456789abcdef"}, 401, ["secret: secret is wrong"]),
         ({"secret": DELETE}, 401, ["secret: secret is missing"]),

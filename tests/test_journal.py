@@ -944,14 +944,15 @@ def test_to_json_parses_the_evidence_and_shows_the_proposal_as_stored(evidence, 
     assert (record.to_json()["evidence"], record.to_json()["proposal"]) == (shown, proposal)
 
 
-# Columns the evidence and the accounts releases added: the release before evidence knows none of them.
-ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",))
+# Columns the evidence, the accounts and the actions releases added: the release before evidence knows none of them.
+ADDED_BY_RELEASE = (("evidence", "proposal"), ("account",), ("endpoint",))
 # Each engine's first migration of a release: the schemas before it are the older releases'.
 FIRST_MIGRATION_OF = {
     "evidence": {"sqlite": 6, "postgres": 5},
     "accounts": {"sqlite": 7, "postgres": 6},
     "one-round-trip add": {"postgres": 7},
     "told": {"sqlite": 8, "postgres": 10},
+    "endpoints": {"sqlite": 9, "postgres": 11},
 }
 
 
@@ -1137,7 +1138,8 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
     # functions, naming only its own columns; its alerts are the default account's, and so are the only
     # ones its claims take: it knows one key, and another account's alert must never go with it.
     previous_release_journal(pg_url, monkeypatch, before="accounts")
-    old_columns = ", ".join(c for c in COLUMNS if c != "account")
+    newer = ("account", "endpoint")  # the accounts release's column, and those of the releases after it
+    old_columns = ", ".join(c for c in COLUMNS if c not in newer)
     claim_sql = f"SELECT {old_columns} FROM journal_claim(%s, 10, %s, 30)"
     with psycopg.connect(pg_url, autocommit=True) as old_release:
         old_release.execute(claim_sql, ("old", time.time()))  # its plan, cached before the upgrade
@@ -1152,7 +1154,8 @@ def test_an_older_release_adds_and_claims_through_its_own_functions_after_the_ac
             rows = old_release.execute(claim_sql, ("old", new.now())).fetchall()
             assert sorted(row[0] for row in rows) == [old_id]
             assert new.get(hedge.id).state == "queued"  # left for this release, which sends it with hedge's key
-            assert all(len(row) == len(COLUMNS) - 1 and row[COLUMNS.index("claimed_by")] == "old" for row in rows)
+            assert all(len(row) == len(COLUMNS) - len(newer) for row in rows)
+            assert all(row[COLUMNS.index("claimed_by")] == "old" for row in rows)
         finally:
             new.close()
 
@@ -1454,6 +1457,123 @@ def test_bot_order_holds_between_instances_claiming_for_accounts_and_for_every_a
     for bot in {b for b, _ in order}:
         ids = [i for b, i in order if b == bot]
         assert ids == sorted(ids), bot
+
+
+# -- every signal-bot action (issue 23): each alert names its endpoint ----------------------------
+
+# Each action's journaled alert: (action, endpoint, amount, request body), as the intake journals them.
+ACTION_ROWS = [
+    ("add", "margin-balance", "10", '{"algoId":"1","type":"add","amt":"10"}'),
+    ("reduce", "margin-balance", "2.5", '{"algoId":"1","type":"reduce","amt":"2.5"}'),
+    (
+        "buy",
+        "sub-order",
+        "2",
+        '{"instId":"BTC-USDT-SWAP","algoId":"1","side":"buy","ordType":"limit","sz":"2","px":"60000","reduceOnly":false}',
+    ),
+    (
+        "sell",
+        "sub-order",
+        "0.5",
+        '{"instId":"ETH-USDT-SWAP","algoId":"1","side":"sell","ordType":"market","sz":"0.5","reduceOnly":true}',
+    ),
+    ("close", "close-position", "", '{"algoId":"1","instId":"BTC-USDT-SWAP"}'),
+    ("cancel", "cancel-sub-order", "", '{"algoId":"1","instId":"BTC-USDT-SWAP"}'),
+    ("tpsl", "amendTPSL", "", '{"algoId":"1","exitSettingParam":{"tpSlType":"price","slPct":"0.02"}}'),
+    ("stop", "stop-order-algo", "", '[{"algoId":"1"}]'),
+]
+SUMMARIES = {
+    "add": "add 10",
+    "reduce": "reduce 2.5",
+    "buy": "buy 2 contracts of BTC-USDT-SWAP limit 60000",
+    "sell": "sell 0.5 contracts of ETH-USDT-SWAP at market, reduce-only",
+    "close": "close the BTC-USDT-SWAP position at market",
+    "cancel": "cancel the live sub-orders of BTC-USDT-SWAP",
+    "tpsl": "tpsl by price: stop-loss 0.02",
+    "stop": "stop the bot",
+}
+
+
+def add_action(journal, action, endpoint, amount, body, key=None):
+    return journal.add(
+        dedup_key=key or f"fp:{action}",
+        dedup_since=0.0,
+        algo_id="1",
+        action=action,
+        amount=amount,
+        request_body=body,
+        expires_at=journal.now() + 600,
+        endpoint=endpoint,
+    )
+
+
+@pytest.mark.parametrize(("action", "endpoint", "amount", "body"), ACTION_ROWS, ids=[row[0] for row in ACTION_ROWS])
+def test_each_actions_alert_is_journaled_and_read_back_as_it_was_added(journals, action, endpoint, amount, body):
+    journal = journals()
+    added, created = add_action(journal, action, endpoint, amount, body)
+    read = journal.get(added.id)
+    assert created and read == added
+    assert (read.action, read.endpoint, read.amount, read.request_body) == (action, endpoint, amount, body)
+    assert read.summary == SUMMARIES[action]
+    shown = read.to_json()
+    assert (shown["action"], shown["endpoint"], shown["request"]) == (action, endpoint, json.loads(body))
+    assert shown["order"]["summary"] == SUMMARIES[action]
+    assert journal.recent(1) == [read]
+    (claimed,) = journal.claim_due("a", 1, journal.now())  # the queue hands it on whole, endpoint and all
+    assert (claimed.endpoint, claimed.request_body) == (endpoint, body)
+
+
+def test_an_alert_added_without_an_endpoint_is_a_margin_call(journals):
+    assert add(journals())[0].endpoint == "margin-balance"
+
+
+def test_a_journal_from_before_the_endpoints_is_upgraded_and_its_alerts_are_margin_calls(database_url, monkeypatch):
+    old_id = previous_release_journal(database_url, monkeypatch, before="endpoints")
+    journal = open_journal(database_url)
+    try:
+        expected = (sqlite_journal if database_url.startswith("sqlite") else postgres_journal).SCHEMA_VERSION
+        assert journal.schema_version() == expected
+        old = journal.get(old_id)
+        assert (old.action, old.endpoint, old.state) == ("add", "margin-balance", "queued")
+        buy, _ = add_action(journal, *ACTION_ROWS[2])
+        assert journal.get(buy.id).endpoint == "sub-order"
+        assert [r.id for r in journal.claim_due("a", 10, journal.now())] == [old_id]  # the bot's older alert first
+    finally:
+        journal.close()
+
+
+def test_the_release_before_adds_through_its_own_function_after_the_endpoints_migration(pg_url, monkeypatch):
+    # A deploy overlaps both releases: the older one adds through migration 7's journal_add_row (14
+    # arguments), naming only its columns; its alerts are margin calls, duplicates are one for both.
+    previous_release_journal(pg_url, monkeypatch, before="endpoints")
+    old_add = f"SELECT created, (alert).id FROM journal_add_row({', '.join(['%s'] * 14)})"
+    with psycopg.connect(pg_url, autocommit=True) as old_release:
+        new = open_journal(pg_url)
+        try:
+            expires = new.now() + 600
+            args = (
+                "fp:older",
+                0,
+                "5",
+                "add",
+                "1",
+                BODY,
+                expires,
+                "queued",
+                None,
+                None,
+                None,
+                None,
+                ["queued"],
+                "default",
+            )
+            created, old_id = old_release.execute(old_add, args).fetchone()
+            assert created and new.get(old_id).endpoint == "margin-balance"
+            close, _ = add_action(new, *ACTION_ROWS[4], key="fp:close")
+            repeat = old_release.execute(old_add, ("fp:close", *args[1:])).fetchone()
+            assert repeat == (False, close.id) and new.get(close.id).endpoint == "close-position"
+        finally:
+            new.close()
 
 
 # -- the journal by job: the same texts on both engines, shipped migrations untouched -------------

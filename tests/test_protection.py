@@ -352,9 +352,16 @@ def test_both_secrets_work_during_rotation_and_the_journal_says_which(make_app, 
 
 def test_startup_log_shows_protection_settings_but_no_secret(make_app, caplog):
     caplog.set_level(logging.INFO)
-    make_app(webhook_secret_previous=PREVIOUS, max_amount=Decimal("250"), require_timestamp=True)
+    make_app(
+        webhook_secret_previous=PREVIOUS,
+        max_amount=Decimal("250"),
+        require_timestamp=True,
+        allowed_actions=frozenset({"sell", "add", "buy"}),
+        max_size=Decimal("3"),
+    )
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("protection:"))
     assert "max amount=250" in line and "timestamp required" in line and "WEBHOOK_SECRET_PREVIOUS" in line
+    assert "actions=add,buy,sell;" in line and "max size=3 contracts" in line
     assert PREVIOUS not in caplog.text and WEBHOOK_SECRET not in caplog.text
 
 

@@ -15,6 +15,7 @@ from webhook_app.journal import Journal, JournalUnavailable, open_journal
 from webhook_app.logs import scrubber
 from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS, ENDPOINTS, MARGIN_BALANCE, endpoint_name
 from webhook_app.okx.client import OkxClient
+from webhook_app.okx.instruments import InstrumentReader
 from webhook_app.surfaces.context import Services
 from webhook_app.workers.bots import READ_WINDOW, READS_PER_WINDOW, BotWatch, BotWatches
 from webhook_app.workers.delivery import Delivery, Lane
@@ -50,7 +51,16 @@ def build_services(
         readiness=_readiness(config, clients, journal, bots, membership, notifier, local_clock),
         notifier=notifier,
         refusals=RefusalLog(journal, config.refusals.per_minute, config.refusals.retention_days),
-        intake=Intake(config, protection, journal, delivery, clock=clock, bots=bots or None, notifier=notifier),
+        intake=Intake(
+            config,
+            protection,
+            journal,
+            delivery,
+            clock=clock,
+            bots=bots or None,
+            notifier=notifier,
+            instruments=_instruments(config, local_clock),
+        ),
         bots=bots or None,
         investigator=investigator,
     )
@@ -100,6 +110,17 @@ def _client(config: Config, account: OkxAccount) -> OkxClient:
         pool_size=min(max(account.rate_limit, 4), 32),
         settings_prefix=account.variable("api_key").removesuffix("API_KEY"),
     )
+
+
+def _instruments(config: Config, clock: Clock) -> dict[str, InstrumentReader]:
+    """Each account's reader of OKX's public list of swaps, one per OKX site (accounts on one site
+    share its figures). Read in dry-run too: a public read, which moves nothing."""
+    readers: dict[str, InstrumentReader] = {}
+    timeout = (config.okx.connect_timeout, min(config.okx.read_timeout, 1.5))  # inside the reply's 2.5 s
+    for account in config.okx.accounts:
+        if account.base_url not in readers:
+            readers[account.base_url] = InstrumentReader(account.base_url, timeout=timeout, clock=clock)
+    return {account.name: readers[account.base_url] for account in config.okx.accounts}
 
 
 def _bot_watches(

@@ -28,6 +28,7 @@ from webhook_app.config.sections import (
     WebSettings,
 )
 from webhook_app.config.tls import read_tls
+from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS
 from webhook_app.workers.notify import DEFAULT_EVENTS
 
 MIN_SECRET_LENGTH = 16
@@ -155,6 +156,8 @@ def _protection(reader: Reader, delivery: DeliverySettings, allowed_ids, account
         allowed_algo_ids=(allowed_ids or frozenset()).union(*(account.algo_ids or () for account in accounts)),
         max_amount=reader.parsed("MAX_AMOUNT", values.amount, None),
         max_amount_per_day=reader.parsed("MAX_AMOUNT_PER_DAY", values.amount, None),
+        allowed_actions=reader.parsed("ALLOWED_ACTIONS", values.actions, frozenset(DEFAULT_ALLOWED_ACTIONS)),
+        max_size=reader.parsed("MAX_SIZE", values.amount, None),
         lockout_threshold=reader.whole("LOCKOUT_THRESHOLD", 10, low=1, high=10_000),
         lockout_window=reader.number("LOCKOUT_WINDOW", 300.0, 1, 86_400),
         lockout_seconds=reader.number("LOCKOUT_SECONDS", 900.0, 1, 86_400),

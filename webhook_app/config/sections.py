@@ -7,6 +7,7 @@ import dataclasses
 from decimal import Decimal
 
 from webhook_app.config.values import database_passwords, redacted_url
+from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS
 from webhook_app.workers.notify import DEFAULT_EVENTS
 
 # Several OKX accounts (OKX_ACCOUNTS=main,hedge): each name reads OKX_<NAME>_<suffix> for these
@@ -162,8 +163,10 @@ class ProtectionSettings:
     require_timestamp: bool = False
     allowed_sources: tuple = ()  # ip_network objects; "tradingview" expands to its four senders
     allowed_algo_ids: frozenset = frozenset()  # empty: any bot; ALLOWED_ALGO_IDS and every account's
-    max_amount: Decimal | None = None
+    max_amount: Decimal | None = None  # add and reduce only, as MAX_AMOUNT_PER_DAY
     max_amount_per_day: Decimal | None = None
+    allowed_actions: frozenset = frozenset(DEFAULT_ALLOWED_ACTIONS)  # ALLOWED_ACTIONS: what an alert may ask of a bot
+    max_size: Decimal | None = None  # MAX_SIZE: the most contracts one buy or sell may carry
     lockout_threshold: int = 10  # wrong secrets from one address within lockout_window...
     lockout_window: float = 300.0
     lockout_seconds: float = 900.0  # ...lock it out for this long (never TradingView's addresses)

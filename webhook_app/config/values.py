@@ -96,6 +96,20 @@ def _unmapped(network):
     return network
 
 
+def actions(raw: str) -> frozenset:
+    """Signal-bot actions (``okx.actions.ACTIONS``), any case: one problem per unknown one."""
+    from webhook_app.okx.actions import ACTIONS
+
+    listed = [item.lower() for item in items(raw)]
+    choose = f"choose from {', '.join(ACTIONS)}"
+    problems = [f"{item!r} is not an action; {choose}" for item in listed if item not in ACTIONS]
+    if problems:
+        raise Invalid(*problems)
+    if not listed:
+        raise Invalid(f"must list at least one action, from {', '.join(ACTIONS)}")
+    return frozenset(listed)
+
+
 def algo_ids(raw: str) -> frozenset:
     listed = items(raw)
     problems = [f"{item!r} is not an algo ID (digits only)" for item in listed if not _is_algo_id(item)]

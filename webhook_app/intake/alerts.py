@@ -1,8 +1,9 @@
-"""Turns a TradingView alert body into an authenticated, validated ``MarginRequest``.
+"""Turns a TradingView alert body into an authenticated, validated ``Alert``: what it asks of
+which bot (a ``BotOrder``), and how it is told from a repeat.
 
 Order matters and is the contract: the body must parse (400), then carry the
-right secret (401), then every field must be valid (422). Nothing here sends.
-"""
+right secret (401), then every field must be valid (422). Nothing here sends. The fields
+every alert has are here (``AlertSchema``); each action's own are in ``orders``."""
 
 from __future__ import annotations
 
@@ -12,28 +13,35 @@ import hmac
 import json
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates_schema
-from marshmallow.validate import OneOf, Range
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow.validate import Range
 
 from webhook_app.errors import Refused, not_sent
-from webhook_app.okx.margin.request import MarginRequest
-from webhook_app.okx.records import plain_decimal, significant
+from webhook_app.intake.fields import PLACEHOLDER, Account, AlgoId, Choice, Timestamp, TraderId
+from webhook_app.intake.orders import (
+    MARGIN_ACTIONS,
+    SCHEMAS,
+    SUB_ORDER_ACTIONS,
+    TAKERS,
+    bot_order,
+    foreign_fields,
+    order_amount,
+)
+from webhook_app.okx.actions import ACTIONS, BotOrder
 
-INVESTMENT_TYPES = ("base", "margin", "contract", "percentage_balance", "percentage_investment", "percentage_position")
-REINVEST_TYPE = "percentage_investment"
-ALIASES = (("action", "type"), ("amount", "amt"))  # (canonical, OKX's name)
-MAX_SIGNIFICANT_DIGITS = 16
-MAX_DECIMAL_PLACES = 16
-MAX_AMOUNT_VALUE = Decimal(10) ** 12
-_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
-_ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
-_ACCOUNT = re.compile(r"[a-z0-9_]{1,32}\Z")  # OKX_ACCOUNTS' names: each becomes part of OKX_<NAME>_* variables
-_PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
+# (canonical, another name for it): OKX's names (type, amt, sz, ordType, px) and TradingView's wording.
+ALIASES = (
+    ("action", "type"),
+    ("amount", "amt"),
+    ("instId", "instrument"),
+    ("size", "sz"),
+    ("orderType", "ordType"),
+    ("price", "px"),
+)
 _ANGLE_PLACEHOLDER = re.compile(r"\s*<[^<>]*>\s*\Z")  # README's "<WEBHOOK_SECRET>", left as it was
-_EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): ms (13 digits); or seconds (10)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: no database stores them
 
 
@@ -71,17 +79,42 @@ class InvalidAlert(Refused):
 
 @dataclasses.dataclass(frozen=True)
 class Alert:
-    request: MarginRequest
+    """A valid alert: what it asks of its bot (``order``), and how a repeat of it is told."""
+
+    order: BotOrder
     dedup_key: str
     alert_id: str | None = None
     timestamp: datetime | None = None
     max_lag: int | None = None
     investment_type: str | None = None
     account: str | None = None  # the OKX account it names; None: the service chooses (intake's ``route``)
+    # "base": the sub-order's sz is still in coin units (BTC), converted to contracts by ``sizing``.
+    size_in: str = "contracts"
 
     @property
-    def amount(self) -> Decimal:
-        return Decimal(self.request.amt)
+    def action(self) -> str:
+        return self.order.action
+
+    @property
+    def algo_id(self) -> str:
+        return self.order.algo_id
+
+    @property
+    def amount(self) -> str:
+        """The journal's ``amount``: add's or reduce's margin, a sub-order's size, "" for the others."""
+        return order_amount(self.order)
+
+    @property
+    def margin(self) -> Decimal | None:
+        """The margin an add or reduce moves; None for the other actions."""
+        return Decimal(self.order.body["amt"]) if self.action in MARGIN_ACTIONS else None
+
+    @property
+    def size(self) -> Decimal | None:
+        """A buy's or sell's size in contracts; None for the other actions, or while in coin units."""
+        if self.action not in SUB_ORDER_ACTIONS or self.size_in != "contracts":
+            return None
+        return Decimal(self.order.body["sz"])
 
 
 ALERT_BODY_HINT = "check the alert message for unquoted placeholders or a trailing comma"
@@ -160,7 +193,7 @@ def verify_secret(payload: dict, accepted: Sequence[tuple[str, str]]) -> str:
         if hmac.compare_digest(given_bytes, value.encode("utf-8")) and matched is None:
             matched = name
     if matched is None:
-        if _ANGLE_PLACEHOLDER.match(given) or _PLACEHOLDER.search(given):  # never echoed: it may be near the real one
+        if _ANGLE_PLACEHOLDER.match(given) or PLACEHOLDER.search(given):  # never echoed: it may be near the real one
             raise Unauthorized(
                 "secret is wrong: it is still a placeholder (such as <WEBHOOK_SECRET>); replace it with the real "
                 "secret, your WEBHOOK_SECRET, in the alert's message"
@@ -184,208 +217,113 @@ def holds_secret(text: str, secrets: Iterable[str]) -> bool:
 
 
 def load_alert(payload: dict, secrets: Iterable[str] = ()) -> Alert:
-    """Validate the fields and map them to the OKX request; raises ``InvalidAlert``. ``secrets``:
-    values no echoed field (``ECHOED_FIELDS``) may hold, refused without showing them."""
-    secrets = tuple(secrets)
-    errors = [
+    """Validate the fields and map them to the OKX request; raises ``InvalidAlert`` naming every
+    bad field: those every alert has, then its action's own. ``secrets``: values no echoed field
+    (``ECHOED_FIELDS``) may hold, refused without showing them."""
+    data, action_data = _valid_fields(payload, tuple(secrets))
+    action = data["action"]
+    order = bot_order(action, data["algo_id"], action_data)
+    size_in = action_data.get("size_in", "contracts")
+    return Alert(
+        order=order,
+        dedup_key=dedup_key(payload, order, data.get("alert_id"), size_in),
+        alert_id=data.get("alert_id"),
+        timestamp=data.get("timestamp"),
+        max_lag=data.get("max_lag"),
+        investment_type=action_data.get("investment_type"),
+        account=data.get("account"),
+        size_in=size_in,
+    )
+
+
+def _valid_fields(payload: dict, secrets: tuple[str, ...]) -> tuple[dict, dict]:
+    """The common fields and the action's own, loaded; ``InvalidAlert`` naming every problem."""
+    pasted = [
         {"field": field, "message": PASTED_SECRET.format(field=field)}
         for field in ECHOED_FIELDS
         if isinstance(payload.get(field), str) and holds_secret(payload[field], secrets)
     ]
+    given, conflicts = _resolve_aliases(payload)
+    if conflicts:
+        raise InvalidAlert([*pasted, *conflicts])
+    problems, data, action_data = [], {}, {}
     try:
-        data = _SCHEMA.load(payload)
+        data = _SCHEMA.load(given)
     except ValidationError as exc:
-        pasted = {error["field"] for error in errors}
-        raise InvalidAlert([*errors, *(e for e in _flatten(exc.messages) if e["field"] not in pasted)]) from None
-    if errors:
-        raise InvalidAlert(errors)
-    allow = data.get("allow_reinvest")
-    request = MarginRequest(
-        algo_id=data["algo_id"],
-        type=data["action"],
-        amt=data["amount"],
-        # Sent only to percentage_investment bots, the only ones OKX applies it to.
-        allow_reinvest=allow if data.get("investment_type") == REINVEST_TYPE else None,
-    )
-    return Alert(
-        request=request,
-        dedup_key=dedup_key(payload, request.algo_id, data.get("alert_id")),
-        alert_id=data.get("alert_id"),
-        timestamp=data.get("timestamp"),
-        max_lag=data.get("max_lag"),
-        investment_type=data.get("investment_type"),
-        account=data.get("account"),
-    )
+        problems += _flatten(exc.messages)
+    action = _valid_action(given)
+    if action is not None:
+        try:
+            action_data = SCHEMAS[action].load(given)
+        except ValidationError as exc:
+            problems += _flatten(exc.messages)
+        problems += foreign_fields(action, given)
+    shown = {error["field"] for error in pasted}  # a field holding a secret is named once, for that
+    if pasted or problems:
+        raise InvalidAlert([*pasted, *(e for e in problems if e["field"] not in shown)])
+    return data, action_data
 
 
-def dedup_key(payload: dict, algo_id: str, alert_id: str | None) -> str:
+def _valid_action(given: dict) -> str | None:
+    """The action whose fields to check: the alert's, when it is one, so that they are checked
+    even when a common field is bad (every problem is named at once). Without a valid action, an
+    alert that carries no other action's field is checked as a margin call, as it always was."""
+    action = given.get("action")
+    if isinstance(action, str) and action.lower() in ACTIONS:
+        return action.lower()
+    others = {name for name, takers in TAKERS.items() if not set(takers) & set(MARGIN_ACTIONS)}
+    return None if others & set(given) else "add"
+
+
+def dedup_key(payload: dict, order: BotOrder, alert_id: str | None, size_in: str = "contracts") -> str:
     """The alert's own ``id`` for its bot when given (two bots may both use "Long"), else a
-    fingerprint of the alert without its secret."""
+    fingerprint of the alert without its secret (every field: two different orders never match).
+
+    For add and reduce the ``id`` alone, as it always was (an id stays taken for ID_WINDOW). For
+    the other actions the id together with the action and its order: a strategy's "buy" and
+    "add" fired on one bar may well share ``{{ticker}}-{{timenow}}``, and must both go."""
+    body, algo_id = order.body, order.algo_id
     if alert_id is not None:
-        return f"id:{algo_id}:{alert_id}"
+        if order.action in MARGIN_ACTIONS:
+            return f"id:{algo_id}:{alert_id}"
+        made = json.dumps({"order": body, "sizeIn": size_in}, sort_keys=True, separators=(",", ":"))
+        return f"id:{algo_id}:{alert_id}:{order.action}:{hashlib.sha256(made.encode()).hexdigest()}"
     unsigned = {k: v for k, v in payload.items() if k != "secret"}
     canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), default=str)
     return "fp:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class _AlgoId(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ValidationError("must be the bot's algo ID: digits, as a string or a whole number")
-        text = str(value)
-        if not _ALGO_ID.match(text):
-            raise ValidationError("must be the bot's algo ID: 1 to 32 digits")
-        return text
-
-
-class _Account(fields.Field):
-    """The name of one of the service's OKX accounts (OKX_ACCOUNTS). A malformed value is never
-    echoed (only an unfilled {{placeholder}} is named): a wrong paste here may be a secret."""
-
-    MESSAGE = (
-        "must be the name of an OKX account of this service (OKX_ACCOUNTS): 1 to 32 lowercase letters, digits or _"
-    )
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise ValidationError(self.MESSAGE)
-        _refuse_placeholder(value)
-        if not _ACCOUNT.match(value):
-            hint = " (names are lowercase)" if _ACCOUNT.match(value.lower()) else ""
-            raise ValidationError(self.MESSAGE + hint)
-        return value
-
-
-class _Action(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str) or value.lower() not in ("add", "reduce"):
-            raise ValidationError('must be "add" or "reduce"')
-        return value.lower()
-
-
-class _Amount(fields.Field):
-    """A positive decimal from a string or a JSON number, never through float."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-            raise ValidationError("must be a positive decimal number such as 10 or 2.5")
-        if isinstance(value, str):
-            if "," in value:
-                raise ValidationError("must not contain thousands separators or commas: use 1000.5")
-            if not _PLAIN_DECIMAL.match(value):
-                raise ValidationError(
-                    "must be a plain positive decimal such as 10 or 2.5 (no sign, spaces, exponent or placeholders)"
-                )
-            value = Decimal(value)
-        amount = Decimal(value)
-        if not amount.is_finite():
-            raise ValidationError("must be a finite number")
-        if amount <= 0:
-            raise ValidationError("must be greater than zero")
-        if amount >= MAX_AMOUNT_VALUE:
-            raise ValidationError(f"must be less than {MAX_AMOUNT_VALUE:,.0f}")
-        exact = significant(amount)  # refused below if too precise: never rounded
-        if len(exact.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
-            raise ValidationError(f"must have at most {MAX_SIGNIFICANT_DIGITS} significant digits")
-        if -exact.as_tuple().exponent > MAX_DECIMAL_PLACES:
-            raise ValidationError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
-        return plain_decimal(exact)
-
-
-class _TraderId(fields.String):
-    """The trader's own id for the alert: 1-128 characters, every placeholder filled in."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if not 1 <= len(text) <= 128:
-            raise ValidationError("must be 1 to 128 characters")
-        _refuse_placeholder(text)
-        return text
-
-
-def _refuse_placeholder(text: str) -> None:
-    """The alert was sent from a message TradingView did not fill in: say so, not just "invalid"."""
-    if found := _PLACEHOLDER.search(text):
-        raise ValidationError(
-            f"holds a TradingView placeholder that was not filled in, such as {found.group(0)}: the alert was sent "
-            "from a message TradingView did not fill; check the alert's message"
-        )
-
-
-class _StrictBoolean(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ValidationError("must be true or false")
-
-
-class _Timestamp(fields.Field):
-    """TradingView's {{timenow}} (2019-08-27T09:56:05Z), fractions and UTC offsets allowed; or
-    Pine's str.tostring(timenow), epoch milliseconds (13 digits), or epoch seconds (10 digits),
-    as a string or a whole JSON number."""
-
-    NOT_A_TIME = (
-        "must be an ISO 8601 time such as 2019-08-27T09:56:05Z, or epoch milliseconds (13 digits, as Pine's "
-        "str.tostring(timenow) gives) or epoch seconds (10 digits)"
-    )
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or len(value) > 40:
-            raise ValidationError(self.NOT_A_TIME)
-        _refuse_placeholder(value)
-        if _EPOCH.match(value):
-            seconds, millis = divmod(int(value), 1000) if len(value) == 13 else (int(value), 0)
-            return datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=millis)  # exact, no float
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValidationError(self.NOT_A_TIME) from None
-        if moment.tzinfo is None:
-            raise ValidationError("must say its time zone, e.g. end with Z for UTC")
-        return moment
+def _resolve_aliases(payload: dict) -> tuple[dict, list[dict]]:
+    """The payload with each field under its canonical name (``ALIASES``), and a problem for each
+    field given under two names that differ."""
+    given, conflicts = dict(payload), []
+    for canonical, alias in ALIASES:
+        if alias not in given:
+            continue
+        value = given.pop(alias)
+        if canonical in given and not _same_value(given[canonical], value):
+            conflicts.append(
+                {
+                    "field": canonical,
+                    "message": f'"{alias}" is another name for "{canonical}" and the two differ; send one of them',
+                }
+            )
+        given.setdefault(canonical, value)
+    return given, conflicts
 
 
 class AlertSchema(Schema):
+    """The fields every alert has, whatever its action."""
+
     class Meta:
         unknown = EXCLUDE  # a trader's own fields (ticker, close, ...) are ignored, never forwarded
 
-    algo_id = _AlgoId(data_key="algoId", required=True)
-    action = _Action(data_key="action", required=True)
-    amount = _Amount(data_key="amount", required=True)
-    investment_type = fields.String(data_key="investmentType", validate=OneOf(INVESTMENT_TYPES))
-    allow_reinvest = _StrictBoolean(data_key="allowReinvest")
-    alert_id = _TraderId(data_key="id")
-    timestamp = _Timestamp(data_key="timestamp")
+    algo_id = AlgoId(data_key="algoId", required=True)
+    action = Choice(ACTIONS, data_key="action", required=True)
+    alert_id = TraderId(data_key="id")
+    timestamp = Timestamp(data_key="timestamp")
     max_lag = fields.Integer(data_key="maxLag", strict=True, validate=Range(min=1, max=3600))
-    account = _Account(data_key="account")
-
-    @pre_load
-    def resolve_aliases(self, data, **kwargs):
-        data = dict(data)
-        for canonical, alias in ALIASES:
-            if alias not in data:
-                continue
-            value = data.pop(alias)
-            if canonical in data and not _same_value(data[canonical], value):
-                raise ValidationError(
-                    f'"{alias}" is another name for "{canonical}" and the two differ; send one of them',
-                    field_name=canonical,
-                )
-            data.setdefault(canonical, value)
-        return data
-
-    @validates_schema
-    def reinvest_only_for_percentage_investment(self, data, **kwargs):
-        if data.get("allow_reinvest") is True and data.get("investment_type") != REINVEST_TYPE:
-            raise ValidationError(
-                'true is only allowed with "investmentType": "percentage_investment"; OKX applies '
-                "allowReinvest only to such bots, so this alert would not do what it says",
-                field_name="allowReinvest",
-            )
+    account = Account(data_key="account")
 
 
 _SCHEMA = AlertSchema()

@@ -22,7 +22,9 @@ from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_alert, parse_body, verify_secret
 from webhook_app.intake.client_cert import ClientCertCheck, ForbiddenClientCert, Presented
 from webhook_app.intake.protection import Protection, Sender
+from webhook_app.intake.sizing import ContractSizes, in_contracts
 from webhook_app.journal import CAP_STATES, ActionRefused, AlertLog, Record
+from webhook_app.journal.orders import alert_fields
 from webhook_app.workers.bots import BotWatch
 from webhook_app.workers.delivery import Delivery
 from webhook_app.workers.notify import Notifier
@@ -117,9 +119,11 @@ class Intake:
         clock: Callable[[], float] | None = None,
         bots: Mapping[str, BotWatch] | None = None,
         notifier: Notifier | None = None,
+        instruments: Mapping[str, ContractSizes] | None = None,
     ):
         """``bots``: each account's watch of its bots (account name -> BotWatch); None: not read (dry-run).
-        ``notifier``: told when a sender is locked out for wrong secrets."""
+        ``notifier``: told when a sender is locked out for wrong secrets. ``instruments``: each
+        account's reader of OKX's swaps (account name -> ``ContractSizes``), for sizes in coin units."""
         self.config = config
         self.notifier = notifier
         self.protection = protection
@@ -127,6 +131,7 @@ class Intake:
         self.delivery = delivery
         self.bots = bots  # OKX's latest word on each bot's state, per account
         self.client_certs = ClientCertCheck(config.tls)  # TRADINGVIEW_CLIENT_CERT's check of the peer
+        self.instruments = instruments or {}
         self.clock = clock  # when alerts are received; None: the journal's clock
         # What no field shown back (the alert's id, its account) may hold: every secret, and the OKX keys.
         self.secrets = (*config.secret_values, *(account.api_key for account in config.okx.accounts if account.api_key))
@@ -144,8 +149,8 @@ class Intake:
         body, its secret, its fields, then ``accept``. Returns the ``Receipt`` with the journaled
         record; a refusal raises its typed error (``Forbidden``, ``LockedOut``,
         ``ForbiddenClientCert``, ``InvalidBody``, ``Unauthorized``,
-        ``InvalidAlert``, ``StaleAlert``, ``AccountRefused``, ``BotNotSendable``, ``DailyCapExceeded``,
-        ``DuplicateAlert``, ``JournalUnavailable``...).
+        ``InvalidAlert``, ``StaleAlert``, ``AccountRefused``, ``BotNotSendable``, ``InstrumentsRefused``,
+        ``DailyCapExceeded``, ``DuplicateAlert``, ``JournalUnavailable``...).
 
         ``raw_body``: the body, or a function that reads it: read only once the sender may send.
         ``started``: when the request arrived (time.monotonic()), the reply deadline's start; now
@@ -166,10 +171,11 @@ class Intake:
             self._count_failure(sender)
             raise
         alert = load_alert(payload, self.secrets)
-        receipt.algo_id, receipt.action, receipt.amount = alert.request.algo_id, alert.request.type, alert.request.amt
+        receipt.algo_id, receipt.action, receipt.amount = alert.algo_id, alert.action, alert.amount
         receipt.record = self.accept(
             alert, secret_name=receipt.secret_name, deadline=started + config.delivery.reply_deadline
         )
+        receipt.amount = receipt.record.amount  # a size given in coin units, as the contracts it was sent as
         return receipt
 
     def _count_failure(self, sender: Sender) -> None:
@@ -193,7 +199,7 @@ class Intake:
 
     def route(self, alert: Alert) -> OkxAccount:
         """The OKX account the alert goes to; ``AccountRefused`` when there is no one account for it."""
-        return self._route(alert.account, alert.request.algo_id)
+        return self._route(alert.account, alert.algo_id)
 
     def _route(self, name: str | None, algo_id: str) -> OkxAccount:
         """With one account, ``name`` may be omitted or must name it. With several, ``name`` picks
@@ -230,32 +236,43 @@ class Intake:
         return f"no account named {name!r}"
 
     def _journal(self, alert: Alert, secret_name: str | None, deadline: float, dedup_since: float, now: float):
-        config, req = self.config, alert.request
+        config = self.config
         account = self.route(alert)  # first: the bot's state and the journal's record are the account's
         watch = self.bots.get(account.name) if self.bots is not None else None
-        refusal = watch.refusal(req.algo_id) if watch is not None else None
+        refusal = watch.refusal(alert.algo_id) if watch is not None else None
         if refusal is not None:
             raise BotNotSendable(refusal)
+        alert = self._in_contracts(alert, account)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
+        margin = alert.margin is not None  # MAX_AMOUNT_PER_DAY counts add's and reduce's margin only
         record, created = self.alerts.add(
             dedup_key=alert.dedup_key,
             dedup_since=dedup_since,
-            algo_id=req.algo_id,
-            action=req.type,
-            amount=req.amt,
-            request_body=req.body_bytes().decode(),
+            algo_id=alert.algo_id,
+            action=alert.action,
+            amount=alert.amount,
+            request_body=alert.order.body_bytes().decode(),
             expires_at=reference + (alert.max_lag or config.delivery.max_lag),
             state="dry_run" if config.okx.dry_run else "queued",
             secret_name=secret_name,
-            daily_cap=config.protection.max_amount_per_day,
+            daily_cap=config.protection.max_amount_per_day if margin else None,
             cap_states=DRY_RUN_CAP_STATES if config.okx.dry_run else CAP_STATES,
             trader_id=alert.alert_id,
             now=now,
             account=account.name,
+            endpoint=alert.order.endpoint,
         )
         if not created:
             raise DuplicateAlert(record)
         return self.delivery.submit(record, wait=deadline - time.monotonic())
+
+    def _in_contracts(self, alert: Alert, account: OkxAccount) -> Alert:
+        """The alert with a size given in coin units turned into contracts, by the figures of its
+        account's OKX site, and held to MAX_SIZE (``InstrumentsRefused`` 503 when they cannot be read)."""
+        if alert.size_in != "contracts":
+            alert = in_contracts(alert, self.instruments[account.name])
+        self.protection.check_size(alert)
+        return alert
 
     def resend(self, original_id: int, *, by: str) -> Record:
         """Send a ``failed`` alert, or one an operator marked not executed, again: a new alert,
@@ -265,10 +282,9 @@ class Intake:
         refusal, since = self._resend_check(original)
         if refusal is not None:
             raise ActionRefused(refusal)
-        request = original.request
-        payload = {"algoId": request["algoId"], "type": request["type"], "amt": request["amt"]}
-        if "allowReinvest" in request:  # only ever sent to percentage_investment bots
-            payload.update(allowReinvest=request["allowReinvest"], investmentType="percentage_investment")
+        # The alert as it was sent (a size in contracts, as OKX got it), by the alert's own names.
+        payload = {"algoId": original.algo_id, "action": original.action}
+        payload.update(alert_fields(original.action, original.request))
         if original.trader_id is not None:
             payload["id"] = original.trader_id
         payload["account"] = original.account  # sent again to the account it was meant for, or refused

@@ -15,6 +15,8 @@ from datetime import datetime
 from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
 from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, InvalidAlert
+from webhook_app.okx.actions import ACTIONS
+from webhook_app.okx.records import plain_decimal
 
 FUTURE_TOLERANCE = 5.0  # seconds an alert may be dated ahead of our clock
 log = logging.getLogger("webhook_app")
@@ -266,13 +268,29 @@ class Protection:
         self.check_request(alert)
 
     def check_request(self, alert: Alert) -> None:
-        """What the alert may do: its bot and its amount. An operator's resend meets these
+        """What the alert may do: its bot, its action and how much. An operator's resend meets these
         (with the settings in force now), not the checks of when TradingView sent it."""
-        config = self.config
-        if config.protection.allowed_algo_ids and alert.request.algo_id not in config.protection.allowed_algo_ids:
+        protection = self.config.protection
+        if protection.allowed_algo_ids and alert.algo_id not in protection.allowed_algo_ids:
             raise Forbidden("algoId", "this bot is not in ALLOWED_ALGO_IDS", "forbidden_bot")
-        if config.protection.max_amount is not None and alert.amount > config.protection.max_amount:
-            raise InvalidAlert([{"field": "amount", "message": f"is over MAX_AMOUNT ({config.protection.max_amount})"}])
+        if alert.action not in protection.allowed_actions:
+            allowed = ", ".join(action for action in ACTIONS if action in protection.allowed_actions)
+            raise Forbidden(
+                "action",
+                f'"{alert.action}" is not in ALLOWED_ACTIONS (allowed: {allowed}); nothing was sent',
+                "forbidden_action",
+            )
+        margin = alert.margin
+        if protection.max_amount is not None and margin is not None and margin > protection.max_amount:
+            raise InvalidAlert([{"field": "amount", "message": f"is over MAX_AMOUNT ({protection.max_amount})"}])
+        self.check_size(alert)
+
+    def check_size(self, alert: Alert) -> None:
+        """A buy's or sell's contracts against MAX_SIZE (once they are known: after ``sizing``)."""
+        cap, size = self.config.protection.max_size, alert.size
+        if cap is not None and size is not None and size > cap:
+            message = f"is {plain_decimal(size)} contracts, over MAX_SIZE ({plain_decimal(cap)} contracts)"
+            raise InvalidAlert([{"field": "size", "message": message}])
 
     def duplicate_since(self, alert: Alert, now: float) -> float:
         """Since when an earlier alert with the same key makes this one a duplicate: the trader's
@@ -305,7 +323,8 @@ class Protection:
             f"protection: sources={sources}; trusted proxy hops={c.web.trusted_proxy_hops}{platform}; "
             f"bots={'any' if not p.allowed_algo_ids else len(p.allowed_algo_ids)}; "
             f"max amount={p.max_amount or 'none'}; per bot and direction per 24 h="
-            f"{p.max_amount_per_day or 'none'}; max lag={c.delivery.max_lag} s; "
+            f"{p.max_amount_per_day or 'none'}; actions={','.join(a for a in ACTIONS if a in p.allowed_actions)}; "
+            f"max size={f'{p.max_size} contracts' if p.max_size else 'none'}; max lag={c.delivery.max_lag} s; "
             f"timestamp {'required' if p.require_timestamp else 'optional'}; lockout after "
             f"{p.lockout_threshold} wrong secrets in {p.lockout_window:g} s for {p.lockout_seconds:g} s; "
             f"secrets accepted: {', '.join(name for name, _ in c.webhook.accepted)}"

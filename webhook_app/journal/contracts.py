@@ -100,6 +100,7 @@ class AlertLog(AlertRecords):
         now: float | None = None,
         cap_states: tuple[str, ...] = CAP_STATES,
         account: str = "default",
+        endpoint: str = "margin-balance",
     ) -> tuple[Record, bool]:
         """Insert a new alert unless one with the same key was journaled since ``dedup_since``
         (alerts that ended ``failed`` were never executed and do not count), or unless it
@@ -108,7 +109,8 @@ class AlertLog(AlertRecords):
         once the insert is durable; ``record`` is the earlier alert when not created. The cap
         sums alerts in ``cap_states`` (dry-run adds its own alerts, so a cap can be tried).
         ``account`` is stored with the alert; duplicates and the cap stay keyed by the dedup key and
-        the bot alone (an OKX algoId belongs to one account)."""
+        the bot alone (an OKX algoId belongs to one account). ``endpoint``: the short name of the
+        OKX endpoint its request goes to ("margin-balance", "sub-order"...), stored with it."""
 
     @abc.abstractmethod
     def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:

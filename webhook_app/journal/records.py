@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from webhook_app.errors import Refused, not_sent
+from webhook_app.journal.orders import alert_fields, summary
 from webhook_app.okx.records import plain_decimal
 
 FINAL_STATES = ("ok", "rejected", "unknown", "failed", "expired", "dry_run")
@@ -92,6 +93,9 @@ class Record:
     # The OKX account (config ``OkxAccount.name``) whose key sends it; alerts journaled before
     # accounts existed, or by a release that does not know them, are "default".
     account: str = "default"
+    # The short name of the OKX endpoint its request goes to (``okx.actions.endpoint_name``): alerts
+    # journaled before the other actions, or by a release that does not know them, are margin calls.
+    endpoint: str = "margin-balance"
 
     @property
     def final(self) -> bool:
@@ -100,6 +104,11 @@ class Record:
     @property
     def request(self) -> dict:
         return json.loads(self.request_body)
+
+    @property
+    def summary(self) -> str:
+        """What it asks of its bot, in one line ("add 10", "buy 2 contracts of BTC-USDT-SWAP at market")."""
+        return summary(self.action, self.amount, self.request_body)
 
     @property
     def evidence_data(self) -> dict | None:
@@ -114,10 +123,18 @@ class Record:
         out.pop("lease_until")
         out["sent_at"] = iso_time(out["sent_at"])
         out["request"] = json.loads(out.pop("request_body"))
+        out["order"] = {"summary": self.summary, **_fields_or_none(self.action, out["request"])}
         out["evidence"] = self.evidence_data
         for name in ("received_at", "expires_at", "first_sent_at", "finished_at"):
             out[name] = iso_time(out[name])
         return out
+
+
+def _fields_or_none(action: str, body) -> dict:
+    try:
+        return alert_fields(action, body)
+    except (KeyError, TypeError, IndexError):  # a body this release does not know: its request says it all
+        return {}
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(Record))

@@ -9,7 +9,19 @@ from flask.cli import with_appcontext
 from webhook_app.intake.alerts import UNSTORABLE_FILTER, unstorable
 from webhook_app.journal import STATES, iso_time
 
-COLUMNS = ("id", "received (UTC)", "state", "algoId", "action", "amount", "tries", "okx", "trader id", "detail")
+COLUMNS = (
+    "id",
+    "received (UTC)",
+    "state",
+    "algoId",
+    "action",
+    "amount",
+    "tries",
+    "okx",
+    "trader id",
+    "order",
+    "detail",
+)
 
 
 def register(app: Flask) -> None:
@@ -54,8 +66,9 @@ def db_upgrade_command() -> None:
 @click.option("--account", metavar="NAME", help="only alerts for this OKX account (a name in OKX_ACCOUNTS)")
 @with_appcontext
 def alerts_command(limit: int, state: str | None, trader_id: str | None, account: str | None) -> None:
-    """Recent alerts, newest first: state, bot, action, amount, OKX's code and message, in full
-    (and each alert's account, when the service has several)."""
+    """Recent alerts, newest first: state, bot, action, amount (margin, or a sub-order's contracts),
+    what the order asks in words, OKX's code and message, in full (and each alert's account, when
+    the service has several)."""
     services = current_app.extensions["webhook"]
     names = [known.name for known in services.config.okx.accounts]
     if account is not None and account not in names:  # a misspelt name must not read as "no alerts"
@@ -85,6 +98,7 @@ def alerts_command(limit: int, state: str | None, trader_id: str | None, account
             str(r.attempts),
             r.okx_code or "-",
             r.trader_id or "-",
+            r.summary,
             " ".join(part for part in (r.okx_msg, r.detail) if part) or "-",
         )
         for r in records

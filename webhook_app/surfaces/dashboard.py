@@ -97,7 +97,36 @@ def alert_row(record: Record, now: float) -> dict:
         "okx": " ".join(x for x in (record.okx_code, record.okx_msg) if x),
         "latency": f"{record.latency_ms:.0f} ms" if record.latency_ms is not None else "",
         "proposal": VERDICT_WORDS.get(record.proposal or "", ""),  # what OKX's records say, in words
+        "order": order_rows(record),
     }
+
+
+# The alert's fields as its page names them, in this order (``journal.orders.alert_fields``' names).
+ORDER_LABELS = {
+    "instId": "Instrument",
+    "size": "Size (contracts)",
+    "orderType": "Order type",
+    "price": "Price",
+    "reduceOnly": "Reduce-only",
+    "amount": "Margin",
+    "investmentType": "Investment type",
+    "allowReinvest": "Reinvest",
+    "tpSlType": "TP/SL by",
+    "tpPct": "Take-profit (fraction)",
+    "slPct": "Stop-loss (fraction)",
+}
+
+
+def order_rows(record: Record) -> list[dict]:
+    """What the alert asks of its bot, field by field, as its page shows it: the side of a buy or
+    sell, then each field the alert gave (a boolean as yes/no)."""
+    fields = record.to_json()["order"]
+    rows = [{"label": "Side", "value": record.action}] if record.action in ("buy", "sell") else []
+    for name, label in ORDER_LABELS.items():
+        if name in fields:
+            value = fields[name]
+            rows.append({"label": label, "value": ("yes" if value else "no") if isinstance(value, bool) else value})
+    return rows
 
 
 def timeline(record: Record, events: list) -> list[dict]:
@@ -107,7 +136,7 @@ def timeline(record: Record, events: list) -> list[dict]:
         {
             "at": record.received_at,
             "kind": "received",
-            "detail": f"{record.action} {record.amount} for bot {record.algo_id}",
+            "detail": f"{record.summary} for bot {record.algo_id}",
         }
     ]
     steps += [{"at": event.at, "kind": event.kind, "detail": event.detail} for event in events]

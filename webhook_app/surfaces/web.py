@@ -19,7 +19,7 @@ from webhook_app.intake.alerts import InvalidBody, holds_secret
 from webhook_app.intake.pipeline import Receipt
 from webhook_app.journal import JournalUnavailable, Record, Refusal, iso_time
 from webhook_app.logs import scrubber
-from webhook_app.okx.margin.request import MARGIN_BALANCE_PATH
+from webhook_app.okx.actions import ENDPOINTS
 from webhook_app.surfaces.auth import bearer_is_admin, request_certificate, request_sender
 from webhook_app.surfaces.context import read_body, services
 
@@ -97,10 +97,16 @@ def webhook():
 
 
 def _alert_reply(record: Record):
-    body = {"status": record.state, "id": record.id, "algoId": record.algo_id}
+    body = {"status": record.state, "id": record.id, "algoId": record.algo_id, "action": record.action}
+    body["order"] = record.summary
     if record.state == "dry_run":
         body["message"] = "dry run: nothing was sent to OKX"
-        body["request"] = {"method": "POST", "path": MARGIN_BALANCE_PATH, "body": record.request}
+        if record.action == "cancel":  # the one action whose request is made at send time
+            body["message"] += (
+                "; cancel lists the bot's live sub-orders of the instrument, then sends one cancel-sub-order "
+                "(with its signalOrdId) for each"
+            )
+        body["request"] = {"method": "POST", "path": ENDPOINTS[record.action], "body": record.request}
     elif record.state == "ok":
         body["okx"] = {"code": "0"}
     elif record.okx_code or record.okx_msg:

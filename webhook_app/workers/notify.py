@@ -47,6 +47,19 @@ WHAT_TO_DO = {
 }
 
 
+# The same for the actions that are not margin calls: what to check or do by hand is the bot's order.
+WHAT_TO_DO_ORDER = {
+    "failed": "OKX did not act on it. TradingView may resend it; else do it on OKX by hand if still wanted.",
+    "unknown": "OKX may have acted. Check the bot's positions and orders on OKX before sending it again; "
+    "it is never resent.",
+}
+
+
+def _what_to_do(record) -> str:
+    texts = WHAT_TO_DO if record.action in ("add", "reduce") else {**WHAT_TO_DO, **WHAT_TO_DO_ORDER}
+    return texts.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
+
+
 def _proposal(record) -> str:
     """For an unknown alert whose bot was read again on OKX: the service's proposal and its reason
     (and the service's own finding, with RESOLVE_UNKNOWN=auto)."""
@@ -108,8 +121,8 @@ class Notifier:
         if record.state not in self.events:
             return
         okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
-        title = f"Alert {record.id} {record.state}: {self._bot(record)}, {record.action} {record.amount}"
-        what_to_do = WHAT_TO_DO.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
+        title = f"Alert {record.id} {record.state}: {self._bot(record)}, {record.summary}"
+        what_to_do = _what_to_do(record)
         parts = [f"{title}.", f"{okx}.", record.detail or "", _proposal(record), what_to_do, AGAIN if again else ""]
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
         self._put(record.state, title, body, ids=(record.id,))
@@ -154,7 +167,7 @@ class Notifier:
         if "unknown" in self.events:
             title = f"Alert {record.id}: the proposal 'not executed' is withdrawn ({self._bot(record)})"
             body = (
-                f"{title}, {record.action} {record.amount}: the bot was {found}. Do not send it again before "
+                f"{title}, {record.summary}: the bot was {found}. Do not send it again before "
                 "checking the bot's margin on OKX."
             )
             self._put("unknown", title, body, WARNING, ids=(record.id,))

@@ -24,7 +24,7 @@ from webhook_app.journal.shared import RETURNING_ALERTS, SharedAlertLog, SharedR
 
 _ADD = (
     f"SELECT added.created, added.used, {', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
-    f"FROM journal_add_row({', '.join(['%s'] * 14)}) added"
+    f"FROM journal_add_row({', '.join(['%s'] * 15)}) added"
 )
 
 
@@ -66,9 +66,10 @@ class PostgresAlertLog(PostgresRecords, SharedAlertLog):
         now=None,
         cap_states=CAP_STATES,
         account="default",
+        endpoint="margin-balance",
     ) -> tuple[Record, bool]:
-        # journal_add_row (migration 7) checks and inserts under advisory locks and returns the row: one
-        # statement, one round trip.
+        # journal_add_row (migration 11's, storing the endpoint; migration 7's without it) checks and
+        # inserts under advisory locks and returns the row: one statement, one round trip.
         created, used, *row = self.db.one(
             _ADD,
             (
@@ -86,6 +87,7 @@ class PostgresAlertLog(PostgresRecords, SharedAlertLog):
                 now,
                 list(cap_states),
                 account,
+                endpoint,
             ),
         )
         if row[0] is None:

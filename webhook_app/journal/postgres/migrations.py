@@ -623,5 +623,49 @@ RETURNS SETOF record LANGUAGE sql AS $$
 $$;
 """,
     ),
+    # Every signal-bot action: each alert names the OKX endpoint its request goes to ("margin-balance",
+    # "sub-order", ...). A constant default is a catalogue change, no rewrite: every earlier alert, and
+    # every alert an older release still running inserts through migration 7's journal_add_row (left as
+    # it is, 14 arguments), is a margin call, the only action it knows. This release calls the overload
+    # below: migration 7's, under the same locks in the same order, storing the endpoint too.
+    (
+        12,
+        f"""
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS endpoint TEXT NOT NULL DEFAULT 'margin-balance';
+CREATE FUNCTION journal_add_row(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT, p_endpoint TEXT,
+    OUT created BOOLEAN, OUT used NUMERIC, OUT alert alerts)
+LANGUAGE plpgsql AS $$
+DECLARE v_at DOUBLE PRECISION;
+BEGIN
+    created := FALSE;
+    PERFORM pg_advisory_xact_lock({LOCK_DEDUP}, hashtext(p_dedup_key));
+    SELECT a.* INTO alert FROM alerts a WHERE a.dedup_key = p_dedup_key AND a.received_at >= p_since
+        AND a.state <> 'failed' ORDER BY a.id DESC LIMIT 1;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock({LOCK_BOT}, hashtext(p_algo_id));
+    v_at := COALESCE(p_now, {NOW});
+    IF p_cap IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({LOCK_CAP}, hashtext(p_algo_id || ':' || p_action));
+        SELECT COALESCE(sum(a.amount::NUMERIC), 0) INTO used FROM alerts a WHERE a.algo_id = p_algo_id
+            AND a.action = p_action AND a.received_at >= v_at - 86400
+            AND a.state = ANY(p_cap_states);
+        IF used + p_amount::NUMERIC > p_cap THEN
+            RETURN;
+        END IF;
+        used := NULL;
+    END IF;
+    INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, expires_at, state,
+        secret_name, trader_id, account, endpoint)
+    VALUES (v_at, p_dedup_key, p_algo_id, p_action, p_amount, p_body, p_expires, p_state, p_secret_name,
+        p_trader_id, p_account, p_endpoint)
+    RETURNING * INTO alert;
+    created := TRUE;
+END $$;
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

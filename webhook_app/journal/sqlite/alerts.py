@@ -133,6 +133,7 @@ def _add_one(
     trader_id=None,
     cap_states=CAP_STATES,
     account="default",
+    endpoint="margin-balance",
     now,
 ) -> tuple[Record, bool]:
     row = db.execute(
@@ -152,7 +153,20 @@ def _add_one(
             raise DailyCapExceeded(daily_cap, used)
     cursor = db.execute(
         "INSERT INTO alerts (received_at, dedup_key, algo_id, action, amount, request_body, "
-        "expires_at, state, secret_name, trader_id, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (now, dedup_key, algo_id, action, amount, request_body, expires_at, state, secret_name, trader_id, account),
+        "expires_at, state, secret_name, trader_id, account, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            now,
+            dedup_key,
+            algo_id,
+            action,
+            amount,
+            request_body,
+            expires_at,
+            state,
+            secret_name,
+            trader_id,
+            account,
+            endpoint,
+        ),
     )
     return read_alert(db, cursor.lastrowid), True

@@ -105,5 +105,9 @@ CREATE TABLE admin_sessions (
         "ALTER TABLE alerts ADD COLUMN told_at REAL; "
         "UPDATE alerts SET told_at = finished_at WHERE state IN ('unknown', 'failed') AND told_at IS NULL",
     ),
+    # Every signal-bot action, as PostgreSQL's migration 11: each alert names the OKX endpoint its
+    # request goes to. Every alert journaled before, and any an older release still running inserts
+    # without naming it, is a margin call.
+    (9, "ALTER TABLE alerts ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'margin-balance'"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
