@@ -2,10 +2,9 @@
 it makes, every refusal naming its field, ALLOWED_ACTIONS and MAX_SIZE, a size in coin units turned
 into contracts by OKX's public figures (never rounded), and how repeats are told from new orders.
 
-Delivery does not sign or send the new actions yet (its BotOrder attempt is another change): here
-alerts of them are journaled in dry-run and handed to a delivery that only returns the record
-(``JournaledOnly``); the live tests check what is refused before the journal, and one test, marked
-to fail until then, takes every action through the real dry-run delivery."""
+Most tests journal alerts in dry-run and hand them to a delivery that only returns the record
+(``JournaledOnly``); the live tests check what is refused before the journal, and one takes every
+action through the real dry-run delivery (what it sends live: tests/test_actions_relay.py)."""
 
 import json
 import logging
@@ -103,7 +102,6 @@ def test_each_action_is_journaled_with_its_request_endpoint_and_amount(dry_app, 
     assert response.json["order"] == record.summary
 
 
-@pytest.mark.xfail(strict=True, reason="delivery signs margin requests only, until its BotOrder attempt")
 @pytest.mark.parametrize("action", sorted(ALL_ACTIONS - {"add", "reduce"}))
 def test_each_action_goes_through_the_dry_run_delivery(make_app, action):
     no_key = {"okx_api_key": "", "okx_api_secret": "", "okx_api_passphrase": ""}

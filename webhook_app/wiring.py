@@ -13,7 +13,7 @@ from webhook_app.intake.protection import Protection
 from webhook_app.intake.refusals import RefusalLog
 from webhook_app.journal import Journal, JournalUnavailable, open_journal
 from webhook_app.logs import scrubber
-from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS, ENDPOINTS, MARGIN_BALANCE, endpoint_name
+from webhook_app.okx.actions import ENDPOINTS, MARGIN_BALANCE, endpoint_name
 from webhook_app.okx.client import OkxClient
 from webhook_app.okx.instruments import InstrumentReader
 from webhook_app.surfaces.context import Services
@@ -172,8 +172,8 @@ def _lane(config: Config, account: OkxAccount, client: OkxClient, watch: BotWatc
 
 
 def allowed_actions(config: Config) -> tuple[str, ...]:
-    """The actions alerts may ask for (``ALLOWED_ACTIONS``)."""
-    return tuple(getattr(config.protection, "allowed_actions", None) or DEFAULT_ALLOWED_ACTIONS)
+    """The actions alerts may ask for (``ALLOWED_ACTIONS``), in the catalogue's order."""
+    return tuple(action for action in ENDPOINTS if action in config.protection.allowed_actions)
 
 
 def _investigator(config: Config, journal: Journal, bots: BotWatches, notifier: Notifier, clock: Clock):
