@@ -5,7 +5,6 @@ by its action's rule, on SQLite and on PostgreSQL with two instances."""
 
 import concurrent.futures
 import json
-import time
 from decimal import Decimal
 
 import pytest
