@@ -49,11 +49,12 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, live_env, make_alert
+from tests.conftest import ADMIN_TOKEN, live_env, make_action_alert, make_alert
 from tests.okx_stand_in import (
     AFTER_FIRST_LOOK,
     LATEST_FIRST_LOOK,
     MARGIN_PATH,
+    SUB_ORDER_PATH,
     Drop,
     DropUnexecuted,
     Hold,
@@ -68,6 +69,11 @@ ROUNDS = int(os.environ.get("FAULT_ROUNDS", "1"))
 BURST = int(os.environ.get("FAULT_BURST", "40"))  # alerts per burst; three bursts a round
 SEED = int(os.environ.get("FAULT_SEED", str(int(time.time()))))
 BOTS = [f"90000000000000000{n}" for n in range(6)]
+# One alert in ORDER_SHARE is a buy or a sell of this instrument (OKX's sub-order, sent with expTime,
+# paced by its own budget), its size the alert's number; the rest add margin. A contract so small
+# that no bot ever runs short of margin for it.
+ORDER_SHARE = 3
+INSTRUMENT = "FAULT-USDT-SWAP"
 READ_TIMEOUT = 1.5
 # The lease: 3 s to send + 1 s connect + 1.5 s read + 5 s margin.
 LEASE = 3 + 1 + READ_TIMEOUT + 5
@@ -141,7 +147,11 @@ class Cluster:
             UNKNOWN_SETTLE_SECONDS=str(SETTLE),
             UNKNOWN_RECHECK_SECONDS=str(RECHECK),
             UNKNOWN_SWEEP_SECONDS=str(SWEEP),
+            ALLOWED_ACTIONS="add,reduce,buy,sell",
         )
+        okx.add_instrument(INSTRUMENT, ct_val="0.0001", lot_sz="1", min_sz="1", tick_sz="0.0001", last="1")
+        for bot in BOTS:
+            okx.bot(bot).inst_ids.append(INSTRUMENT)
         self.services: list[ServiceProcess] = []
         self.logs: list[str] = []  # the output of every process that ended
         self.live: list[ServiceProcess] = []
@@ -191,11 +201,15 @@ class Cluster:
 
     # -- TradingView --------------------------------------------------------------------------
 
-    def new_alert(self, bot: str) -> dict:
+    def new_alert(self, bot: str, order: bool = False) -> dict:
+        """An alert whose amount (or, for an order, size) is its number: OKX's record then says
+        which alert it executed. ``order``: a buy or a sell instead of an add."""
         with self.counter_lock:
             self.counter += 1
             n = self.counter
-        # The amount is the alert's number: OKX's record then says which alert it executed.
+        if order:
+            side = random.choice(["buy", "sell"])
+            return make_action_alert(side, id=f"alert-{n}", algoId=bot, instId=INSTRUMENT, size=str(n))
         return make_alert(id=f"alert-{n}", algoId=bot, amount=str(n))
 
     def post(self, alert: dict, prefer: ServiceProcess | None = None) -> int:
@@ -215,11 +229,11 @@ class Cluster:
                 break
             self.tradingview_resends += 1
             time.sleep(0.3)
-        self.last_status[alert["amount"]] = status
+        self.last_status[number_of(alert)] = status
         return status
 
     def burst(self, count: int, during=None, bots=BOTS) -> list[int]:
-        alerts = [self.new_alert(random.choice(bots)) for _ in range(count)]
+        alerts = [self.new_alert(random.choice(bots), random.randrange(ORDER_SHARE) == 0) for _ in range(count)]
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(self.post, alert) for alert in alerts]
             if during is not None:
@@ -455,7 +469,7 @@ def settle_as_an_operator(cluster: Cluster, okx, counts: collections.Counter) ->
     """Once OKX's late executions have landed, mark every unknown alert from OKX's own record, then
     send again what may be sent again."""
     cluster.wait_until(lambda: okx.late_pending == 0, max(LATE[1], LATEST_FIRST_LOOK) + 10)
-    executed = collections.Counter(body["amt"] for body in okx.executed)
+    executed = collections.Counter(number for _, number, _ in executions(okx))
     for alert_id, amount in cluster.query(
         "SELECT id, amount FROM alerts WHERE state = 'unknown' AND resolution IS NULL"
     ):
@@ -504,12 +518,23 @@ def says_executed(alert: dict) -> bool | None:
     return None
 
 
-def account(alerts: list[dict], executions: list[tuple[float, dict]], last_status: dict) -> dict:
+def number_of(alert: dict) -> str:
+    """The alert's number: its amount, or an order's size."""
+    return alert.get("amount") or alert["size"]
+
+
+def executions(okx) -> list[tuple[float, str, str]]:
+    """(arrival, the alert's number, bot) of every margin call and sub-order OKX carried out."""
+    margin = [(t, body["amt"], body["algoId"]) for t, body in okx.executions_of(MARGIN_PATH)]
+    return margin + [(t, body["sz"], body["algoId"]) for t, body in okx.executions_of(SUB_ORDER_PATH)]
+
+
+def account(alerts: list[dict], executed: list[tuple[float, str, str]], last_status: dict) -> dict:
     """Each journaled alert against the executions OKX made for it. An execution belongs to the
     member of its family that was received last before the request arrived at OKX."""
     by_amount = collections.defaultdict(list)
-    for arrived, body in executions:
-        by_amount[body["amt"]].append(arrived)
+    for arrived, number, _ in executed:
+        by_amount[number].append(arrived)
     verdict = collections.Counter()
     wrong: list[str] = []
     carriers: dict[tuple[str, float], int] = {}
@@ -545,15 +570,15 @@ def account(alerts: list[dict], executions: list[tuple[float, dict]], last_statu
     return {"verdict": verdict, "wrong": wrong, "carriers": carriers}
 
 
-def out_of_order(executions: list[tuple[float, dict]], carriers: dict, alerts: list[dict]) -> int:
+def out_of_order(executed: list[tuple[float, str, str]], carriers: dict, alerts: list[dict]) -> int:
     """Per bot, the alerts TradingView posted reached OKX in the order they were received. An
     operator's resend goes when the operator sends it: its family is left out."""
     resent = {a["amount"] for a in alerts if a["resent_from"] is not None}
     by_bot: dict[str, list[int]] = collections.defaultdict(list)
-    for arrived, body in sorted(executions, key=lambda e: e[0]):
-        carrier = carriers.get((body["amt"], arrived))
-        if carrier is not None and body["amt"] not in resent:
-            by_bot[body["algoId"]].append(carrier)
+    for arrived, number, bot in sorted(executed):
+        carrier = carriers.get((number, arrived))
+        if carrier is not None and number not in resent:
+            by_bot[bot].append(carrier)
     return sum(sum(1 for a, b in zip(ids, ids[1:], strict=False) if b < a) for ids in by_bot.values())
 
 
@@ -626,15 +651,17 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
     counts: collections.Counter = collections.Counter()
     scenarios = run_scenarios(cluster, okx, counts)
 
-    columns = "id, algo_id, amount, state, resolution, proposal, resent_from, resent_as, received_at"
+    columns = "id, algo_id, action, amount, attempts, state, resolution, proposal, resent_from, resent_as, received_at"
     alerts = [
         dict(zip(columns.split(", "), row, strict=True))
         for row in cluster.query(f"SELECT {columns} FROM alerts ORDER BY id")
     ]
-    margin_executions = okx.executions_of(MARGIN_PATH)
-    judged = account(alerts, margin_executions, cluster.last_status)
+    executed = executions(okx)
+    orders = [a for a in alerts if a["action"] in ("buy", "sell")]
+    orders_in_doubt = sum(1 for a in orders if a["state"] == "unknown" or a["attempts"] > 1)
+    judged = account(alerts, executed, cluster.last_status)
     verdict = judged["verdict"]
-    disorder = out_of_order(margin_executions, judged["carriers"], alerts)
+    disorder = out_of_order(executed, judged["carriers"], alerts)
     stuck = sum(1 for a in alerts if a["state"] in ("queued", "sending"))
     expired = sum(1 for a in alerts if a["state"] == "expired")
     must_tell = {state: {a["id"] for a in alerts if a["state"] == state} for state in ("unknown", "failed")}
@@ -659,8 +686,19 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
         "faults injected": {**dict(counts), **{f"OKX played {k}": v for k, v in faults.played.items()}},
         "OKX late executions": okx.late_executed,
         "branches seen in the logs": branches,
-        "OKX executions": len(margin_executions),
+        "OKX executions": len(executed),
+        "OKX executions by endpoint": {
+            "margin-balance": len(okx.executions_of(MARGIN_PATH)),
+            "sub-order": len(okx.executions_of(SUB_ORDER_PATH)),
+        },
+        "orders journaled (buy / sell)": len(orders),
+        "orders that met an ambiguous answer or a retry": orders_in_doubt,
+        "orders settled from OKX's sub-orders (proposal executed / not executed)": [
+            sum(1 for a in orders if a["proposal"] == "executed"),
+            sum(1 for a in orders if a["proposal"] == "not_executed"),
+        ],
         "OKX max requests in any 2 s": okx.max_in_any_window(),
+        "OKX max sub-orders in any 2 s": okx.max_in_any_window(SUB_ORDER_PATH),
         "OKX 50011 answers": okx.rate_limited,
         "accounting": dict(verdict),
         "out-of-order": disorder,
@@ -680,7 +718,9 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
     assert verdict["lost"] == 0 and verdict["unsettled"] == 0
     assert disorder == 0
     assert stuck == 0 and expired == 0
-    assert okx.max_in_any_window() <= 20 and okx.rate_limited == 0
+    assert okx.max_in_any_window() <= 20 and okx.max_in_any_window(SUB_ORDER_PATH) <= 20 and okx.rate_limited == 0
+    # Orders really were in the mix, and some met OKX's faults (an ambiguous answer or a retry).
+    assert len(okx.executions_of(SUB_ORDER_PATH)) >= 10 and orders_in_doubt >= 1
     assert not any(untold.values()), untold
     # The interesting branches ran: the frozen instances really held a claim and an answer, the
     # first lost its claim unsent, the second's late answer was refused by the fence.

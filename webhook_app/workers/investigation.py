@@ -32,6 +32,7 @@ from decimal import Decimal
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.errors import Refused
 from webhook_app.journal import ActionRefused, Activity, AlertRecords, JournalUnavailable, Record
+from webhook_app.okx.actions import EXPIRING
 from webhook_app.okx.margin.evidence import VERDICT_WORDS, gather
 from webhook_app.okx.records import BotSnapshot
 from webhook_app.workers.bots import BotWatch
@@ -262,12 +263,16 @@ class Findings:
         return evidence
 
     def judged_order(self, record: Record, watch: BotWatch | None, clock: Clock, stop: threading.Event) -> dict:
-        """An action other than add/reduce: its own evidence, "can't tell" where a later alert of
-        ours for the bot may have moved what it reads (a buy after a close: a position again)."""
+        """An action other than add/reduce: its own evidence; for one that states a target, "can't
+        tell" where another alert of ours for the bot may have moved what it reads (a buy after a
+        close: a position again). A sub-order is found by instrument, side and size, and its own
+        rule already says "can't tell" when two in the window match."""
         if watch is None:
             evidence = {"proposal": "cant_tell", "reason": "its account is not configured, so the bot cannot be read"}
             return {**evidence, "recheck": {"needed": False}}
         evidence = judge_order(record, watch.client, clock, stop)
+        if record.action in EXPIRING:  # matched by instrument, side and size: two candidates already can't tell
+            return evidence
         ours = self._ours_in_window(record)
         if evidence["proposal"] != "cant_tell" and ours != []:
             evidence["proposal"] = "cant_tell"
