@@ -73,10 +73,9 @@ class Attempt:
         self.slot = HeldSlot(desk.ledger, self.pacer, slot)
         self.read_slot = HeldSlot(desk.ledger, lane.read_pacer, read_slot)
         self._started = 0.0
-        self._host_deadline = desk.terms.clock.host_deadline(send_by)
         # A sub-order's expTime, kept with the evidence the confirmation writes: after an ambiguous
         # answer, OKX's records are read once it has passed.
-        self.exp_time_ms = exp_time_ms(lane.client, record, self._host_deadline)
+        self.exp_time_ms = exp_time_ms(lane.client, record, desk.terms.clock.host_deadline(send_by))
 
     def run(self) -> None:
         """Send it if the claim is cleared to go, write what came of it, and end both slots whatever happens."""
@@ -89,7 +88,7 @@ class Attempt:
                 self.slot.give_back()
                 return
             # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
-            ack = deliver(self.lane.client, record, self._host_deadline, self.exp_time_ms)
+            ack = deliver(self.lane.client, record, clock.host_deadline(self.send_by), self.exp_time_ms)
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self.slot.give_back()
                 self._write(lambda: self.desk.queue.unclaim([self.claim]))
