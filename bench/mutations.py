@@ -288,6 +288,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_attempt_actions.py",),
     ),
     _m(
+        "a cancel's further POSTs (one per pending sub-order) spend no rate slot",
+        (
+            ATTEMPT,
+            "            further = FurtherPosts(self.pacer, self.claim.instance, host_deadline)",
+            "            further = None",
+        ),
+        tests=("tests/test_attempt_actions.py",),
+    ),
+    _m(
         "a secret pasted into an alert's id journaled and echoed",
         (
             "webhook_app/intake/alerts.py",

@@ -22,7 +22,7 @@ from webhook_app.workers.delivery.terms import Terms
 from webhook_app.workers.outcomes import OutcomePolicy
 
 
-def run_attempt(okx, action: str, **changes) -> FakeJournal:
+def run_attempt(okx, action: str, pacer=None, **changes) -> FakeJournal:
     """A claimed alert of ``action`` (the builder's valid order, ``changes`` applied), attempted once."""
     order = bot_order(action, **changes)
     now = time.time()
@@ -40,7 +40,7 @@ def run_attempt(okx, action: str, **changes) -> FakeJournal:
         claimed_by=ME,
     )
     journal = FakeJournal(record)
-    pacer = LedgerPacer()
+    pacer = pacer or LedgerPacer()
     client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase, read_timeout=2.0)
     clock = SteppingClock()
     board = Board([("default", "sub-order")])
@@ -96,3 +96,33 @@ def test_a_stop_of_a_stopped_bot_is_ok_saying_it_was_already_so(okx):
     run_attempt(okx, "stop")
     journal = run_attempt(okx, "stop")
     assert journal.record.state == "ok" and "already so: 51291" in journal.record.detail, journal.record.detail
+
+
+def pending_orders(okx, count: int) -> list[str]:
+    """``count`` live limit orders of the bot in BTC, placed as OKX would have them."""
+    client = OkxClient(okx.base_url, okx.api_key, okx.secret_key, okx.passphrase)
+    for n in range(count):
+        order = bot_order("buy", ordType="limit", px=f"5900{n}", sz="0.1")
+        client.send(order, exp_time_ms=okx.now_ms() + 30_000)
+    return [order.cl_ord_id for order in okx.bot(BOT).orders]
+
+
+def test_a_cancel_spends_one_slot_of_its_endpoints_budget_per_sub_order_it_cancels(okx):
+    pending = pending_orders(okx, 3)
+    pacer = LedgerPacer()  # 5 slots a window; the claim holds one
+    journal = run_attempt(okx, "cancel", pacer=pacer)
+    assert journal.record.state == "ok"
+    cancelled = [
+        json.loads(r.body)["signalOrdId"] for r in okx.requests_to("/api/v5/tradingBot/signal/cancel-sub-order")
+    ]
+    assert sorted(cancelled) == sorted(pending)
+    assert len(pacer.released) == 2  # the two further POSTs' slots, given back once the send was over
+
+
+def test_a_cancel_whose_budget_is_spent_sends_no_more_and_goes_again_for_the_rest(okx):
+    pending_orders(okx, 3)
+    pacer = LedgerPacer()
+    pacer.acquire(ME, 3)  # other sends hold 3 of the 5: room for the claim's and one more
+    journal = run_attempt(okx, "cancel", pacer=pacer)
+    assert journal.record.state == "queued" and "send deadline" in journal.record.detail, journal.record.detail
+    assert len(okx.requests_to("/api/v5/tradingBot/signal/cancel-sub-order")) == 2

@@ -25,7 +25,7 @@ from webhook_app.journal import (
 from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.lanes import Lane
-from webhook_app.workers.delivery.sending import deliver, exp_time_ms
+from webhook_app.workers.delivery.sending import FurtherPosts, deliver, exp_time_ms
 from webhook_app.workers.delivery.slots import HeldSlot, SlotLedger
 from webhook_app.workers.delivery.terms import JournalClock, Terms
 from webhook_app.workers.outcomes import Outcome, OutcomePolicy
@@ -88,7 +88,9 @@ class Attempt:
                 self.slot.give_back()
                 return
             # The client checks the deadline on the host's elapsed clock (boot time), as late as it can.
-            ack = deliver(self.lane.client, record, clock.host_deadline(self.send_by), self.exp_time_ms)
+            host_deadline = clock.host_deadline(self.send_by)
+            further = FurtherPosts(self.pacer, self.claim.instance, host_deadline)
+            ack = deliver(self.lane.client, record, host_deadline, self.exp_time_ms, further)
             if ack.dry_run:  # nothing was sent, so OKX said nothing: it must not read as "ok"
                 self.slot.give_back()
                 self._write(lambda: self.desk.queue.unclaim([self.claim]))
