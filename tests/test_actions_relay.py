@@ -147,20 +147,36 @@ def services(request, rich_bots, tmp_path, service_factory):
     return [service_factory(env), service_factory(env)]
 
 
-@pytest.mark.parametrize(
-    ("behaviour", "state", "resolution", "executions"),
-    [(Drop(), "ok", None, 1), (DropUnexecuted(), "ok", None, 1)],
-    ids=["executed-then-dropped", "dropped-unexecuted-then-sent-again"],
-)
-def test_a_close_whose_answer_is_lost_is_settled_from_okx_and_sent_again_only_when_nothing_moved(
-    services, rich_bots, behaviour, state, resolution, executions
+def target_reached(okx, action: str) -> bool:
+    """Whether the bot is where ``action`` (the builder's) takes it, by the stand-in's own state."""
+    bot = okx.bot(BOT)
+    if action == "close":
+        return bot.positions == {}
+    if action == "cancel":
+        return not any(order.state in ("live", "partially_filled") for order in bot.orders)
+    if action == "tpsl":
+        return bot.exit_setting == {"tpSlType": "pnl", "tpPct": "0.05", "slPct": "0.02"}
+    return bot.state in ("stopped", "stopping")
+
+
+@pytest.mark.parametrize("action", ["close", "cancel", "tpsl", "stop"])
+@pytest.mark.parametrize("behaviour", [Drop(), DropUnexecuted()], ids=["executed-then-dropped", "dropped-unexecuted"])
+def test_an_action_stating_a_target_whose_answer_is_lost_is_settled_from_okx_and_sent_again_only_if_not_reached(
+    services, rich_bots, action, behaviour
 ):
     okx = rich_bots
-    okx.open_position(BOT, BTC, "0.3")
-    okx.play(CLOSE_POSITION_PATH, behaviour)
-    record = final(services[-1].url, post(services[0].url, make_action_alert("close"))["id"])
-    assert (record["state"], record["resolution"]) == (state, resolution), record
-    assert len(okx.executions_of(CLOSE_POSITION_PATH)) == executions and okx.bot(BOT).positions == {}
+    if action == "close":
+        okx.open_position(BOT, BTC, "0.3")
+    if action == "cancel":
+        post(services[0].url, make_action_alert("buy", orderType="limit", price="59000", size="0.1"))
+        eventually(lambda: len(okx.requests_to(SUB_ORDER_PATH)) == 1)
+    okx.play(PATHS[action], behaviour)
+    record = final(services[-1].url, post(services[0].url, make_action_alert(action))["id"])
+    sent = len(okx.requests_to(PATHS[action]))
+    print(f"{action}: {type(behaviour).__name__}: {record['state']} after {sent} request(s): {record['detail']}")
+    assert (record["state"], record["resolution"]) == ("ok", None), record
+    assert sent == (1 if isinstance(behaviour, Drop) else 2)  # sent again only when nothing had moved
+    assert len(okx.executions_of(PATHS[action])) == 1 and target_reached(okx, action)
 
 
 @pytest.mark.parametrize(
