@@ -221,9 +221,10 @@ def cells(app, algo_id: str = BOT) -> tuple[str, str]:
     )
 
 
-def test_status_json_gives_each_bots_positions_and_tpsl_as_okx_last_reported_them(make_app, okx, client):
+def test_status_json_gives_each_bots_positions_and_tpsl_as_okx_last_reported_them(make_app, okx, client, database_url):
+    """On SQLite and on PostgreSQL, where the positions' budget is the ledger the instances share."""
     trading(okx, client)  # before the app: its own first refresh may come before the test's
-    app = make_app()
+    app = make_app(database_url=database_url)
     app.extensions["webhook"].bots.refresh()
     bot = status_bot(app)
     assert [(p["instId"], p["side"], p["pos"], p["avgPx"]) for p in bot["positions"]["open"]] == [
