@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from tests.bot_orders import bot_order, client_of
 from tests.conftest import ADMIN_TOKEN, REINVESTED, live_env, make_alert, screenshot_dir
 from tests.okx_stand_in import DEFAULT_BOT, Drop, OkxReply, RawReply
 from tests.service_process import ServiceProcess
@@ -339,4 +340,32 @@ def test_the_page_shows_the_bots_and_an_unknown_alerts_evidence_confirmed_in_one
     page.locator("#bots .bot-state", has_text="stopped").wait_for(timeout=WAIT_MS)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "12-bots-390")
+    context.close()
+
+
+def test_the_bot_list_shows_positions_and_tpsl_as_okx_last_reported_them(browser, bots_service, okx):
+    """Positions opened at OKX and a TP/SL set through amendTPSL appear on the page's bot list (read
+    in the background, shown by the page's own refresh), with when OKX reported them."""
+    okx.open_position(DEFAULT_BOT, "BTC-USDT-SWAP", "0.3", avg_px="60000.5")
+    client = client_of(okx)
+    try:
+        client.send(bot_order("tpsl", tpSlType="pnl", tpPct="0.05", slPct="0.02"))
+    finally:
+        client.close()
+    context = browser.new_context(base_url=bots_service.url, viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    log_in(page)
+    bot = page.locator(f'#bots tr[data-bot="{DEFAULT_BOT}"]')
+    bot.locator(".positions", has_text="long 0.3 BTC-USDT-SWAP @ 60000.5").wait_for(timeout=WAIT_MS)
+    bot.locator(".tpsl", has_text="TP 5% / SL 2% (pnl)").wait_for(timeout=WAIT_MS)
+    assert re.search(r"read \d+ s ago", bot.locator(".positions").inner_text())
+    assert re.search(r"read \d+ s ago", bot.locator(".tpsl").inner_text())
+    assert page.locator('#bots tr[data-bot="42"] .tpsl').inner_text().startswith("none")
+    shot(page, "13-bot-positions")
+
+    okx.open_position(DEFAULT_BOT, "BTC-USDT-SWAP", "-0.3")  # closed at OKX: the page follows
+    bot.locator(".positions", has_text="no position").wait_for(timeout=WAIT_MS)
+    page.set_viewport_size({"width": 390, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "14-bot-positions-390")
     context.close()

@@ -14,9 +14,9 @@ fields, until the test removes it or clears ``bots``: see ``Bots``), and the SWA
 (``instruments``). Actions: margin-balance, sub-order (lot size, reduce-only, funds, the expTime
 header), cancel-sub-order, close-position, amendTPSL, stop-order-algo, set-instruments. Reads:
 orders-algo-details, -pending, event-history, positions, sub-orders, account config, and the
-public time and instruments. Tests script the world between two requests with ``move_pnl``,
-``trade``, ``change_margin``, ``stop_bot``, ``set_price``, ``fill_order``, ``open_position``,
-and inside a request's handling with ``Meanwhile``.
+public time and instruments (``failing_reads`` fails a read by path). Tests script the world
+between two requests with ``move_pnl``, ``trade``, ``change_margin``, ``stop_bot``,
+``set_price``, ``fill_order``, ``open_position``, and inside a request's handling with ``Meanwhile``.
 
 Modules: ``stand_in`` (the server, checks, scripts, records), ``handler`` (HTTP and the faults
 played), ``faults``, ``actions`` (what OKX does and answers), ``bodies`` (malformed bodies),

@@ -69,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
             self.okx._read_arrivals[path].append(arrived)
         if path not in PUBLIC_PATHS and path not in SIGNED_READ_PATHS:
             return self._json(404, {"code": "50000", "msg": "not found", "data": []})
-        refusal = None if path in PUBLIC_PATHS else self._refuse_read()
+        refusal = None if path in PUBLIC_PATHS else self._refuse_read() or self.okx.failing_reads.get(path)
         if refusal is None and path not in UNLIMITED and self.okx.over_limit(path):
             refusal = (429, "50011", "Too Many Requests")
         if refusal:

@@ -63,7 +63,10 @@ def answer_read(okx: OkxStandIn, path: str, query: str) -> Reply:
 
 def _bot_read(okx: OkxStandIn, path: str, params: dict) -> Reply:
     if path == BOTS_PENDING_PATH:
-        return ok([bot.okx_json(i) for i, bot in okx.bots.items() if bot.state != "stopped"])
+        rows = [bot.okx_json(i) for i, bot in okx.bots.items() if bot.state != "stopped"]
+        if not okx.pending_lists_exit_setting:
+            rows = [{key: value for key, value in row.items() if key != "exitSettingParam"} for row in rows]
+        return ok(rows)
     algo_id = params["algoId"]
     bot = okx.bots.find(algo_id)
     if bot is None:

@@ -64,6 +64,10 @@ class OkxStandIn(World):
         # The spellings of the sub-orders read's state OKX refuses (51000): its docs disagree between
         # "cancelled" and "canceled" ⚠; none refused by default.
         self.refused_states: set[str] = set()
+        # Whether orders-algo-pending's rows carry exitSettingParam as the details' do (its docs do
+        # not list its fields ⚠), and the signed reads OKX fails by path: path -> (http, code, msg).
+        self.pending_lists_exit_setting = True
+        self.failing_reads: dict[str, tuple[int, str, str]] = {}
         self.limits = RateLimits()
         self._read_arrivals: dict[str, list[float]] = collections.defaultdict(list)
         self.scripts: dict[str, collections.deque] = collections.defaultdict(collections.deque)

@@ -74,6 +74,31 @@ class Position:
             row=row,
         )
 
+    def to_json(self) -> dict:
+        """OKX's names; ``pos`` (signed, as net mode has it) and ``avgPx`` as OKX wrote them, never
+        rounded; ``side`` long or short from the sign ("" when OKX's pos is not a number)."""
+        return {
+            "instId": self.inst_id,
+            "side": self.side,
+            "pos": _as_written(self.row.get("pos")),
+            "avgPx": _as_written(self.row.get("avgPx")),
+            "uTime": None if self.u_time_ms is None else str(self.u_time_ms),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class BotPositions:
+    """GET positions of one bot: its open positions (a row with pos 0 holds nothing, and is left
+    out), read at ``read_at`` (epoch seconds on OKX's clock, the read's midpoint)."""
+
+    algo_id: str
+    positions: tuple[Position, ...]
+    read_at: float
+
+    @property
+    def open(self) -> tuple[Position, ...]:
+        return tuple(position for position in self.positions if position.pos != 0)
+
 
 @dataclasses.dataclass(frozen=True)
 class ExitSetting:
@@ -110,3 +135,10 @@ class BotDetails:
     @classmethod
     def missing(cls, algo_id: str, read_at: float) -> BotDetails:
         return cls(BotSnapshot.missing(algo_id, read_at), None, None)
+
+
+def _as_written(value: object) -> str:
+    """OKX's string for a number, unchanged (an integer as its digits; anything else "")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return okx_text(value)

@@ -5,8 +5,8 @@ its TP/SL, the active bots, its event history, its sub-orders and its positions.
 from __future__ import annotations
 
 from webhook_app.okx.errors import BOT_MISSING_CODES, OkxError, OkxRefused
-from webhook_app.okx.orders import CANCELED_SPELLINGS, BotDetails, Position, SubOrder
-from webhook_app.okx.records import BotEvent, BotSnapshot, bot_from_okx, okx_ms, okx_text
+from webhook_app.okx.orders import CANCELED_SPELLINGS, BotDetails, BotPositions, Position, SubOrder
+from webhook_app.okx.records import BotEvent, BotSnapshot, okx_ms, okx_text
 
 BOT_DETAILS_PATH = "/api/v5/tradingBot/signal/orders-algo-details"
 BOTS_PENDING_PATH = "/api/v5/tradingBot/signal/orders-algo-pending"
@@ -49,10 +49,15 @@ class SignalReads:
 
     def running_bots(self, timeout: float | None = None) -> list[BotSnapshot]:
         """OKX's active signal bots (its first page of them: up to 100)."""
+        return [details.snapshot for details in self.running_bot_details(timeout)]
+
+    def running_bot_details(self, timeout: float | None = None) -> list[BotDetails]:
+        """OKX's active signal bots with their TP/SL where the list gives it (its docs do not list
+        the fields of its rows ⚠: ``exit_setting`` None where a row has no exitSettingParam)."""
         started = self.okx_now()
         payload = self.get_signed(BOTS_PENDING_PATH, {"algoOrdType": "contract"}, timeout)
         read_at = (started + self.okx_now()) / 2
-        return [bot_from_okx(bot, "", read_at) for bot in data_rows(payload, "the list of active bots")]
+        return [BotDetails.from_okx(bot, "", read_at) for bot in data_rows(payload, "the list of active bots")]
 
     def bot_events(self, algo_id: str, timeout: float | None = None, limit: int = 100) -> list[BotEvent]:
         """The bot's latest events, newest first as OKX lists them. An entry without a readable
@@ -75,8 +80,15 @@ class SignalReads:
 
     def positions(self, algo_id: str, timeout: float | None = None) -> list[Position]:
         """The bot's net positions, one per instrument (none when it holds nothing)."""
+        return list(self.bot_positions(algo_id, timeout).positions)
+
+    def bot_positions(self, algo_id: str, timeout: float | None = None) -> BotPositions:
+        """The bot's net positions with when OKX reported them."""
+        started = self.okx_now()
         payload = self.get_signed(POSITIONS_PATH, {"algoOrdType": "contract", "algoId": algo_id}, timeout)
-        return [Position.from_okx(row) for row in data_rows(payload, "the bot's positions")]
+        read_at = (started + self.okx_now()) / 2
+        rows = data_rows(payload, "the bot's positions")
+        return BotPositions(algo_id, tuple(Position.from_okx(row) for row in rows), read_at)
 
     def sub_orders(
         self,

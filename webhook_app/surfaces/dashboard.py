@@ -9,6 +9,7 @@ import time
 
 from webhook_app.journal import QueueClaims, Record, iso_time
 from webhook_app.okx.margin.evidence import VERDICT_WORDS
+from webhook_app.okx.records import okx_decimal
 
 HOUR = 3600
 # The chart's outcome groups, bottom to top, and the states each one counts (the legend names them).
@@ -234,7 +235,8 @@ BOT_STATE_CLASSES = {"running": "s-ok", "starting": "s-queued", "stopping": "s-f
 
 def bot_row(bot: dict, now: float) -> dict:
     """One bot of ``BotWatch.table()`` as the page shows it: never read, or its state, instruments,
-    balances and how long ago it was read (stale when older than the bound that lets it refuse alerts)."""
+    balances and how long ago it was read (stale when older than the bound that lets it refuse alerts),
+    and its positions and TP/SL as OKX last reported them (``trading_cells``)."""
     state = bot.get("state")
     read_ago = bot.get("readAgo")
     return {
@@ -243,11 +245,55 @@ def bot_row(bot: dict, now: float) -> dict:
         "instruments": ", ".join(bot.get("instIds") or []),
         "state": "not read yet" if state is None else "not known to OKX" if state == "missing" else state,
         "state_class": "s-unread" if state is None else BOT_STATE_CLASSES.get(state, "s-rejected"),
-        "read": ago(now - read_ago, now) if read_ago is not None else "",
+        "read": _ago_of(read_ago, now),
         "stale": read_ago is not None and bot.get("fresh") is False,
         "avail_bal": bot.get("availBal") or "",
         "invest_amt": bot.get("investAmt") or "",
+        **trading_cells(bot, now),
     }
+
+
+def trading_cells(bot: dict, now: float) -> dict:
+    """The bot's positions ("long 0.3 BTC-USDT-SWAP @ 60000.5" each; None until read) with how long
+    ago they were read and the failed read since (``positions_failed``), and its TP/SL ("TP 5% /
+    SL 2% (pnl)", "none"; None until read) with how long ago it was read."""
+    positions, tpsl = bot.get("positions") or {}, bot.get("tpsl")
+    failed = positions.get("failed")
+    opened = positions.get("open")
+    return {
+        "positions": None if opened is None else [position_text(p) for p in opened],
+        "positions_read": _ago_of(positions.get("readAgo"), now),
+        "positions_failed": failed and {"ago": _ago_of(failed["ago"], now), "error": failed["error"]},
+        "tpsl": None if tpsl is None else tpsl_text(tpsl),
+        "tpsl_okx": None if tpsl is None else ", ".join(f'{k} "{tpsl[k]}"' for k in ("tpSlType", "tpPct", "slPct")),
+        "tpsl_read": _ago_of(tpsl and tpsl["readAgo"], now),
+    }
+
+
+def position_text(position: dict) -> str:
+    """ "long 0.3 BTC-USDT-SWAP @ 60000.5": the size in contracts and the average price as OKX wrote
+    them (the size without pos's sign, which the side says)."""
+    side, pos = position["side"], position["pos"]
+    size = f"{side} {pos.lstrip('+-')}" if side else pos
+    return f"{size} {position['instId']} @ {position['avgPx'] or '?'}"
+
+
+def tpsl_text(tpsl: dict) -> str:
+    """ "TP 5% / SL 2% (pnl)", the one set alone, or "none". OKX's tpPct and slPct are fractions
+    (0.05 is 5%, as its examples have them ⚠): multiplied exactly, never rounded."""
+    parts = [f"{name} {_percent(tpsl[key])}" for name, key in (("TP", "tpPct"), ("SL", "slPct")) if tpsl[key]]
+    if not parts:
+        return "none"
+    return " / ".join(parts) + (f" ({tpsl['tpSlType']})" if tpsl["tpSlType"] else "")
+
+
+def _percent(fraction: str) -> str:
+    number = okx_decimal(fraction)
+    return fraction if number is None else format((number * 100).normalize(), "f") + "%"
+
+
+def _ago_of(seconds: float | None, now: float) -> str:
+    return ago(now - seconds, now) if seconds is not None else ""
 
 
 def okx_records(record: Record) -> dict | None:

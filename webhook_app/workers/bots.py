@@ -1,5 +1,6 @@
 """The bots as OKX sees them: read in the background for the page and for refusing alerts to a
-stopped bot, and read on demand around a send for the evidence of an unknown outcome.
+stopped bot, and read on demand around a send for the evidence of an unknown outcome. The
+background read keeps each bot's positions and TP/SL too, for the page (``TradingReadings``).
 
 Reads are signed GETs on endpoints with their own OKX limit (20 per 2 s per User ID each), so
 they never spend the margin calls' budget. We keep to that limit on each endpoint, shared by the
@@ -16,16 +17,21 @@ import time
 from collections.abc import Callable, Iterable
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
-from webhook_app.okx.client import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, OkxClient
+from webhook_app.okx.client import BOT_DETAILS_PATH, BOT_EVENTS_PATH, BOTS_PENDING_PATH, POSITIONS_PATH, OkxClient
 from webhook_app.okx.errors import OkxError
+from webhook_app.okx.orders import BotDetails
 from webhook_app.okx.records import BotEvent, BotSnapshot
+from webhook_app.workers.bot_trading import TradingReadings
 from webhook_app.workers.pacing import MemoryPacer, Pacer
 
 log = logging.getLogger("webhook_app")
 
 READS_PER_WINDOW, READ_WINDOW = 20, 2.0  # OKX's limit for each read endpoint
 NOT_SENDABLE = ("stopped", "stopping", "missing")  # OKX refuses a margin change for these (51291, 51288, 51293)
-MAX_DETAIL_READS_PER_REFRESH = 5  # bots outside OKX's active list, read one by one
+MAX_DETAIL_READS_PER_REFRESH = 5  # bots outside OKX's active list (or their TP/SL), read one by one
+# Half the positions endpoint's budget at most in one refresh: the rest stays for the reads that
+# settle a sent order's outcome. Bots are few; with more, the longest unread go first.
+MAX_POSITION_READS_PER_REFRESH = READS_PER_WINDOW // 2
 
 
 class BotWatch:
@@ -53,9 +59,12 @@ class BotWatch:
         self._clock = clock
         self._pacers = {
             path: (pacer_for(path) if pacer_for else None) or MemoryPacer(READS_PER_WINDOW, READ_WINDOW, clock=clock)
-            for path in (BOT_DETAILS_PATH, BOTS_PENDING_PATH, BOT_EVENTS_PATH)
+            for path in (BOT_DETAILS_PATH, BOTS_PENDING_PATH, BOT_EVENTS_PATH, POSITIONS_PATH)
         }
         self._latest: dict[str, tuple[BotSnapshot, float]] = {}  # algoId -> (snapshot, when read, our clock)
+        self.trading = TradingReadings(clock)
+        # A reading younger than this is fresh: a refresh right after another reads it not again.
+        self._fresh = refresh_every / 2
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,29 +80,58 @@ class BotWatch:
         """The bot read now, or None when there is no room in the reads' budget or the read failed.
         ``slot``: one of ``details_pacer``'s, taken already; the caller ends it (else the read
         takes one and ends it)."""
-        snapshot = self._read(BOT_DETAILS_PATH, lambda t: self.client.bot_snapshot(algo_id, timeout=t), timeout, slot)
-        if snapshot is not None:
-            self._keep([snapshot])
-        return snapshot
+        details = self._read(BOT_DETAILS_PATH, lambda t: self.client.bot_details(algo_id, timeout=t), timeout, slot)
+        if details is None:
+            return None
+        self._keep([details])
+        return details.snapshot
 
     def events_now(self, algo_id: str, timeout: float | None = None) -> list[BotEvent] | None:
         """The bot's event history (newest first), or None when it could not be read."""
         return self._read(BOT_EVENTS_PATH, lambda t: self.client.bot_events(algo_id, timeout=t), timeout)
 
     def refresh(self) -> None:
-        """OKX's list of active bots, then the known bots missing from it one by one (stopped or gone)."""
-        running = self._read(BOTS_PENDING_PATH, lambda t: self.client.running_bots(timeout=t), None)
+        """OKX's list of active bots (with their TP/SL where it gives them), then the known bots
+        missing from it one by one (stopped or gone) and the TP/SL it did not give, then the
+        positions of the bots not read lately."""
+        running = self._read(BOTS_PENDING_PATH, lambda t: self.client.running_bot_details(timeout=t), None)
         if running is None:
             return
-        listed = {s.algo_id for s in running}
+        listed = [details.snapshot.algo_id for details in running]
         with self._lock:
             seen = list(self._latest)  # a bot that left the active list has stopped, or is gone
         self._keep(running)
-        unlisted = [a for a in dict.fromkeys([*self.known_ids(), *seen]) if a not in listed]
-        for algo_id in unlisted[:MAX_DETAIL_READS_PER_REFRESH]:
+        watched = list(dict.fromkeys([*self.known_ids(), *seen, *listed]))
+        unlisted = [a for a in watched if a not in listed]
+        untold = [d.snapshot.algo_id for d in running if d.exit_setting is None]
+        untold = [a for a in untold if not self.trading.exit_fresh(a, self._fresh)]
+        for algo_id in [*unlisted, *untold][:MAX_DETAIL_READS_PER_REFRESH]:
             self.snapshot_now(algo_id)
+        self._read_positions(watched)
 
-    def _read(self, path: str, read: Callable, timeout: float | None, slot=None):
+    def _read_positions(self, watched: list[str]) -> None:
+        """The positions of the watched bots OKX knows, those not read lately, within the budget:
+        at the first read that finds no room the others wait for the next refresh."""
+        with self._lock:
+            known = [a for a in watched if a in self._latest and self._latest[a][0].state != "missing"]
+        for algo_id in self.trading.positions_due(known, self._fresh, MAX_POSITION_READS_PER_REFRESH):
+            if not self._positions_now(algo_id):
+                return
+
+    def _positions_now(self, algo_id: str) -> bool:
+        """Read the bot's positions and keep them, or keep that the read failed; False when the
+        budget had no room (nothing read)."""
+        failures: list[OkxError] = []
+        read = self._read(
+            POSITIONS_PATH, lambda t: self.client.bot_positions(algo_id, timeout=t), None, None, failures.append
+        )
+        if read is not None:
+            self.trading.keep_positions(read)
+        elif failures:
+            self.trading.positions_failed(algo_id, self.client.okx_now(), _words(failures[0]))
+        return read is not None or bool(failures)
+
+    def _read(self, path: str, read: Callable, timeout: float | None, slot=None, failed: Callable | None = None):
         if self.client is None:
             return None
         pacer = self._pacers[path]
@@ -112,6 +150,8 @@ class BotWatch:
             return read(timeout or self.read_timeout)
         except OkxError as exc:
             log.warning("could not read %s from OKX: %s %s", path.rsplit("/", 1)[-1], exc.code or "", exc)
+            if failed is not None:
+                failed(exc)
             return None
         finally:
             try:
@@ -120,11 +160,15 @@ class BotWatch:
             except Exception as exc:
                 log.warning("could not record the end of a bot read in the rate ledger: %s", exc)
 
-    def _keep(self, snapshots: Iterable[BotSnapshot]) -> None:
+    def _keep(self, read: list[BotDetails]) -> None:
+        """The bots' states, and their TP/SL where the read gave them."""
         now = self._clock()
         with self._lock:
-            for snapshot in snapshots:
-                self._latest[snapshot.algo_id] = (snapshot, now)
+            for details in read:
+                self._latest[details.snapshot.algo_id] = (details.snapshot, now)
+        for details in read:
+            if details.exit_setting is not None:
+                self.trading.keep_exit(details.snapshot.algo_id, details.exit_setting, details.snapshot.read_at)
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -155,6 +199,7 @@ class BotWatch:
                 row.update(snapshot.to_json())
                 row["readAgo"] = round(now - read, 1)
                 row["fresh"] = now - read <= self.max_age
+            row.update(self.trading.to_json(algo_id))
             rows.append(row)
         return rows
 
@@ -183,6 +228,13 @@ class BotWatch:
             except Exception:
                 log.exception("reading the bots' states failed")
             self._clock.wait(self._stop, self.refresh_every)
+
+
+def _words(exc: OkxError) -> str:
+    """A failed read as the page says it: OKX's code and message (never a credential: OKX's words
+    or the network's)."""
+    text = str(exc)
+    return f"{exc.code} {text}" if exc.code and exc.code not in text else text
 
 
 class BotWatches(dict):
