@@ -170,6 +170,24 @@ def test_the_single_account_variables_are_the_account_named_default(tmp_path):
     assert Config.from_env({**environ, "OKX_API_KEY": "", "OKX_API_SECRET": "", "OKX_API_PASSPHRASE": ""}).okx.dry_run
 
 
+def test_okx_base_url_and_okx_demo_beside_okx_accounts_are_every_accounts_defaults(tmp_path):
+    """What a one-click deploy sets (app.json, render.yaml) stays valid once OKX_ACCOUNTS is added:
+    OKX_BASE_URL and OKX_DEMO are the site and mode of every account that sets none of its own."""
+    environ = accounts_env(
+        tmp_path, OKX_BASE_URL="https://eea.okx.com", OKX_DEMO="1", OKX_HEDGE_BASE_URL=DELETE, OKX_MAIN_DEMO="0"
+    )
+    config = Config.from_env(environ)
+    assert {a.name: (a.base_url, a.demo) for a in config.okx.accounts} == {
+        "main": ("https://eea.okx.com", False),
+        "hedge": ("https://eea.okx.com", True),
+    }
+    own = Config.from_env(accounts_env(tmp_path, OKX_BASE_URL="https://us.okx.com", OKX_DEMO="0"))
+    assert {a.name: (a.base_url, a.demo) for a in own.okx.accounts} == {
+        "main": ("https://us.okx.com", False),
+        "hedge": ("https://eea.okx.com", False),
+    }
+
+
 @pytest.mark.parametrize(
     "name, field, variable",
     [
@@ -241,11 +259,17 @@ BAD_ENVIRONMENTS = {
         "cannot be used with OKX_API_KEY: with several accounts each has its own OKX_<NAME>_API_KEY; "
         "remove OKX_API_KEY",
     ),
-    "with-base-url-and-demo": (
-        {"OKX_BASE_URL": "https://www.okx.com", "OKX_DEMO": "0"},
+    "with-api-secret-and-passphrase": (
+        {"OKX_API_SECRET": "s" * 32, "OKX_API_PASSPHRASE": "p" * 12},
         ["OKX_ACCOUNTS", "OKX_ACCOUNTS"],
-        "cannot be used with OKX_",
+        "cannot be used with OKX_API_",
     ),
+    "bad-default-base-url": (
+        {"OKX_BASE_URL": "http://eea.okx.com"},
+        ["OKX_BASE_URL"],
+        "must be an https:// URL",
+    ),
+    "bad-default-demo": ({"OKX_DEMO": "maybe"}, ["OKX_DEMO"], "must be 1 or 0"),
     "with-rate-limit": ({"OKX_RATE_LIMIT": "20"}, ["OKX_ACCOUNTS"], "cannot be used with OKX_RATE_LIMIT"),
     "bot-under-two-accounts": (
         {"OKX_MAIN_ALGO_IDS": f"{MAIN_BOT},{HEDGE_BOT}"},

@@ -135,3 +135,47 @@ def test_readme_starts_heroku_with_the_button():
     first = section.strip().splitlines()[0]
     assert first.startswith("[![Deploy to Heroku](https://www.herokucdn.com/deploy/button.svg)]")
     assert "(https://heroku.com/deploy" in first
+
+
+def render_values(render_web) -> dict[str, str]:
+    """What a Render blueprint deploy sets in the file (generated secrets and the database apart)."""
+    return {var["key"]: str(var["value"]) for var in render_web["envVars"] if "value" in var}
+
+
+def test_render_yaml_trusts_renders_proxy(render_web, tmp_path):
+    """Render's proxy appends the client's address to X-Forwarded-For: without one trusted hop
+    every alert seems to come from the proxy, and ALLOWED_SOURCES=tradingview refuses TradingView."""
+    environ = render_values(render_web) | {name: secrets.token_hex(32) for name in GENERATED}
+    environ |= {"DATABASE_URL": "postgresql://u:p@dpg-abc123-a:5432/d1", "ALLOWED_SOURCES": "tradingview"}
+    config = Config.from_env(environ, instance_path=tmp_path)
+    assert config.web.trusted_proxy_hops == 1 and config.okx.dry_run
+
+
+ACCOUNTS_ADDED_AFTER_DEPLOY = {
+    "OKX_ACCOUNTS": "main,hedge",
+    **{
+        f"OKX_{name}_{suffix}": f"{name.lower()}-{suffix.lower()}-0123456789abcdef"
+        for name in ("MAIN", "HEDGE")
+        for suffix in ("API_KEY", "API_SECRET", "API_PASSPHRASE")
+    },
+    "OKX_HEDGE_BASE_URL": "https://eea.okx.com",
+}
+
+
+@pytest.mark.parametrize("deploy_file", ["app.json", "render.yaml"])
+def test_a_one_click_deploy_takes_okx_accounts_added_later(deploy_file, app_json, render_web, tmp_path):
+    """Both deploy files set OKX_BASE_URL and OKX_DEMO: adding OKX_ACCOUNTS later must not stop the
+    start; they are the defaults of every account that sets none."""
+    if deploy_file == "app.json":
+        environ = {name: entry["value"] for name, entry in app_json["env"].items() if "value" in entry}
+    else:
+        environ = render_values(render_web)
+    assert {"OKX_BASE_URL", "OKX_DEMO"} <= set(environ)
+    environ |= {name: secrets.token_hex(32) for name in GENERATED} | ACCOUNTS_ADDED_AFTER_DEPLOY
+    environ["DATABASE_URL"] = "postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com:5432/d1"
+    config = Config.from_env(environ, instance_path=tmp_path)
+    assert not config.okx.dry_run
+    assert {a.name: a.base_url for a in config.okx.accounts} == {
+        "main": environ["OKX_BASE_URL"],
+        "hedge": "https://eea.okx.com",
+    }

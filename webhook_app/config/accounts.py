@@ -28,15 +28,15 @@ _SECRET_SUFFIXES = (
     "WEBHOOK_SECRET_PREVIOUS",
     "ADMIN_TOKEN",
 )
-# The single-account variables: with OKX_ACCOUNTS set, each account has its own instead.
+# The single-account variables that cannot stand beside OKX_ACCOUNTS: each account has its own.
+# (OKX_BASE_URL and OKX_DEMO can: they are every account's defaults, and the deploy files set them.)
 SINGLE_ACCOUNT_VARIABLES = (
     "OKX_API_KEY",
     "OKX_API_SECRET",
     "OKX_API_PASSPHRASE",
-    "OKX_BASE_URL",
-    "OKX_DEMO",
     "OKX_RATE_LIMIT",
 )
+DEFAULT_BASE_URL = "https://www.okx.com"
 _CREDENTIALS = ("api_key", "api_secret", "passphrase")
 
 
@@ -78,7 +78,12 @@ def listed_accounts(reader: Reader, name: str, names: list[str]) -> tuple[OkxAcc
             )
     if len(names) > MAX_ACCOUNTS:
         reader.bad(name, f"lists {len(names)} accounts: at most {MAX_ACCOUNTS}")
-    accounts = tuple(_account(reader, account_name) for account_name in _valid_names(reader, name, names))
+    defaults = OkxAccount(
+        "",
+        base_url=reader.parsed("OKX_BASE_URL", values.base_url, DEFAULT_BASE_URL) or DEFAULT_BASE_URL,
+        demo=bool(reader.flag("OKX_DEMO")),
+    )
+    accounts = tuple(_account(reader, n, defaults) for n in _valid_names(reader, name, names))
     _all_keys_or_none(reader, accounts)
     _each_bot_under_one_account(reader, accounts)
     return accounts
@@ -111,8 +116,9 @@ def _secret_values(environ: Mapping[str, str]) -> set[str]:
     }
 
 
-def _account(reader: Reader, name: str) -> OkxAccount:
-    """One account's variables; its problems each name the variable and the account."""
+def _account(reader: Reader, name: str, defaults: OkxAccount) -> OkxAccount:
+    """One account's variables; its problems each name the variable and the account. Its site and
+    mode default to ``defaults``' (OKX_BASE_URL, OKX_DEMO)."""
     variable = OkxAccount(name).variable
     note = f" (account {name})"
     reader.notes.update({variable(field): note for field in ACCOUNT_VARIABLE_SUFFIXES})
@@ -124,8 +130,8 @@ def _account(reader: Reader, name: str) -> OkxAccount:
     return OkxAccount(
         name,
         **credentials,
-        base_url=reader.parsed(variable("base_url"), values.base_url, "https://www.okx.com"),
-        demo=reader.flag(variable("demo")),
+        base_url=reader.parsed(variable("base_url"), values.base_url, defaults.base_url),
+        demo=reader.flag(variable("demo"), defaults.demo),
         rate_limit=reader.whole(variable("rate_limit"), 20, low=1, high=10_000),
         algo_ids=reader.parsed(variable("algo_ids"), values.algo_ids, frozenset()) or frozenset(),  # None: refused
     )
