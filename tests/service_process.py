@@ -48,7 +48,8 @@ class ServiceProcess:
         self.cwd = cwd
         self.port = port or free_port()
         inherited = {name: os.environ[name] for name in ("PATH", "PYTHONDONTWRITEBYTECODE") if name in os.environ}
-        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **env, "PORT": str(self.port)}
+        # A .env in the clone is the trader's, never the tests': FLASK_SKIP_DOTENV keeps it unread.
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", "FLASK_SKIP_DOTENV": "1", **env, "PORT": str(self.port)}
         # Outlives this call (the process writes to it); discard() closes and removes it.
         self.output = tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen | None = None

@@ -356,7 +356,7 @@ def test_a_bad_accounts_configuration_stops_gunicorns_start_one_line_each_withou
     environ = accounts_env(
         tmp_path, OKX_HEDGE_API_PASSPHRASE=DELETE, OKX_MAIN_ALGO_IDS=HEDGE_BOT, OKX_HDGE_API_KEY="k" * 20
     )
-    environ |= {"PATH": os.environ.get("PATH", ""), "PORT": str(free_port())}
+    environ |= {"PATH": os.environ.get("PATH", ""), "FLASK_SKIP_DOTENV": "1", "PORT": str(free_port())}
     result = subprocess.run(procfile_command(), cwd=REPO, env=environ, capture_output=True, text=True, timeout=60)
     output = result.stdout + result.stderr
     print(output)

@@ -22,7 +22,7 @@ PASSWORD = "pw-never-shown-0123"
 
 def flask(args, env, timeout=60):
     """``flask --app webhook_app ARGS`` with only ``env`` (and PATH) in its environment."""
-    full = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1", **env}
+    full = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1", "FLASK_SKIP_DOTENV": "1", **env}
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "webhook_app", *args],

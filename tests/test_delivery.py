@@ -565,6 +565,7 @@ def test_an_error_in_a_sender_is_logged_not_swallowed(app, okx, caplog):
 def test_the_cli_writes_its_table_to_stdout_and_log_lines_to_stderr(tmp_path):
     env = {
         "PATH": os.environ.get("PATH", ""),
+        "FLASK_SKIP_DOTENV": "1",
         "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
     }

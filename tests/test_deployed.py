@@ -73,6 +73,7 @@ def test_bad_configuration_stops_the_start_with_one_line_naming_the_variable(tmp
 def test_every_bad_setting_is_named_before_gunicorn_binds_without_a_traceback(tmp_path):
     env = {
         "PATH": os.environ.get("PATH", ""),
+        "FLASK_SKIP_DOTENV": "1",
         "PORT": "abc",
         "OKX_RATE_LIMIT": "\u00b2",
         "WEBHOOK_SECRET": "short",

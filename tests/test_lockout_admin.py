@@ -76,7 +76,7 @@ def test_the_login_form_says_how_to_lift_a_lockout(make_app):
 def cli(env, *args):
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "webhook_app", "lockouts", *args],
-        env=env,
+        env={**env, "FLASK_SKIP_DOTENV": "1"},
         capture_output=True,
         text=True,
         timeout=60,

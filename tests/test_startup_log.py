@@ -65,6 +65,7 @@ def test_okxs_own_rate_limit_gives_no_warning(okx, tmp_path, service_factory):
 def test_an_unreachable_database_stops_the_start_with_one_line_naming_why(url, cause):
     env = {
         "PATH": os.environ.get("PATH", ""),
+        "FLASK_SKIP_DOTENV": "1",
         "PORT": str(free_port()),
         "DATABASE_URL": url.format(pw=PASSWORD),
     }

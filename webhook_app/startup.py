@@ -9,6 +9,8 @@ import sys
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
+import flask.cli
+
 from webhook_app.config import Config, ConfigError
 from webhook_app.logs import scrub_secrets, scrubber
 from webhook_app.wiring import open_configured_journal
@@ -16,10 +18,22 @@ from webhook_app.wiring import open_configured_journal
 OKX_LIMIT, OKX_WINDOW = 20, 2.0  # OKX's documented limit for the signal bots' margin-balance endpoint
 
 
+def read_dotenv() -> None:
+    """The one rule for a ``.env`` file, for every entry point (gunicorn here and in wsgi.py, the
+    ``flask`` commands through Flask itself): Flask's own reading. ``.env`` (and ``.flaskenv``)
+    in the folder the command starts in or the nearest one above it; a variable already set in the
+    environment wins; ``FLASK_SKIP_DOTENV=1`` reads none. Without it gunicorn ran on what the
+    environment said while ``flask check`` judged the ``.env``'s settings."""
+    if flask.cli.get_load_dotenv():
+        flask.cli.load_dotenv()
+
+
 def preflight(environ=None) -> Config:
     """Check the whole configuration before gunicorn binds its port (gunicorn.conf.py), and bring
     the journal's schema up to date. On a problem: every one on its own line on stderr, no
-    traceback, exit status 2."""
+    traceback, exit status 2. Without ``environ``, the environment with the ``.env`` file's."""
+    if environ is None:
+        read_dotenv()
     try:
         config = Config.from_env(environ, generate_secret=False)  # the worker generates it, and says so
         scrub_secrets(config.secret_values)  # before the journal opens: psycopg's pool logs its own errors
