@@ -103,7 +103,6 @@ def test_an_alert_with_no_one_account_for_it_is_refused_naming_the_field(
 
 
 MALFORMED_ACCOUNTS = [
-    pytest.param("Main", " (names are lowercase)", id="uppercase"),
     pytest.param("", "", id="empty"),
     pytest.param("a" * 33, "", id="too-long"),
     pytest.param("main-2", "", id="a-dash"),
@@ -124,7 +123,7 @@ def test_a_malformed_account_is_invalid_and_never_echoed(two_accounts, okx, hedg
         {
             "field": "account",
             "message": "must be the name of an OKX account of this service (OKX_ACCOUNTS): "
-            f"1 to 32 lowercase letters, digits or _{hint}",
+            f"1 to 32 letters, digits or _{hint}",
         }
     ]
     assert WEBHOOK_SECRET not in response.text
@@ -156,6 +155,9 @@ ROUTED = [
     pytest.param(dict(algoId=MAIN_BOT), "main", id="inferred-main"),
     pytest.param(dict(algoId=HEDGE_BOT), "hedge", id="inferred-hedge"),
     pytest.param(dict(account="hedge", algoId=UNLISTED_BOT), "hedge", id="named-for-an-unlisted-bot"),
+    # Names are case-insensitive, as actions are: TradingView users write "HEDGE" as readily as "hedge".
+    pytest.param(dict(account="HEDGE", algoId=HEDGE_BOT), "hedge", id="named-in-capitals"),
+    pytest.param(dict(account="Main", algoId=MAIN_BOT), "main", id="named-capitalised"),
 ]
 
 
@@ -306,3 +308,37 @@ def test_an_alert_under_an_account_no_longer_configured_fails_at_once_and_holds_
     assert [(b["algoId"], b["amt"]) for b in okx.executed] == [(MAIN_BOT, "3")]  # the hedge alert never left
     (message,) = receiver.wait_for(1)
     assert f"Alert {orphan.id} failed" in message["title"] and "account hedge" in message["message"], message
+
+
+# -- the allowlist names the setting to change ------------------------------------------------
+
+LISTED_NOWHERE = "900000000000000009"
+
+FORBIDDEN_BOTS = [
+    pytest.param(dict(algoId=LISTED_NOWHERE), "OKX_MAIN_ALGO_IDS or OKX_HEDGE_ALGO_IDS", id="no-account-named"),
+    pytest.param(dict(algoId=LISTED_NOWHERE, account="hedge"), "OKX_HEDGE_ALGO_IDS", id="account-named"),
+    pytest.param(dict(algoId=LISTED_NOWHERE, account="HEDGE"), "OKX_HEDGE_ALGO_IDS", id="account-in-capitals"),
+    pytest.param(dict(algoId=LISTED_NOWHERE, account="nope"), "OKX_MAIN_ALGO_IDS or OKX_HEDGE_ALGO_IDS", id="unknown"),
+]
+
+
+@pytest.mark.parametrize("changes, setting", FORBIDDEN_BOTS)
+def test_a_bot_listed_under_no_account_is_refused_naming_the_accounts_setting(
+    two_accounts, okx, hedge_okx, changes, setting
+):
+    """With several accounts the allowlist is their OKX_<NAME>_ALGO_IDS: the refusal names those,
+    never ALLOWED_ALGO_IDS, which would route nothing."""
+    app = two_accounts(allowed_algo_ids=frozenset({MAIN_BOT, HEDGE_BOT}))
+    response = app.test_client().post("/webhook", json=make_alert(**changes))
+    assert response.status_code == 403 and response.json["status"] == "forbidden_bot", response.json
+    [error] = response.json["errors"]
+    assert error["field"] == "algoId" and f"add it to {setting}" in error["message"], error
+    assert "ALLOWED_ALGO_IDS" not in response.text
+    assert nothing_sent(okx, hedge_okx)
+
+
+def test_with_one_account_the_refusal_names_allowed_algo_ids(make_app, okx):
+    app = make_app(allowed_algo_ids=frozenset({MAIN_BOT}))
+    response = app.test_client().post("/webhook", json=make_alert(algoId=LISTED_NOWHERE))
+    assert response.status_code == 403
+    assert response.json["errors"] == [{"field": "algoId", "message": "this bot is not in ALLOWED_ALGO_IDS"}]

@@ -170,6 +170,16 @@ def test_the_single_account_variables_are_the_account_named_default(tmp_path):
     assert Config.from_env({**environ, "OKX_API_KEY": "", "OKX_API_SECRET": "", "OKX_API_PASSPHRASE": ""}).okx.dry_run
 
 
+def test_account_names_are_case_insensitive(tmp_path):
+    """As in an alert's "account": OKX_ACCOUNTS=Main,HEDGE lists main and hedge."""
+    config = Config.from_env(accounts_env(tmp_path, OKX_ACCOUNTS="Main, HEDGE"))
+    assert [account.name for account in config.okx.accounts] == ["main", "hedge"]
+    assert config.okx.account("hedge").api_key == HEDGE["OKX_HEDGE_API_KEY"]
+    assert problems_of(accounts_env(tmp_path, OKX_ACCOUNTS="main,hedge,MAIN")).problems == [
+        ("OKX_ACCOUNTS", "lists account main twice")
+    ]
+
+
 def test_okx_base_url_and_okx_demo_beside_okx_accounts_are_every_accounts_defaults(tmp_path):
     """What a one-click deploy sets (app.json, render.yaml) stays valid once OKX_ACCOUNTS is added:
     OKX_BASE_URL and OKX_DEMO are the site and mode of every account that sets none of its own."""
@@ -248,9 +258,8 @@ BAD_ENVIRONMENTS = {
         "(account hedge)",
     ),
     "short-passphrase": ({"OKX_MAIN_API_PASSPHRASE": "pass-01"}, ["OKX_MAIN_API_PASSPHRASE"], "(account main)"),
-    "uppercase-name": ({"OKX_ACCOUNTS": "main,Hedge"}, ["OKX_ACCOUNTS"], "name number 2 is not an account name"),
     "name-with-a-dash": ({"OKX_ACCOUNTS": "main,hedge,my-acct"}, ["OKX_ACCOUNTS"], "name number 3"),
-    "name-too-long": ({"OKX_ACCOUNTS": "main,hedge," + "a" * 33}, ["OKX_ACCOUNTS"], "1 to 32 lowercase"),
+    "name-too-long": ({"OKX_ACCOUNTS": "main,hedge," + "a" * 33}, ["OKX_ACCOUNTS"], "1 to 32 letters"),
     "duplicate-name": ({"OKX_ACCOUNTS": "main,hedge,main"}, ["OKX_ACCOUNTS"], "lists account main twice"),
     "default-is-taken": ({"OKX_ACCOUNTS": "main,hedge,default"}, ["OKX_ACCOUNTS"], "default names the account"),
     "with-okx-api-key": (
@@ -316,7 +325,7 @@ def test_a_bad_environment_names_each_variable_once_and_no_value(tmp_path, chang
 
 
 def test_an_accounts_list_without_one_valid_name_is_named_never_read_as_the_default_account(tmp_path):
-    error = problems_of({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", "OKX_ACCOUNTS": "Main,default"})
+    error = problems_of({"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db", "OKX_ACCOUNTS": "ma-in,default"})
     assert error.variables == ["OKX_ACCOUNTS", "OKX_ACCOUNTS"], str(error)
 
 

@@ -95,7 +95,7 @@ def _valid_names(reader: Reader, name: str, names: list[str]) -> list[str]:
     for position, account_name in enumerate(names, start=1):
         # A malformed name is not echoed: it may be a value pasted into the wrong variable.
         if not _ACCOUNT_NAME.match(account_name):
-            reader.bad(name, f"name number {position} is not an account name: 1 to 32 lowercase letters, digits or _")
+            reader.bad(name, f"name number {position} is not an account name: 1 to 32 letters, digits or _")
         elif account_name.lower() in secret_values:  # a secret pasted here: every message would name it
             reader.bad(name, f"name number {position} is the value of a secret setting, not an account name")
         elif account_name == DEFAULT_ACCOUNT:

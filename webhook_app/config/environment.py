@@ -40,7 +40,7 @@ def read_env(environ: Mapping[str, str] | None = None, instance_path: Path | Non
     """Parse every variable, writing nothing; raise one ``ConfigError`` naming every bad one, in
     the order read."""
     reader = Reader(os.environ if environ is None else environ)
-    names = reader.parsed("OKX_ACCOUNTS", values.items, [])
+    names = [name.lower() for name in reader.parsed("OKX_ACCOUNTS", values.items, []) or []]  # case-insensitive
     accounts = listed_accounts(reader, "OKX_ACCOUNTS", names) if names else None
     credentials = None if names else default_credentials(reader)
     unlisted_account_variables(reader, names)

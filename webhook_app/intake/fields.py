@@ -17,7 +17,9 @@ MAX_DECIMAL_PLACES = 16
 MAX_AMOUNT_VALUE = Decimal(10) ** 12
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
-_ACCOUNT = re.compile(r"[a-z0-9_]{1,32}\Z")  # OKX_ACCOUNTS' names: each becomes part of OKX_<NAME>_* variables
+# OKX_ACCOUNTS' names (each becomes part of OKX_<NAME>_* variables), in any case: names are
+# case-insensitive, as actions are, and kept lowercase.
+_ACCOUNT = re.compile(r"[A-Za-z0-9_]{1,32}\Z")
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 _EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): ms (13 digits); or seconds (10)
 
@@ -36,18 +38,15 @@ class Account(fields.Field):
     """The name of one of the service's OKX accounts (OKX_ACCOUNTS). A malformed value is never
     echoed (only an unfilled {{placeholder}} is named): a wrong paste here may be a secret."""
 
-    MESSAGE = (
-        "must be the name of an OKX account of this service (OKX_ACCOUNTS): 1 to 32 lowercase letters, digits or _"
-    )
+    MESSAGE = "must be the name of an OKX account of this service (OKX_ACCOUNTS): 1 to 32 letters, digits or _"
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise ValidationError(self.MESSAGE)
         refuse_placeholder(value)
         if not _ACCOUNT.match(value):
-            hint = " (names are lowercase)" if _ACCOUNT.match(value.lower()) else ""
-            raise ValidationError(self.MESSAGE + hint)
-        return value
+            raise ValidationError(self.MESSAGE)
+        return value.lower()
 
 
 class PositiveDecimal(fields.Field):

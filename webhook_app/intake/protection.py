@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from webhook_app.config import TRADINGVIEW_ADDRESSES, Config
+from webhook_app.config import DEFAULT_ACCOUNT, TRADINGVIEW_ADDRESSES, Config
 from webhook_app.errors import Refused, not_sent
 from webhook_app.intake.alerts import Alert, InvalidAlert
 from webhook_app.okx.actions import ACTIONS
@@ -272,7 +272,7 @@ class Protection:
         (with the settings in force now), not the checks of when TradingView sent it."""
         protection = self.config.protection
         if protection.allowed_algo_ids and alert.algo_id not in protection.allowed_algo_ids:
-            raise Forbidden("algoId", "this bot is not in ALLOWED_ALGO_IDS", "forbidden_bot")
+            raise Forbidden("algoId", self._unlisted_bot(alert.account), "forbidden_bot")
         if alert.action not in protection.allowed_actions:
             allowed = ", ".join(action for action in ACTIONS if action in protection.allowed_actions)
             raise Forbidden(
@@ -291,6 +291,16 @@ class Protection:
         if cap is not None and size is not None and size > cap:
             message = f"is {plain_decimal(size)} contracts, over MAX_SIZE ({plain_decimal(cap)} contracts)"
             raise InvalidAlert([{"field": "size", "message": message}])
+
+    def _unlisted_bot(self, account_name: str | None) -> str:
+        """Which setting lists the bot: ALLOWED_ALGO_IDS for the one account; with several, the
+        OKX_<NAME>_ALGO_IDS of the account named, else of each (a listing there also routes it)."""
+        okx = self.config.okx
+        if okx.accounts == (okx.account(DEFAULT_ACCOUNT),):
+            return "this bot is not in ALLOWED_ALGO_IDS"
+        named = okx.account(account_name) if account_name else None
+        settings = [account.variable("algo_ids") for account in ([named] if named else okx.accounts)]
+        return f"this bot is listed under no account: add it to {' or '.join(settings)}"
 
     def duplicate_since(self, alert: Alert, now: float) -> float:
         """Since when an earlier alert with the same key makes this one a duplicate: the trader's
