@@ -395,6 +395,44 @@ def test_outcome_unknown_is_202_unknown_and_never_resent(client, okx, behaviour)
     assert response.status_code == 202, response.json
     assert response.json["status"] == "unknown"
     assert len(okx.margin_requests()) == 1
+    assert UNKNOWN_SAYS_WHAT_NEXT in response.json["message"], response.json
+
+
+# What an unknown reply says happens next and what to do, like a rejected one says what OKX refused.
+UNKNOWN_SAYS_WHAT_NEXT = (
+    "OKX may have acted on it, so it is never resent. In about 3 s the service reads the bot on OKX and proposes "
+    "whether it was executed."
+)
+UNKNOWN_REPLIES = {
+    "manual-with-the-page": (
+        {},
+        "Check the bot's margin on OKX, then mark the alert on its page (/admin/alerts/{id}); "
+        "send it again from there only if it was not executed.",
+    ),
+    "auto": (
+        {"resolve_unknown": "auto"},
+        "RESOLVE_UNKNOWN=auto marks it itself when OKX's records leave no doubt.",
+    ),
+    "notified": (
+        {"notify_urls": ("json://127.0.0.1:1/unused",)},
+        "The proposal is notified (NOTIFY_URLS).",
+    ),
+    "without-the-operator-page": (
+        {"admin_token": ""},
+        "Check the bot's margin on OKX before sending it again (set ADMIN_TOKEN for the operator page, "
+        "where it is marked and sent again).",
+    ),
+}
+
+
+@pytest.mark.parametrize("settings, says", UNKNOWN_REPLIES.values(), ids=UNKNOWN_REPLIES.keys())
+def test_an_unknown_reply_says_what_happens_next_and_what_to_do(make_app, okx, settings, says):
+    okx.play(RawReply(502))
+    response = make_app(**settings).test_client().post("/webhook", json=make_alert())
+    assert response.status_code == 202 and response.json["status"] == "unknown", response.json
+    message = response.json["message"]
+    assert message.startswith(UNKNOWN_SAYS_WHAT_NEXT), message
+    assert says.format(id=response.json["id"]) in message, message
 
 
 @pytest.mark.parametrize("code, http", [("50013", 200), ("50001", 503), ("50040", 200)])

@@ -105,6 +105,10 @@ class WebSettings:
     trusted_proxy_hops: int = 0
     platform: str = ""  # the PaaS recognised from its environment ("Heroku"), for the startup log
 
+    def alert_page(self, alert_id: int) -> str:
+        """The address of an alert's page on the operator page."""
+        return f"/admin/alerts/{alert_id}"
+
 
 # TradingView's client certificate's subject: its organisation and common name (TradingView's support pages).
 TRADINGVIEW_SUBJECT = (("O", "TradingView, Inc."), ("CN", "TradingView Webhooks"))

@@ -114,12 +114,39 @@ def _alert_reply(record: Record):
     if record.state == "rejected":
         said = " ".join(part for part in (record.okx_code, record.okx_msg) if part) or "no reason"
         body["message"] = f"OKX refused the request ({said}) and did not act on it; nothing was changed on the bot"
+    if record.state == "unknown":
+        body["message"] = unknown_next_steps(services().config, record.id)
     if record.state not in ("ok", "dry_run") and record.detail:
         body["detail"] = record.detail
     if record.state in ("queued", "sending"):
         body["detail"] = "accepted; the outcome was not known within the reply deadline and will be journaled"
     _trace().outcome = (record.state, record.okx_code, record.id)
     return jsonify(body), STATE_STATUS[record.state]
+
+
+def unknown_next_steps(config, alert_id: int) -> str:
+    """What follows an unknown outcome and what the trader does, in the settings in force: the
+    service reads OKX's records and proposes (and marks, with RESOLVE_UNKNOWN=auto); the trader
+    checks the bot and marks or resends on the alert's page."""
+    parts = [
+        "OKX may have acted on it, so it is never resent.",
+        f"In about {config.unknowns.settle:g} s the service reads the bot on OKX and proposes whether it was executed.",
+    ]
+    if config.unknowns.resolve == "auto":
+        parts.append("RESOLVE_UNKNOWN=auto marks it itself when OKX's records leave no doubt.")
+    if config.notify.urls and "unknown" in config.notify.events:
+        parts.append("The proposal is notified (NOTIFY_URLS).")
+    if config.admin_token:
+        parts.append(
+            f"Check the bot's margin on OKX, then mark the alert on its page ({config.web.alert_page(alert_id)}); "
+            "send it again from there only if it was not executed."
+        )
+    else:
+        parts.append(
+            "Check the bot's margin on OKX before sending it again (set ADMIN_TOKEN for the operator page, "
+            "where it is marked and sent again)."
+        )
+    return " ".join(parts)
 
 
 def _error(http_status: int, kind: str, message: str, **extra):
