@@ -15,6 +15,9 @@ import pytest
 from tests.conftest import TEST_DATABASE_URL, live_env
 from tests.service_process import REPO
 from tests.test_admin import journaled, two_accounts
+from webhook_app.journal import open_journal
+from webhook_app.journal.postgres import migrations as postgres_migrations
+from webhook_app.journal.sqlite import migrations as sqlite_migrations
 
 COMMANDS = (["check"], ["db", "upgrade"], ["alerts"], ["routes"])
 PASSWORD = "pw-never-shown-0123"
@@ -101,7 +104,7 @@ def secret_printed(output: str) -> bool:
 def test_the_release_phase_in_dry_run_makes_and_prints_no_webhook_secret(tmp_path):
     result = flask(["db", "upgrade"], {"DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db"})
     assert result.returncode == 0, result.output
-    assert "journal schema at version" in result.stdout
+    assert result.stdout.startswith("migrated 0 → ")  # a new journal
     assert "Generated a webhook secret" not in result.output
     assert not (tmp_path / "webhook_secret").exists()
 
@@ -159,3 +162,36 @@ def test_a_single_accounts_alerts_table_has_no_account_column(make_app):
     code, table = alerts_table(app, "--account", "default")
     assert code == 0 and "account" not in table[0] and [row[0] for row in table[1:]] == ["1"]
     assert table[0][:4] == ["id", "received", "(UTC)", "state"]
+
+
+# -- quiet commands, and what `db upgrade` did -------------------------------------------------
+
+QUIET_COMMANDS = (["check"], ["db", "upgrade"], ["alerts"], ["lockouts"])
+
+
+@pytest.mark.parametrize("command", QUIET_COMMANDS, ids=[" ".join(c) for c in QUIET_COMMANDS])
+def test_a_command_prints_no_start_up_lines_unless_asked_with_v(pg_url, command):
+    """A command's output is its answer; the service's start-up lines (INFO) come only with -v."""
+    env = {"DATABASE_URL": pg_url, "ADMIN_TOKEN": "a" * 24}
+    quiet = flask(command, env)
+    assert quiet.returncode == 0, quiet.output
+    assert " INFO " not in quiet.output and "journal: PostgreSQL" not in quiet.output, quiet.output
+    verbose = flask([*command, "-v"], env)
+    assert verbose.returncode == 0, verbose.output
+    assert " INFO journal: PostgreSQL" in verbose.stderr and " INFO protection: " in verbose.stderr, verbose.output
+    assert verbose.stdout.replace("\n", "") != "" and verbose.stderr.count(" INFO journal: ") == 1
+
+
+def test_db_upgrade_says_what_it_did(database_url, monkeypatch):
+    """ "migrated 7 → 8" when this run moved the schema, "already at 8" when it found it there."""
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    module = {"sqlite": sqlite_migrations, "postgres": postgres_migrations}[engine]
+    latest = module.SCHEMA_VERSION
+    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:-1])
+    monkeypatch.setattr(module, "SCHEMA_VERSION", latest - 1)
+    open_journal(database_url).close()  # the previous release's schema
+    monkeypatch.undo()
+    first = flask(["db", "upgrade"], {"DATABASE_URL": database_url})
+    assert first.returncode == 0 and first.stdout == f"migrated {latest - 1} → {latest}\n", first.output
+    again = flask(["db", "upgrade"], {"DATABASE_URL": database_url})
+    assert again.returncode == 0 and again.stdout == f"already at {latest}\n", again.output

@@ -572,7 +572,7 @@ def test_the_cli_writes_its_table_to_stdout_and_log_lines_to_stderr(tmp_path):
     journal, _ = journal_with_queued(tmp_path / "alerts.db", ["3"])
     journal.close()
     result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "webhook_app", "alerts"],
+        [sys.executable, "-m", "flask", "--app", "webhook_app", "alerts", "-v"],  # -v: the start-up lines too
         env=env,
         capture_output=True,
         text=True,

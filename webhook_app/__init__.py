@@ -3,6 +3,7 @@ configuration, the logging, the service's parts (``wiring``), the routes (``surf
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from flask import Flask
@@ -36,7 +37,7 @@ def create_app(
     printed: that is the web process's (wsgi.py passes its config)."""
     if config is None:
         try:
-            return _app(_command_config(), clock, local_clock)
+            return _app(_command_config(), clock, local_clock, command=True)
         except ConfigError as exc:
             refuse(exc, "the command did not run")
     return _app(config, clock, local_clock)
@@ -50,8 +51,10 @@ def _command_config() -> Config:
     return config
 
 
-def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock) -> Flask:
-    log = configure_logging(config.secret_values)
+def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock, command: bool = False) -> Flask:
+    """``command``: a flask command's app, quiet (warnings only) until its -v asks for the
+    start-up lines (``cli.verbose``), which it then says itself."""
+    log = configure_logging(config.secret_values, logging.WARNING if command else logging.INFO)
     services = build_services(config, clock, local_clock)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.web.max_body_bytes
@@ -60,6 +63,7 @@ def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock) 
     app.register_blueprint(web.bp)
     admin.install(app)
     cli.register(app)
-    announce(services.config, log)
-    log.info("%s", services.protection.describe())
+    app.extensions["webhook.announce"] = lambda: announce(services.config, log, services.protection.describe())
+    if not command:
+        app.extensions.pop("webhook.announce")()
     return app

@@ -73,14 +73,14 @@ def scrub_secrets(secrets) -> None:
             logger.addFilter(scrubber)
 
 
-def configure_logging(secrets) -> logging.Logger:
-    """The app's logger, "webhook_app": INFO to stderr unless logging is already set up.
-    (stdout is left to command output, such as the CLI's tables.)"""
+def configure_logging(secrets, level: int = logging.INFO) -> logging.Logger:
+    """The app's logger, "webhook_app": ``level`` (INFO; a flask command's WARNING) to stderr
+    unless logging is already set up. (stdout is left to command output, such as the CLI's tables.)"""
     logger = logging.getLogger("webhook_app")
     scrub_secrets(secrets)
     if scrubber not in logger.filters:
         logger.addFilter(scrubber)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     root = logging.getLogger()
     if not root.handlers and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)

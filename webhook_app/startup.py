@@ -66,7 +66,9 @@ def journal_description(url: str) -> str:
     return f"PostgreSQL, database {database} on {where}"
 
 
-def announce(config: Config, log: logging.Logger) -> None:
+def announce(config: Config, log: logging.Logger, protection: str = "") -> None:
+    """The start-up lines: the mode and each account, the journal, the operator page, the
+    protection in force (``protection``, its description), the dry-run secret."""
     if config.okx.dry_run:
         reason = "DRY_RUN=1" if config.okx.has_credentials else "no OKX credentials are set"
         log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
@@ -109,3 +111,5 @@ def announce(config: Config, log: logging.Logger) -> None:
         )
     elif config.webhook.source == "stored":
         log.info("using the dry-run webhook secret generated earlier (%s)", config.webhook.file)
+    if protection:
+        log.info("%s", protection)

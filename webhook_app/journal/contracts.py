@@ -40,6 +40,8 @@ class Database(abc.ABC):
     def now(self) -> float:
         """The journal's clock."""
 
+    found_version: int = 0  # the schema's version when this process opened it, before migrating
+
     @abc.abstractmethod
     def schema_version(self) -> int: ...
 
@@ -489,6 +491,11 @@ class Journal(AlertQueue, Activity, NotificationLog, RefusalStore, SessionStore,
 
     def schema_version(self) -> int:
         return self.database.schema_version()
+
+    @property
+    def found_version(self) -> int:
+        """The schema's version when this process opened the journal, before it migrated it."""
+        return self.database.found_version
 
     def close(self) -> None:
         self.database.close()

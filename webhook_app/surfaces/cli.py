@@ -1,6 +1,10 @@
-"""Operator commands: ``flask --app webhook_app alerts``. Tables go to stdout, logs to stderr."""
+"""Operator commands: ``flask --app webhook_app alerts``. Tables go to stdout, logs to stderr.
+Quiet by default (warnings only); ``-v`` adds the service's start-up lines and INFO logs."""
 
 from __future__ import annotations
+
+import functools
+import logging
 
 import click
 from flask import Flask, current_app
@@ -31,8 +35,26 @@ def register(app: Flask) -> None:
     app.cli.add_command(__import__("webhook_app.surfaces.cli_lockouts", fromlist=["lockouts_group"]).lockouts_group)
 
 
+def verbose(command):
+    """A command's -v/--verbose: the start-up lines (INFO) first, and INFO logs while it runs;
+    without it, warnings only. Under ``with_appcontext``: it needs the app."""
+
+    @click.option("-v", "--verbose", "verbose_", is_flag=True, help="Also print the start-up lines and INFO logs.")
+    @functools.wraps(command)
+    def run(*args, verbose_: bool, **kwargs):
+        if verbose_:
+            logging.getLogger("webhook_app").setLevel(logging.INFO)
+        announce = current_app.extensions.pop("webhook.announce", None)  # once, even for a group and its command
+        if announce is not None:
+            announce()  # at the level just set: the warnings (dry run...) always, the rest with -v
+        return command(*args, **kwargs)
+
+    return run
+
+
 @click.command("check")
 @with_appcontext
+@verbose
 def check_command() -> None:
     """Is the service ready? OKX reachable and the clock, the API key (region, demo, IP, Trade
     permission), each bot in ALLOWED_ALGO_IDS, the journal. One line each; exit 0 only if all pass."""
@@ -50,13 +72,16 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @with_appcontext
+@verbose
 def db_upgrade_command() -> None:
     """Bring the journal's schema up to date (the Procfile's release phase runs this).
 
     Opening the journal migrates it, under a lock that instances starting at the same time
-    respect; this command does only that, and says where the schema stands."""
+    respect; this command does only that, and says what it did: "migrated 7 → 8", or
+    "already at 8" when the schema was up to date when it looked."""
     journal = current_app.extensions["webhook"].journal
-    click.echo(f"journal schema at version {journal.schema_version()}")
+    found, now = journal.found_version, journal.schema_version()
+    click.echo(f"migrated {found} → {now}" if found < now else f"already at {now}")
 
 
 @click.command("alerts")
@@ -65,6 +90,7 @@ def db_upgrade_command() -> None:
 @click.option("--trader-id", help='only alerts with this "id" (the one in the alert message)')
 @click.option("--account", metavar="NAME", help="only alerts for this OKX account (a name in OKX_ACCOUNTS)")
 @with_appcontext
+@verbose
 def alerts_command(limit: int, state: str | None, trader_id: str | None, account: str | None) -> None:
     """Recent alerts, newest first: state, bot, action, amount (margin, or a sub-order's contracts),
     what the order asks in words, OKX's code and message, in full (and each alert's account, when

@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from webhook_app.journal import iso_time
+from webhook_app.surfaces.cli import verbose
 
 log = logging.getLogger("webhook_app")
 COLUMNS = ("address", "since (UTC)", "until (UTC)", "why")
@@ -30,6 +31,7 @@ def _lockout():
 @click.group("lockouts", invoke_without_command=True)
 @click.pass_context
 @with_appcontext
+@verbose
 def lockouts_group(ctx: click.Context) -> None:
     """The addresses locked out now (wrong secrets or admin tokens), soonest lifted first."""
     if ctx.invoked_subcommand is not None:
@@ -49,6 +51,7 @@ def lockouts_group(ctx: click.Context) -> None:
 @lockouts_group.command("clear")
 @click.argument("address")
 @with_appcontext
+@verbose
 def clear_command(address: str) -> None:
     """Lift ADDRESS's lockout (and forget its wrong secrets so far)."""
     if not _lockout().clear(address):

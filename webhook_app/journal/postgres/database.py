@@ -204,6 +204,7 @@ class PostgresDatabase(Database):
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
                 version = row[0] or 0
+                self.found_version = version
                 if version > migrations.SCHEMA_VERSION:
                     raise JournalUnavailable(
                         f"the database is at schema version {version}, newer than this release's "

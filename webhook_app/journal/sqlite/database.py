@@ -39,6 +39,7 @@ class SqliteDatabase(Database):
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            self.found_version = version
             if version > latest:
                 raise sqlite3.DatabaseError(
                     f"the journal is at schema version {version}, newer than this "
