@@ -84,6 +84,7 @@ FLAT_SETTINGS = {
     "retention_days": ("delivery", "retention_days"),
     "max_body_bytes": ("web", "max_body_bytes"),
     "trusted_proxy_hops": ("web", "trusted_proxy_hops"),
+    "public_url": ("web", "public_url"),
     "dedup_window": ("protection", "dedup_window"),
     "id_window": ("protection", "id_window"),
     "require_timestamp": ("protection", "require_timestamp"),

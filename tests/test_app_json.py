@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_SOURCE = "\n".join(path.read_text() for path in sorted((REPO / "webhook_app" / "config").glob("*.py")))
 
 # Set by the platform or an add-on, never by the person deploying.
-PLATFORM_SET = {"PORT", "DYNO", "DATABASE_URL"}
+PLATFORM_SET = {"PORT", "DYNO", "DATABASE_URL", "RENDER_EXTERNAL_URL"}
 GENERATED = {"WEBHOOK_SECRET", "ADMIN_TOKEN"}
 
 

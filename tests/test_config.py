@@ -60,6 +60,10 @@ def test_defaults(tmp_path):
         ({"OKX_BASE_URL": "https://www.okx.com/api/v5", **SECRET}, "OKX_BASE_URL"),
         ({"OKX_BASE_URL": "https://[::1", **SECRET}, "OKX_BASE_URL"),  # urlsplit raises: named, no traceback
         ({"OKX_DEMO": "maybe", **SECRET}, "OKX_DEMO"),
+        ({"PUBLIC_URL": "my-relay.herokuapp.com", **SECRET}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://my-relay.herokuapp.com/admin", **SECRET}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://user:hunter2-password@my-relay.herokuapp.com", **SECRET}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "ftp://my-relay.herokuapp.com", **SECRET}, "PUBLIC_URL"),
         ({"OKX_DEMO": "[]", **SECRET}, "OKX_DEMO"),
         ({"DRY_RUN": "2", **SECRET}, "DRY_RUN"),
         ({"OKX_RATE_LIMIT": "0", **SECRET}, "OKX_RATE_LIMIT"),
@@ -299,3 +303,22 @@ def test_a_refused_configuration_writes_no_dry_run_secret(tmp_path):
     with pytest.raises(ConfigError):
         Config.from_env(env(tmp_path, PORT="abc"))
     assert not (tmp_path / "instance" / "webhook_secret").exists()
+
+
+@pytest.mark.parametrize(
+    "values, public_url",
+    [
+        ({}, ""),
+        ({"PUBLIC_URL": "https://my-relay.herokuapp.com/"}, "https://my-relay.herokuapp.com"),
+        ({"PUBLIC_URL": "http://127.0.0.1:8000"}, "http://127.0.0.1:8000"),
+        ({"RENDER_EXTERNAL_URL": "https://my-relay.onrender.com"}, "https://my-relay.onrender.com"),  # Render sets it
+        (
+            {"RENDER_EXTERNAL_URL": "https://my-relay.onrender.com", "PUBLIC_URL": "https://relay.example.com"},
+            "https://relay.example.com",
+        ),
+    ],
+)
+def test_public_url_makes_an_alerts_page_address(tmp_path, values, public_url):
+    web = Config.from_env(env(tmp_path, **SECRET, **values)).web
+    assert web.public_url == public_url
+    assert web.alert_page(12) == f"{public_url}/admin/alerts/12"

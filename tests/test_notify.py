@@ -242,3 +242,29 @@ def test_a_message_names_the_account_only_when_the_service_has_several(receiver,
     event(notifier)
     (message,) = receiver.wait_for(1)
     assert message["title"] == title and message["message"].startswith(title)
+
+
+PUBLIC_URL = "https://my-relay.example.com"
+
+
+@pytest.mark.parametrize(
+    "behaviour, state",
+    [(OkxReply("51000", "Parameter amt error"), "rejected"), (OkxReply("50013", "Systems busy"), "failed")],
+    ids=["rejected", "failed"],
+)
+def test_a_notification_links_to_the_alerts_page_at_public_url(make_app, okx, receiver, behaviour, state):
+    """A trader reads it on a phone: one tap on the alert's page, at the service's public address."""
+    app = make_app(notify_urls=(receiver.url,), okx_max_attempts=1, public_url=PUBLIC_URL)
+    okx.play(behaviour)
+    alert_id = app.test_client().post("/webhook", json=make_alert()).json["id"]
+    wait_final(app, alert_id)
+    (message,) = receiver.wait_for(1)
+    assert state in message["title"] and f"{PUBLIC_URL}/admin/alerts/{alert_id}" in message["message"], message
+
+
+def test_without_the_operator_page_a_notification_carries_no_link(make_app, okx, receiver):
+    app = make_app(notify_urls=(receiver.url,), okx_max_attempts=1, public_url=PUBLIC_URL, admin_token="")
+    okx.play(OkxReply("51000", "Parameter amt error"))
+    wait_final(app, app.test_client().post("/webhook", json=make_alert()).json["id"])
+    (message,) = receiver.wait_for(1)
+    assert "/admin/alerts/" not in message["message"], message

@@ -193,6 +193,23 @@ def test_the_notification_of_an_unknown_alert_carries_the_proposal(make_app, okx
         receiver.server.shutdown()
 
 
+def test_the_proposal_links_to_the_alerts_page_where_it_is_confirmed(make_app, okx):
+    """ "Confirm it on the alert's page" with the page's address (PUBLIC_URL): one tap on a phone;
+    the unknown reply names the same page."""
+    receiver = Receiver()
+    try:
+        app = make_app(unknown_settle=0.0, notify_urls=(receiver.url,), public_url="https://my-relay.example.com")
+        app.extensions["webhook"].notifier.start()
+        okx.play(Drop())
+        reply = app.test_client().post("/webhook", json=make_alert(**REINVESTED)).json
+        page = f"https://my-relay.example.com/admin/alerts/{reply['id']}"
+        assert page in reply["message"], reply
+        (message,) = receiver.wait_for(1)
+        assert f"Confirm it on the alert's page: {page} (one click)" in message["message"], message
+    finally:
+        receiver.server.shutdown()
+
+
 def test_every_live_send_keeps_the_bot_as_it_was_just_before(make_app, okx):
     app = make_app()
     journal = app.extensions["webhook"].journal

@@ -94,6 +94,7 @@ def _notifier(config: Config, journal: Journal) -> Notifier:
         scrub=scrubber.scrub,
         show_account=len(config.okx.accounts) > 1,
         journal=journal,  # records the alerts each delivered message told
+        alert_page=config.web.alert_page if config.admin_token else None,  # no token: no page to link to
     )
 
 

@@ -135,7 +135,16 @@ def _web(reader: Reader) -> WebSettings:
         port=reader.whole("PORT", 8000, low=1, high=65535),
         trusted_proxy_hops=reader.whole("TRUSTED_PROXY_HOPS", 1 if platform else 0, low=0, high=10),
         platform=platform,
+        public_url=reader.parsed("PUBLIC_URL", values.public_url, _render_url(reader)),
     )
+
+
+def _render_url(reader: Reader) -> str:
+    """Render sets RENDER_EXTERNAL_URL to the service's address: PUBLIC_URL's default there."""
+    try:
+        return values.public_url(reader.text("RENDER_EXTERNAL_URL")) if reader.text("RENDER_EXTERNAL_URL") else ""
+    except values.Invalid:
+        return ""
 
 
 def _protection(reader: Reader, delivery: DeliverySettings, allowed_ids, accounts) -> ProtectionSettings:

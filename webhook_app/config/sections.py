@@ -104,10 +104,11 @@ class WebSettings:
     max_body_bytes: int = 64 * 1024
     trusted_proxy_hops: int = 0
     platform: str = ""  # the PaaS recognised from its environment ("Heroku"), for the startup log
+    public_url: str = ""  # PUBLIC_URL: the service's address, for links in notifications and replies
 
     def alert_page(self, alert_id: int) -> str:
-        """The address of an alert's page on the operator page."""
-        return f"/admin/alerts/{alert_id}"
+        """The address of an alert's page on the operator page: absolute with PUBLIC_URL."""
+        return f"{self.public_url}/admin/alerts/{alert_id}"
 
 
 # TradingView's client certificate's subject: its organisation and common name (TradingView's support pages).

@@ -185,6 +185,23 @@ def base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def public_url(raw: str) -> str:
+    """The service's own address as its users reach it (PUBLIC_URL): an http(s) origin, no path."""
+    shape = "must be the service's address as a browser reaches it, such as https://my-relay.herokuapp.com"
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise Invalid(shape) from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid(shape)
+    if parts.username or parts.password:  # a password here would be in every notification
+        raise Invalid(shape + ", without a user or password")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise Invalid(shape + ", without a path: the pages' paths are added to it")
+    return raw.rstrip("/")
+
+
 def redacted_url(url: str) -> str:
     """A database URL without its password (in the user part or a ``password=`` query
     parameter), for messages and the startup log."""

@@ -60,9 +60,10 @@ def _what_to_do(record) -> str:
     return texts.get(record.state, "").format(see_the_detail=SEE_THE_DETAIL if record.detail else "")
 
 
-def _proposal(record) -> str:
+def _proposal(record, page: str) -> str:
     """For an unknown alert whose bot was read again on OKX: the service's proposal and its reason
-    (and the service's own finding, with RESOLVE_UNKNOWN=auto)."""
+    (and the service's own finding, with RESOLVE_UNKNOWN=auto); ``page``, the alert's page, where
+    it is confirmed."""
     proposal = getattr(record, "proposal", None)
     if record.state != "unknown" or not proposal:
         return ""
@@ -71,7 +72,9 @@ def _proposal(record) -> str:
     found = f"From OKX's records the service proposes: {words} ({reason})" if reason else f"Proposal: {words}"
     if record.resolution:
         return f"{found}. Marked {record.resolution.replace('_', ' ')} by the service"
-    return found if proposal == "cant_tell" else f"{found}. Confirm it on the alert's page (one click)"
+    if proposal == "cant_tell":
+        return found
+    return f"{found}. Confirm it on the alert's page: {page} (one click)" if page else f"{found}. Confirm it on OKX"
 
 
 def invalid_urls(urls: tuple[str, ...]) -> list[int]:
@@ -88,11 +91,13 @@ class Notifier:
         scrub: Callable[[str], str] = lambda text: text,
         show_account: bool = False,
         journal: NotificationLog | None = None,
+        alert_page: Callable[[int], str] | None = None,
     ):
         """``show_account``: name each alert's OKX account in its messages (a service with several
         accounts); with one account the messages stay as they were. ``journal``: where
         a delivered message records the alerts it told, and ``tell_untold`` finds those it did not
-        (None: nowhere, and nothing is told again)."""
+        (None: nowhere, and nothing is told again). ``alert_page``: an alert's page's address
+        (absolute with PUBLIC_URL), linked from each message about the alert; None: no page."""
         self.events = events
         self.show_account = show_account
         self.coalesce = coalesce
@@ -102,6 +107,7 @@ class Notifier:
             self._apprise.add(url)
         self.enabled = bool(urls)
         self._journal = journal
+        self._alert_page = alert_page
         self._queue: queue.Queue = queue.Queue(maxsize=10_000)
         self._last_sent: dict[str, float] = {}
         # kind -> (title, body, type, the alert ids it names) waiting for the window
@@ -123,7 +129,10 @@ class Notifier:
         okx = f"OKX said {record.okx_code} {record.okx_msg or ''}".strip() if record.okx_code else "OKX said nothing"
         title = f"Alert {record.id} {record.state}: {self._bot(record)}, {record.summary}"
         what_to_do = _what_to_do(record)
-        parts = [f"{title}.", f"{okx}.", record.detail or "", _proposal(record), what_to_do, AGAIN if again else ""]
+        page = self._page(record)
+        proposal = _proposal(record, page)
+        link = f"The alert's page: {page}" if page and page not in proposal and record.state != "ok" else ""
+        parts = [f"{title}.", f"{okx}.", record.detail or "", proposal, what_to_do, link, AGAIN if again else ""]
         body = " ".join(p if p.endswith(".") else p + "." for p in parts if p)
         self._put(record.state, title, body, ids=(record.id,))
 
@@ -156,7 +165,7 @@ class Notifier:
             title = f"Alert {record.id}: late answer from OKX after take-over ({self._bot(record)})"
             body = (
                 f"{title}: {answer}. The journal keeps the state it had ({record.state}); compare with the bot on "
-                "OKX before acting on it."
+                f"OKX before acting on it.{self._page_sentence(record)}"
             )
             # The journal's state stands: worth a look, not a failure.
             self._put("unknown", title, body, WARNING, ids=(record.id,))
@@ -168,7 +177,7 @@ class Notifier:
             title = f"Alert {record.id}: the proposal 'not executed' is withdrawn ({self._bot(record)})"
             body = (
                 f"{title}, {record.summary}: the bot was {found}. Do not send it again before "
-                "checking the bot's margin on OKX."
+                f"checking the bot's margin on OKX.{self._page_sentence(record)}"
             )
             self._put("unknown", title, body, WARNING, ids=(record.id,))
 
@@ -185,6 +194,14 @@ class Notifier:
         if "readiness" in self.events and not ready:
             title = "Not ready to move money"
             self._put("readiness", title, f"{title}: " + "; ".join(failures))
+
+    def _page(self, record) -> str:
+        """The alert's page's address, or "" without the operator page."""
+        return self._alert_page(record.id) if self._alert_page is not None else ""
+
+    def _page_sentence(self, record) -> str:
+        page = self._page(record)
+        return f" The alert's page: {page}." if page else ""
 
     def _bot(self, record) -> str:
         """ "bot 123", or "account hedge, bot 123" where the service has several accounts."""
