@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
 from tests.test_admin import csrf_of, logged_in
@@ -107,27 +108,63 @@ def test_the_cli_lists_and_lifts_a_lockout_kept_in_postgresql(make_app, pg_url, 
     assert missing.returncode == 1 and f"{STRANGER} is not locked out" in missing.stderr
 
 
-def test_the_cli_says_where_lockouts_are_on_sqlite(tmp_path):
-    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": f"sqlite:///{tmp_path}/a.db", "WEBHOOK_SECRET": "x" * 24}
-    result = cli(env, "clear", STRANGER)
-    assert result.returncode == 1 and "memory" in result.stderr and "/admin" in result.stderr
+def test_the_cli_lifts_a_lockout_on_sqlite_while_the_service_runs(tmp_path, service_factory):
+    """A trader locked out of their own address runs the command the 429 names, with the service
+    running (as the Procfile starts it) on its SQLite journal: the lockout is lifted at once."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/alerts.db",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOCKOUT_THRESHOLD": "3",
+        "TRUSTED_PROXY_HOPS": "1",  # the trader's address as a router would append it
+    }
+    service = service_factory(env)
+    from_stranger = {"X-Forwarded-For": STRANGER}
+    for _ in range(3):
+        wrong = requests.post(
+            f"{service.url}/webhook",
+            json=make_alert(secret="wrong-" + WEBHOOK_SECRET),
+            headers=from_stranger,
+            timeout=5,
+        )
+        assert wrong.status_code == 401
+    right = make_alert(id="after-the-lockout")
+    locked = requests.post(f"{service.url}/webhook", json=right, headers=from_stranger, timeout=5)
+    assert locked.status_code == 429 and "lockouts clear" in locked.json()["message"]
+    env["PATH"] = os.environ.get("PATH", "")
+    listed = cli(env)
+    assert listed.returncode == 0 and STRANGER in listed.stdout, listed.stdout + listed.stderr
+    lifted = cli(env, "clear", STRANGER)
+    assert lifted.returncode == 0 and f"lifted the lockout of {STRANGER}" in lifted.stdout, lifted.stderr
+    again = requests.post(f"{service.url}/webhook", json=right, headers=from_stranger, timeout=5)
+    assert again.status_code == 200 and again.json()["status"] == "dry_run", again.text
+    admin = requests.get(f"{service.url}/alerts", headers={**BEARER, **from_stranger}, timeout=5)
+    assert admin.status_code == 200
 
 
-@pytest.mark.parametrize("engine", ["memory", "postgres"])
-def test_both_stores_list_and_clear(engine, request):
+@pytest.mark.parametrize("engine", ["memory", "sqlite", "postgres"])
+def test_every_store_lists_and_clears(engine, request, tmp_path):
     from webhook_app.intake.protection import Lockout
+    from webhook_app.journal import open_journal
 
-    journal = None
-    if engine == "postgres":
-        from webhook_app.journal import open_journal
-
-        journal = open_journal(request.getfixturevalue("pg_url"))
+    url = None  # memory: the store of a journal-less Lockout
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path}/journal.db"
+    elif engine == "postgres":
+        url = request.getfixturevalue("pg_url")
+    journal = open_journal(url) if url else None
     try:
         lockout = Lockout(2, 300, 600, journal.lockout_store() if journal else None)
         lockout.failure("192.0.2.7")
         assert lockout.active() == []  # one failure: not locked out
         lockout.failure("192.0.2.7")
         [entry] = lockout.active()
+        if journal:  # kept in the journal: another process (the CLI) sees it, and lifts it there
+            other = open_journal(url)
+            try:
+                assert 590 < other.lockout_store().remaining("192.0.2.7") <= 600
+            finally:
+                other.close()
         assert entry["address"] == "192.0.2.7" and abs(entry["until"] - time.time() - 600) < 5
         assert abs(entry["until"] - entry["since"] - 600) < 0.01 and entry["failures"] == 2
         assert lockout.clear("::ffff:192.0.2.7") is True  # the same address, written as IPv6 may write it

@@ -116,7 +116,7 @@ def is_internal(address: str | None) -> bool:
 
 class MemoryLockoutStore:
     """Wrong-secret counts and lockouts in this process's memory (one process, forgotten at
-    restart); PostgreSQL's journal keeps a shared one (``journal.lockout_store()``)."""
+    restart), for a ``Lockout`` without a journal; both journals keep theirs (``journal.lockout_store()``)."""
 
     def __init__(self, max_tracked: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.max_tracked = max_tracked

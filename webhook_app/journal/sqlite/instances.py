@@ -1,6 +1,7 @@
 """The one instance sending from a SQLite file: ``register`` takes an exclusive lock beside
 it, so a second sender refuses to start instead of pacing itself to a second, silent rate
-limit. Readers (the CLI) need no lock. OKX's rate budget and the lockouts stay in memory."""
+limit. Readers (the CLI) need no lock. OKX's rate budget stays in memory; the lockouts are in
+the journal (``SqliteLockoutStore``), where the CLI lifts them while the service runs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from webhook_app.journal.contracts import Instances
 from webhook_app.journal.records import JournalInUse
 from webhook_app.journal.shared import Store
 from webhook_app.journal.sqlite.database import SqliteDatabase
+from webhook_app.journal.sqlite.lockouts import SqliteLockoutStore
 
 
 class SqliteInstances(Store, Instances):
     def __init__(self, db: SqliteDatabase):
         super().__init__(db)
         self._sender_lock: int | None = None  # the fd holding the one-sender lock
+        self._lockouts = SqliteLockoutStore(db)
+
+    def lockout_store(self) -> SqliteLockoutStore:
+        return self._lockouts
 
     def register(self, instance: str) -> None:
         if self.db.path == ":memory:" or self._sender_lock is not None:

@@ -109,5 +109,12 @@ CREATE TABLE admin_sessions (
     # request goes to. Every alert journaled before, and any an older release still running inserts
     # without naming it, is a margin call.
     (9, "ALTER TABLE alerts ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'margin-balance'"),
+    # Wrong-secret lockouts in the journal, where ``flask lockouts clear`` reaches them while the
+    # service runs (they were in its memory). An older release still running keeps its own in memory.
+    (
+        10,
+        "CREATE TABLE lockouts (address TEXT PRIMARY KEY, failures TEXT NOT NULL DEFAULT '[]', "
+        "last_failure REAL NOT NULL, locked_until REAL)",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
