@@ -706,7 +706,7 @@ def test_bot_order_holds_between_instances_claiming_at_once(pg_journals):
 
 def test_a_heartbeat_never_waits_for_a_busy_pool(pg_url):
     # Senders holding every pooled connection must not make a live instance look dead.
-    journal = PostgresJournal(pg_url, pool_size=1, connect_timeout=1)
+    journal = PostgresJournal(pg_url, max_connections=3, connect_timeout=1)  # one per pool, one for the heartbeat
     try:
         journal.register("a")
         with journal.database.pool.connection(), journal.database.lazy_pool.connection():

@@ -10,6 +10,7 @@ from flask import Flask
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
 from webhook_app.config import Config, ConfigError
+from webhook_app.journal.postgres.budget import COMMAND_CONNECTIONS
 from webhook_app.logs import configure_logging, scrub_secrets
 from webhook_app.startup import announce, preflight, refuse
 from webhook_app.surfaces import admin, cli, web
@@ -55,7 +56,8 @@ def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock, 
     """``command``: a flask command's app, quiet (warnings only) until its -v asks for the
     start-up lines (``cli.verbose``), which it then says itself."""
     log = configure_logging(config.secret_values, logging.WARNING if command else logging.INFO)
-    services = build_services(config, clock, local_clock)
+    # A command holds few connections (it runs beside the web instances: journal/postgres/budget.py).
+    services = build_services(config, clock, local_clock, COMMAND_CONNECTIONS if command else None)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.web.max_body_bytes
     app.json.sort_keys = False
@@ -63,7 +65,10 @@ def _app(config: Config, clock: Callable[[], float] | None, local_clock: Clock, 
     app.register_blueprint(web.bp)
     admin.install(app)
     cli.register(app)
-    app.extensions["webhook.announce"] = lambda: announce(services.config, log, services.protection.describe())
+    warnings = tuple(filter(None, [services.journal.connection_warning()]))
+    app.extensions["webhook.announce"] = lambda: announce(
+        services.config, log, services.protection.describe(), warnings
+    )
     if not command:
         app.extensions.pop("webhook.announce")()
     return app

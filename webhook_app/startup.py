@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import flask.cli
 
 from webhook_app.config import Config, ConfigError
+from webhook_app.journal.postgres.budget import COMMAND_CONNECTIONS
 from webhook_app.logs import scrub_secrets, scrubber
 from webhook_app.wiring import open_configured_journal
 
@@ -37,7 +38,8 @@ def preflight(environ=None) -> Config:
     try:
         config = Config.from_env(environ, generate_secret=False)  # the worker generates it, and says so
         scrub_secrets(config.secret_values)  # before the journal opens: psycopg's pool logs its own errors
-        open_configured_journal(config).close()
+        # A flask command's budget: this process only migrates, and closes before the worker opens its own.
+        open_configured_journal(config, COMMAND_CONNECTIONS).close()
     except ConfigError as exc:
         refuse(exc, "the service did not start")
     return config
@@ -66,9 +68,10 @@ def journal_description(url: str) -> str:
     return f"PostgreSQL, database {database} on {where}"
 
 
-def announce(config: Config, log: logging.Logger, protection: str = "") -> None:
-    """The start-up lines: the mode and each account, the journal, the operator page, the
-    protection in force (``protection``, its description), the dry-run secret."""
+def announce(config: Config, log: logging.Logger, protection: str = "", warnings: tuple[str, ...] = ()) -> None:
+    """The start-up lines: the mode and each account, the journal and ``warnings`` about it (a
+    connection budget that cannot fit), the operator page, the protection in force
+    (``protection``, its description), the dry-run secret."""
     if config.okx.dry_run:
         reason = "DRY_RUN=1" if config.okx.has_credentials else "no OKX credentials are set"
         log.warning("DRY RUN (%s): alerts are checked, journaled and answered, but NOTHING is sent to OKX", reason)
@@ -98,6 +101,8 @@ def announce(config: Config, log: logging.Logger, protection: str = "") -> None:
             )
     log.info("journal: %s", journal_description(config.database_url))
     log.info("tls: %s", config.tls.describe())
+    for warning in warnings:
+        log.warning("%s", warning)
     if config.admin_token:
         log.info("operator page: on at /admin (ADMIN_TOKEN is set)")
     else:

@@ -11,7 +11,7 @@ from webhook_app.config import Config, ConfigError, OkxAccount
 from webhook_app.intake.pipeline import Intake
 from webhook_app.intake.protection import Protection
 from webhook_app.intake.refusals import RefusalLog
-from webhook_app.journal import Journal, JournalUnavailable, open_journal
+from webhook_app.journal import Journal, JournalUnavailable, NoConnectionRoom, open_journal
 from webhook_app.logs import scrubber
 from webhook_app.okx.actions import ENDPOINTS, MARGIN_BALANCE, endpoint_name
 from webhook_app.okx.client import OkxClient
@@ -28,11 +28,15 @@ from webhook_app.workers.readiness import BotReads, Readiness
 
 
 def build_services(
-    config: Config, clock: Callable[[], float] | None = None, local_clock: Clock = SYSTEM_CLOCK
+    config: Config,
+    clock: Callable[[], float] | None = None,
+    local_clock: Clock = SYSTEM_CLOCK,
+    max_connections: int | None = None,
 ) -> Services:
     """Every part of the service, wired, none started. ``clock``: when alerts are received (None:
-    the journal's); ``local_clock``: this host's elapsed time (see ``create_app``)."""
-    journal = open_configured_journal(config)
+    the journal's); ``local_clock``: this host's elapsed time (see ``create_app``);
+    ``max_connections``: the process's database connections (None: a web instance's budget)."""
+    journal = open_configured_journal(config, max_connections)
     if config.webhook.source == "database":
         config = _secret_from_journal(config, journal)
         scrubber.add(config.secret_values)
@@ -66,10 +70,18 @@ def build_services(
     )
 
 
-def open_configured_journal(config: Config) -> Journal:
-    """The journal at DATABASE_URL; unreachable, it is a problem with that setting."""
+def open_configured_journal(config: Config, max_connections: int | None = None) -> Journal:
+    """The journal at DATABASE_URL, holding at most ``max_connections`` (None: a web instance's
+    DATABASE_MAX_CONNECTIONS). Unreachable, it is a problem with that setting; refused for want of
+    room, with the connection budget's."""
     try:
-        return open_journal(config.database_url)
+        return open_journal(
+            config.database_url,
+            max_connections or config.database_max_connections,
+            instance_budget=config.database_max_connections,
+        )
+    except NoConnectionRoom as exc:
+        raise ConfigError("DATABASE_MAX_CONNECTIONS", str(exc)) from None
     except JournalUnavailable as exc:
         raise ConfigError("DATABASE_URL", str(exc)) from None
 

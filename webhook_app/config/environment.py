@@ -28,6 +28,7 @@ from webhook_app.config.sections import (
     WebSettings,
 )
 from webhook_app.config.tls import read_tls
+from webhook_app.journal.postgres.budget import DEFAULT_CONNECTIONS, MIN_CONNECTIONS
 from webhook_app.okx.actions import DEFAULT_ALLOWED_ACTIONS
 from webhook_app.workers.notify import DEFAULT_EVENTS
 
@@ -47,6 +48,7 @@ def read_env(environ: Mapping[str, str] | None = None, instance_path: Path | Non
     live = any(a.has_credentials for a in accounts) if names else all(credentials)
     dry_run = bool(reader.flag("DRY_RUN")) or not live
     database_url = reader.parsed("DATABASE_URL", values.database_url, "sqlite:///instance/alerts.db") or ""
+    max_connections = reader.whole("DATABASE_MAX_CONNECTIONS", DEFAULT_CONNECTIONS, low=MIN_CONNECTIONS, high=1000)
     webhook = _webhook_secrets(reader, dry_run, database_url, instance_path)
     admin_token = _admin_token(reader)
     allowed_ids = reader.parsed("ALLOWED_ALGO_IDS", values.algo_ids, frozenset())
@@ -57,6 +59,7 @@ def read_env(environ: Mapping[str, str] | None = None, instance_path: Path | Non
         webhook=webhook,
         okx=okx,
         database_url=database_url,
+        database_max_connections=max_connections,
         admin_token=admin_token,
         delivery=delivery,
         web=web,

@@ -209,6 +209,8 @@ class Config:
     webhook: WebhookSecrets = WebhookSecrets()
     okx: OkxSettings = OkxSettings()
     database_url: str = "sqlite:///instance/alerts.db"
+    # PostgreSQL connections one web instance may hold (journal/postgres/budget.py: 2 x 7 + 3 + 3 = 20)
+    database_max_connections: int = 7
     admin_token: str = dataclasses.field(default="", repr=False)
     delivery: DeliverySettings = DeliverySettings()
     web: WebSettings = WebSettings()

@@ -58,6 +58,7 @@ from webhook_app.journal.records import (
     Event,
     JournalInUse,
     JournalUnavailable,
+    NoConnectionRoom,
     PacedClaim,
     Record,
     Refusal,
@@ -99,6 +100,7 @@ __all__ = [
     "JournalInUse",
     "JournalJob",
     "JournalUnavailable",
+    "NoConnectionRoom",
     "NotificationLog",
     "PacedClaim",
     "Record",
@@ -120,14 +122,17 @@ __all__ = [
 ]
 
 
-def open_journal(url: str) -> Journal:
-    """The backend for ``DATABASE_URL``: sqlite:///PATH, or postgres(ql)://..."""
+def open_journal(url: str, max_connections: int | None = None, instance_budget: int | None = None) -> Journal:
+    """The backend for ``DATABASE_URL``: sqlite:///PATH, or postgres(ql)://... With PostgreSQL,
+    ``max_connections``: this process's connection budget (a web instance's by default);
+    ``instance_budget``: a web instance's (DATABASE_MAX_CONNECTIONS), for the formation's sums."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteJournal
 
         return SqliteJournal(url[len("sqlite:///") :])
     if url.startswith(("postgres://", "postgresql://")):
         from .postgres import PostgresJournal
+        from .postgres.budget import DEFAULT_CONNECTIONS
 
-        return PostgresJournal(url)
+        return PostgresJournal(url, max_connections or DEFAULT_CONNECTIONS, instance_budget=instance_budget)
     raise JournalUnavailable("DATABASE_URL must be sqlite:///PATH, postgres://… or postgresql://…")

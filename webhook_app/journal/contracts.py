@@ -42,6 +42,10 @@ class Database(abc.ABC):
 
     found_version: int = 0  # the schema's version when this process opened it, before migrating
 
+    def connection_warning(self) -> str | None:
+        """Why the formation's connections cannot fit the server's limits, or None (SQLite: none)."""
+        return None
+
     @abc.abstractmethod
     def schema_version(self) -> int: ...
 
@@ -491,6 +495,10 @@ class Journal(AlertQueue, Activity, NotificationLog, RefusalStore, SessionStore,
 
     def schema_version(self) -> int:
         return self.database.schema_version()
+
+    def connection_warning(self) -> str | None:
+        """Why two web instances, a release phase and a command cannot all connect, or None."""
+        return self.database.connection_warning()
 
     @property
     def found_version(self) -> int:

@@ -43,6 +43,11 @@ class JournalInUse(JournalUnavailable):
     """Another process already sends from this journal, and the backend serves one only."""
 
 
+class NoConnectionRoom(JournalUnavailable):
+    """The database refused a connection for want of room: the connection budget's problem
+    (DATABASE_MAX_CONNECTIONS), named with its numbers, not the URL's."""
+
+
 class DailyCapExceeded(Refused):
     """The alert would take its bot and direction over the 24-hour cap (422)."""
 

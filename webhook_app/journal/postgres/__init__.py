@@ -12,6 +12,7 @@ from __future__ import annotations
 from webhook_app.journal.contracts import Journal
 from webhook_app.journal.postgres.activity import PostgresActivity
 from webhook_app.journal.postgres.alerts import PostgresAlertLog
+from webhook_app.journal.postgres.budget import DEFAULT_CONNECTIONS
 from webhook_app.journal.postgres.claims import PostgresClaims
 from webhook_app.journal.postgres.database import PostgresDatabase, connection_url
 from webhook_app.journal.postgres.instances import PostgresInstances, PostgresLockoutStore, PostgresPacer
@@ -36,8 +37,14 @@ __all__ = [
 class PostgresJournal(Journal):
     poll_interval = 0.1  # other instances queue alerts too: look for them often
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
-        db = PostgresDatabase(url, pool_size, connect_timeout)
+    def __init__(
+        self,
+        url: str,
+        max_connections: int = DEFAULT_CONNECTIONS,
+        connect_timeout: float = 5.0,
+        instance_budget: int | None = None,
+    ):
+        db = PostgresDatabase(url, max_connections, connect_timeout, instance_budget)
         super().__init__(
             db,
             alerts=PostgresAlertLog(db),

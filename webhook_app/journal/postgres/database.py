@@ -1,5 +1,6 @@
 """The PostgreSQL journal's database: two pools (durable commits, and commits that may skip the
-WAL flush), the migrations, and the clock (the database's, never one host's). Every PostgreSQL
+WAL flush) and a heartbeat's own connection, all within the process's connection budget
+(``budget``), the migrations, and the clock (the database's, never one host's). Every PostgreSQL
 store runs its statements through one ``PostgresDatabase``."""
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from psycopg_pool import ConnectionPool
 from webhook_app.clock import elapsed
 from webhook_app.config import redacted_url
 from webhook_app.journal.contracts import Database
-from webhook_app.journal.postgres import migrations
+from webhook_app.journal.postgres import budget, migrations
 from webhook_app.journal.postgres.sql import LOCK_MIGRATION, NOW
-from webhook_app.journal.records import JournalUnavailable
+from webhook_app.journal.records import JournalUnavailable, NoConnectionRoom
 
 # A connection handed out after this long unused gets the full check whatever its socket says: a
 # peer or a middlebox that dropped it silently (a fail-over, a NAT's idle reap) leaves nothing to read.
 CHECK_AFTER_IDLE = 30.0
+# A pool grown by a burst gives back one connection unused for this long per this long: an idle
+# instance holds one connection per pool (and its heartbeat's), leaving room for the others.
+MAX_IDLE = 10.0
 _handed_out: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> time.monotonic()
 
 
@@ -96,9 +100,20 @@ def connection_url(url: str) -> str:
 class PostgresDatabase(Database):
     placeholder = "%s"
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        max_connections: int = budget.DEFAULT_CONNECTIONS,
+        connect_timeout: float = 5.0,
+        instance_budget: int | None = None,
+    ):
+        """At most ``max_connections`` connections (``budget.pool_sizes``); ``instance_budget``:
+        a web instance's (DATABASE_MAX_CONNECTIONS), for the formation's sums in messages."""
         self.url = connection_url(url)
         self.display_url = redacted_url(self.url)
+        self.max_connections = max_connections
+        self.instance_budget = instance_budget or max_connections
+        self.limits: budget.ConnectionLimits | None = None  # what the server and the role allow
         # application_name: an operator (or a fault test) can tell which process a session belongs to.
         self._connect_kwargs = {
             "autocommit": True,
@@ -115,24 +130,22 @@ class PostgresDatabase(Database):
         self._clock_lock = threading.Lock()
         self._alone_lock = threading.Lock()
         # One plain connection first: libpq's answer names the cause at once (refused, no such
-        # host or database, authentication, TLS), where the pools would retry it for
-        # ``connect_timeout`` seconds and log each try.
-        try:
-            psycopg.connect(self.url, **self._connect_kwargs).close()
-        except psycopg.Error as exc:
-            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._cause(exc)}") from None
+        # host or database, authentication, TLS, no room), where the pools would retry it for
+        # ``connect_timeout`` seconds and log each try. It reads the server's and the role's limits.
+        self._first_connection()
         # Should the pools still fail (the server went away since), the start says so once, not per retry.
         pool_notices = logging.getLogger("psycopg.pool")
         level = pool_notices.level
         pool_notices.setLevel(logging.ERROR)
+        durable, lazy = budget.pool_sizes(max_connections)
         try:
-            self.pool = self._new_pool(pool_size, connect_timeout, _configure)
+            self.pool = self._new_pool(durable, connect_timeout, _configure)
             self.pool.open(wait=True, timeout=connect_timeout)
             # Writes whose loss in a database crash is safe skip the commit's WAL flush: an outcome
             # not recorded leaves the alert "sending", which reads as unknown, never resent; a pacing
             # slot is only ever over-counted. What must survive (the alert, its claim) uses pool.
             self.lazy_pool = self._new_pool(
-                pool_size,
+                lazy,
                 connect_timeout,
                 lambda conn: (_configure(conn), conn.execute("SET synchronous_commit TO off")),
             )
@@ -140,9 +153,35 @@ class PostgresDatabase(Database):
             self.migrate()
         except Exception as exc:  # psycopg errors, OS errors, and the pool's own PoolTimeout
             self._close_quietly()
+            self._first_connection()  # a pool that could not connect: a plain connection says why
             raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {self._describe(exc)}") from None
         finally:
             pool_notices.setLevel(level)
+
+    def _first_connection(self) -> None:
+        """Connect once, outside the pools, and read the limits; raise what refused it, in words
+        (``NoConnectionRoom`` when the server had no room: the budget's problem)."""
+        try:
+            with psycopg.connect(self.url, **self._connect_kwargs) as conn:
+                try:
+                    self.limits = budget.read_limits(conn)
+                except psycopg.Error:  # the limits are for messages only
+                    pass
+        except psycopg.Error as exc:
+            cause = self._cause(exc)
+            if budget.no_room(str(exc)):
+                said = next((line for line in str(exc).splitlines() if budget.no_room(line)), cause)
+                raise NoConnectionRoom(
+                    budget.refused(
+                        said.split("FATAL:")[-1].strip(), self.max_connections, self.instance_budget, self.limits
+                    )
+                ) from None
+            raise JournalUnavailable(f"cannot open the journal at {self.display_url}: {cause}") from None
+
+    def connection_warning(self) -> str | None:
+        """The formation this instance's budget is sized for does not fit the server's or the
+        role's limits: a warning with the numbers (None when it fits, or the limits are unknown)."""
+        return self.limits.warning(self.instance_budget) if self.limits is not None else None
 
     def _new_pool(self, size: int, connect_timeout: float, configure) -> ConnectionPool:
         """A pool of ``size`` connections, not opened yet (``_close_quietly`` closes it if opening fails)."""
@@ -156,6 +195,7 @@ class PostgresDatabase(Database):
             # replaced when it is handed out, not discovered by the write that needed it.
             check=check_if_suspect,
             timeout=connect_timeout,
+            max_idle=MAX_IDLE,
             open=False,
         )
 
