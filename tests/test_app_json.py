@@ -179,3 +179,32 @@ def test_a_one_click_deploy_takes_okx_accounts_added_later(deploy_file, app_json
         "main": environ["OKX_BASE_URL"],
         "hedge": "https://eea.okx.com",
     }
+
+
+HEROKU_PLAN = "heroku-postgresql:essential-0"  # an entry plan: about 20 connections
+
+
+def test_app_json_names_the_postgresql_plan_the_connection_budget_is_sized_for(app_json):
+    assert HEROKU_PLAN in [addon if isinstance(addon, str) else addon["plan"] for addon in app_json["addons"]]
+    assert "20" in app_json["env"]["DATABASE_MAX_CONNECTIONS"]["description"]
+
+
+def heroku_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    return readme.split("### Heroku\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+
+
+def test_readme_shows_the_connection_arithmetic_for_one_and_two_web_dynos():
+    """The sums in README's Heroku section are right and use the budget the code has."""
+    from webhook_app.journal.postgres.budget import COMMAND_CONNECTIONS, DEFAULT_CONNECTIONS
+
+    section = heroku_section()
+    assert HEROKU_PLAN.split(":")[1] in section
+    sums = re.findall(r"\|\s*([^|]*web dyno[^|]*)\|\s*(?:(\d+) × )?(\d+) \+ (\d+) \+ (\d+) = (\d+)", section)
+    rows = {label.strip(): (int(n or 1), int(a), int(b), int(c), int(total)) for label, n, a, b, c, total in sums}
+    assert {"1 web dyno", "2 web dynos"} <= set(rows), rows
+    for label, (instances, per_instance, release, command, total) in rows.items():
+        assert (release, command) == (COMMAND_CONNECTIONS, COMMAND_CONNECTIONS), label
+        assert instances * per_instance + release + command == total, label
+    assert rows["1 web dyno"][:2] == (1, DEFAULT_CONNECTIONS) and rows["2 web dynos"][:2] == (2, DEFAULT_CONNECTIONS)
+    assert rows["2 web dynos"][-1] <= 20
