@@ -881,3 +881,45 @@ def test_every_json_body_is_read_by_one_parser_and_a_bad_one_is_400(app, okx, ca
     assert reply.json["errors"][0]["field"] == "body" and problem in reply.json["errors"][0]["message"]
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]  # a line, no traceback
     assert okx.margin_requests() == []
+
+
+# -- what needs the operator, and amounts in the bot's currency (issue 24, item 9) -------------
+
+
+@pytest.mark.parametrize(
+    "inst_ids, currency",
+    [
+        (["BTC-USDT-SWAP"], "USDT"),
+        (["BTC-USDT-SWAP", "ETH-USDT-SWAP"], "USDT"),
+        (["BTC-USDC-SWAP"], "USDC"),
+        (["BTC-USD-SWAP"], "BTC"),  # coin-margined: margin in the base currency
+        (["BTC-USDT-SWAP", "BTC-USD-SWAP"], ""),  # two currencies: none said rather than a wrong one
+        ([], ""),
+        (["BTC-USDT"], ""),  # not a contract's id
+    ],
+)
+def test_a_bots_margin_currency_is_read_from_its_instruments(inst_ids, currency):
+    from webhook_app.surfaces.attention import margin_currency
+
+    assert margin_currency(inst_ids) == currency
+
+
+def test_an_account_not_ready_is_the_first_thing_the_page_says(make_app, okx):
+    app = make_app(okx_api_secret="not-the-right-secret-key")  # OKX refuses the key
+    app.extensions["webhook"].readiness.refresh()
+    client = app.test_client()
+    logged_in(client)
+    page = client.get("/admin").text
+    needs = page.split('id="attention"', 1)[1].split("</section>", 1)[0]
+    assert 'data-needs="not_ready"' in needs and 'href="#status"' in needs, needs
+    assert "not ready: api_key: OKX refused the key" in needs
+    assert page.index('id="attention"') < page.index('id="filters"') < page.index('id="live"')
+
+
+def test_nothing_needs_the_operator_says_so(make_app, okx):
+    app = make_app()
+    client = app.test_client()
+    logged_in(client)
+    client.post("/webhook", json=make_alert())
+    live = client.get("/admin/live").text
+    assert 'data-part="attention"' in live and "Nothing needs you now." in live

@@ -369,3 +369,79 @@ def test_the_bot_list_shows_positions_and_tpsl_as_okx_last_reported_them(browser
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "14-bot-positions-390")
     context.close()
+
+
+@pytest.fixture
+def troubled_service(okx, tmp_path):
+    """A service with things that need its operator: bot 42 stopped on OKX, an alert whose outcome is
+    unknown, one that failed; the bots read every second."""
+    okx.add_bot("42", state="stopped", inst_ids=["ETH-USDT-SWAP"])
+    env = live_env(
+        okx,
+        tmp_path,
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        OKX_MAX_ATTEMPTS="1",
+        ALLOWED_ALGO_IDS=f"{DEFAULT_BOT},42",
+        BOT_REFRESH_SECONDS="1",
+        UNKNOWN_SETTLE_SECONDS="0",
+    )
+    process = ServiceProcess(env).start()
+    yield process
+    process.discard()
+
+
+def test_on_a_phone_what_needs_the_operator_comes_first_with_links(browser, troubled_service, okx):
+    service = troubled_service
+    post_alert(service, id="fine-1", amount="12.5")
+    okx.play(RawReply(502))
+    unknown = post_alert(service, id="maybe-phone", amount="7")["id"]
+    okx.play(OkxReply("50013", "System is busy"))
+    failed = post_alert(service, id="busy-phone", amount="3")["id"]
+
+    context = browser.new_context(base_url=service.url, viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    log_in(page)
+    needs = page.locator("#attention")
+    needs.locator('li[data-needs="bot"]', has_text="42").wait_for(
+        timeout=WAIT_MS
+    )  # the bots are read in the background
+    shot(page, "15-phone-attention")
+
+    # At the top: above the filters, and the first thing on the screen.
+    top = needs.bounding_box()
+    assert top["y"] < page.locator("#filters").bounding_box()["y"] < page.locator("#alerts").bounding_box()["y"]
+    assert top["y"] < 844
+    links = {
+        item.get_attribute("data-needs"): item.locator("a").get_attribute("href") for item in needs.locator("li").all()
+    }
+    assert links == {"unknown": f"/admin/alerts/{unknown}", "failed": f"/admin/alerts/{failed}", "bot": "#bots"}, links
+    assert "add 7 USDT" in needs.locator('li[data-needs="unknown"]').inner_text()
+
+    # Amounts with their currency, read from the bot's instrument (BTC-USDT-SWAP: USDT).
+    assert row(page, "fine-1").locator('td[data-label="Amount"]').inner_text() == "12.5 USDT"
+    assert page.locator(f'#bots tr[data-bot="{DEFAULT_BOT}"] td[data-label="availBal"]').inner_text().endswith(" USDT")
+
+    # Every card's label in one font, whatever the cell's own (a bot's id is in monospace).
+    fonts = page.evaluate(
+        """() => [...document.querySelectorAll("table.cards td[data-label]")]
+            .filter(td => td.offsetParent !== null)
+            .map(td => getComputedStyle(td, "::before"))
+            .map(s => [s.fontFamily, s.fontSize, s.fontWeight].join(" "))"""
+    )
+    assert len(fonts) > 20 and len(set(fonts)) == 1, set(fonts)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    # One tap: the unknown alert's page, where it is marked.
+    needs.locator('li[data-needs="unknown"] a').click()
+    arrived(page, "#alert-state")
+    assert page.inner_text("#alert-state") == "unknown" and "7 USDT" in page.inner_text(".record")
+    shot(page, "16-phone-unknown")
+
+    # The operator page refreshes the list by itself: once marked, the alert no longer needs anyone.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#mark-not-executed")
+    arrived(page, "#resolution")
+    page.goto("/admin")
+    arrived(page, "#attention")
+    assert page.locator('#attention li[data-needs="unknown"]').count() == 0
+    context.close()

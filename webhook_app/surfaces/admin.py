@@ -34,7 +34,7 @@ from flask.sessions import SecureCookieSessionInterface
 from webhook_app.intake.alerts import UNSTORABLE_FILTER, unstorable
 from webhook_app.intake.protection import LIFT_HINT, LockedOut
 from webhook_app.journal import RESOLUTIONS, STATES
-from webhook_app.surfaces import dashboard
+from webhook_app.surfaces import attention, dashboard
 from webhook_app.surfaces.auth import (
     SESSION_HOURS,
     check_csrf,
@@ -122,8 +122,9 @@ def page():
 @bp.get("/admin/live")
 @operator_required
 def live():
-    """The parts of the page that change, for refreshing without a reload."""
-    return render_template("admin/_live.html", **_dashboard(), csrf_token=csrf_token())
+    """The parts of the page that change (what needs the operator, and the rest), for refreshing
+    without a reload."""
+    return render_template("admin/_parts.html", **_dashboard(), csrf_token=csrf_token())
 
 
 @bp.get("/admin/alerts/<int:alert_id>")
@@ -143,12 +144,13 @@ def _alert_page(record, doubt=None, status: int = 200):
     svc = services()
     now = time.time()
     not_resent = svc.intake.resend_refusal(record)
+    currency = attention.currencies(svc.bots.table() if svc.bots is not None else []).get(record.algo_id, "")
     steps = _timeline(record)
     can_mark = record.state == "unknown" and record.resolution is None
     okx_records = dashboard.okx_records(record)
     return render_template(
         "admin/alert.html",
-        row=dashboard.alert_row(record, now),
+        row=dashboard.alert_row(record, now, currency),
         steps=[{**step, **dashboard.when(step["at"], now)} for step in steps],
         csrf_token=csrf_token(),
         who=operator(),
@@ -224,10 +226,12 @@ def _dashboard() -> dict:
     now = time.time()
     records = svc.journal.recent(filters.pop("limit"), **filters)
     current = dashboard.status(svc.config, svc.readiness, svc.delivery, svc.journal, svc.refusals, svc.bots)
+    currency = attention.currencies(current["bots"])
     return {
+        "needs": attention.needs(svc.journal, svc.readiness, current["bots"], _page_path, now),
         "filters": filters,
         "states": STATES,
-        "rows": [dashboard.alert_row(r, now) for r in records],
+        "rows": [dashboard.alert_row(r, now, currency.get(r.algo_id, "")) for r in records],
         # Why a failed (or not executed) alert is not offered again, when it is not: few rows, one read each.
         "not_resent": {
             r.id: reason
@@ -245,6 +249,10 @@ def _dashboard() -> dict:
         "show_account": _several_accounts(),
         "account_names": [account.name for account in svc.config.okx.accounts],
     }
+
+
+def _page_path(alert_id: int) -> str:
+    return url_for("admin.alert_page", alert_id=alert_id)
 
 
 def _several_accounts() -> bool:

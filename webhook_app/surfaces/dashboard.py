@@ -7,9 +7,11 @@ import dataclasses
 import re
 import time
 
+from webhook_app.intake.orders import MARGIN_ACTIONS
 from webhook_app.journal import QueueClaims, Record, iso_time
 from webhook_app.okx.margin.evidence import VERDICT_WORDS
 from webhook_app.okx.records import okx_decimal
+from webhook_app.surfaces.attention import margin_currency, with_currency
 
 HOUR = 3600
 # The chart's outcome groups, bottom to top, and the states each one counts (the legend names them).
@@ -90,10 +92,14 @@ def hourly_chart(counts: list[tuple[int, str, int]], now: float) -> dict:
     }
 
 
-def alert_row(record: Record, now: float) -> dict:
-    """One alert as the table shows it."""
+def alert_row(record: Record, now: float, currency: str = "") -> dict:
+    """One alert as the table shows it; ``currency``: its bot's margin currency, when known (a
+    margin call's amount is in it; an order's size is in contracts, said by its summary)."""
+    margin = record.action in MARGIN_ACTIONS
     return {
         "record": record,
+        "amount": with_currency(record.amount, currency) if margin else record.amount,
+        "summary": f"{record.action} {with_currency(record.amount, currency)}" if margin else record.summary,
         "received": when(record.received_at, now),
         "okx": " ".join(x for x in (record.okx_code, record.okx_msg) if x),
         "latency": f"{record.latency_ms:.0f} ms" if record.latency_ms is not None else "",
@@ -239,6 +245,7 @@ def bot_row(bot: dict, now: float) -> dict:
     and its positions and TP/SL as OKX last reported them (``trading_cells``)."""
     state = bot.get("state")
     read_ago = bot.get("readAgo")
+    currency = margin_currency(bot.get("instIds"))
     return {
         "account": bot.get("account", ""),  # named by BotWatches only when there are several accounts
         "algo_id": bot["algoId"],
@@ -247,8 +254,8 @@ def bot_row(bot: dict, now: float) -> dict:
         "state_class": "s-unread" if state is None else BOT_STATE_CLASSES.get(state, "s-rejected"),
         "read": _ago_of(read_ago, now),
         "stale": read_ago is not None and bot.get("fresh") is False,
-        "avail_bal": bot.get("availBal") or "",
-        "invest_amt": bot.get("investAmt") or "",
+        "avail_bal": with_currency(bot.get("availBal"), currency),
+        "invest_amt": with_currency(bot.get("investAmt"), currency),
         **trading_cells(bot, now),
     }
 

@@ -8,10 +8,22 @@ document.addEventListener("submit", function (event) {
   }
 });
 
+// The live parts (each element with data-part) come back together from the live part's
+// data-refresh address, each put in place by its name.
 (function refreshLive() {
   var live = document.getElementById("live");
   if (!live) {
     return;
+  }
+  function place(html) {
+    var fetched = document.createElement("template");
+    fetched.innerHTML = html;
+    fetched.content.querySelectorAll("[data-part]").forEach(function (part) {
+      var here = document.querySelector('[data-part="' + part.getAttribute("data-part") + '"]');
+      if (here) {
+        here.innerHTML = part.innerHTML;
+      }
+    });
   }
   var every = 5000;
   function refresh() {
@@ -25,7 +37,7 @@ document.addEventListener("submit", function (event) {
       })
       .then(function (html) {
         if (html !== null) {
-          live.innerHTML = html;
+          place(html);
           live.setAttribute("data-refreshed", new Date().toISOString());
         }
       })
