@@ -132,7 +132,7 @@ def test_wrong_secrets_lock_the_sender_out_even_with_the_right_one(make_app, okx
         ("/alerts?limit=0", "limit", "must be from 1 to 1000"),
         ("/alerts?limit=ten", "limit", "must be a whole number"),
         ("/alerts?algo_id=" + "1" * 129, "algo_id", "must be 1 to 128 characters"),
-        ("/alerts?account=main", "account", "must be one of default"),
+        ("/alerts?account=main-account", "account", "must be an account's name: 1 to 32 letters, digits or _"),
         ("/alerts?stat=ok", "stat", "is not a filter"),
         ("/refused?limit=1001", "limit", "must be from 1 to 1000"),
     ],

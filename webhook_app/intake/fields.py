@@ -22,6 +22,13 @@ _ALGO_ID = re.compile(r"[0-9]{1,32}\Z")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_]{1,32}\Z")
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 _EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): ms (13 digits); or seconds (10)
+# TradingView's {{timenow}} and any RFC 3339 time (JSON Schema's "date-time", what openapi.json says with
+# this very pattern): seconds, a time zone, a fraction of any length; no leap second (Python has none).
+ISO_TIME_PATTERN = (
+    "^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_ISO_TIME = re.compile(ISO_TIME_PATTERN.replace("$", "\\Z"))
+_FRACTION = re.compile(r"\.([0-9]+)")
 
 
 class AlgoId(fields.Field):
@@ -134,13 +141,22 @@ class Timestamp(fields.Field):
         if _EPOCH.match(value):
             seconds, millis = divmod(int(value), 1000) if len(value) == 13 else (int(value), 0)
             return datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=millis)  # exact, no float
+        if not _ISO_TIME.match(value):
+            raise ValidationError(self._what_is_missing(value))
+        try:  # a date the calendar has, hours to 23, an offset under a day: Python checks what the pattern cannot
+            # to microseconds, as Python keeps them (a longer fraction is cut, never rounded up)
+            return datetime.fromisoformat(_FRACTION.sub(lambda m: "." + m.group(1)[:6], value.upper()))
+        except ValueError:
+            raise ValidationError(self.NOT_A_TIME) from None
+
+    def _what_is_missing(self, value: str) -> str:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise ValidationError(self.NOT_A_TIME) from None
+            return self.NOT_A_TIME
         if moment.tzinfo is None:
-            raise ValidationError("must say its time zone, e.g. end with Z for UTC")
-        return moment
+            return "must say its time zone, e.g. end with Z for UTC"
+        return self.NOT_A_TIME + ", with a T and seconds"
 
 
 class Choice(fields.Field):
