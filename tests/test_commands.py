@@ -147,6 +147,7 @@ def test_alerts_shows_each_alerts_account_and_filters_by_it(make_app, okx):
     assert [(row[0], row[2], row[4]) for row in table[1:]] == [("2", "hedge", "222"), ("1", "main", "111")]
     code, table = alerts_table(app, "--account", "hedge")
     assert code == 0 and [(row[0], row[2]) for row in table[1:]] == [("2", "hedge")]
+    assert alerts_table(app, "--account", "HEDGE") == (code, table)  # names are case-insensitive
     none = app.test_cli_runner().invoke(args=["alerts", "--account", "main", "--state", "rejected"])
     assert none.output.strip() == "no alerts journaled in state rejected for account main"
 

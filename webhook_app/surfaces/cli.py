@@ -97,6 +97,7 @@ def alerts_command(limit: int, state: str | None, trader_id: str | None, account
     the service has several)."""
     services = current_app.extensions["webhook"]
     names = [known.name for known in services.config.okx.accounts]
+    account = account.lower() if account is not None else None  # names are case-insensitive
     if account is not None and account not in names:  # a misspelt name must not read as "no alerts"
         raise click.BadParameter(f"must be one of {', '.join(names)}", param_hint="--account")
     if trader_id is not None and unstorable(trader_id):  # the journal could not even compare it
