@@ -111,12 +111,38 @@ __all__ = [
 ]
 
 
+REHEARSAL_PORT = 8100
+DEFAULT_BOT_INSTRUMENT = "BTC-USDT-SWAP"  # bots.Bot's instrument unless a test gives another
+
+
 def main() -> None:
-    """Serve the stand-in in its own process: python -m tests.okx_stand_in --port P [--rate-limit N]."""
+    """Serve the stand-in in its own process, on 127.0.0.1 only: python -m tests.okx_stand_in
+    [--port P] [--rate-limit N]. It says how to point the service at it: a rehearsal of the live path
+    (keys, signatures, pacing, OKX's answers) that moves no money."""
     import argparse
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser = argparse.ArgumentParser(description="A stand-in for OKX on 127.0.0.1, for a rehearsal or a benchmark.")
+    parser.add_argument("--port", type=int, default=REHEARSAL_PORT)
     parser.add_argument("--rate-limit", type=int, default=20)
     args = parser.parse_args()
-    OkxStandIn(rate_limit=args.rate_limit, port=args.port)._server.serve_forever(poll_interval=0.05)
+    stand_in = OkxStandIn(rate_limit=args.rate_limit, port=args.port)
+    print(rehearsal_settings(stand_in), flush=True)
+    stand_in._server.serve_forever(poll_interval=0.05)
+
+
+def rehearsal_settings(stand_in: OkxStandIn) -> str:
+    """What the service needs to send to this stand-in, as lines of a .env file."""
+    return "\n".join(
+        [
+            f"A stand-in for OKX at {stand_in.base_url}: it checks keys, signatures and pacing as OKX does,",
+            f"and keeps its own pretend signal bots (any algoId is a running {DEFAULT_BOT_INSTRUMENT} bot).",
+            "Nothing leaves this machine and no money moves. Point the service at it (in .env, or before",
+            "the gunicorn command), then send it an alert; Ctrl-C stops it.",
+            "",
+            f"OKX_BASE_URL={stand_in.base_url}",
+            f"OKX_API_KEY={stand_in.api_key}",
+            f"OKX_API_SECRET={stand_in.secret_key}",
+            f"OKX_API_PASSPHRASE={stand_in.passphrase}",
+            "",
+        ]
+    )
