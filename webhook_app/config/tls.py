@@ -60,7 +60,7 @@ def _check_where_checked(reader: Reader, tls: TlsSettings, web: WebSettings) -> 
             reader.bad(
                 "TRADINGVIEW_CLIENT_CERT",
                 "require needs TLS to end here (set TLS_CERT_FILE and TLS_KEY_FILE) or a proxy in front "
-                "that checks the certificate (set TRUSTED_PROXY_HOPS; see the README's client certificate section)",
+                "that checks the certificate (set TRUSTED_PROXY_HOPS; see docs/client-certificate.md)",
             )
     elif web.platform:
         reader.bad(
