@@ -22,9 +22,10 @@ PATH = "/api/v5/tradingBot/signal/margin-balance"
 OKX_URL = os.environ.get("OKX_BASE_URL", "http://127.0.0.1:9") + PATH
 KEY, SECRET, PASSPHRASE = (os.environ.get(n, "") for n in ("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"))
 DURABLE_URL = os.environ.get("BARE_DATABASE_URL")
-# The service's journal pool holds 10 connections (PostgresJournal's pool_size): the same here, so
-# that at 64 clients the floor queues for a connection as the service does.
-POOL_SIZE = int(os.environ.get("BARE_POOL_SIZE", "10"))
+# The service's durable pool holds at most 4 connections by default (DATABASE_MAX_CONNECTIONS=7: its
+# heartbeat's, 4 durable, 2 lazy; journal/postgres/budget.py): the same here, so that at 64 clients the
+# floor queues for a connection as the service does.
+POOL_SIZE = int(os.environ.get("BARE_POOL_SIZE", "4"))
 
 
 def _durable(conn) -> None:
