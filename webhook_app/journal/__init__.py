@@ -36,6 +36,7 @@ from webhook_app.journal.contracts import (
     QueueOutcomes,
     QueueUpkeep,
     RefusalStore,
+    SendingQueue,
     SessionStore,
 )
 from webhook_app.journal.records import (
@@ -90,6 +91,7 @@ __all__ = [
     "Activity",
     "AlertLog",
     "AlertQueue",
+    "SendingQueue",
     "AlertRecords",
     "Claim",
     "DailyCapExceeded",

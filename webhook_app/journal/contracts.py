@@ -351,8 +351,13 @@ class QueueUpkeep(JournalJob):
         claimant may ask, from the one thread that hands claims to its senders."""
 
 
+class SendingQueue(AlertRecords, QueueClaims, QueueOutcomes):
+    """What the dispatcher, the senders and the replies ask of the queue: claims, their outcomes and
+    the alert as it is now. No method of its own."""
+
+
 class AlertQueue(AlertLog, QueueClaims, QueueOutcomes, QueueUpkeep):
-    """The queue's jobs together, for the delivery that does them all: no method of its own."""
+    """The queue's jobs together: no method of its own (each part of the delivery takes the one it uses)."""
 
 
 class RefusalStore(abc.ABC):

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from webhook_app.journal import (
     INTERRUPTED_DETAIL,
     Activity,
-    AlertQueue,
     Claim,
     JournalUnavailable,
     Record,
+    SendingQueue,
     answer_detail,
 )
 from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
@@ -47,7 +47,7 @@ class Desk:
     """What every attempt works with. ``queue``, ``timeline`` and ``journal_clock`` are the
     journal's (one object in the service; a test's fake may stand for all three)."""
 
-    queue: AlertQueue
+    queue: SendingQueue
     timeline: Activity
     journal_clock: JournalClock
     policy: OutcomePolicy

@@ -63,7 +63,9 @@ class Delivery:
         )
         desk = Desk(journal, journal, journal, policy, board, SlotLedger(board), self.terms, on_late)
         book = SlotBook()
-        self._upkeep = Upkeep(journal, journal, board, book, membership, self.terms, list(self.lanes), retention)
+        self._upkeep = Upkeep(
+            journal, journal, journal, board, book, membership, self.terms, list(self.lanes), retention
+        )
         self._dispatcher = Dispatcher(
             desk, self.lanes, book, self._upkeep, self.instance, senders, journal.poll_interval
         )

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 
-from webhook_app.journal import AlertQueue, JournalUnavailable, Record
+from webhook_app.journal import JournalUnavailable, Record, SendingQueue
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.terms import Terms
 from webhook_app.workers.pacing import Pacer
@@ -17,7 +17,7 @@ log = logging.getLogger("webhook_app")
 class Replies:
     """Waits for outcomes on behalf of replies: the board's signal for ours, the journal for the others'."""
 
-    def __init__(self, queue: AlertQueue, board: Board, terms: Terms, instance: str, poll: float | None):
+    def __init__(self, queue: SendingQueue, board: Board, terms: Terms, instance: str, poll: float | None):
         """``poll``: how often to look in the journal for an outcome another instance wrote (None
         where no other instance sends: the board's signal says it all)."""
         self.queue = queue

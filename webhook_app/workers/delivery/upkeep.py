@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from webhook_app.journal import AlertQueue, JournalUnavailable
+from webhook_app.journal import AlertLog, JournalUnavailable, QueueUpkeep
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.book import SlotBook
 from webhook_app.workers.delivery.terms import JournalClock, Terms
@@ -27,7 +27,8 @@ class Upkeep:
 
     def __init__(
         self,
-        queue: AlertQueue,
+        queue: QueueUpkeep,
+        log: AlertLog,
         journal_clock: JournalClock,
         board: Board,
         book: SlotBook,
@@ -38,6 +39,7 @@ class Upkeep:
     ):
         """``accounts``: this instance's; ``retention``: seconds a finished alert is kept."""
         self.queue = queue
+        self.log = log  # its pruning: finished alerts past their retention
         self.journal_clock = journal_clock
         self.board = board
         self.book = book
@@ -100,7 +102,7 @@ class Upkeep:
             return
         self._last_prune = clock()
         try:
-            removed = self.queue.prune(self.journal_clock.now() - self.retention)
+            removed = self.log.prune(self.journal_clock.now() - self.retention)
             if removed:
                 log.info("pruned %d finished alert(s) older than the retention period", removed)
         except JournalUnavailable as exc:
