@@ -69,6 +69,8 @@ def test_the_documents_pattern_is_the_services():
         "2019-08-27T24:00:00Z",
         "2019-08-27T09:56:60Z",
         "0000-01-01T00:00:00Z",
+        "0001-01-01T00:00:00-00:60",  # an offset of 60 minutes (hypothesis found the service took it)
+        "2019-08-27T09:56:05+24:00",
         "156689976",
         "15668997651",
         15668997651,
