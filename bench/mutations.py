@@ -159,11 +159,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "two alerts of one bot claimed together",
         (
             PG_MIGRATIONS,
-            "            AND (p_account IS NULL OR a.account = p_account)\n"
+            # Migration 11's journal_claim, the one every claim goes through (6's is an older release's).
+            "            AND (p_account IS NULL OR a.account = p_account) "
+            "AND (p_actions IS NULL OR a.action = ANY(p_actions))\n"
             "            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id\n"
             "                AND b.state IN ('queued', 'sending')\n"
             "                AND (b.state = 'sending' OR (b.id < a.id AND b.expires_at >= p_now)))",
-            "            AND (p_account IS NULL OR a.account = p_account)\n"
+            "            AND (p_account IS NULL OR a.account = p_account) "
+            "AND (p_actions IS NULL OR a.action = ANY(p_actions))\n"
             "            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = a.algo_id AND b.id <> a.id\n"
             "                AND b.state = 'sending')",
         ),
