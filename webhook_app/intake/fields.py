@@ -25,7 +25,8 @@ _EPOCH = re.compile(r"[0-9]{10}([0-9]{3})?\Z")  # Pine's str.tostring(timenow): 
 # TradingView's {{timenow}} and any RFC 3339 time (JSON Schema's "date-time", what openapi.json says with
 # this very pattern): seconds, a time zone, a fraction of any length; no leap second (Python has none).
 ISO_TIME_PATTERN = (
-    "^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    "^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](\\.[0-9]{1,9})?"
+    "([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _ISO_TIME = re.compile(ISO_TIME_PATTERN.replace("$", "\\Z"))
 _FRACTION = re.compile(r"\.([0-9]+)")
