@@ -33,6 +33,11 @@ def make_alert(**changes):
         "ticker": "BTCUSDT.P",
         "close": "64000.5",
     }
+    return changed(alert, changes)
+
+
+def changed(alert: dict, changes: dict) -> dict:
+    """``alert`` with each of ``changes`` applied: a new value, or DELETE to remove the field."""
     for key, value in changes.items():
         if value is DELETE:
             alert.pop(key, None)
@@ -59,12 +64,7 @@ def make_action_alert(action, /, **changes):
     """A valid alert of ``action`` (one of ACTION_FIELDS); each keyword changes one field (DELETE removes it)."""
     alert = {"secret": WEBHOOK_SECRET, "algoId": "581628185981813760", "action": action, **ACTION_FIELDS[action]}
     alert["ticker"] = "BTCUSDT.P"  # a trader's own field: ignored, never forwarded
-    for key, value in changes.items():
-        if value is DELETE:
-            alert.pop(key, None)
-        else:
-            alert[key] = value
-    return alert
+    return changed(alert, changes)
 
 
 # The flat names tests give a Config's settings, each onto its section's field (None: a field of Config's own).

@@ -5,6 +5,8 @@ shared one and adds what its engine does its own way."""
 
 from __future__ import annotations
 
+import time
+
 from webhook_app.journal.contracts import (
     Activity,
     AlertLog,
@@ -233,3 +235,29 @@ class SharedRefusals(Store, RefusalStore):
 
     def prune_refusals(self, before: float) -> int:
         return self.db.statement(f"DELETE FROM refused WHERE at < {self.db.placeholder}", (before,))
+
+
+class PrunedLockouts:
+    """A lockout store's pruning, the same on both engines: after a recorded failure, rows that
+    neither lock out nor count any more go, at most once every ``prune_every`` seconds (this
+    host's clock), so a spray of addresses does not grow the table for ever. The engine's
+    store gives ``db`` and ``prune(window)``."""
+
+    prune_every = 60.0  # seconds
+
+    def __init__(self, db):
+        self.db = db
+        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
+
+    def prune(self, window: float) -> int:
+        raise NotImplementedError
+
+    def prune_now_and_then(self, window: float) -> None:
+        started = time.monotonic()
+        if self._pruned_at is not None and started - self._pruned_at < self.prune_every:
+            return
+        self._pruned_at = started
+        try:
+            self.prune(window)
+        except JournalUnavailable:
+            pass  # the failure is counted; pruning waits for the next minute

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import time
 
 from webhook_app.journal.contracts import Instances
 from webhook_app.journal.postgres.database import PostgresDatabase
 from webhook_app.journal.postgres.sql import LOCK_PACING, NOW
-from webhook_app.journal.records import JournalUnavailable
-from webhook_app.journal.shared import Store
+from webhook_app.journal.shared import PrunedLockouts, Store
 from webhook_app.workers.pacing import Pacer
 
 # Alive: a new instance, or one back after a long pause.
@@ -119,16 +117,12 @@ class PostgresPacer(Pacer):
         return None if first_opening is None else max(first_opening - now, 0.0)
 
 
-class PostgresLockoutStore:
+class PostgresLockoutStore(PrunedLockouts):
     """Wrong-secret counts and lockouts, shared by every instance and kept across restarts.
     Rows that neither lock out nor count any more are pruned by ``failure``, at most once a
     minute per instance, so a spray of addresses does not grow the table for ever."""
 
-    prune_every = 60.0  # seconds
-
-    def __init__(self, db: PostgresDatabase):
-        self.db = db
-        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
+    db: PostgresDatabase
 
     def prune(self, window: float) -> int:
         """Delete the rows whose lockout has ended (or never began) and whose failures all fell
@@ -190,11 +184,5 @@ class PostgresLockoutStore:
             return False
 
         locked = self.db.transaction(step)
-        started = time.monotonic()
-        if self._pruned_at is None or started - self._pruned_at >= self.prune_every:
-            self._pruned_at = started
-            try:
-                self.prune(window)
-            except JournalUnavailable:
-                pass  # the failure is counted; pruning waits for the next minute
+        self.prune_now_and_then(window)
         return locked

@@ -5,23 +5,18 @@ restart lifted one), and kept across a restart, as PostgreSQL keeps them."""
 from __future__ import annotations
 
 import json
-import time
 
-from webhook_app.journal.records import JournalUnavailable
+from webhook_app.journal.shared import PrunedLockouts
 from webhook_app.journal.sqlite.database import SqliteDatabase
 
 
-class SqliteLockoutStore:
+class SqliteLockoutStore(PrunedLockouts):
     """The lockouts table: per address, its recent wrong secrets (a JSON list of times), the last
     one, and when its lockout ends, on the journal's clock. Rows that neither lock out nor count
     any more are pruned by ``failure``, at most once a minute, so a spray of addresses does not
     grow the table for ever."""
 
-    prune_every = 60.0  # seconds
-
-    def __init__(self, db: SqliteDatabase):
-        self.db = db
-        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
+    db: SqliteDatabase
 
     def remaining(self, address: str) -> float:
         row = self.db.one("SELECT locked_until FROM lockouts WHERE address = ?", (address,))
@@ -63,13 +58,7 @@ class SqliteLockoutStore:
             return locked
 
         locked = self.db.transaction(step, durable=False)
-        started = time.monotonic()
-        if self._pruned_at is None or started - self._pruned_at >= self.prune_every:
-            self._pruned_at = started
-            try:
-                self.prune(window)
-            except JournalUnavailable:
-                pass  # the failure is counted; pruning waits for the next minute
+        self.prune_now_and_then(window)
         return locked
 
     def prune(self, window: float) -> int:
