@@ -319,6 +319,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         tests=("tests/test_webhook.py::test_a_secret_pasted_into_a_field_shown_back_is_422_naming_it_never_echoed",),
     ),
+    _m(
+        "an alert claimed at receipt out of its bot's turn",
+        (PG_MIGRATIONS, "        RETURN;  -- not its bot's turn", "        NULL;  -- not its bot's turn"),
+        tests=("tests/test_at_once.py",),
+    ),
+    _m(
+        "a claim made at receipt sent after its deadline (a paused process acting late)",
+        (
+            ATTEMPT,
+            "        if self.desk.terms.clock() < self.send_by:\n            return True",
+            "        if True:\n            return True",
+        ),
+        tests=("tests/test_attempt.py::test_a_claim_confirmed_at_receipt_and_resumed_past_its_deadline_is_never_sent",),
+    ),
 )
 
 

@@ -79,7 +79,17 @@ class FakeJournal:
         return True
 
     def finish(
-        self, alert_id, state, *, okx_code=None, okx_msg=None, detail=None, latency_ms=None, claim=None, slot=None
+        self,
+        alert_id,
+        state,
+        *,
+        okx_code=None,
+        okx_msg=None,
+        detail=None,
+        latency_ms=None,
+        claim=None,
+        slot=None,
+        evidence=None,
     ):
         self._ask("finish")
         if not self._ours(claim):
@@ -142,9 +152,9 @@ def world(okx):
         journal, journal, journal, OutcomePolicy(), board, SlotLedger(board), terms, lambda r, t: late.append(t)
     )
 
-    def attempt(send_by: float = 3.0) -> Attempt:
+    def attempt(send_by: float = 3.0, **options) -> Attempt:
         (slot,) = pacer.acquire(ME, 1)
-        return Attempt(desk, record, lane, clock() + send_by, slot)
+        return Attempt(desk, record, lane, clock() + send_by, slot, **options)
 
     return types.SimpleNamespace(journal=journal, pacer=pacer, attempt=attempt, late=late)
 
@@ -180,6 +190,21 @@ def test_a_claim_past_its_deadline_is_queued_again_without_asking_the_journal(wo
     assert okx.margin_requests() == [] and world.journal.confirmed == []
     assert world.journal.record.state == "queued" and len(world.pacer.cancelled) == 1
     assert "past its claim's deadline" in caplog.text
+
+
+def test_a_claim_confirmed_at_receipt_is_sent_without_a_second_confirmation(world, okx):
+    world.attempt(confirmed_exp_time=None).run()
+    assert world.journal.confirmed == [] and len(okx.executed) == 1
+    assert world.journal.record.state == "ok"
+
+
+def test_a_claim_confirmed_at_receipt_and_resumed_past_its_deadline_is_never_sent(world, okx, caplog):
+    # The process paused between the journal's write and the send (SIGSTOP, a host suspend): by the
+    # time it resumes the claim may have been taken over; it must not send, only put it back if still its own.
+    world.attempt(send_by=-0.1, confirmed_exp_time=None).run()
+    assert okx.margin_requests() == [] and world.journal.confirmed == []
+    assert world.journal.record.state == "queued" and len(world.pacer.cancelled) == 1
+    assert "held up past its claim's deadline" in caplog.text
 
 
 def test_an_answer_after_a_take_over_is_noted_and_told_and_changes_nothing(world, okx, caplog):

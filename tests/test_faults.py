@@ -64,6 +64,7 @@ from tests.okx_stand_in import (
 )
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
+from webhook_app.journal import open_journal
 
 ROUNDS = int(os.environ.get("FAULT_ROUNDS", "1"))
 BURST = int(os.environ.get("FAULT_BURST", "40"))  # alerts per burst; three bursts a round
@@ -338,8 +339,14 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
     # scenario, a retry) would keep this one from being due, no claim would come, and the first
     # statement waiting on the table would be some other write (a long run froze a finish instead).
     cluster.wait_settled(timeout=LEASE + 60)
+    # Every other round, the claim the alert's own request makes as it is journaled (sent at once);
+    # the others, a dispatcher's: OKX's budget is spent for its window first, so the alert is queued.
+    at_once = counts["SIGSTOP right after a claim"] % 2 == 1
+    claim_function = "journal_add_claimed(" if at_once else "journal_claim_paced("
     with psycopg.connect(cluster.pg_url) as lock:
         lock.execute("LOCK TABLE alert_events IN EXCLUSIVE MODE")
+        if not at_once:
+            spend_the_margin_budget(cluster.pg_url, okx.api_key)
         first = cluster.new_alert(random.choice(BOTS))
         poster = threading.Thread(target=cluster.post, args=(first,))
         poster.start()
@@ -354,15 +361,16 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
                 # waits on the ledger's or the account's advisory lock behind it holds no claim (a
                 # loaded run froze that one instead: 0 alerts frozen inside a claim).
                 "SELECT client_port FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND wait_event = 'relation' AND query ILIKE '%%journal_claim_paced(%%' "
+                "AND wait_event = 'relation' AND query ILIKE %s "
                 "AND client_port = ANY(%s) ORDER BY query_start LIMIT 1",
-                (list(ports),),
+                (f"%{claim_function}%", list(ports)),
             )
             waiter = ports[rows[0][0]] if rows else None
             time.sleep(0.005)
         assert waiter is not None, "no instance tried to claim"
         cluster.freeze(waiter)
         counts["SIGSTOP right after a claim"] += 1
+        counts["  of which a claim made at receipt (sent at once)"] += at_once
         lock.commit()
     poster.join()
     # More alerts for the same bot, and others, while it is frozen: they must wait their turn.
@@ -378,6 +386,17 @@ def freeze_right_after_a_claim(cluster: Cluster, okx, counts: collections.Counte
     settle_as_an_operator(cluster, okx, counts)
     cluster.thaw(waiter)
     time.sleep(2)  # the resumed instance must not send what it had claimed
+
+
+def spend_the_margin_budget(pg_url: str, api_key: str) -> None:
+    """OKX's margin-balance budget, as the service keeps it, spent for its window (2 s) from now."""
+    journal = open_journal(pg_url)
+    try:
+        pacer = journal.pacer(api_key, 20, 2.0)
+        for slot in pacer.acquire("fault-test", 20):
+            pacer.release(slot)
+    finally:
+        journal.close()
 
 
 def freeze_with_an_answer_in_flight(cluster: Cluster, okx, counts: collections.Counter) -> None:
@@ -727,6 +746,8 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
     assert counts["SIGSTOP right after a claim"] == ROUNDS and counts["SIGKILL mid-burst"] == ROUNDS
     assert counts["SIGSTOP with OKX's answer in flight"] == ROUNDS
     assert counts["alerts frozen inside a claim"] >= ROUNDS
-    assert branches["claims lapsed and queued again (never sent)"] >= ROUNDS
+    at_once = counts["  of which a claim made at receipt (sent at once)"]
+    assert branches["claims lapsed and queued again (never sent)"] >= ROUNDS - at_once
+    assert branches["claims lapsed with the request maybe sent (unknown)"] >= at_once
     assert counts["late answers refused by the fence"] >= ROUNDS
     assert all(s.process.poll() is None for s in cluster.live)

@@ -128,6 +128,7 @@ def test_the_bot_read_before_a_send_rides_on_the_claim_and_the_confirmation(make
     okx.add_bot("581628185981813760")  # make_alert's bot
     app = make_app(database_url=pg_url)
     services = app.extensions["webhook"]
+    services.delivery.at_once = lambda *args: None  # the dispatcher's claim (test_at_once.py: the other road)
     (lane,) = services.delivery.lanes.values()
     reads_released = counting(lane.read_pacer, "release")
     reads_taken = counting(lane.read_pacer, "acquire")
@@ -143,6 +144,7 @@ def test_a_send_held_past_its_deadline_ends_its_bot_reads_slot_all_the_same(make
     okx.add_bot("581628185981813760")
     app = make_app(database_url=pg_url, reply_deadline=0.1)
     services = app.extensions["webhook"]
+    services.delivery.at_once = lambda *args: None  # the dispatcher's claim, held up
     services.delivery.terms.send_by = 2.5  # leaves time for the read before the send
     services.delivery.terms.clock = clock = ManualClock(runs=True)
     (lane,) = services.delivery.lanes.values()

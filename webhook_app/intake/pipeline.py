@@ -11,6 +11,7 @@ is decided about them: the bot's state, the journal, the send are all that accou
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -245,7 +246,7 @@ class Intake:
         alert = self._in_contracts(alert, account)
         reference = alert.timestamp.timestamp() if alert.timestamp else now
         margin = alert.margin is not None  # MAX_AMOUNT_PER_DAY counts add's and reduce's margin only
-        record, created = self.alerts.add(
+        fields = dict(
             dedup_key=alert.dedup_key,
             dedup_since=dedup_since,
             algo_id=alert.algo_id,
@@ -262,9 +263,16 @@ class Intake:
             account=account.name,
             endpoint=alert.order.endpoint,
         )
-        if not created:
-            raise DuplicateAlert(record)
-        return self.delivery.submit(record, wait=deadline - time.monotonic())
+        if config.okx.dry_run:
+            at_once = None
+        else:
+            at_once = self.delivery.at_once(account.name, alert.order.endpoint, alert.action)
+        with at_once or contextlib.nullcontext():
+            # Sent at once when it can go now (claimed and confirmed in the same write), else queued.
+            record, created, claimed = self.alerts.add_claimed(at_once and at_once.send_now, **fields)
+            if not created:
+                raise DuplicateAlert(record)
+            return self.delivery.submit(record, deadline - time.monotonic(), at_once, claimed)
 
     def _in_contracts(self, alert: Alert, account: OkxAccount) -> Alert:
         """The alert with a size given in coin units turned into contracts, by the figures of its

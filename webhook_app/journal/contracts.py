@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from decimal import Decimal
 
-from webhook_app.journal.records import CAP_STATES, Claim, Event, PacedClaim, Record, Refusal
+from webhook_app.journal.records import CAP_STATES, Claim, ClaimedAtOnce, Event, PacedClaim, Record, Refusal, SendNow
 
 
 class Database(abc.ABC):
@@ -117,6 +117,14 @@ class AlertLog(AlertRecords):
         ``account`` is stored with the alert; duplicates and the cap stay keyed by the dedup key and
         the bot alone (an OKX algoId belongs to one account). ``endpoint``: the short name of the
         OKX endpoint its request goes to ("margin-balance", "sub-order"...), stored with it."""
+
+    def add_claimed(self, send_now: SendNow | None, **fields) -> tuple[Record, bool, ClaimedAtOnce | None]:
+        """``add``, and in the same durable write, when the alert can go at once (its bot's turn,
+        nothing due ahead of it in its queue, a slot free in ``send_now.pacer``), its claim by
+        ``send_now.instance`` confirmed: the request may leave at once. The third item says it was
+        (the record is then ``sending``); None: it is queued for the dispatcher. An engine whose
+        budget is not in its database never claims at receipt."""
+        return (*self.add(**fields), None)
 
     @abc.abstractmethod
     def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
@@ -306,10 +314,12 @@ class QueueOutcomes(JournalJob):
         now: float | None = None,
         claim: Claim | None = None,
         slot: object | None = None,
+        evidence: str | None = None,
     ) -> Record | None:
         """The alert's final state. With ``claim``, only while the alert is still sending on that
         claim (None when it was taken over: the state recovery set stands). ``slot``: as for
-        ``requeue``."""
+        ``requeue``. ``evidence``: kept with it in place of what the confirmation kept (a claim at
+        receipt reads its bot after the confirmation, and keeps the snapshot with the outcome)."""
 
 
 class QueueUpkeep(JournalJob):

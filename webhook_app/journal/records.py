@@ -31,6 +31,8 @@ NOT_MARKABLE = "only an unknown alert without a finding can be marked"
 # A claim's timeline entry, as PL/pgSQL's format() and Python's % both read it: PostgreSQL's shipped
 # journal_claim (migrations 4 and 6) is generated from it, so changing it takes a new migration.
 CLAIMED_DETAIL_FORMAT = "attempt %s, claimed by %s"
+# ...and of a claim made as the alert was received, confirmed in the same write (sent at once).
+CLAIMED_AT_ONCE_FORMAT = "attempt %s, claimed by %s at receipt and sent at once"
 # An alert waits while an earlier alert for the same bot is being sent, or queued inside its lag
 # (a retry waiting for its time): margin changes do not commute, so one bot's alerts go in order.
 
@@ -231,6 +233,27 @@ class PacedClaim:
     # alert is left unclaimed, so the dispatcher looks again soon anyway).
     next_in: float | None = None
     read_slots: dict[int, object] = dataclasses.field(default_factory=dict)  # alert id -> its bot read's slot
+
+
+@dataclasses.dataclass(frozen=True)
+class SendNow:
+    """What a claim at receipt needs (``AlertLog.add_claimed``): the claimant and its lease, and the
+    budgets its request and its bot read go on (``PostgresPacer``s; ``reads`` None: no read)."""
+
+    instance: str
+    lease: float
+    pacer: object
+    reads: object | None
+    actions: tuple[str, ...]  # its endpoint's actions: what is "ahead of it in its queue"
+    evidence: str | None = None  # kept with the confirmation (a sub-order's expTime)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedAtOnce:
+    """A claim made and confirmed as the alert was journaled: its slots, held by the caller from here."""
+
+    slot: object
+    read_slot: object | None
 
 
 class ActionRefused(Refused):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from webhook_app.journal.postgres.instances import PostgresPacer
 from webhook_app.journal.postgres.sql import log_events
 from webhook_app.journal.records import (
     CAP_STATES,
@@ -15,8 +16,10 @@ from webhook_app.journal.records import (
     NOT_MARKABLE,
     RESOLUTIONS,
     ActionRefused,
+    ClaimedAtOnce,
     DailyCapExceeded,
     Record,
+    SendNow,
     marked_detail,
     resend_details,
 )
@@ -25,6 +28,13 @@ from webhook_app.journal.shared import RETURNING_ALERTS, SharedAlertLog, SharedR
 _ADD = (
     f"SELECT added.created, added.used, {', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
     f"FROM journal_add_row({', '.join(['%s'] * 15)}) added"
+)
+
+
+_ADD_CLAIMED = (
+    f"SELECT added.created, added.used, added.slot, added.read_slot, "
+    f"{', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
+    f"FROM journal_add_claimed({', '.join(['%s'] * 25)}) added"
 )
 
 
@@ -49,50 +59,30 @@ class PostgresRecords(SharedRecords):
 
 
 class PostgresAlertLog(PostgresRecords, SharedAlertLog):
-    def add(
-        self,
-        *,
-        dedup_key,
-        dedup_since,
-        algo_id,
-        action,
-        amount,
-        request_body,
-        expires_at,
-        state="queued",
-        secret_name=None,
-        daily_cap: Decimal | None = None,
-        trader_id=None,
-        now=None,
-        cap_states=CAP_STATES,
-        account="default",
-        endpoint="margin-balance",
-    ) -> tuple[Record, bool]:
+    def add(self, **fields) -> tuple[Record, bool]:
         # journal_add_row (migration 11's, storing the endpoint; migration 7's without it) checks and
         # inserts under advisory locks and returns the row: one statement, one round trip.
-        created, used, *row = self.db.one(
-            _ADD,
-            (
-                dedup_key,
-                dedup_since,
-                algo_id,
-                action,
-                amount,
-                request_body,
-                expires_at,
-                state,
-                secret_name,
-                daily_cap,
-                trader_id,
-                now,
-                list(cap_states),
-                account,
-                endpoint,
-            ),
-        )
+        created, used, *row = self.db.one(_ADD, _add_params(**fields))
         if row[0] is None:
-            raise DailyCapExceeded(daily_cap, Decimal(used))
+            raise DailyCapExceeded(fields.get("daily_cap"), Decimal(used))
         return Record(*row), created
+
+    def add_claimed(self, send_now: SendNow | None, **fields) -> tuple[Record, bool, ClaimedAtOnce | None]:
+        if send_now is None or not isinstance(send_now.pacer, PostgresPacer):
+            return super().add_claimed(send_now, **fields)
+        pacer, reads = send_now.pacer, send_now.reads if isinstance(send_now.reads, PostgresPacer) else None
+        for ledger in (pacer, reads):
+            if ledger is not None and ledger.db is not self.db:
+                raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
+        params = _add_params(**fields) + (send_now.instance, send_now.lease, pacer.account, pacer.limit, pacer.window)
+        params += (reads.account, reads.limit, reads.window) if reads else (None, None, None)
+        params += (list(send_now.actions), send_now.evidence)
+        # journal_add_claimed (migration 13): journal_add_row, then the claim and its confirmation
+        # when the alert can go at once: one durable statement, one round trip.
+        created, used, slot, read_slot, *row = self.db.one(_ADD_CLAIMED, params)
+        if row[0] is None:
+            raise DailyCapExceeded(fields.get("daily_cap"), Decimal(used))
+        return Record(*row), created, None if slot is None else ClaimedAtOnce(slot, read_slot)
 
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         def step(conn):
@@ -116,3 +106,32 @@ class PostgresAlertLog(PostgresRecords, SharedAlertLog):
             return removed
 
         return self.db.transaction(step)
+
+
+def _add_params(
+    *,
+    dedup_key: str,
+    dedup_since: float,
+    algo_id: str,
+    action: str,
+    amount: str,
+    request_body: str,
+    expires_at: float,
+    state: str = "queued",
+    secret_name: str | None = None,
+    daily_cap: Decimal | None = None,
+    trader_id: str | None = None,
+    now: float | None = None,
+    cap_states: tuple[str, ...] = CAP_STATES,
+    account: str = "default",
+    endpoint: str = "margin-balance",
+) -> tuple:
+    """journal_add_row's arguments, in its order (``AlertLog.add``'s fields and defaults)."""
+    return (dedup_key, dedup_since, algo_id, action, amount, request_body, expires_at, state, secret_name) + (
+        daily_cap,
+        trader_id,
+        now,
+        list(cap_states),
+        account,
+        endpoint,
+    )

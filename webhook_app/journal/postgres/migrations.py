@@ -10,7 +10,7 @@ from webhook_app.journal.postgres.sql import (
     LOCK_PACING,
     NOW,
 )
-from webhook_app.journal.records import CLAIMED_DETAIL_FORMAT
+from webhook_app.journal.records import CLAIMED_AT_ONCE_FORMAT, CLAIMED_DETAIL_FORMAT
 
 MIGRATIONS = (
     (
@@ -664,6 +664,63 @@ BEGIN
         p_trader_id, p_account, p_endpoint)
     RETURNING * INTO alert;
     created := TRUE;
+END $$;
+""",
+    ),
+    # An alert that can go at once: accepted, claimed and confirmed in one statement (one durable
+    # write before the first byte leaves), then sent from the request's own thread. It goes at once
+    # only in its bot's turn, with nothing due ahead of it in its queue (account and endpoint), a slot
+    # of its endpoint's budget free, and a claimant that asked (p_instance); otherwise it is left
+    # queued, exactly as migration 12's journal_add_row leaves it, for the dispatcher.
+    # No claim lock is needed: an earlier alert of the bot was inserted and committed before this
+    # one (the bot's lock in journal_add_row), so this statement sees it queued or sending; and a
+    # later one waits on that lock until this commit, then sees this one sending.
+    (
+        13,
+        f"""
+CREATE FUNCTION journal_add_claimed(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
+    p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
+    p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT, p_endpoint TEXT,
+    p_instance TEXT, p_lease DOUBLE PRECISION, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
+    p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION, p_actions TEXT[], p_evidence TEXT,
+    OUT created BOOLEAN, OUT used NUMERIC, OUT alert alerts, OUT slot BIGINT, OUT read_slot BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE v_now DOUBLE PRECISION; v_added RECORD;
+BEGIN
+    SELECT * INTO v_added FROM journal_add_row(p_dedup_key, p_since, p_algo_id, p_action, p_amount, p_body,
+        p_expires, p_state, p_secret_name, p_cap, p_trader_id, p_now, p_cap_states, p_account, p_endpoint);
+    created := v_added.created;
+    used := v_added.used;
+    alert := v_added.alert;
+    IF NOT created OR p_instance IS NULL OR (alert).state <> 'queued' THEN
+        RETURN;
+    END IF;
+    v_now := {NOW};
+    IF (alert).expires_at < v_now OR EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = p_algo_id
+            AND b.id <> (alert).id AND b.state IN ('queued', 'sending')
+            AND (b.state = 'sending' OR (b.id < (alert).id AND b.expires_at >= v_now))) THEN
+        RETURN;  -- not its bot's turn
+    END IF;
+    IF EXISTS (SELECT 1 FROM alerts q WHERE q.state = 'queued' AND q.account = p_account AND q.id < (alert).id
+            AND q.action = ANY(p_actions) AND q.not_before <= v_now AND q.expires_at >= v_now
+            AND NOT EXISTS (SELECT 1 FROM alerts b WHERE b.algo_id = q.algo_id AND b.id <> q.id
+                AND b.state IN ('queued', 'sending')
+                AND (b.state = 'sending' OR (b.id < q.id AND b.expires_at >= v_now)))) THEN
+        RETURN;  -- others are due first: it waits its turn in the queue
+    END IF;
+    SELECT s INTO slot FROM pacing_acquire(p_ledger, p_instance, 1, p_limit, p_window) s;
+    IF slot IS NULL THEN
+        RETURN;  -- the endpoint's budget is spent: the dispatcher sends it when a slot frees
+    END IF;
+    IF p_read_ledger IS NOT NULL THEN
+        SELECT s INTO read_slot FROM pacing_acquire(p_read_ledger, p_instance, 1, p_read_limit, p_read_window) s;
+    END IF;
+    UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = {NOW},
+        lease_until = {NOW} + p_lease, first_sent_at = GREATEST(v_now, received_at), evidence = p_evidence
+        WHERE id = (alert).id RETURNING * INTO alert;
+    UPDATE okx_pacing SET alert_id = (alert).id, attempt = (alert).attempts WHERE id IN (slot, read_slot);
+    INSERT INTO alert_events (alert_id, at, kind, detail)
+        VALUES ((alert).id, {NOW}, 'claimed', format('{CLAIMED_AT_ONCE_FORMAT}', (alert).attempts, p_instance));
 END $$;
 """,
     ),

@@ -34,6 +34,7 @@ class PostgresOutcomes(Store, QueueOutcomes):
         now=None,
         claim=None,
         slot=None,
+        evidence=None,
     ):
         assert state in FINAL_STATES, state
         fence, fence_params = _fence(alert_id, claim)
@@ -43,7 +44,8 @@ class PostgresOutcomes(Store, QueueOutcomes):
             lambda conn: conn.execute(
                 f"WITH {CLOSE_SLOT}, done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
                 "okx_msg = COALESCE(%s, okx_msg), detail = %s, latency_ms = COALESCE(%s, latency_ms), "
-                f"finished_at = COALESCE(%s, {NOW}), lease_until = NULL WHERE {fence} {RETURNING_ALERTS}), "
+                f"evidence = COALESCE(%s, evidence), finished_at = COALESCE(%s, {NOW}), lease_until = NULL "
+                f"WHERE {fence} {RETURNING_ALERTS}), "
                 "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
                 f"SELECT id, finished_at, %s, %s FROM done) SELECT {ALERT_COLUMNS} FROM done",
                 (
@@ -53,6 +55,7 @@ class PostgresOutcomes(Store, QueueOutcomes):
                     okx_msg,
                     detail,
                     latency_ms,
+                    evidence,
                     now,
                     *fence_params,
                     state,

@@ -45,6 +45,7 @@ class SqliteOutcomes(Store, QueueOutcomes):
         now=None,
         claim=None,
         slot=None,
+        evidence=None,
     ):
         assert state in FINAL_STATES, state
         no_slot(slot)
@@ -55,13 +56,14 @@ class SqliteOutcomes(Store, QueueOutcomes):
             changed = db.execute(
                 "UPDATE alerts SET state = :state, okx_code = COALESCE(:code, okx_code), "
                 "okx_msg = COALESCE(:msg, okx_msg), detail = :detail, latency_ms = COALESCE(:latency, latency_ms), "
-                f"finished_at = :now, lease_until = NULL WHERE 1 {where}",
+                f"evidence = COALESCE(:evidence, evidence), finished_at = :now, lease_until = NULL WHERE 1 {where}",
                 {
                     "state": state,
                     "code": okx_code,
                     "msg": okx_msg,
                     "detail": detail,
                     "latency": latency_ms,
+                    "evidence": evidence,
                     "now": now,
                     **(fence(claim) if claim is not None else {"id": alert_id}),
                 },

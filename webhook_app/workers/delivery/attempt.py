@@ -60,10 +60,22 @@ class Desk:
 class Attempt:
     """One claimed alert's send, ``run`` once on a sender thread; it holds the claim until its outcome is written."""
 
-    def __init__(self, desk: Desk, record: Record, lane: Lane, send_by: float, slot, read_slot=None, pacer=None):
+    def __init__(
+        self,
+        desk: Desk,
+        record: Record,
+        lane: Lane,
+        send_by: float,
+        slot,
+        read_slot=None,
+        pacer=None,
+        confirmed_exp_time: int | None | bool = False,
+    ):
         """``send_by``: the local deadline for the request to leave (``terms.clock``); ``slot``: its
         rate slot in ``pacer`` (its endpoint's budget; None: the lane's margin-balance one);
-        ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
+        ``read_slot``: the bot read's, taken with the claim (None: the read takes its own).
+        ``confirmed_exp_time``: False for a dispatcher's claim, confirmed here before the send; for a
+        claim confirmed as the alert was journaled (sent at once), the expTime that write kept (or None)."""
         self.desk = desk
         self.record = record
         self.claim = Claim.of(record)
@@ -73,9 +85,15 @@ class Attempt:
         self.slot = HeldSlot(desk.ledger, self.pacer, slot)
         self.read_slot = HeldSlot(desk.ledger, lane.read_pacer, read_slot)
         self._started = 0.0
+        self.at_once = confirmed_exp_time is not False
         # A sub-order's expTime, kept with the evidence the confirmation writes: after an ambiguous
         # answer, OKX's records are read once it has passed.
-        self.exp_time_ms = exp_time_ms(lane.client, record, desk.terms.clock.host_deadline(send_by))
+        if self.at_once:
+            self.exp_time_ms = confirmed_exp_time
+        else:
+            self.exp_time_ms = exp_time_ms(lane.client, record, desk.terms.clock.host_deadline(send_by))
+        self._evidence: str | None = None  # the snapshot taken after a confirmation at receipt
+        self.final: Record | None = None  # its final record, once its outcome's write returned it
 
     def run(self) -> None:
         """Send it if the claim is cleared to go, write what came of it, and end both slots whatever happens."""
@@ -155,6 +173,8 @@ class Attempt:
         that the claim is current; otherwise it is not sent (and never will be on this claim).
         The read's slot ends with the journal's word, or here when the journal was not asked."""
         claim, clock = self.claim, self.desk.terms.clock
+        if self.at_once:
+            return self._still_in_time(evidence)
         if clock() < self.send_by:
             try:
                 confirmed = self.desk.queue.confirm_send(claim, evidence, read_slot=self.read_slot.slot)
@@ -176,6 +196,17 @@ class Attempt:
                 "alert %s not sent: held up %.1f s past its claim's deadline", claim.alert_id, clock() - self.send_by
             )
         self.read_slot.release()  # the journal was not asked
+        self._put_back()
+        return False
+
+    def _still_in_time(self, evidence: str | None) -> bool:
+        """A claim confirmed as it was journaled: the snapshot is kept with the outcome instead, and
+        the request leaves if the deadline has not passed (else it never left: back in the queue)."""
+        self.read_slot.release()
+        self._evidence = evidence
+        if self.desk.terms.clock() < self.send_by:
+            return True
+        log.warning("alert %s not sent at once: held up past its claim's deadline", self.claim.alert_id)
         self._put_back()
         return False
 
@@ -205,7 +236,7 @@ class Attempt:
                 self._hold_off(outcome.hold_off)
             desk.board.wake()
             return
-        done = self._finish(outcome, latency_ms) or self._fenced_out(outcome.state, answer)
+        done = self.final = self._finish(outcome, latency_ms) or self._fenced_out(outcome.state, answer)
         if done is not None:
             desk.board.finished(done)
             self._hold_off(outcome.hold_off)
@@ -236,6 +267,7 @@ class Attempt:
                 latency_ms=latency_ms,
                 claim=self.claim,
                 slot=self.slot.slot,
+                evidence=self._evidence,
             )
         )
         self.slot.closed()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 from webhook_app.journal import Claim
@@ -28,10 +31,21 @@ class SlotBook:
 
     def __init__(self):
         self._held: dict[Future, InFlight] = {}
+        # Claims made at receipt (request threads) pass this gate from before their write until they
+        # are entered here; the orphan sweep closes it, so it never finds one claimed and not yet entered.
+        self.gate = Gate()
 
     def enter(self, attempt: Attempt, future: Future) -> None:
         self._held[future] = InFlight(attempt, future)
         future.add_done_callback(self._done)
+
+    def enter_running(self, attempt: Attempt) -> Future:
+        """An attempt run on the caller's own thread (a claim made at receipt): its future, already
+        running (never taken back unstarted), is to be given its result when the attempt is done."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        self.enter(attempt, future)
+        return future
 
     def live_claims(self) -> list[Claim]:
         return [sending.attempt.claim for sending in list(self._held.values())]
@@ -49,3 +63,40 @@ class SlotBook:
         if not future.cancelled() and future.exception() is not None:
             # Never swallowed by the pool: the alert may be left "sending" until its lease lapses and recovery takes it.
             log.error("sender failed on alert %s", alert_id, exc_info=future.exception())
+
+
+class Gate:
+    """Many may pass at once; closing it waits for those passing and holds new ones back meanwhile."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._passing = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def passing(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._passing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._passing -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def closed(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._closed = True
+            while self._passing:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()

@@ -126,7 +126,8 @@ class Upkeep:
         lapses or the ledger's 90-second rule ends the slots. Only on the dispatcher's thread, the
         one that hands claims to senders: then the slot book holds every claim of ours being worked on."""
         try:
-            records = self.queue.free_orphans(self.membership.instance, self.book.live_claims())
+            with self.book.gate.closed():  # no claim made at receipt is between its write and the book
+                records = self.queue.free_orphans(self.membership.instance, self.book.live_claims())
         except JournalUnavailable as exc:
             log.error("could not look for claims of ours that no sender holds (looked for again shortly): %s", exc)
             return

@@ -1,0 +1,123 @@
+"""Sending at once: an alert that can go as it arrives (its bot's turn, nothing due ahead of it, a
+slot free, this instance sending) is accepted, claimed and confirmed in one durable write
+(``AlertLog.add_claimed``), then sent from the request's own thread: no hand-over to the
+dispatcher and a sender, no second write before the first byte. Everything else (waits, retries,
+recovery) stays the dispatcher's. Fencing, the bot's order and pacing are the journal's, as for
+every claim; only a budget kept in the journal's database can be taken in that write (PostgreSQL).
+
+The request itself is carried by a sender of the door's own, not by the request's thread: the
+reply still leaves by REPLY_DEADLINE (TradingView gives up at 3 s) while a slow OKX is answering."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from webhook_app.journal import ClaimedAtOnce, JournalUnavailable, Record, SendNow
+from webhook_app.okx.actions import EXPIRING, actions_of
+from webhook_app.workers.delivery.attempt import Attempt, Desk
+from webhook_app.workers.delivery.book import SlotBook
+from webhook_app.workers.delivery.lanes import Lane
+from webhook_app.workers.pacing import Pacer
+
+
+class AtOnce:
+    """One request's chance to send its alert at once: held from before the journal's write until
+    its attempt is handed over (or it turned out to be queued). Its ``send_now`` goes to ``add_claimed``."""
+
+    def __init__(self, door: Door, lane: Lane, pacer: Pacer, send_by: float, send_now: SendNow, exp_time):
+        self.door, self.lane, self.pacer, self.send_by = door, lane, pacer, send_by
+        self.send_now, self.exp_time_ms = send_now, exp_time
+        self._gate: contextlib.AbstractContextManager | None = None
+        self._holds_room = True  # the door's room, until an attempt takes it over
+
+    def __enter__(self) -> AtOnce:
+        self._gate = self.door.book.gate.passing()
+        self._gate.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pass_gate()
+        if self._holds_room:
+            self._holds_room = False
+            self.door.leave()
+
+    def _pass_gate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.__exit__(None, None, None)
+
+    def send(self, record: Record, claimed: ClaimedAtOnce, wait: float) -> Record | None:
+        """Start the claimed alert's attempt now, entered in the slot book before the gate opens, and
+        wait up to ``wait`` seconds for it. Its final record; None when it is not final by then
+        (still being sent, queued again, or its outcome unwritten)."""
+        door = self.door
+        attempt = Attempt(
+            door.desk, record, self.lane, self.send_by, claimed.slot, claimed.read_slot, self.pacer, self.exp_time_ms
+        )
+        try:
+            future = door.pool.submit(attempt.run)
+        except RuntimeError:  # the delivery is stopping: never sent, back in the queue for the others
+            attempt.give_back()
+            with contextlib.suppress(JournalUnavailable):
+                door.desk.queue.unclaim([attempt.claim])
+            return None
+        door.book.enter(attempt, future)
+        self._holds_room = False  # the attempt holds the room now, until it is done
+        future.add_done_callback(lambda _: door.leave())
+        self._pass_gate()  # entered: the orphan sweep sees its claim from here
+        door.counted()
+        try:
+            future.result(timeout=max(wait, 0.0))
+        except concurrent.futures.TimeoutError:
+            return None
+        return attempt.final
+
+
+class Door:
+    """Decides, per request, whether its alert may try to go at once, and runs those attempts on
+    senders of its own (``capacity`` of them): one never waits behind the dispatcher's, and is
+    never queued behind others past its deadline, since no more start than there are senders."""
+
+    def __init__(self, desk: Desk, lanes: dict[str, Lane], book: SlotBook, instance: str, capacity: int):
+        self.desk, self.lanes, self.book = desk, lanes, book
+        self.instance = instance
+        capacity = max(capacity, 1)
+        self._room = threading.BoundedSemaphore(capacity)
+        self.pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="okx-at-once")
+        self.sent_at_once = 0  # attempts started at once since the start (a figure for tests and benchmarks)
+        self._count_lock = threading.Lock()
+
+    def enter(self, account: str, endpoint: str, action: str, is_open: Callable[[], bool]) -> AtOnce | None:
+        """An ``AtOnce`` for a new alert, or None: it is queued for the dispatcher (a budget not in the
+        journal's database, the delivery not sending, or ``capacity`` sends at once already under way)."""
+        lane = self.lanes.get(account)
+        pacer = lane.budget(endpoint) if lane is not None else None
+        if pacer is None or not pacer.shares_journal or not is_open():
+            return None
+        if not self._room.acquire(blocking=False):
+            return None
+        terms = self.desk.terms
+        # Read before the write, as the dispatcher reads it before its claim: the local deadline then
+        # ends before the lease the journal grants from its own clock.
+        send_by = terms.clock() + terms.send_by
+        exp_time = None
+        if action in EXPIRING:
+            exp_time = lane.client.okx_deadline_ms(terms.clock.host_deadline(send_by))
+        evidence = None if exp_time is None else json.dumps({"expTime": str(exp_time)})  # as Attempt keeps it
+        send_now = SendNow(self.instance, terms.lease, pacer, lane.read_pacer, actions_of(endpoint), evidence)
+        return AtOnce(self, lane, pacer, send_by, send_now, exp_time)
+
+    def leave(self) -> None:
+        self._room.release()
+
+    def counted(self) -> None:
+        with self._count_lock:
+            self.sent_at_once += 1
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=False)
