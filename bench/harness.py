@@ -76,6 +76,7 @@ class StandIn:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port), "--rate-limit", str(rate_limit)],
             cwd=HERE.parent,
+            stdout=subprocess.DEVNULL,  # its rehearsal settings: nothing the benchmarks need
             start_new_session=True,  # its own group, which cleanup() kills; Ctrl-C reaches it through us
         )
         CHILDREN.append(self.process)
