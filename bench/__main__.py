@@ -340,13 +340,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run of about a minute: 1 s runs at 1 and 64 clients, bursts of 40"
+        "--quick",
+        action="store_true",
+        help="a smoke run of about a minute and a half: 1 s runs at 1 and 64 clients, bursts of 40",
     )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk is missing: run bench/run, or apt-get install -y wrk", file=sys.stderr)
         return 2
-    # --quick: about a minute on 2 cores (a smoke run: every section, each measured briefly).
+    # --quick: about a minute and a half on 2 cores (a smoke run: every section, each measured briefly).
     args.levels = [1, 64] if args.quick else [1, 8, 64]
     args.rounds, args.seconds = (1, 1) if args.quick else (3, 5)
     args.bursts, args.burst_rounds = ([40], 1) if args.quick else ([50, 200, 1000], 1)
