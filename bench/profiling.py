@@ -48,7 +48,16 @@ from tests.service_process import ServiceProcess
 # sample (runnable threads waiting for the GIL too). idle: every thread, waiting or not (wall time).
 MODES = {"gil": ["--gil"], "active": [], "idle": ["--idle"]}
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
-THREAD_PLUMBING = ("threading.py:", "concurrent/futures/thread.py:")
+# Frames at the bottom of nearly every stack of their thread: the threads' start, and the worker's main
+# thread's way from ``python -m gunicorn`` through the arbiter to the worker's loop.
+THREAD_PLUMBING = (
+    "threading.py:",
+    "concurrent/futures/thread.py:",
+    "<frozen runpy>:",
+    "gunicorn/__main__.py:",
+    "gunicorn/app/",
+    "gunicorn/arbiter.py:",
+)
 
 
 def py_spy() -> str:
@@ -104,7 +113,7 @@ def table(title: str, functions: list[str], own: Counter, inclusive: Counter, to
 
 
 def by_inclusive(inclusive: Counter, top: int) -> list[str]:
-    """The ``top`` functions by inclusive samples, less the threads' plumbing (in nearly every stack)."""
+    """The ``top`` functions by inclusive samples, less the threads' plumbing (THREAD_PLUMBING)."""
     ranked = (f for f, _ in inclusive.most_common() if not f.startswith(THREAD_PLUMBING))
     return list(itertools.islice(ranked, top))
 
