@@ -1,13 +1,15 @@
 """Benchmarks: the receiver against the framework's floor and OKX's limit. Loopback only.
 
     bench/run            (installs what it needs, then runs this)
-    python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup,pipeline_pg,relay_pg,bursts_pg]
+    python -m bench [--quick] [--sections pipeline,relay,bursts,memory,startup,pipeline_pg,relay_pg,bursts_pg,
+                                latency,latency_pg]
 
 The *_pg sections put the journal in PostgreSQL (BENCH_DATABASE_URL, by default the local
 server's database "test", in a schema of their own that is dropped afterwards). pipeline_pg and
 relay_pg compare against the durable floors: bench/bare_app.py committing one INSERT per alert
 through a psycopg pool on the same server (another schema of its own), and for the relay also
 posting to the stand-in. pipeline and relay (SQLite) compare against the bare floors, which keep nothing.
+latency and latency_pg (bench/latency.py) time an alert from the webhook to its request at the stand-in OKX.
 
 Starts the service exactly as deployed (the Procfile's gunicorn and gunicorn.conf.py), a stand-in
 OKX in its own process that answers at once, and wrk as the load generator. Comparisons run side
@@ -27,166 +29,25 @@ import shutil
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import requests
-
+from bench.harness import (
+    RESULTS,
+    PgSchema,
+    StandIn,
+    cleanup,
+    service_env,
+    start_service,
+    stop_on_signal,
+    temp_dir,
+    wrk,
+)
+from bench.latency import latency, latency_pg
 from tests.conftest import WEBHOOK_SECRET
-from tests.service_process import ServiceProcess, free_port
-
-HERE = Path(__file__).resolve().parent
-KEY, SECRET, PASSPHRASE = "test-key-0123456789", "test-secret-0123456789abcdef", "test-passphrase-42"
-RESULTS: dict = {}
-# Everything a run starts or creates, stopped and removed at its end, also when interrupted (cleanup()).
-SERVICES: list[ServiceProcess] = []
-CHILDREN: list[subprocess.Popen] = []
-TEMP_DIRS: list[str] = []
-
-
-def start_service(env: dict, **kwargs) -> ServiceProcess:
-    """A ServiceProcess, started and remembered for cleanup() (its own process group: gunicorn and its worker)."""
-    service = ServiceProcess(env, **kwargs)
-    SERVICES.append(service)
-    return service.start()
-
-
-def temp_dir(prefix: str) -> str:
-    folder = tempfile.mkdtemp(prefix=prefix)
-    TEMP_DIRS.append(folder)
-    return folder
-
-
-def cleanup() -> None:
-    """Kill every process group still running (gunicorn masters with their workers, the stand-in)
-    and remove the temporary folders and service logs. Safe to call more than once."""
-    for service in SERVICES:
-        try:
-            service.discard()
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    SERVICES.clear()
-    for process in CHILDREN:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-    CHILDREN.clear()
-    for folder in TEMP_DIRS:
-        shutil.rmtree(folder, ignore_errors=True)
-    TEMP_DIRS.clear()
-
-
-def _stop_on_signal(signum, frame) -> None:
-    """SIGINT, SIGTERM and SIGHUP end the run through every finally block, then cleanup()."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-class StandIn:
-    """tests.okx_stand_in in its own process, so it does not share a GIL with anything measured."""
-
-    def __init__(self, rate_limit: int):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.okx_stand_in", "--port", str(self.port), "--rate-limit", str(rate_limit)],
-            cwd=HERE.parent,
-            start_new_session=True,  # its own group, which cleanup() kills; Ctrl-C reaches it through us
-        )
-        CHILDREN.append(self.process)
-        for _ in range(200):
-            try:
-                self.stats()
-                return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("stand-in did not start")
-
-    def stats(self) -> dict:
-        return requests.get(self.url + "/_stand_in/stats", timeout=10).json()
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-class PgSchema:
-    """A schema of its own on the PostgreSQL server, for one benchmark."""
-
-    def __init__(self):
-        import psycopg
-
-        # Two are made within the same millisecond (the service's and its floor's): the suffix tells them apart.
-        self.name = f"bench_{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}"
-        self._admin = psycopg.connect(PG_URL, autocommit=True)
-        self._admin.execute(f"CREATE SCHEMA {self.name}")
-        separator = "&" if "?" in PG_URL else "?"
-        self.url = f"{PG_URL}{separator}options=-csearch_path%3D{self.name}"
-
-    def drop(self) -> None:
-        self._admin.execute(f"DROP SCHEMA {self.name} CASCADE")
-        self._admin.close()
-
-
-def service_env(folder: str, okx: StandIn | None = None, **extra) -> dict:
-    env = {"WEBHOOK_SECRET": WEBHOOK_SECRET, "DATABASE_URL": f"sqlite:///{folder}/alerts.db", **extra}
-    if okx:
-        env |= {"OKX_API_KEY": KEY, "OKX_API_SECRET": SECRET, "OKX_API_PASSPHRASE": PASSPHRASE, "OKX_BASE_URL": okx.url}
-    return env
-
-
-def wrk(url: str, path: str, connections: int, seconds: float, nonce: str) -> dict:
-    """wrk with a script that sends distinct valid alerts; returns req/s, p50, p99 (ms), errors."""
-    threads = min(connections, 2)
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds}s",
-            "--latency",
-            "-s",
-            str(HERE / "alerts.lua"),
-            url + path,
-            "--",
-            WEBHOOK_SECRET,
-            nonce,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result = {"errors": 0}
-    for line in out.splitlines():
-        parts = line.split()
-        if line.startswith("Requests/sec:"):
-            result["rps"] = float(parts[1])
-        elif parts[:1] == ["50%"]:
-            result["p50_ms"] = _ms(parts[1])
-        elif parts[:1] == ["99%"]:
-            result["p99_ms"] = _ms(parts[1])
-        elif line.strip().startswith("Non-2xx") or line.strip().startswith("Socket errors"):
-            result["errors"] += sum(int(p.strip(",")) for p in parts if p.strip(",").isdigit())
-    return result
-
-
-def _ms(text: str) -> float:
-    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    raise ValueError(text)
+from tests.service_process import ServiceProcess
 
 
 def side_by_side(name: str, a: tuple, b: tuple, levels, rounds: int, seconds: float) -> None:
@@ -470,6 +331,8 @@ SECTIONS = {
     "pipeline_pg": _with_pg(pipeline),
     "relay_pg": _with_pg(relay),
     "bursts_pg": lambda args: bursts(args, two=True),
+    "latency": latency,
+    "latency_pg": latency_pg,
 }
 
 
@@ -477,23 +340,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run of about a minute: 1 s runs at 1 and 64 clients, bursts of 40"
+        "--quick",
+        action="store_true",
+        help="a smoke run of about a minute and a half: 1 s runs at 1 and 64 clients, bursts of 40",
     )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk is missing: run bench/run, or apt-get install -y wrk", file=sys.stderr)
         return 2
-    # --quick: about a minute on 2 cores (a smoke run: every section, each measured briefly).
+    # --quick: about a minute and a half on 2 cores (a smoke run: every section, each measured briefly).
     args.levels = [1, 64] if args.quick else [1, 8, 64]
     args.rounds, args.seconds = (1, 1) if args.quick else (3, 5)
     args.bursts, args.burst_rounds = ([40], 1) if args.quick else ([50, 200, 1000], 1)
     args.memory_steps = [1000] if args.quick else [10_000, 50_000]
     args.prefill = 5_000 if args.quick else 100_000
     args.starts = 3 if args.quick else 5
+    args.latency_alerts, args.latency_bursts = (20, 2) if args.quick else (300, 10)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {_cpu_model()}")
     atexit.register(cleanup)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job inherits it ignored
-        signal.signal(signum, _stop_on_signal)
+        signal.signal(signum, stop_on_signal)
     started = time.monotonic()
     try:
         for name in args.sections.split(","):

@@ -17,6 +17,7 @@ import requests
 from tests.conftest import eventually
 from tests.okx_stand_in import (
     AMEND_TPSL_PATH,
+    ARRIVALS_PATH,
     BOT_DETAILS_PATH,
     BOT_EVENTS_PATH,
     CANCEL_SUB_ORDER_PATH,
@@ -475,6 +476,15 @@ def test_faults_play_on_every_action(okx, api):
     assert answer(api.post(SUB_ORDER_PATH, market()))[1] == "50013"
     assert answer(api.post(STOP_BOTS_PATH, [{"algoId": BOT}]))[1] == "50013"
     assert okx.executions == [] and okx.bot(BOT).state == "running"
+
+
+def test_arrivals_list_each_action_with_when_its_request_line_was_read(okx, api):
+    # For the latency benchmark (bench/latency.py): the stand-in runs in its own process there.
+    api.post(MARGIN_PATH, {"algoId": BOT, "type": "add", "amt": "7"})
+    api.get(POSITIONS_PATH, **CONTRACT)  # reads are not actions: not listed
+    arrivals = requests.get(okx.base_url + ARRIVALS_PATH, timeout=5).json()
+    assert [(a["path"], json.loads(a["body"])["amt"], a["code"]) for a in arrivals] == [(MARGIN_PATH, "7", "0")]
+    assert 0 < arrivals[0]["first_line_at"] <= okx.margin_requests()[0].at  # read before it was checked
 
 
 def test_play_refuses_a_path_that_is_not_an_action(okx):

@@ -15,6 +15,7 @@ from tests.okx_stand_in.faults import Drop, DropUnexecuted, Hold, Meanwhile, Okx
 from tests.okx_stand_in.paths import (
     ACCOUNT_CONFIG_PATH,
     ACTION_PATHS,
+    ARRIVALS_PATH,
     PUBLIC_PATHS,
     SIGNED_READ_PATHS,
     STATS_PATH,
@@ -36,6 +37,8 @@ class Received:
     headers: dict
     body: bytes
     code: str  # what the stand-in answered ("0" for success, "" for no OKX body)
+    # time.monotonic() when its request line had been read: before the headers, the body and any check
+    first_line_at: float = 0.0
 
 
 def exp_time_problem(exp_time: str | None, now_ms: int) -> tuple[int, str, str] | None:
@@ -59,9 +62,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
+    def parse_request(self) -> bool:
+        # Called as soon as the request line is read: the arrival a latency benchmark compares with
+        # its client's clock (time.monotonic() is system-wide on Linux).
+        self.first_line_at = time.monotonic()
+        return super().parse_request()
+
     def do_GET(self):
         if self.path == STATS_PATH:  # for benchmarks running the stand-in in its own process
             return self._json(200, self.okx.stats())
+        if self.path == ARRIVALS_PATH:
+            return self._json(200, self.okx.arrivals())
         path, _, query = self.path.partition("?")
         with self.okx._lock:
             arrived = time.monotonic()
@@ -95,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
         exp_time = self.headers.get("expTime") if self.path == SUB_ORDER_PATH else None
         if refusal is None:
             refusal = exp_time_problem(exp_time, self.okx.now_ms())
-        record = Received(time.monotonic(), self.path, dict(self.headers), body, "")
+        record = Received(time.monotonic(), self.path, dict(self.headers), body, "", self.first_line_at)
         with self.okx._lock:
             self.okx.received.append(record)
         if refusal:

@@ -33,4 +33,5 @@ ORDER_READ_PATHS = (POSITIONS_PATH, SUB_ORDERS_PATH)
 SIGNED_READ_PATHS = (ACCOUNT_CONFIG_PATH, *BOT_READ_PATHS, *ORDER_READ_PATHS)
 
 STATS_PATH = "/_stand_in/stats"
+ARRIVALS_PATH = "/_stand_in/arrivals"  # when each action's request line was read, for latency benchmarks
 DEFAULT_BOT = "581628185981813760"

@@ -242,6 +242,21 @@ class OkxStandIn(World):
         """Arrivals at margin-balance that used up a slot of its limit (time.monotonic())."""
         return self.limits.counted(MARGIN_PATH)
 
+    def arrivals(self) -> list[dict]:
+        """Each request to an action, in arrival order: when its request line was read
+        (time.monotonic()), its path, its body as text and the code answered."""
+        with self._lock:
+            return [
+                {
+                    "first_line_at": r.first_line_at,
+                    "path": r.path,
+                    "body": r.body.decode(errors="replace"),
+                    "code": r.code,
+                }
+                for r in self.received
+                if r.path in ACTION_PATHS
+            ]
+
     def stats(self) -> dict:
         with self._lock:
             return {
