@@ -10,8 +10,9 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import eventually, live_env, make_action_alert, make_alert
-from tests.okx_stand_in import MARGIN_PATH, SUB_ORDER_PATH
+from tests.conftest import eventually, live_env, make_action_alert, make_alert, wait_final
+from tests.okx_stand_in import BOT_DETAILS_PATH, MARGIN_PATH, SUB_ORDER_PATH
+from tests.test_postgres_app import counting, open_slots
 from webhook_app.journal import SendNow, open_journal
 from webhook_app.journal.records import CLAIMED_AT_ONCE_FORMAT
 
@@ -156,6 +157,28 @@ def test_two_alerts_of_one_bot_arriving_together_never_both_go_at_once(journal, 
         assert outcomes == [1] * 20
     finally:
         other.close()
+
+
+def test_the_bot_read_and_the_request_ride_on_the_two_writes_of_an_alert_sent_at_once(make_app, okx, pg_url):
+    okx.add_bot("581628185981813760")  # make_alert's bot
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    (lane,) = services.delivery.lanes.values()
+    pacers = {"read": lane.read_pacer, "margin": lane.pacer}
+    calls = {f"{which} {name}": counting(pacers[which], name) for which in pacers for name in ("acquire", "release")}
+    confirmations = counting(services.journal, "confirm_send")
+    response = app.test_client().post("/webhook", json=make_alert())
+    assert response.json["status"] == "ok" and services.delivery.sent_at_once == 1
+    record = wait_final(app, response.json["id"])
+    assert len(okx.reads(BOT_DETAILS_PATH)) == 1 and len(okx.margin_requests()) == 1
+    assert '"before"' in (record.evidence or "")  # the read before the send, kept with the outcome
+    # Both slots were taken by the write that accepted the alert and ended by its outcome's: no call of
+    # their own, and no confirmation of its own either.
+    assert ({name: len(c) for name, c in calls.items()}, len(confirmations), open_slots(app)) == (
+        dict.fromkeys(calls, 0),
+        0,
+        0,
+    )
 
 
 # -- through gunicorn, judged by the stand-in's executions -------------------------------------

@@ -65,6 +65,9 @@ from tests.okx_stand_in import (
 from tests.service_process import ServiceProcess
 from tests.test_notify import Receiver
 from webhook_app.journal import open_journal
+from webhook_app.journal.records import CLAIMED_AT_ONCE_FORMAT
+
+AT_RECEIPT = CLAIMED_AT_ONCE_FORMAT.split("%s")[-1]
 
 ROUNDS = int(os.environ.get("FAULT_ROUNDS", "1"))
 BURST = int(os.environ.get("FAULT_BURST", "40"))  # alerts per burst; three bursts a round
@@ -693,6 +696,9 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
             break
         time.sleep(0.5)
     branches = branches_in_logs(cluster.all_logs())
+    branches["alerts sent at once (claimed as they were journaled)"] = cluster.query(
+        "SELECT count(*) FROM alert_events WHERE kind = 'claimed' AND detail LIKE %s", (f"%{AT_RECEIPT}",)
+    )[0][0]
     report = {
         "seed": SEED,
         "rounds": ROUNDS,
@@ -749,5 +755,6 @@ def test_every_alert_accounted_for_against_okx_under_faults(cluster, okx, capsys
     at_once = counts["  of which a claim made at receipt (sent at once)"]
     assert branches["claims lapsed and queued again (never sent)"] >= ROUNDS - at_once
     assert branches["claims lapsed with the request maybe sent (unknown)"] >= at_once
+    assert branches["alerts sent at once (claimed as they were journaled)"] > 0
     assert counts["late answers refused by the fence"] >= ROUNDS
     assert all(s.process.poll() is None for s in cluster.live)

@@ -298,8 +298,8 @@ class QueueOutcomes(JournalJob):
         """sending -> queued after OKX certainly did not act; due again at ``not_before``. With
         ``claim``, only while the alert is still sending on that claim (same instance and attempt;
         a lapsed lease that nobody took over yet still counts); False when it was fenced out.
-        ``slot``: the request's rate slot, when the journal's database holds the ledger
-        (``Pacer.shares_journal``): closed by the same write, fenced out or not."""
+        ``slot``: the request's rate slot (or a tuple: with a claim at receipt's bot read's), when the
+        journal's database holds the ledger (``Pacer.shares_journal``): closed by the same write, fenced out or not."""
 
     @abc.abstractmethod
     def finish(

@@ -4,7 +4,7 @@ request's rate slot in the same statement (a late answer still ends its request)
 from __future__ import annotations
 
 from webhook_app.journal.contracts import QueueOutcomes
-from webhook_app.journal.postgres.sql import CLAIMED, CLOSE_SLOT, NOW
+from webhook_app.journal.postgres.sql import CLAIMED, CLOSE_SLOTS, NOW, slot_ids
 from webhook_app.journal.records import FINAL_STATES, Claim, Record, answer_detail, retry_detail
 from webhook_app.journal.shared import ALERT_COLUMNS, RETURNING_ALERTS, Store
 
@@ -15,10 +15,10 @@ class PostgresOutcomes(Store, QueueOutcomes):
         fence, fence_params = _fence(alert_id, claim)
         return bool(
             self.db.statement(
-                f"WITH {CLOSE_SLOT}, requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, "
+                f"WITH {CLOSE_SLOTS}, requeued AS (UPDATE alerts SET state = 'queued', okx_code = %s, okx_msg = %s, "
                 f"detail = %s, not_before = %s, lease_until = NULL WHERE {fence} RETURNING id) "
                 f"INSERT INTO alert_events (alert_id, at, kind, detail) SELECT id, {NOW}, 'retry', %s FROM requeued",
-                (slot, okx_code, okx_msg, detail, not_before, *fence_params, retry),
+                (slot_ids(slot), okx_code, okx_msg, detail, not_before, *fence_params, retry),
             )
         )
 
@@ -42,14 +42,14 @@ class PostgresOutcomes(Store, QueueOutcomes):
             fence = "id = %s"
         row = self.db.transaction(
             lambda conn: conn.execute(
-                f"WITH {CLOSE_SLOT}, done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
+                f"WITH {CLOSE_SLOTS}, done AS (UPDATE alerts SET state = %s, okx_code = COALESCE(%s, okx_code), "
                 "okx_msg = COALESCE(%s, okx_msg), detail = %s, latency_ms = COALESCE(%s, latency_ms), "
                 f"evidence = COALESCE(%s, evidence), finished_at = COALESCE(%s, {NOW}), lease_until = NULL "
                 f"WHERE {fence} {RETURNING_ALERTS}), "
                 "logged AS (INSERT INTO alert_events (alert_id, at, kind, detail) "
                 f"SELECT id, finished_at, %s, %s FROM done) SELECT {ALERT_COLUMNS} FROM done",
                 (
-                    slot,
+                    slot_ids(slot),
                     state,
                     okx_code,
                     okx_msg,

@@ -23,6 +23,15 @@ CLAIMED = "id = %s AND state = 'sending' AND claimed_by = %s AND attempts = %s"
 # Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
 # the fenced UPDATE beside it changes a row (a late answer still ends its request). NULL closes none.
 CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"
+# The same for the slots an outcome carries (its request's, and a claim at receipt's bot read): a list.
+CLOSE_SLOTS = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = ANY(%s) AND ended_at IS NULL)"
+
+
+def slot_ids(slot) -> list[int]:
+    """An outcome's ``slot`` (None, one slot, or a tuple of them) as the list CLOSE_SLOTS takes."""
+    if slot is None:
+        return []
+    return [s for s in slot if s is not None] if isinstance(slot, tuple) else [slot]
 
 
 def log_events(conn, events: list[tuple[int, str, str]]) -> None:

@@ -140,6 +140,7 @@ class Attempt:
             self.desk.board.signal(record.id)  # the reply reads what the journal has
         finally:
             self.release_slot()  # still held only when the write that was to close it never ran
+            self.read_slot.release()  # likewise (a claim at receipt's)
 
     def release_slot(self) -> None:
         """The exchange with OKX is over: the rate slot counts for its window more, then frees."""
@@ -201,12 +202,13 @@ class Attempt:
 
     def _still_in_time(self, evidence: str | None) -> bool:
         """A claim confirmed as it was journaled: the snapshot is kept with the outcome instead, and
-        the request leaves if the deadline has not passed (else it never left: back in the queue)."""
-        self.read_slot.release()
+        the request leaves if the deadline has not passed (else it never left: back in the queue). The
+        read's slot, taken with the claim, is ended by the outcome's write, with the request's."""
         self._evidence = evidence
         if self.desk.terms.clock() < self.send_by:
             return True
         log.warning("alert %s not sent at once: held up past its claim's deadline", self.claim.alert_id)
+        self.read_slot.release()
         self._put_back()
         return False
 
@@ -250,10 +252,10 @@ class Attempt:
                 outcome.detail,
                 outcome.retry_at,
                 claim=self.claim,
-                slot=self.slot.slot,
+                slot=self._carried_slots(),
             )
         )
-        self.slot.closed()
+        self._slots_closed()
         return current
 
     def _finish(self, outcome: Outcome, latency_ms: float) -> Record | None:
@@ -266,12 +268,23 @@ class Attempt:
                 detail=outcome.detail,
                 latency_ms=latency_ms,
                 claim=self.claim,
-                slot=self.slot.slot,
+                slot=self._carried_slots(),
                 evidence=self._evidence,
             )
         )
-        self.slot.closed()
+        self._slots_closed()
         return done
+
+    def _carried_slots(self):
+        """What the outcome's write ends: the request's slot, and a claim at receipt's bot read's too."""
+        if self.at_once and self.read_slot.slot is not None:
+            return (self.slot.slot, self.read_slot.slot)
+        return self.slot.slot
+
+    def _slots_closed(self) -> None:
+        self.slot.closed()
+        if self.at_once:
+            self.read_slot.closed()
 
     def _fenced_out(self, state: str, answer: str) -> Record | None:
         """A write after a send was fenced out. If it was only a retry of our own write that had
