@@ -99,3 +99,17 @@ def test_a_sub_code_in_okx_answer_is_judged_by_its_code(okx):
     with pytest.raises(OkxNotExecuted) as raised:
         client.adjust_margin(MarginRequest("581628185981813760", "add", "10"))
     assert raised.value.code == "50013_1000" and okx.executed == []
+
+
+def test_the_environment_is_read_once_when_the_client_is_made(monkeypatch, tmp_path):
+    """HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE as they were at the start, for every request after."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    session = live_client("https://www.okx.com").session
+    assert not session.trust_env
+    assert session.proxies["https"] == "http://proxy.example:3128"
+    assert session.verify == str(tmp_path / "ca.pem")
+    monkeypatch.setenv("NO_PROXY", "www.okx.com")
+    assert "https" not in live_client("https://www.okx.com").session.proxies
