@@ -99,3 +99,60 @@ def test_a_sub_code_in_okx_answer_is_judged_by_its_code(okx):
     with pytest.raises(OkxNotExecuted) as raised:
         client.adjust_margin(MarginRequest("581628185981813760", "add", "10"))
     assert raised.value.code == "50013_1000" and okx.executed == []
+
+
+def test_the_environment_is_read_once_when_the_client_is_made(monkeypatch, tmp_path):
+    """HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE as they were at the start, for every request after."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    session = live_client("https://www.okx.com").session
+    assert not session.trust_env
+    assert session.proxies["https"] == "http://proxy.example:3128"
+    assert session.verify == str(tmp_path / "ca.pem")
+    monkeypatch.setenv("NO_PROXY", "www.okx.com")
+    assert "https" not in live_client("https://www.okx.com").session.proxies
+
+
+@pytest.fixture
+def cookie_setting_okx():
+    """A plain-HTTP OKX on 127.0.0.1 that sets a cookie (as a CDN in front of OKX may) and answers
+    every request with OKX's success; it records each request's head."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    heads = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while (data := conn.recv(65536)) and b"\r\n\r\n" in data:
+                    heads.append(data.split(b"\r\n\r\n", 1)[0].decode())
+                    body = b'{"code":"0","msg":"","data":[]}'
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nSet-Cookie: edge=abc; Path=/\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                    )
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", heads
+    server.close()
+
+
+def test_each_request_carries_the_sessions_headers_and_the_cookies_okx_set(cookie_setting_okx):
+    url, heads = cookie_setting_okx
+    client = live_client(url)
+    client.get_signed("/api/v5/tradingBot/signal/orders-algo-details", {"algoId": "1"})
+    client.post_signed("/api/v5/tradingBot/signal/margin-balance", b'{"amt":"1"}', {})
+    first, second = heads
+    assert first.startswith("GET /api/v5/tradingBot/signal/orders-algo-details?algoId=1 HTTP/1.1")
+    assert second.startswith("POST /api/v5/tradingBot/signal/margin-balance HTTP/1.1")
+    for head in heads:
+        assert "User-Agent: python-requests/" in head and "OK-ACCESS-SIGN: " in head
+    assert "Cookie" not in first and "Cookie: edge=abc" in second
+    assert "Content-Length: 11" in second and "Content-Type: application/json" in second

@@ -1,10 +1,15 @@
 """No secret in any log line, reply or error page, failures and tracebacks included."""
 
+import datetime
 import logging
+import types
+
+from gunicorn.config import Config
+from gunicorn.glogging import Logger, SafeAtoms
 
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, make_alert
 from tests.okx_stand_in import Drop, OkxReply, RawReply
-from webhook_app.logs import REDACTED, scrubber
+from webhook_app.logs import REDACTED, GunicornLogger, scrubber
 
 
 def test_requests_of_every_outcome_leave_no_secret_in_logs_or_replies(client, okx, caplog):
@@ -56,3 +61,40 @@ def test_an_unexpected_error_reply_shows_nothing_of_it(app, caplog):
 def test_scrubber_hides_the_longest_match_first():
     scrubber.add(["abcdefghijklmnop", "abcdefghijklmnopqrstuvwxyz"])
     assert scrubber.scrub("x abcdefghijklmnopqrstuvwxyz y") == f"x {REDACTED} y"
+
+
+ACCESS_ENVIRON = {
+    "REMOTE_ADDR": "10.0.0.7",
+    "REQUEST_METHOD": "POST",
+    "RAW_URI": "/webhook?x=1",
+    "PATH_INFO": "/webhook",
+    "QUERY_STRING": "x=1",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "HTTP_USER_AGENT": 'agent "quoted"',
+    "HTTP_X_SIGNAL": "long",
+}
+
+
+def _access_line(logger_class, access_log_format: str, **environ) -> str:
+    """The access line ``logger_class`` writes for one request (its atoms, formatted as gunicorn does)."""
+    cfg = Config()
+    cfg.set("access_log_format", access_log_format)
+    environ = {**ACCESS_ENVIRON, **environ}
+    request = types.SimpleNamespace(headers=[("USER-AGENT", environ["HTTP_USER_AGENT"]), ("X-SIGNAL", "long")])
+    response = types.SimpleNamespace(status="200 OK", sent=42, headers=[("Content-Type", "application/json")])
+    atoms = logger_class(cfg).atoms(response, request, environ, datetime.timedelta(milliseconds=3))
+    return access_log_format % SafeAtoms(atoms)
+
+
+def test_the_access_line_is_gunicorns_own_without_the_header_atoms_it_does_not_use():
+    """The deployed format reads no header: its atoms skip them, and the line is the same."""
+    deployed = '%(h)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms %(a)s %(q)s %(r)s'
+    ours = _access_line(GunicornLogger, deployed)
+    assert ours == '10.0.0.7 "POST /webhook" 200 42B 3ms agent \\"quoted\\" x=1 POST /webhook?x=1 HTTP/1.1'
+    assert ours == _access_line(Logger, deployed)
+
+
+def test_an_access_format_naming_a_header_or_the_user_still_gets_it():
+    line = _access_line(GunicornLogger, "%({x-signal}i)s %({content-type}o)s %({path_info}e)s")
+    assert line == "long application/json /webhook"
+    assert _access_line(GunicornLogger, "%(u)s", HTTP_AUTHORIZATION="Basic dHJhZGVyOnB3") == "trader"

@@ -90,6 +90,33 @@ def configure_logging(secrets, level: int = logging.INFO) -> logging.Logger:
     return logger
 
 
+# gunicorn's access-log atoms read from the request line, the status and the timing alone; the others
+# are a header ({name}i, {name}o), an environ variable ({name}e) or the user ("u", Authorization parsed).
+_PLAIN_ATOMS = frozenset("hltrsmUqHbBfaTDMLp")
+# What those atoms read of the environ.
+_PLAIN_ENVIRON = (
+    "REMOTE_ADDR",
+    "REQUEST_METHOD",
+    "RAW_URI",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_PROTOCOL",
+    "HTTP_REFERER",
+    "HTTP_USER_AGENT",
+)
+_ATOM = re.compile(r"%\(([^)]*)\)")
+
+
+class _StatusOnly:
+    """A response as the plain atoms see it: its status and size, no headers."""
+
+    __slots__ = ("status", "sent")
+    headers = ()
+
+    def __init__(self, resp):
+        self.status, self.sent = resp.status, getattr(resp, "sent", None)
+
+
 class GunicornLogger(_GunicornLogger):
     """gunicorn's error and access logs through the same scrubber (gunicorn.conf.py's
     ``logger_class``): a secret in a URL path, or in a request line gunicorn complains
@@ -100,3 +127,12 @@ class GunicornLogger(_GunicornLogger):
         for logger in (self.error_log, self.access_log):
             if scrubber not in logger.filters:
                 logger.addFilter(scrubber)
+        self._plain_format = set(_ATOM.findall(cfg.access_log_format)) <= _PLAIN_ATOMS
+
+    def atoms(self, resp, req, environ, request_time):
+        """gunicorn's atoms; when the format uses only plain ones, without the atom of every
+        request header, response header and environ variable (most of the access line's CPU)."""
+        if not getattr(self, "_plain_format", False):
+            return super().atoms(resp, req, environ, request_time)
+        plain_environ = {name: environ[name] for name in _PLAIN_ENVIRON if name in environ}
+        return super().atoms(_StatusOnly(resp), (), plain_environ, request_time)

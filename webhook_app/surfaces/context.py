@@ -9,6 +9,7 @@ import time
 
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length
 
 from webhook_app.config import Config
 from webhook_app.errors import Refused
@@ -84,9 +85,17 @@ def read_body() -> bytes:
     """The request's body, whole; ``RequestEntityTooLarge`` (413) when it is longer than
     MAX_CONTENT_LENGTH, whether it came with a Content-Length or chunked. (werkzeug stops a
     chunked body at the limit and returns what it read, as if that were all of it.)"""
-    data = request.get_data(cache=False)
+    environ = request.environ
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    chunked = request.content_length is None
+    length = get_content_length(environ)
+    if length is not None and "wsgi.input_terminated" in environ:
+        # The server (gunicorn) ends the stream at Content-Length: read it straight, as werkzeug's
+        # wrapper would, without the wrapper's per-request layers (a tenth of the webhook's CPU).
+        if limit is not None and length > limit:
+            raise RequestEntityTooLarge()
+        return environ["wsgi.input"].read(length)
+    data = request.get_data(cache=False)
+    chunked = length is None
     if limit is not None and chunked and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()  # the server's own stream had more
     return data

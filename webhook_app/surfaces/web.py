@@ -93,10 +93,10 @@ def webhook():
         receipt=trace.receipt,  # what was read of it, for the log line and refusal record even when refused
         certificate=request_certificate(),  # TradingView's client certificate, when required
     )
-    return _alert_reply(trace.receipt.record)
+    return _alert_reply(trace.receipt.record, trace)
 
 
-def _alert_reply(record: Record):
+def _alert_reply(record: Record, trace: Trace):
     body = {"status": record.state, "id": record.id, "algoId": record.algo_id, "action": record.action}
     body["order"] = record.summary
     if record.state == "dry_run":
@@ -120,7 +120,7 @@ def _alert_reply(record: Record):
         body["detail"] = record.detail
     if record.state in ("queued", "sending"):
         body["detail"] = "accepted; the outcome was not known within the reply deadline and will be journaled"
-    _trace().outcome = (record.state, record.okx_code, record.id)
+    trace.outcome = (record.state, record.okx_code, record.id)
     return jsonify(body), STATE_STATUS[record.state]
 
 
@@ -293,6 +293,7 @@ def _start_clock():
 
 def _trace() -> Trace:
     """This request's trace (begun before anything else ran, unless an earlier hook failed)."""
-    if "trace" not in g:
-        g.trace = Trace(started=time.monotonic())
-    return g.trace
+    trace = g.get("trace")  # one lookup through Flask's proxy, not two
+    if trace is None:
+        trace = g.trace = Trace(started=time.monotonic())
+    return trace
