@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from tests.conftest import make_alert, post_concurrently, wait_final
 from tests.okx_stand_in import BOT_DETAILS_PATH, OkxReply
 from webhook_app import Config, create_app
@@ -138,6 +140,23 @@ def test_the_bot_read_before_a_send_rides_on_the_claim_and_the_confirmation(make
     assert '"before"' in (record.evidence or "")  # the read before the send was kept
     # Its slot was taken by the claim's statement and ended by the confirmation's: no call of its own.
     assert (len(reads_taken), len(reads_released), open_slots(app)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("road", ["at once", "dispatcher"])
+def test_a_claim_the_reads_budget_had_no_room_for_sends_without_asking_it_again(make_app, okx, pg_url, road):
+    okx.add_bot("581628185981813760")
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    if road == "dispatcher":
+        services.delivery.at_once = lambda *args: None
+    (lane,) = services.delivery.lanes.values()
+    for slot in lane.read_pacer.acquire("elsewhere", 20):  # another instance's reads spent the budget
+        lane.read_pacer.release(slot)
+    reads_taken = counting(lane.read_pacer, "acquire")
+    record = wait_final(app, app.test_client().post("/webhook", json=make_alert()).json["id"])
+    assert record.state == "ok" and len(okx.margin_requests()) == 1
+    # The claim's statement found no room: the send goes without the read, and without a second ask.
+    assert (len(okx.reads(BOT_DETAILS_PATH)), len(reads_taken), open_slots(app)) == (0, 0, 0)
 
 
 def test_a_send_held_past_its_deadline_ends_its_bot_reads_slot_all_the_same(make_app, okx, pg_url):

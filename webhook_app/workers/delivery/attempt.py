@@ -158,7 +158,10 @@ class Attempt:
         (the read never takes the send past its deadline: it keeps BEFORE_READ_SPARE for the rest)."""
         time_left = self.send_by - self.desk.terms.clock() - BEFORE_READ_SPARE
         kept = {} if self.exp_time_ms is None else {"expTime": str(self.exp_time_ms)}
-        if self.lane.read_bot is None or time_left < MIN_BEFORE_READ:
+        # A claim in the journal's database asked the reads' budget in its own statement: no slot
+        # means it had no room a moment ago, and asking again would cost a round trip for the same answer.
+        refused = self.read_slot.slot is None and getattr(self.lane.read_pacer, "shares_journal", False)
+        if self.lane.read_bot is None or time_left < MIN_BEFORE_READ or refused:
             return json.dumps(kept) if kept else None
         algo_id = self.record.algo_id
         try:
