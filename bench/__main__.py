@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 from bench.harness import (
     RESULTS,
     PgSchema,
@@ -124,10 +126,22 @@ def relay(args, database_url: str | None = None, label: str = "SQLite", floor_ur
             args.rounds,
             args.seconds,
         )
+        if database_url:
+            print(f"  {_roads(database_url)}")
     finally:
         service.terminate()
         bare.terminate()
         okx.stop()
+
+
+def _roads(database_url: str) -> str:
+    """How the relayed alerts went: sent at once (claimed as journaled) or through the dispatcher's queue."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        total, at_once = db.execute(
+            "SELECT (SELECT count(*) FROM alerts), "
+            "(SELECT count(*) FROM alert_events WHERE kind = 'claimed' AND detail LIKE '%at receipt%')"
+        ).fetchone()
+    return f"alerts relayed: {total}, sent at once: {at_once}, through the queue: {total - at_once}"
 
 
 def _with_pg(section):
