@@ -56,7 +56,7 @@ AMOUNTS = {"add": "10", "reduce": "10", "buy": "2", "sell": "2"}  # the journal'
 class JournaledOnly:
     """The intake's delivery for a dry-run alert, until delivery signs every action: the record as journaled."""
 
-    def submit(self, record, wait=0.0, at_once=None, claimed=None):
+    def submit(self, record, wait=0.0, sending=None):
         assert record.state == "dry_run", record
         return record
 

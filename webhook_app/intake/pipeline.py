@@ -267,12 +267,13 @@ class Intake:
             at_once = None
         else:
             at_once = self.delivery.at_once(account.name, alert.order.endpoint, alert.action)
-        with at_once or contextlib.nullcontext():
+        with at_once or contextlib.nullcontext():  # only around the write and the hand-over
             # Sent at once when it can go now (claimed and confirmed in the same write), else queued.
             record, created, claimed = self.alerts.add_claimed(at_once and at_once.send_now, **fields)
-            if not created:
-                raise DuplicateAlert(record)
-            return self.delivery.submit(record, deadline - time.monotonic(), at_once, claimed)
+            sending = at_once.start(record, claimed) if claimed is not None else None
+        if not created:
+            raise DuplicateAlert(record)
+        return self.delivery.submit(record, deadline - time.monotonic(), sending)
 
     def _in_contracts(self, alert: Alert, account: OkxAccount) -> Alert:
         """The alert with a size given in coin units turned into contracts, by the figures of its

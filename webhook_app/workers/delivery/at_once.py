@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from webhook_app.journal import ClaimedAtOnce, JournalUnavailable, Record, SendNow
 from webhook_app.okx.actions import EXPIRING, actions_of
@@ -51,10 +52,9 @@ class AtOnce:
         if gate is not None:
             gate.__exit__(None, None, None)
 
-    def send(self, record: Record, claimed: ClaimedAtOnce, wait: float) -> Record | None:
-        """Start the claimed alert's attempt now, entered in the slot book before the gate opens, and
-        wait up to ``wait`` seconds for it. Its final record; None when it is not final by then
-        (still being sent, queued again, or its outcome unwritten)."""
+    def start(self, record: Record, claimed: ClaimedAtOnce) -> Sending | None:
+        """Hand the claimed alert's attempt to a sender now, entered in the slot book before the gate
+        opens. None when it could not be (the delivery is stopping: it is back in the queue)."""
         door = self.door
         attempt = Attempt(
             door.desk, record, self.lane, self.send_by, claimed.slot, claimed.read_slot, self.pacer, self.exp_time_ms
@@ -71,11 +71,24 @@ class AtOnce:
         future.add_done_callback(lambda _: door.leave())
         self._pass_gate()  # entered: the orphan sweep sees its claim from here
         door.counted()
+        return Sending(attempt, future)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sending:
+    """An alert's attempt under way on a sender of the door's."""
+
+    attempt: Attempt
+    future: Future
+
+    def outcome(self, wait: float) -> Record | None:
+        """Its final record, waiting up to ``wait`` seconds; None when it is not final by then
+        (still being sent, queued again, or its outcome unwritten)."""
         try:
-            future.result(timeout=max(wait, 0.0))
+            self.future.result(timeout=max(wait, 0.0))
         except concurrent.futures.TimeoutError:
             return None
-        return attempt.final
+        return self.attempt.final
 
 
 class Door:

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable, Mapping
 
 from webhook_app.clock import SYSTEM_CLOCK, Clock
-from webhook_app.journal import ClaimedAtOnce, Journal, JournalUnavailable, Record
+from webhook_app.journal import Journal, JournalUnavailable, Record
 from webhook_app.okx.actions import actions_of
-from webhook_app.workers.delivery.at_once import AtOnce, Door
+from webhook_app.workers.delivery.at_once import AtOnce, Door, Sending
 from webhook_app.workers.delivery.attempt import Desk
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.book import SlotBook
@@ -119,29 +119,27 @@ class Delivery:
         return self._door.sent_at_once
 
     def at_once(self, account: str, endpoint: str, action: str) -> AtOnce | None:
-        """A chance for a new alert to be sent at once from its request's thread (enter it around the
-        journal's ``add_claimed`` and ``submit``), or None: it goes through the queue."""
+        """A chance for a new alert to be sent at once (enter it around the journal's ``add_claimed``
+        and, when that claimed it, ``AtOnce.start``), or None: it goes through the queue."""
         return self._door.enter(account, endpoint, action, self._sending)
 
     def _sending(self) -> bool:
         return self._started and not self._board.stopping
 
-    def submit(
-        self, record: Record, wait: float = 0.0, at_once: AtOnce | None = None, claimed: ClaimedAtOnce | None = None
-    ) -> Record:
+    def submit(self, record: Record, wait: float = 0.0, sending: Sending | None = None) -> Record:
         """A journaled alert is due: wake the dispatcher, and wait up to ``wait`` seconds for its
         outcome, whichever instance sends it, unless its turn under the rate limit comes later
         than that anyway (a burst's tail is answered at once). Returns its latest record.
-        ``claimed`` (by ``at_once``, in the journal's write): it is sent here and now instead.
+        ``sending``: its attempt already under way (``AtOnce.start``): its outcome is waited for.
 
         A dry-run alert (journaled as ``dry_run``) is signed like a real one and goes no further."""
         lane = lane_of(self.lanes, record)
         if record.state == "dry_run":
             lane.client.send(bot_order(record), exp_time_ms=exp_time_ms(lane.client, record, None))
             return record
-        if at_once is not None and claimed is not None:
+        if sending is not None:
             began = self.terms.clock()
-            final = at_once.send(record, claimed, wait)
+            final = sending.outcome(wait)
             if final is not None:
                 return final
             # Still being sent (the reply says so), or due again after "not executed": the queue's from here.
