@@ -1,12 +1,12 @@
 """Sending at once: an alert that can go as it arrives (its bot's turn, nothing due ahead of it, a
 slot free, this instance sending) is accepted, claimed and confirmed in one durable write
-(``AlertLog.add_claimed``), then sent from the request's own thread: no hand-over to the
-dispatcher and a sender, no second write before the first byte. Everything else (waits, retries,
+(``AlertLog.add_claimed``), then handed straight to a sender of the door's own: no dispatcher round,
+no claim and no confirmation of their own before the first byte. Everything else (waits, retries,
 recovery) stays the dispatcher's. Fencing, the bot's order and pacing are the journal's, as for
 every claim; only a budget kept in the journal's database can be taken in that write (PostgreSQL).
 
-The request itself is carried by a sender of the door's own, not by the request's thread: the
-reply still leaves by REPLY_DEADLINE (TradingView gives up at 3 s) while a slow OKX is answering."""
+The request is carried by a sender rather than by the request's own thread, so that the reply
+still leaves by REPLY_DEADLINE (TradingView gives up at 3 s) while a slow OKX is answering."""
 
 from __future__ import annotations
 
