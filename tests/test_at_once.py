@@ -13,7 +13,8 @@ import requests
 from tests.conftest import eventually, live_env, make_action_alert, make_alert, wait_final
 from tests.okx_stand_in import BOT_DETAILS_PATH, MARGIN_PATH, SUB_ORDER_PATH
 from tests.test_postgres_app import counting, open_slots
-from webhook_app.journal import SendNow, open_journal
+from webhook_app.journal import JournalUnavailable, SendNow, open_journal
+from webhook_app.journal.postgres.sql import LOCK_PACING
 from webhook_app.journal.records import CLAIMED_AT_ONCE_FORMAT
 
 MARGIN_ACTIONS = ("add", "reduce")
@@ -179,6 +180,66 @@ def test_the_bot_read_and_the_request_ride_on_the_two_writes_of_an_alert_sent_at
         0,
         0,
     )
+
+
+def test_a_claim_whose_writes_reply_was_lost_is_put_back_and_sent_once(make_app, okx, pg_url):
+    # journal_add_claimed commits (claimed and confirmed), and the request gets an error instead of its
+    # reply: it finds its claim by its receipt, puts it back in the queue, and the dispatcher sends it
+    # once; the reply says it is on its way, not that it was not recorded.
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    services.start()
+    real, lost = services.journal.add_claimed, []
+
+    def reply_lost(send_now, **fields):
+        record, created, claimed = real(send_now, **fields)
+        lost.append(claimed is not None)
+        raise JournalUnavailable("injected: the connection was cut after the write committed")
+
+    services.journal.add_claimed = reply_lost
+    services.intake.alerts = services.journal
+    response = app.test_client().post("/webhook", json=make_alert())
+    assert lost == [True] and response.status_code in (200, 202), response.json
+    record = wait_final(app, response.json["id"])
+    assert record.state == "ok" and len(okx.margin_requests()) == 1
+    kinds = [e.kind for e in services.journal.events(record.id)]
+    assert kinds == ["claimed", "unclaimed", "claimed", "ok"], kinds
+
+
+def test_a_write_that_never_committed_is_503_and_nothing_is_journaled(make_app, okx, pg_url):
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    services.start()
+
+    def refused(send_now, **fields):
+        raise JournalUnavailable("injected: the database is gone")
+
+    services.journal.add_claimed = refused
+    response = app.test_client().post("/webhook", json=make_alert())
+    assert response.status_code == 503 and okx.margin_requests() == []
+    assert services.journal.recent(limit=10) == []
+
+
+def test_the_intake_never_waits_on_a_budgets_lock_it_goes_through_the_queue_instead(make_app, okx, pg_url):
+    # Another claim holds the margin budget's lock (here: a session of the test's, for as long as it
+    # likes): the alert is journaled and queued at once, not held behind it, and sent once it is free.
+    app = make_app(database_url=pg_url)
+    services = app.extensions["webhook"]
+    services.start()
+    ledger = services.delivery.lanes["default"].pacer.account
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_PACING, ledger))
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        posted = pool.submit(app.test_client().post, "/webhook", json=make_alert())
+        try:
+            response = posted.result(timeout=15)  # a wait on the lock would last as long as the lock
+        finally:
+            other.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_PACING, ledger))
+            pool.shutdown(wait=False)
+        assert response.status_code == 202 and response.json["status"] == "queued"
+    record = wait_final(app, response.json["id"])
+    assert record.state == "ok" and len(okx.margin_requests()) == 1
+    assert not [e for e in services.journal.events(record.id) if e.detail.endswith(AT_RECEIPT)]
 
 
 # -- through gunicorn, judged by the stand-in's executions -------------------------------------

@@ -152,9 +152,10 @@ def world(okx):
         journal, journal, journal, OutcomePolicy(), board, SlotLedger(board), terms, lambda r, t: late.append(t)
     )
 
-    def attempt(send_by: float = 3.0, **options) -> Attempt:
+    def attempt(send_by: float = 3.0, at_receipt: bool = False) -> Attempt:
         (slot,) = pacer.acquire(ME, 1)
-        return Attempt(desk, record, lane, clock() + send_by, slot, **options)
+        attempt = Attempt(desk, record, lane, clock() + send_by, slot)
+        return attempt.confirmed_at_receipt(None) if at_receipt else attempt
 
     return types.SimpleNamespace(journal=journal, pacer=pacer, attempt=attempt, late=late)
 
@@ -193,7 +194,7 @@ def test_a_claim_past_its_deadline_is_queued_again_without_asking_the_journal(wo
 
 
 def test_a_claim_confirmed_at_receipt_is_sent_without_a_second_confirmation(world, okx):
-    world.attempt(confirmed_exp_time=None).run()
+    world.attempt(at_receipt=True).run()
     assert world.journal.confirmed == [] and len(okx.executed) == 1
     assert world.journal.record.state == "ok"
 
@@ -201,7 +202,7 @@ def test_a_claim_confirmed_at_receipt_is_sent_without_a_second_confirmation(worl
 def test_a_claim_confirmed_at_receipt_and_resumed_past_its_deadline_is_never_sent(world, okx, caplog):
     # The process paused between the journal's write and the send (SIGSTOP, a host suspend): by the
     # time it resumes the claim may have been taken over; it must not send, only put it back if still its own.
-    world.attempt(send_by=-0.1, confirmed_exp_time=None).run()
+    world.attempt(send_by=-0.1, at_receipt=True).run()
     assert okx.margin_requests() == [] and world.journal.confirmed == []
     assert world.journal.record.state == "queued" and len(world.pacer.cancelled) == 1
     assert "held up past its claim's deadline" in caplog.text

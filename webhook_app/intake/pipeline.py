@@ -24,10 +24,10 @@ from webhook_app.intake.alerts import Alert, Unauthorized, holds_secret, load_al
 from webhook_app.intake.client_cert import ClientCertCheck, ForbiddenClientCert, Presented
 from webhook_app.intake.protection import Protection, Sender
 from webhook_app.intake.sizing import ContractSizes, in_contracts
-from webhook_app.journal import CAP_STATES, ActionRefused, AlertLog, Record
+from webhook_app.journal import CAP_STATES, ActionRefused, AlertLog, JournalUnavailable, Record
 from webhook_app.journal.orders import alert_fields
 from webhook_app.workers.bots import BotWatch
-from webhook_app.workers.delivery import Delivery
+from webhook_app.workers.delivery import AtOnce, Delivery
 from webhook_app.workers.notify import Notifier
 
 log = logging.getLogger("webhook_app")
@@ -269,11 +269,27 @@ class Intake:
             at_once = self.delivery.at_once(account.name, alert.order.endpoint, alert.action)
         with at_once or contextlib.nullcontext():  # only around the write and the hand-over
             # Sent at once when it can go now (claimed and confirmed in the same write), else queued.
-            record, created, claimed = self.alerts.add_claimed(at_once and at_once.send_now, **fields)
+            try:
+                record, created, claimed = self.alerts.add_claimed(at_once and at_once.send_now, **fields)
+            except JournalUnavailable:
+                record = at_once and self._put_back_at_receipt(at_once)
+                if record is None:
+                    raise  # not written (or the journal cannot say): TradingView sends it again
+                created, claimed = True, None
             sending = at_once.start(record, claimed) if claimed is not None else None
         if not created:
             raise DuplicateAlert(record)
         return self.delivery.submit(record, deadline - time.monotonic(), sending)
+
+    def _put_back_at_receipt(self, at_once: AtOnce) -> Record | None:
+        """The write that was to claim the alert at once failed, its reply maybe lost after its commit:
+        a claim it made, which no sender ever had, goes back in the queue (else its lease's lapse would
+        leave a request that never left as unknown). The queued alert; None when nothing was written."""
+        try:
+            return self.alerts.unclaim_at_receipt(at_once.send_now.receipt, at_once.send_now.instance)
+        except JournalUnavailable as exc:
+            log.error("could not look for a claim whose write's reply was lost (%s): its lease settles it", exc)
+            return None
 
     def _in_contracts(self, alert: Alert, account: OkxAccount) -> Alert:
         """The alert with a size given in coin units turned into contracts, by the figures of its

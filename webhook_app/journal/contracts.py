@@ -126,6 +126,12 @@ class AlertLog(AlertRecords):
         budget is not in its database never claims at receipt."""
         return (*self.add(**fields), None)
 
+    def unclaim_at_receipt(self, receipt: str, instance: str) -> Record | None:
+        """Put back in the queue the claim ``add_claimed`` made for the request named ``receipt``,
+        when that write's reply was lost (so no sender ever had it): the alert, queued; None when
+        there was no such claim (the write never committed)."""
+        return None
+
     @abc.abstractmethod
     def later_alerts(self, alert_id: int, dedup_key: str) -> list[Record]:
         """Alerts journaled after ``alert_id`` with this dedup key, oldest first: copies of it, and resends."""

@@ -246,6 +246,7 @@ class SendNow:
     reads: object | None
     actions: tuple[str, ...]  # its endpoint's actions: what is "ahead of it in its queue"
     evidence: str | None = None  # kept with the confirmation (a sub-order's expTime)
+    receipt: str | None = None  # names the request's claim, should the write's reply be lost
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from webhook_app.journal.postgres.instances import PostgresPacer
-from webhook_app.journal.postgres.sql import log_events
+from webhook_app.journal.postgres.sql import NOW, log_events
 from webhook_app.journal.records import (
     CAP_STATES,
     COLUMNS,
     NOT_MARKABLE,
     RESOLUTIONS,
+    UNCLAIMED_DETAIL,
     ActionRefused,
     ClaimedAtOnce,
     DailyCapExceeded,
@@ -23,7 +24,7 @@ from webhook_app.journal.records import (
     marked_detail,
     resend_details,
 )
-from webhook_app.journal.shared import RETURNING_ALERTS, SharedAlertLog, SharedRecords
+from webhook_app.journal.shared import ALERT_COLUMNS, RETURNING_ALERTS, UNCLAIM, SharedAlertLog, SharedRecords
 
 _ADD = (
     f"SELECT added.created, added.used, {', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
@@ -34,7 +35,7 @@ _ADD = (
 _ADD_CLAIMED = (
     f"SELECT added.created, added.used, added.slot, added.read_slot, "
     f"{', '.join(f'(added.alert).{c}' for c in COLUMNS)} "
-    f"FROM journal_add_claimed({', '.join(['%s'] * 25)}) added"
+    f"FROM journal_add_claimed({', '.join(['%s'] * 26)}) added"
 )
 
 
@@ -76,13 +77,27 @@ class PostgresAlertLog(PostgresRecords, SharedAlertLog):
                 raise ValueError("a PostgreSQL rate ledger is only used with the journal that made it")
         params = _add_params(**fields) + (send_now.instance, send_now.lease, pacer.account, pacer.limit, pacer.window)
         params += (reads.account, reads.limit, reads.window) if reads else (None, None, None)
-        params += (list(send_now.actions), send_now.evidence)
+        params += (list(send_now.actions), send_now.evidence, send_now.receipt)
         # journal_add_claimed (migration 13): journal_add_row, then the claim and its confirmation
         # when the alert can go at once: one durable statement, one round trip.
         created, used, slot, read_slot, *row = self.db.one(_ADD_CLAIMED, params)
         if row[0] is None:
             raise DailyCapExceeded(fields.get("daily_cap"), Decimal(used))
         return Record(*row), created, None if slot is None else ClaimedAtOnce(slot, read_slot)
+
+    def unclaim_at_receipt(self, receipt: str, instance: str) -> Record | None:
+        # Only the request that made the claim knows its receipt, and it never handed the claim to a sender.
+        return self.db.transaction(
+            lambda conn: _first(
+                conn.execute(
+                    f"WITH undone AS ({UNCLAIM} WHERE receipt = %s AND claimed_by = %s AND state = 'sending' "
+                    f"AND attempts = 1 {RETURNING_ALERTS}), logged AS (INSERT INTO alert_events "
+                    f"(alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', %s FROM undone) "
+                    f"SELECT {ALERT_COLUMNS} FROM undone",
+                    (receipt, instance, UNCLAIMED_DETAIL),
+                ).fetchone()
+            )
+        )
 
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         def step(conn):
@@ -135,3 +150,7 @@ def _add_params(
         account,
         endpoint,
     )
+
+
+def _first(row) -> Record | None:
+    return Record(*row) if row else None

@@ -668,22 +668,25 @@ END $$;
 """,
     ),
     # An alert that can go at once: accepted, claimed and confirmed in one statement (one durable
-    # write before the first byte leaves), then sent from the request's own thread. It goes at once
-    # only in its bot's turn, with nothing due ahead of it in its queue (account and endpoint), a slot
-    # of its endpoint's budget free, and a claimant that asked (p_instance); otherwise it is left
-    # queued, exactly as migration 12's journal_add_row leaves it, for the dispatcher.
+    # write before the first byte leaves), then handed to a sender. It goes at once only in its bot's
+    # turn, with nothing due ahead of it in its queue (account and endpoint), a slot of its endpoint's
+    # budget free (its lock free too: the intake never waits on a budget's lock), and a claimant that
+    # asked (p_instance); otherwise it is left queued, exactly as migration 12's journal_add_row leaves
+    # it, for the dispatcher. ``receipt`` names the request that claimed it, so that request, should
+    # the statement's reply be lost, can find its claim and put it back (no sender ever had it).
     # No claim lock is needed: an earlier alert of the bot was inserted and committed before this
     # one (the bot's lock in journal_add_row), so this statement sees it queued or sending; and a
     # later one waits on that lock until this commit, then sees this one sending.
     (
         13,
         f"""
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS receipt TEXT;
 CREATE FUNCTION journal_add_claimed(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
     p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
     p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT, p_endpoint TEXT,
     p_instance TEXT, p_lease DOUBLE PRECISION, p_ledger TEXT, p_limit INTEGER, p_window DOUBLE PRECISION,
     p_read_ledger TEXT, p_read_limit INTEGER, p_read_window DOUBLE PRECISION, p_actions TEXT[], p_evidence TEXT,
-    OUT created BOOLEAN, OUT used NUMERIC, OUT alert alerts, OUT slot BIGINT, OUT read_slot BIGINT)
+    p_receipt TEXT, OUT created BOOLEAN, OUT used NUMERIC, OUT alert alerts, OUT slot BIGINT, OUT read_slot BIGINT)
 LANGUAGE plpgsql AS $$
 DECLARE v_now DOUBLE PRECISION; v_added RECORD;
 BEGIN
@@ -708,16 +711,19 @@ BEGIN
                 AND (b.state = 'sending' OR (b.id < q.id AND b.expires_at >= v_now)))) THEN
         RETURN;  -- others are due first: it waits its turn in the queue
     END IF;
+    IF NOT pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_ledger)) THEN
+        RETURN;  -- another claim is taking this budget's slots this moment: the dispatcher sends it
+    END IF;
     SELECT s INTO slot FROM pacing_acquire(p_ledger, p_instance, 1, p_limit, p_window) s;
     IF slot IS NULL THEN
         RETURN;  -- the endpoint's budget is spent: the dispatcher sends it when a slot frees
     END IF;
-    IF p_read_ledger IS NOT NULL THEN
+    IF p_read_ledger IS NOT NULL AND pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_read_ledger)) THEN
         SELECT s INTO read_slot FROM pacing_acquire(p_read_ledger, p_instance, 1, p_read_limit, p_read_window) s;
     END IF;
     UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = {NOW},
-        lease_until = {NOW} + p_lease, first_sent_at = GREATEST(v_now, received_at), evidence = p_evidence
-        WHERE id = (alert).id RETURNING * INTO alert;
+        lease_until = {NOW} + p_lease, first_sent_at = GREATEST(v_now, received_at), evidence = p_evidence,
+        receipt = p_receipt WHERE id = (alert).id RETURNING * INTO alert;
     UPDATE okx_pacing SET alert_id = (alert).id, attempt = (alert).attempts WHERE id IN (slot, read_slot);
     INSERT INTO alert_events (alert_id, at, kind, detail)
         VALUES ((alert).id, {NOW}, 'claimed', format('{CLAIMED_AT_ONCE_FORMAT}', (alert).attempts, p_instance));

@@ -17,6 +17,8 @@ timeline and notified, and changes nothing.
 The parts, each importing only those below it:
 
 - ``facade``: ``Delivery`` (start, stop, submit), which wires the others;
+- ``at_once``: the road around the dispatcher for an alert that can go as it arrives (claimed and
+  confirmed in the write that journals it, handed straight to a sender of its own);
 - ``dispatcher``: the claim loop, handing each claim to a sender as an ``Attempt``; ``upkeep``:
   lapsed claims recovered, orphans freed, unroutable alerts failed, overdue ones expired, old
   ones pruned; ``replies``: a reply's wait for its alert's outcome;
@@ -27,7 +29,8 @@ The parts, each importing only those below it:
   pacers; ``terms``: the deadlines and the lease.
 """
 
+from webhook_app.workers.delivery.at_once import AtOnce
 from webhook_app.workers.delivery.facade import Delivery
 from webhook_app.workers.delivery.lanes import Lane
 
-__all__ = ["Delivery", "Lane"]
+__all__ = ["AtOnce", "Delivery", "Lane"]

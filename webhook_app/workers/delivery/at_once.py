@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -57,8 +58,8 @@ class AtOnce:
         opens. None when it could not be (the delivery is stopping: it is back in the queue)."""
         door = self.door
         attempt = Attempt(
-            door.desk, record, self.lane, self.send_by, claimed.slot, claimed.read_slot, self.pacer, self.exp_time_ms
-        )
+            door.desk, record, self.lane, self.send_by, claimed.slot, claimed.read_slot, self.pacer
+        ).confirmed_at_receipt(self.exp_time_ms)
         try:
             future = door.pool.submit(attempt.run)
         except RuntimeError:  # the delivery is stopping: never sent, back in the queue for the others
@@ -88,6 +89,8 @@ class Sending:
             self.future.result(timeout=max(wait, 0.0))
         except concurrent.futures.TimeoutError:
             return None
+        except BaseException:  # cancelled unstarted by a stop (queued again), or a bug the book logs
+            return None
         return self.attempt.final
 
 
@@ -104,16 +107,24 @@ class Door:
         self.pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="okx-at-once")
         self.sent_at_once = 0  # attempts started at once since the start (a figure for tests and benchmarks)
         self._count_lock = threading.Lock()
+        self._closed = False
 
     def enter(self, account: str, endpoint: str, action: str, is_open: Callable[[], bool]) -> AtOnce | None:
         """An ``AtOnce`` for a new alert, or None: it is queued for the dispatcher (a budget not in the
         journal's database, the delivery not sending, or ``capacity`` sends at once already under way)."""
         lane = self.lanes.get(account)
         pacer = lane.budget(endpoint) if lane is not None else None
-        if pacer is None or not pacer.shares_journal or not is_open():
+        if pacer is None or not pacer.shares_journal or not is_open() or self._closed:
             return None
         if not self._room.acquire(blocking=False):
             return None
+        try:
+            return self._at_once(lane, pacer, endpoint, action)
+        except BaseException:
+            self.leave()
+            raise
+
+    def _at_once(self, lane: Lane, pacer: Pacer, endpoint: str, action: str) -> AtOnce:
         terms = self.desk.terms
         # Read before the write, as the dispatcher reads it before its claim: the local deadline then
         # ends before the lease the journal grants from its own clock.
@@ -122,7 +133,8 @@ class Door:
         if action in EXPIRING:
             exp_time = lane.client.okx_deadline_ms(terms.clock.host_deadline(send_by))
         evidence = None if exp_time is None else json.dumps({"expTime": str(exp_time)})  # as Attempt keeps it
-        send_now = SendNow(self.instance, terms.lease, pacer, lane.read_pacer, actions_of(endpoint), evidence)
+        receipt = uuid.uuid4().hex
+        send_now = SendNow(self.instance, terms.lease, pacer, lane.read_pacer, actions_of(endpoint), evidence, receipt)
         return AtOnce(self, lane, pacer, send_by, send_now, exp_time)
 
     def leave(self) -> None:
@@ -132,5 +144,10 @@ class Door:
         with self._count_lock:
             self.sent_at_once += 1
 
+    def close(self) -> None:
+        """No alert goes at once from here on (the delivery is stopping)."""
+        self._closed = True
+
     def stop(self) -> None:
+        self.close()
         self.pool.shutdown(wait=False)

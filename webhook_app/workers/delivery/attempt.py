@@ -14,32 +14,26 @@ import logging
 from collections.abc import Callable
 
 from webhook_app.journal import (
-    INTERRUPTED_DETAIL,
     Activity,
     Claim,
     JournalUnavailable,
     Record,
     SendingQueue,
-    answer_detail,
 )
-from webhook_app.okx.errors import OkxError, OkxNotExecuted, OkxOutcomeUnknown
+from webhook_app.okx.errors import OkxError, OkxOutcomeUnknown
 from webhook_app.workers.delivery.board import Board
 from webhook_app.workers.delivery.lanes import Lane
+from webhook_app.workers.delivery.outcome_writes import OutcomeWrites, Unwritten
 from webhook_app.workers.delivery.sending import FurtherPosts, deliver, exp_time_ms
 from webhook_app.workers.delivery.slots import HeldSlot, SlotLedger
 from webhook_app.workers.delivery.terms import JournalClock, Terms
-from webhook_app.workers.outcomes import Outcome, OutcomePolicy
+from webhook_app.workers.outcomes import OutcomePolicy
 
 log = logging.getLogger("webhook_app")
 
-WRITE_RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)  # a journal write after a send, tried again
 # The bot's read before a send: at most MAX_BEFORE_READ seconds, skipped with less than MIN_BEFORE_READ
 # left, and always leaving BEFORE_READ_SPARE of SEND_BY for the confirmation and the send itself.
 MAX_BEFORE_READ, MIN_BEFORE_READ, BEFORE_READ_SPARE = 1.0, 0.2, 1.0
-
-
-class Unwritten(Exception):
-    """A journal write after a send failed every retry: the lease's lapse hands the alert to recovery."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +51,7 @@ class Desk:
     on_late: Callable[[Record, str], None] | None = None  # told of an answer that came after a take-over
 
 
-class Attempt:
+class Attempt(OutcomeWrites):
     """One claimed alert's send, ``run`` once on a sender thread; it holds the claim until its outcome is written."""
 
     def __init__(
@@ -69,13 +63,10 @@ class Attempt:
         slot,
         read_slot=None,
         pacer=None,
-        confirmed_exp_time: int | None | bool = False,
     ):
         """``send_by``: the local deadline for the request to leave (``terms.clock``); ``slot``: its
         rate slot in ``pacer`` (its endpoint's budget; None: the lane's margin-balance one);
-        ``read_slot``: the bot read's, taken with the claim (None: the read takes its own).
-        ``confirmed_exp_time``: False for a dispatcher's claim, confirmed here before the send; for a
-        claim confirmed as the alert was journaled (sent at once), the expTime that write kept (or None)."""
+        ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
         self.desk = desk
         self.record = record
         self.claim = Claim.of(record)
@@ -85,15 +76,18 @@ class Attempt:
         self.slot = HeldSlot(desk.ledger, self.pacer, slot)
         self.read_slot = HeldSlot(desk.ledger, lane.read_pacer, read_slot)
         self._started = 0.0
-        self.at_once = confirmed_exp_time is not False
+        self.at_once = False  # a claim confirmed as it was journaled (``confirmed_at_receipt``)
         # A sub-order's expTime, kept with the evidence the confirmation writes: after an ambiguous
         # answer, OKX's records are read once it has passed.
-        if self.at_once:
-            self.exp_time_ms = confirmed_exp_time
-        else:
-            self.exp_time_ms = exp_time_ms(lane.client, record, desk.terms.clock.host_deadline(send_by))
+        self.exp_time_ms = exp_time_ms(lane.client, record, desk.terms.clock.host_deadline(send_by))
         self._evidence: str | None = None  # the snapshot taken after a confirmation at receipt
         self.final: Record | None = None  # its final record, once its outcome's write returned it
+
+    def confirmed_at_receipt(self, kept_exp_time: int | None) -> Attempt:
+        """This claim was confirmed by the write that journaled the alert, with that expTime: no
+        confirmation of its own before the send, and the snapshot is kept with the outcome."""
+        self.at_once, self.exp_time_ms = True, kept_exp_time
+        return self
 
     def run(self) -> None:
         """Send it if the claim is cleared to go, write what came of it, and end both slots whatever happens."""
@@ -226,114 +220,3 @@ class Attempt:
                 exc,
             )
         self.desk.board.wake()
-
-    # -- after the send: the fenced writes --------------------------------------------
-
-    def _record_outcome(self, failure: OkxError | None, latency_ms: float) -> None:
-        """Writes OKX's answer, fenced by the claim; the rate slot, while still held, is closed by the same write."""
-        record, desk = self.record, self.desk
-        # The journal's clock, read only when a retry needs a time.
-        now = self._write(desk.journal_clock.now) if isinstance(failure, OkxNotExecuted) else 0.0
-        outcome = desk.policy.judge(failure, record.attempts, record.expires_at, now)
-        answer = answer_detail(outcome.state or "not executed", outcome.okx_code, outcome.okx_msg, outcome.detail)
-        if outcome.state is None:
-            if self._requeue(outcome) or self._fenced_out("queued", answer):
-                self._hold_off(outcome.hold_off)
-            desk.board.wake()
-            return
-        done = self.final = self._finish(outcome, latency_ms) or self._fenced_out(outcome.state, answer)
-        if done is not None:
-            desk.board.finished(done)
-            self._hold_off(outcome.hold_off)
-
-    def _requeue(self, outcome: Outcome) -> bool:
-        current = self._write(
-            lambda: self.desk.queue.requeue(
-                self.record.id,
-                outcome.okx_code,
-                outcome.okx_msg,
-                outcome.detail,
-                outcome.retry_at,
-                claim=self.claim,
-                slot=self._carried_slots(),
-            )
-        )
-        self._slots_closed()
-        return current
-
-    def _finish(self, outcome: Outcome, latency_ms: float) -> Record | None:
-        done = self._write(
-            lambda: self.desk.queue.finish(
-                self.record.id,
-                outcome.state,
-                okx_code=outcome.okx_code,
-                okx_msg=outcome.okx_msg,
-                detail=outcome.detail,
-                latency_ms=latency_ms,
-                claim=self.claim,
-                slot=self._carried_slots(),
-                evidence=self._evidence,
-            )
-        )
-        self._slots_closed()
-        return done
-
-    def _carried_slots(self):
-        """What the outcome's write ends: the request's slot, and a claim at receipt's bot read's too."""
-        if self.at_once and self.read_slot.slot is not None:
-            return (self.slot.slot, self.read_slot.slot)
-        return self.slot.slot
-
-    def _slots_closed(self) -> None:
-        self.slot.closed()
-        if self.at_once:
-            self.read_slot.closed()
-
-    def _fenced_out(self, state: str, answer: str) -> Record | None:
-        """A write after a send was fenced out. If it was only a retry of our own write that had
-        committed (its reply lost), the journal shows our claim in the state we wrote: return it.
-        Otherwise the claim was taken over: OKX's answer is late, kept and told, never overwriting
-        the survivor's state; None."""
-        claim, record = self.claim, self.record
-        try:
-            latest = self.desk.queue.get(claim.alert_id)
-        except JournalUnavailable:
-            latest = None
-        if latest and latest.state == state and Claim.of(latest) == claim and latest.detail != INTERRUPTED_DETAIL:
-            return latest
-        text = f"late answer from OKX after take-over: {answer}"
-        log.warning("alert %s: %s; its state stays %s", record.id, text, latest.state if latest else "?")
-        self._note("late answer", text)
-        if self.desk.on_late is not None:
-            try:
-                self.desk.on_late(latest or record, text)
-            except Exception:
-                log.exception("telling of alert %s's late answer failed", record.id)
-        return None
-
-    def _hold_off(self, seconds: float) -> None:
-        if not seconds:
-            return
-        try:
-            self.pacer.hold_off(seconds)
-        except JournalUnavailable as exc:
-            log.error("could not record OKX's %.1f s hold-off in the pacing ledger: %s", seconds, exc)
-
-    def _write(self, step: Callable):
-        """A journal write after a send, tried again while the claim may still be current."""
-        clock = self.desk.terms.clock
-        give_up = self._started + self.desk.terms.lease
-        for delay in (*WRITE_RETRY_DELAYS, None):
-            try:
-                return step()
-            except JournalUnavailable as exc:
-                if delay is None or clock() + delay >= give_up:
-                    raise Unwritten(str(exc)) from None
-                log.warning("journal write failed (%s); trying again in %.2f s", exc, delay)
-                clock.sleep(delay)
-
-    def _note(self, kind: str, detail: str) -> None:
-        try:
-            self.desk.timeline.note(self.record.id, kind, detail)
-        except JournalUnavailable as exc:
-            log.error("could not add to alert %s's timeline (%s): %s", self.record.id, exc, detail)

@@ -24,28 +24,22 @@ class InFlight:
 
 
 class SlotBook:
-    """Only the dispatcher thread enters attempts here, and it is the only one that hands claims to
-    senders: so whenever it asks, the book holds every claim of ours being worked on, and a claim
-    of ours that is not in it has no sender (``Upkeep`` frees such orphans on that word). An
-    attempt leaves the book when its sender is done."""
+    """The dispatcher thread enters the attempts it hands to senders here, and a request whose alert
+    was claimed at receipt enters its own while it passes the ``gate``: so whenever the dispatcher
+    asks with the gate closed, the book holds every claim of ours being worked on, and a claim of
+    ours that is not in it has no sender (``Upkeep`` frees such orphans on that word). An attempt
+    leaves the book when its sender is done."""
 
     def __init__(self):
         self._held: dict[Future, InFlight] = {}
         # Claims made at receipt (request threads) pass this gate from before their write until they
-        # are entered here; the orphan sweep closes it, so it never finds one claimed and not yet entered.
+        # are entered here; the orphan sweep closes it, so it never ends the rate slots of one claimed
+        # and not yet entered (its alert it never touches: that claim is confirmed, so not an orphan's).
         self.gate = Gate()
 
     def enter(self, attempt: Attempt, future: Future) -> None:
         self._held[future] = InFlight(attempt, future)
         future.add_done_callback(self._done)
-
-    def enter_running(self, attempt: Attempt) -> Future:
-        """An attempt run on the caller's own thread (a claim made at receipt): its future, already
-        running (never taken back unstarted), is to be given its result when the attempt is done."""
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        self.enter(attempt, future)
-        return future
 
     def live_claims(self) -> list[Claim]:
         return [sending.attempt.claim for sending in list(self._held.values())]

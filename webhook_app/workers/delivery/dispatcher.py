@@ -20,10 +20,11 @@ log = logging.getLogger("webhook_app")
 
 
 class Dispatcher:
-    """Its thread is the only one that claims for this process and hands claims to senders,
-    entering each in the slot book as it hands it over: ``Upkeep`` (run on that thread between
-    looks) frees any claim of ours the book lacks, so nothing else may claim, or start an
-    attempt, behind the book's back."""
+    """Its thread claims queued alerts for this process and hands them to senders, entering each in
+    the slot book as it hands it over: ``Upkeep`` (run on that thread between looks) frees any claim
+    of ours the book lacks, so nothing else may claim, or start an attempt, behind the book's back;
+    the one other claimant, a request whose alert goes at once (``at_once``), enters its attempt in
+    the book while it holds the book's gate, which the upkeep closes."""
 
     def __init__(
         self,

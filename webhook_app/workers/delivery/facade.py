@@ -108,6 +108,7 @@ class Delivery:
         """Stop claiming (queued alerts stay in the journal, for the others or the next start),
         put back any claimed send that had not started, wait up to ``timeout`` for sends under
         way, and leave the instances."""
+        self._door.close()  # first: no request hands a sender a claim once the dispatcher waits for them
         self._dispatcher.stop(timeout)
         self._door.stop()
         if self._started:
