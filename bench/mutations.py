@@ -333,6 +333,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
         tests=("tests/test_attempt.py::test_a_claim_confirmed_at_receipt_and_resumed_past_its_deadline_is_never_sent",),
     ),
+    _m(
+        "a claim at receipt whose write's reply was lost left to its lease (a request that never left ends unknown)",
+        (
+            "webhook_app/intake/pipeline.py",
+            "                record = at_once and self._put_back_at_receipt(at_once)",
+            "                record = None",
+        ),
+        tests=("tests/test_at_once.py::test_a_claim_whose_writes_reply_was_lost_is_put_back_and_sent_once",),
+    ),
+    _m(
+        "the intake waiting on a budget's lock held elsewhere (a reply held past its deadline)",
+        (
+            PG_MIGRATIONS,
+            "    IF NOT pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_ledger)) THEN",
+            "    IF FALSE THEN",
+        ),
+        tests=(
+            "tests/test_at_once.py::test_the_intake_never_waits_on_a_budgets_lock_it_goes_through_the_queue_instead",
+        ),
+    ),
 )
 
 
