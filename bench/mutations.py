@@ -190,8 +190,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a rate slot never given back by the outcome's write",
         (
             PG_SQL,
-            'CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"',
-            'CLOSE_SLOT = "closed AS (SELECT %s::bigint AS id)"',
+            'CLOSE_SLOTS = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} '
+            'WHERE id = ANY(%s) AND ended_at IS NULL)"',
+            'CLOSE_SLOTS = "closed AS (SELECT %s::bigint[] AS id)"',
         ),
         # The fault test no longer sees it: the upkeep's orphan sweep closes, within 2 s, a slot no
         # sender holds (an over-count, never a 50011). The write's own promise is its test's.
