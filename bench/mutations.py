@@ -347,12 +347,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "the intake waiting on a budget's lock held elsewhere (a reply held past its deadline)",
         (
             PG_MIGRATIONS,
-            "    IF NOT pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_ledger)) THEN",
-            "    IF FALSE THEN",
+            "    PERFORM set_config('lock_timeout', p_wait, true);",
+            "    PERFORM set_config('lock_timeout', '0', true);",
         ),
-        tests=(
-            "tests/test_at_once.py::test_the_intake_never_waits_on_a_budgets_lock_it_goes_through_the_queue_instead",
-        ),
+        tests=("tests/test_at_once.py::test_the_intake_waits_for_a_budgets_lock_only_briefly_then_the_alert_queues",),
     ),
 )
 

@@ -220,9 +220,10 @@ def test_a_write_that_never_committed_is_503_and_nothing_is_journaled(make_app, 
     assert services.journal.recent(limit=10) == []
 
 
-def test_the_intake_never_waits_on_a_budgets_lock_it_goes_through_the_queue_instead(make_app, okx, pg_url):
+def test_the_intake_waits_for_a_budgets_lock_only_briefly_then_the_alert_queues(make_app, okx, pg_url):
     # Another claim holds the margin budget's lock (here: a session of the test's, for as long as it
-    # likes): the alert is journaled and queued at once, not held behind it, and sent once it is free.
+    # likes, as a paused process would): the alert is journaled and queued after a short wait (100 ms),
+    # not held behind it, and sent once the lock is free.
     app = make_app(database_url=pg_url)
     services = app.extensions["webhook"]
     services.start()

@@ -670,7 +670,7 @@ END $$;
     # An alert that can go at once: accepted, claimed and confirmed in one statement (one durable
     # write before the first byte leaves), then handed to a sender. It goes at once only in its bot's
     # turn, with nothing due ahead of it in its queue (account and endpoint), a slot of its endpoint's
-    # budget free (its lock free too: the intake never waits on a budget's lock), and a claimant that
+    # budget free (its lock free within 100 ms: a paused holder never holds a reply), and a claimant that
     # asked (p_instance); otherwise it is left queued, exactly as migration 12's journal_add_row leaves
     # it, for the dispatcher. ``receipt`` names the request that claimed it, so that request, should
     # the statement's reply be lost, can find its claim and put it back (no sender ever had it).
@@ -681,6 +681,23 @@ END $$;
         13,
         f"""
 ALTER TABLE alerts ADD COLUMN IF NOT EXISTS receipt TEXT;
+
+-- A budget's lock (as pacing_acquire takes it), waited for at most p_wait: FALSE when it was not free
+-- by then. Held to the end of the transaction, as pacing_acquire's own.
+CREATE FUNCTION budget_lock_within(p_ledger TEXT, p_wait TEXT) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+DECLARE v_was TEXT := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', p_wait, true);
+    BEGIN
+        PERFORM pg_advisory_xact_lock({LOCK_PACING}, hashtext(p_ledger));
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('lock_timeout', v_was, true);
+        RETURN FALSE;
+    END;
+    PERFORM set_config('lock_timeout', v_was, true);
+    RETURN TRUE;
+END $$;
+
 CREATE FUNCTION journal_add_claimed(p_dedup_key TEXT, p_since DOUBLE PRECISION, p_algo_id TEXT, p_action TEXT,
     p_amount TEXT, p_body TEXT, p_expires DOUBLE PRECISION, p_state TEXT, p_secret_name TEXT, p_cap NUMERIC,
     p_trader_id TEXT, p_now DOUBLE PRECISION, p_cap_states TEXT[], p_account TEXT, p_endpoint TEXT,
@@ -711,14 +728,14 @@ BEGIN
                 AND (b.state = 'sending' OR (b.id < q.id AND b.expires_at >= v_now)))) THEN
         RETURN;  -- others are due first: it waits its turn in the queue
     END IF;
-    IF NOT pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_ledger)) THEN
-        RETURN;  -- another claim is taking this budget's slots this moment: the dispatcher sends it
+    IF NOT budget_lock_within(p_ledger, '100ms') THEN
+        RETURN;  -- the budget's lock is held longer than a claim takes (a paused holder): the dispatcher sends it
     END IF;
     SELECT s INTO slot FROM pacing_acquire(p_ledger, p_instance, 1, p_limit, p_window) s;
     IF slot IS NULL THEN
         RETURN;  -- the endpoint's budget is spent: the dispatcher sends it when a slot frees
     END IF;
-    IF p_read_ledger IS NOT NULL AND pg_try_advisory_xact_lock({LOCK_PACING}, hashtext(p_read_ledger)) THEN
+    IF p_read_ledger IS NOT NULL AND budget_lock_within(p_read_ledger, '100ms') THEN
         SELECT s INTO read_slot FROM pacing_acquire(p_read_ledger, p_instance, 1, p_read_limit, p_read_window) s;
     END IF;
     UPDATE alerts SET state = 'sending', attempts = attempts + 1, claimed_by = p_instance, sent_at = {NOW},
