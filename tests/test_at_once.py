@@ -1,6 +1,6 @@
 """Sending at once (issue 26): an alert that can go as it arrives is accepted, claimed and confirmed
-in one durable write (``add_claimed``, PostgreSQL migration 13) and sent from its request's
-thread; any other is queued for the dispatcher exactly as before. The journal's rules per case,
+in one durable write (``add_claimed``, PostgreSQL migration 13) and handed straight to a sender;
+any other is queued for the dispatcher exactly as before. The journal's rules per case,
 then the whole path through gunicorn on PostgreSQL, judged by what the stand-in OKX executed."""
 
 import concurrent.futures

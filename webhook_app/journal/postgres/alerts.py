@@ -87,17 +87,14 @@ class PostgresAlertLog(PostgresRecords, SharedAlertLog):
 
     def unclaim_at_receipt(self, receipt: str, instance: str) -> Record | None:
         # Only the request that made the claim knows its receipt, and it never handed the claim to a sender.
-        return self.db.transaction(
-            lambda conn: _first(
-                conn.execute(
-                    f"WITH undone AS ({UNCLAIM} WHERE receipt = %s AND claimed_by = %s AND state = 'sending' "
-                    f"AND attempts = 1 {RETURNING_ALERTS}), logged AS (INSERT INTO alert_events "
-                    f"(alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', %s FROM undone) "
-                    f"SELECT {ALERT_COLUMNS} FROM undone",
-                    (receipt, instance, UNCLAIMED_DETAIL),
-                ).fetchone()
-            )
+        row = self.db.one(
+            f"WITH undone AS ({UNCLAIM} WHERE receipt = %s AND claimed_by = %s AND state = 'sending' "
+            f"AND attempts = 1 {RETURNING_ALERTS}), logged AS (INSERT INTO alert_events "
+            f"(alert_id, at, kind, detail) SELECT id, {NOW}, 'unclaimed', %s FROM undone) "
+            f"SELECT {ALERT_COLUMNS} FROM undone",
+            (receipt, instance, UNCLAIMED_DETAIL),
         )
+        return Record(*row) if row else None
 
     def link_resend(self, original_id: int, resend_id: int, by: str) -> None:
         def step(conn):
@@ -142,7 +139,16 @@ def _add_params(
     endpoint: str = "margin-balance",
 ) -> tuple:
     """journal_add_row's arguments, in its order (``AlertLog.add``'s fields and defaults)."""
-    return (dedup_key, dedup_since, algo_id, action, amount, request_body, expires_at, state, secret_name) + (
+    return (
+        dedup_key,
+        dedup_since,
+        algo_id,
+        action,
+        amount,
+        request_body,
+        expires_at,
+        state,
+        secret_name,
         daily_cap,
         trader_id,
         now,
@@ -150,7 +156,3 @@ def _add_params(
         account,
         endpoint,
     )
-
-
-def _first(row) -> Record | None:
-    return Record(*row) if row else None

@@ -10,13 +10,11 @@ still leaves by REPLY_DEADLINE (TradingView gives up at 3 s) while a slow OKX is
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from webhook_app.journal import ClaimedAtOnce, JournalUnavailable, Record, SendNow
@@ -34,24 +32,18 @@ class AtOnce:
     def __init__(self, door: Door, lane: Lane, pacer: Pacer, send_by: float, send_now: SendNow, exp_time):
         self.door, self.lane, self.pacer, self.send_by = door, lane, pacer, send_by
         self.send_now, self.exp_time_ms = send_now, exp_time
-        self._gate: contextlib.AbstractContextManager | None = None
+        self._gate = contextlib.ExitStack()  # passing the slot book's gate, until closed
         self._holds_room = True  # the door's room, until an attempt takes it over
 
     def __enter__(self) -> AtOnce:
-        self._gate = self.door.book.gate.passing()
-        self._gate.__enter__()
+        self._gate.enter_context(self.door.book.gate.passing())
         return self
 
     def __exit__(self, *exc) -> None:
-        self._pass_gate()
+        self._gate.close()
         if self._holds_room:
             self._holds_room = False
             self.door.leave()
-
-    def _pass_gate(self) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None:
-            gate.__exit__(None, None, None)
 
     def start(self, record: Record, claimed: ClaimedAtOnce) -> Sending | None:
         """Hand the claimed alert's attempt to a sender now, entered in the slot book before the gate
@@ -70,7 +62,7 @@ class AtOnce:
         door.book.enter(attempt, future)
         self._holds_room = False  # the attempt holds the room now, until it is done
         future.add_done_callback(lambda _: door.leave())
-        self._pass_gate()  # entered: the orphan sweep sees its claim from here
+        self._gate.close()  # entered: the orphan sweep sees its claim from here
         door.counted()
         return Sending(attempt, future)
 
@@ -87,9 +79,7 @@ class Sending:
         (still being sent, queued again, or its outcome unwritten)."""
         try:
             self.future.result(timeout=max(wait, 0.0))
-        except concurrent.futures.TimeoutError:
-            return None
-        except BaseException:  # cancelled unstarted by a stop (queued again), or a bug the book logs
+        except Exception:  # not done in time; cancelled unstarted by a stop (queued again); a bug the book logs
             return None
         return self.attempt.final
 
@@ -107,14 +97,14 @@ class Door:
         self.pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="okx-at-once")
         self.sent_at_once = 0  # attempts started at once since the start (a figure for tests and benchmarks)
         self._count_lock = threading.Lock()
-        self._closed = False
+        self._open = False  # from the delivery's start to its stop
 
-    def enter(self, account: str, endpoint: str, action: str, is_open: Callable[[], bool]) -> AtOnce | None:
+    def enter(self, account: str, endpoint: str, action: str) -> AtOnce | None:
         """An ``AtOnce`` for a new alert, or None: it is queued for the dispatcher (a budget not in the
         journal's database, the delivery not sending, or ``capacity`` sends at once already under way)."""
         lane = self.lanes.get(account)
         pacer = lane.budget(endpoint) if lane is not None else None
-        if pacer is None or not pacer.shares_journal or not is_open() or self._closed:
+        if pacer is None or not pacer.shares_journal or not self._open:
             return None
         if not self._room.acquire(blocking=False):
             return None
@@ -144,9 +134,13 @@ class Door:
         with self._count_lock:
             self.sent_at_once += 1
 
+    def open(self) -> None:
+        """Alerts may go at once from here on (the delivery has started)."""
+        self._open = True
+
     def close(self) -> None:
         """No alert goes at once from here on (the delivery is stopping)."""
-        self._closed = True
+        self._open = False
 
     def stop(self) -> None:
         self.close()

@@ -48,10 +48,6 @@ class Board:
             self._stopping = True
             self._cond.notify_all()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     def pause(self, clock: Clock, seconds: float) -> bool:
         """The dispatcher's rest: up to ``seconds`` of ``clock``, none when woken since its last
         rest. False once the delivery is stopping."""

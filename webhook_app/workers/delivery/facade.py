@@ -62,7 +62,6 @@ class Delivery:
         board = Board(
             [(name, endpoint) for name, lane in self.lanes.items() for endpoint in lane.endpoints()], on_final
         )
-        self._board = board
         desk = Desk(journal, journal, journal, policy, board, SlotLedger(board), self.terms, on_late)
         book = SlotBook()
         self._upkeep = Upkeep(
@@ -102,6 +101,7 @@ class Delivery:
                     )
             # In dry-run too: it prunes the journal (and sends nothing, having no pacer).
             self._dispatcher.start()
+            self._door.open()
             self._started = True
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -116,16 +116,13 @@ class Delivery:
 
     @property
     def sent_at_once(self) -> int:
-        """Attempts sent from their request's own thread since the start."""
+        """Attempts started at once (claimed as they were journaled) since the start."""
         return self._door.sent_at_once
 
     def at_once(self, account: str, endpoint: str, action: str) -> AtOnce | None:
         """A chance for a new alert to be sent at once (enter it around the journal's ``add_claimed``
         and, when that claimed it, ``AtOnce.start``), or None: it goes through the queue."""
-        return self._door.enter(account, endpoint, action, self._sending)
-
-    def _sending(self) -> bool:
-        return self._started and not self._board.stopping
+        return self._door.enter(account, endpoint, action)
 
     def submit(self, record: Record, wait: float = 0.0, sending: Sending | None = None) -> Record:
         """A journaled alert is due: wake the dispatcher, and wait up to ``wait`` seconds for its
