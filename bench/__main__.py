@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import math
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
@@ -40,10 +38,9 @@ from bench.harness import (
     RESULTS,
     PgSchema,
     StandIn,
-    cleanup,
+    run_steps,
     service_env,
     start_service,
-    stop_on_signal,
     temp_dir,
     wrk,
 )
@@ -371,18 +368,9 @@ def main(argv=None) -> int:
     args.starts = 3 if args.quick else 5
     args.latency_alerts, args.latency_bursts = (20, 2) if args.quick else (300, 10)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {_cpu_model()}")
-    atexit.register(cleanup)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job inherits it ignored
-        signal.signal(signum, stop_on_signal)
     started = time.monotonic()
-    try:
-        for name in args.sections.split(","):
-            SECTIONS[name](args)
-    except KeyboardInterrupt as exc:
-        print(f"\ninterrupted ({exc or 'SIGINT'}): stopping every process it started", file=sys.stderr)
+    if run_steps(SECTIONS, args.sections, args):
         return 130
-    finally:
-        cleanup()
     print(f"\nwall time: {time.monotonic() - started:.0f} s")
     out = Path(tempfile.gettempdir()) / "bench-results.json"
     out.write_text(json.dumps(RESULTS, indent=2, default=str))

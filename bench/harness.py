@@ -3,6 +3,7 @@ schemas, wrk, and the cleanup of everything a run started (also on Ctrl-C, SIGTE
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -65,6 +66,23 @@ def cleanup() -> None:
 def stop_on_signal(signum, frame) -> None:
     """SIGINT, SIGTERM and SIGHUP end the run through every finally block, then cleanup()."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run_steps(steps: dict, names: str, args) -> int:
+    """Each named step (comma-separated ``names``) run with ``args``, then cleanup(), also when a
+    signal ends the run: 130 when interrupted, else 0."""
+    atexit.register(cleanup)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background job inherits it ignored
+        signal.signal(signum, stop_on_signal)
+    try:
+        for name in names.split(","):
+            steps[name](args)
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted ({exc or 'SIGINT'}): stopping every process it started", file=sys.stderr)
+        return 130
+    finally:
+        cleanup()
+    return 0
 
 
 class StandIn:

@@ -17,12 +17,10 @@ the GIL: the Python work).
 from __future__ import annotations
 
 import argparse
-import atexit
 import itertools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,10 +31,9 @@ from bench.harness import (
     CHILDREN,
     PgSchema,
     StandIn,
-    cleanup,
+    run_steps,
     service_env,
     start_service,
-    stop_on_signal,
     temp_dir,
     wrk,
 )
@@ -203,18 +200,7 @@ def main(argv=None) -> int:
         print("wrk is missing: run bench/profile, or apt-get install -y wrk", file=sys.stderr)
         return 2
     py_spy()
-    atexit.register(cleanup)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop_on_signal)
-    try:
-        for name in args.cases.split(","):
-            CASES[name](args)
-    except KeyboardInterrupt as exc:
-        print(f"\ninterrupted ({exc or 'SIGINT'}): stopping every process it started", file=sys.stderr)
-        return 130
-    finally:
-        cleanup()
-    return 0
+    return run_steps(CASES, args.cases, args)
 
 
 if __name__ == "__main__":
