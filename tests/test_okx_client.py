@@ -1,5 +1,6 @@
 """The OKX client on its own: what each way of failing says about whether OKX may have acted."""
 
+import contextlib
 import socket
 import threading
 
@@ -21,14 +22,12 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def refusing_proxy():
-    """An HTTP proxy on 127.0.0.1 that answers every CONNECT with 403, as a proxy whose
-    allowlist lacks OKX's host does. It records what it was asked."""
+@contextlib.contextmanager
+def loopback_server(handle):
+    """A server on 127.0.0.1 that hands each connection to ``handle`` on a thread of its own; its URL."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    asked = []
 
     def serve():
         while True:
@@ -37,12 +36,27 @@ def refusing_proxy():
             except OSError:
                 return
             with conn:
-                asked.append(conn.recv(65536).split(b"\r\n", 1)[0])
-                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                handle(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}", asked
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def refusing_proxy():
+    """An HTTP proxy on 127.0.0.1 that answers every CONNECT with 403, as a proxy whose
+    allowlist lacks OKX's host does. It records what it was asked."""
+    asked = []
+
+    def refuse(conn):
+        asked.append(conn.recv(65536).split(b"\r\n", 1)[0])
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    with loopback_server(refuse) as url:
+        yield url, asked
 
 
 def live_client(base_url):
@@ -119,29 +133,19 @@ def test_the_environment_is_read_once_when_the_client_is_made(monkeypatch, tmp_p
 def cookie_setting_okx():
     """A plain-HTTP OKX on 127.0.0.1 that sets a cookie (as a CDN in front of OKX may) and answers
     every request with OKX's success; it records each request's head."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
     heads = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                while (data := conn.recv(65536)) and b"\r\n\r\n" in data:
-                    heads.append(data.split(b"\r\n\r\n", 1)[0].decode())
-                    body = b'{"code":"0","msg":"","data":[]}'
-                    conn.sendall(
-                        b"HTTP/1.1 200 OK\r\nSet-Cookie: edge=abc; Path=/\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                    )
+    def answer(conn):
+        while (data := conn.recv(65536)) and b"\r\n\r\n" in data:
+            heads.append(data.split(b"\r\n\r\n", 1)[0].decode())
+            body = b'{"code":"0","msg":"","data":[]}'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nSet-Cookie: edge=abc; Path=/\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}", heads
-    server.close()
+    with loopback_server(answer) as url:
+        yield url, heads
 
 
 def test_each_request_carries_the_sessions_headers_and_the_cookies_okx_set(cookie_setting_okx):
