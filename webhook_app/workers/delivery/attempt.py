@@ -54,16 +54,7 @@ class Desk:
 class Attempt(OutcomeWrites):
     """One claimed alert's send, ``run`` once on a sender thread; it holds the claim until its outcome is written."""
 
-    def __init__(
-        self,
-        desk: Desk,
-        record: Record,
-        lane: Lane,
-        send_by: float,
-        slot,
-        read_slot=None,
-        pacer=None,
-    ):
+    def __init__(self, desk: Desk, record: Record, lane: Lane, send_by: float, slot, read_slot=None, pacer=None):
         """``send_by``: the local deadline for the request to leave (``terms.clock``); ``slot``: its
         rate slot in ``pacer`` (its endpoint's budget; None: the lane's margin-balance one);
         ``read_slot``: the bot read's, taken with the claim (None: the read takes its own)."""
