@@ -6,7 +6,7 @@ statement (``claim_paced``)."""
 from __future__ import annotations
 
 from webhook_app.journal.postgres.instances import BUSY_SLOTS, PostgresPacer
-from webhook_app.journal.postgres.sql import CLAIMED, CLOSE_SLOT, NOW
+from webhook_app.journal.postgres.sql import CLAIMED, CLOSE_SLOTS, NOW, slot_ids
 from webhook_app.journal.records import COLUMNS, UNCLAIMED_DETAIL, Claim, PacedClaim, Record
 from webhook_app.journal.shared import ALERT_COLUMNS, UNCLAIM, ClaimSteps, bots_turn
 
@@ -116,9 +116,9 @@ class PostgresClaims(ClaimSteps):
         # Durable: once this says yes the request may leave, and a crash must not forget that it may have.
         return bool(
             self.db.statement(
-                f"WITH {CLOSE_SLOT} UPDATE alerts SET sent_at = {NOW}, evidence = %s "
+                f"WITH {CLOSE_SLOTS} UPDATE alerts SET sent_at = {NOW}, evidence = %s "
                 f"WHERE {CLAIMED} AND lease_until > {NOW} AND expires_at >= {NOW}",
-                (read_slot, evidence, claim.alert_id, claim.instance, claim.attempt),
+                (slot_ids(read_slot), evidence, claim.alert_id, claim.instance, claim.attempt),
             )
         )
 

@@ -20,10 +20,9 @@ LOCK_DEDUP, LOCK_CAP, LOCK_PACING, LOCK_RECOVERY, LOCK_MIGRATION, LOCK_CLAIM, LO
 
 # The current attempt's claim (params: alert, instance, attempt), as a fence on every write after a send.
 CLAIMED = "id = %s AND state = 'sending' AND claimed_by = %s AND attempts = %s"
-# Closes a request's rate slot in the statement that records its outcome: a CTE runs whether or not
-# the fenced UPDATE beside it changes a row (a late answer still ends its request). NULL closes none.
-CLOSE_SLOT = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = %s AND ended_at IS NULL)"
-# The same for the slots an outcome carries (its request's, and a claim at receipt's bot read): a list.
+# Closes rate slots in the statement that carries them (an outcome: its request's, and a claim at
+# receipt's bot read; a confirmation: the bot read's): a CTE runs whether or not the fenced UPDATE
+# beside it changes a row (a late answer still ends its request). Its parameter is ``slot_ids(...)``.
 CLOSE_SLOTS = f"closed AS (UPDATE okx_pacing SET ended_at = {NOW} WHERE id = ANY(%s) AND ended_at IS NULL)"
 
 
